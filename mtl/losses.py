@@ -1,0 +1,51 @@
+"""Task losses: cross-entropy (ignore 255) for segmentation, L2/L1 on valid pixels for depth, weighted sum."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mtl.config import Config
+from mtl.data.miniscapes import IGNORE_INDEX
+from mtl.data.transforms import DepthUnit
+
+
+def semseg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+
+
+def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """Mean error over valid pixels; a batch without valid depth contributes 0 (but keeps the graph)."""
+    error = (pred - target).square() if kind == "l2" else (pred - target).abs()
+    valid = valid.to(error.dtype)
+    return (error * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+class MultiTaskLoss:
+    """Weighted sum of the task losses; ``<task>_initial`` outputs (deep supervision) get ``loss_weight_initial``."""
+
+    def __init__(self, cfg: Config, depth_unit: DepthUnit):
+        self.weights = {"semseg": cfg.loss_weight_semseg, "depth": cfg.loss_weight_depth}
+        self.weight_initial = cfg.loss_weight_initial
+        self.depth_kind = cfg.depth_loss
+        self.depth_unit = depth_unit
+
+    def task_losses(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                    suffix: str = "") -> dict[str, torch.Tensor]:
+        depth_m = batch["depth"]
+        valid = depth_m > 0
+        target = self.depth_unit.encode(depth_m)
+        return {
+            "semseg": semseg_loss(outputs["semseg" + suffix].float(), batch["semseg"]),
+            "depth": depth_loss(outputs["depth" + suffix].float(), target, valid, self.depth_kind),
+        }
+
+    def __call__(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns (weighted total for backward, unweighted final-prediction losses by task)."""
+        losses = self.task_losses(outputs, batch)
+        total = sum(self.weights[t] * losses[t] for t in losses)
+        if "semseg_initial" in outputs:
+            initial = self.task_losses(outputs, batch, suffix="_initial")
+            total = total + self.weight_initial * sum(self.weights[t] * initial[t] for t in initial)
+        return total, losses

@@ -1,0 +1,50 @@
+"""Shared fixtures: every test runs offline with W&B disabled and a private dataset cache."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny synthetic dataset and model budget: every key a real run takes, sized for seconds on a CPU.
+TINY = {
+    "dataset": "synthetic",
+    "synthetic_num_train": 8,
+    "synthetic_num_val": 4,
+    "synthetic_num_test": 4,
+    "synthetic_height": 64,
+    "synthetic_width": 96,
+    "aug_input_crop_size": 64,
+    "num_epochs": 2,
+    "batch_size": 2,
+    "batch_size_validation": 4,
+    "workers": 0,
+    "workers_validation": 0,
+    "num_threads": 1,
+    "wandb_mode": "disabled",
+    "progress": "plain",
+}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One dataset cache for the session, shared with subprocesses through MTL_CACHE_DIR."""
+    path = tmp_path_factory.mktemp("mtl-cache")
+    os.environ["MTL_CACHE_DIR"] = str(path)
+    return path
+
+
+def tiny_args(**overrides) -> list[str]:
+    values = {**TINY, **overrides}
+    return [f"--{k}={v}" for k, v in values.items()]
+
+
+def train_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mtl.cli", *args]
