@@ -1,0 +1,306 @@
+"""From a validated entry to fully resolved run specs.
+
+The config of a run is layered: Config defaults < profile < the winner of the ``best of`` entry (its
+resolved hyperparameters, read from its run records) < the entry's overrides < the variant or grid
+point < seed. Run-invariant keys (paths, devices, W&B settings) never come from the winner, so the
+profile still decides where and how a run executes. The run directory is
+``<runs>/<entry id>/<variant>-s<seed>-<config hash>``: the same config always lands in the same place.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
+from mtl.records import RunRecord, read_run
+
+from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
+
+# States after which a run will not change without being asked to (retry or force).
+SETTLED_STATES = ("finished", "failed", "diverged")
+
+
+class UnresolvedBase(RuntimeError):
+    """A ``best of`` base whose entry has not (completely) run yet."""
+
+    def __init__(self, entry_id: str, message: str):
+        self.entry_id = entry_id
+        super().__init__(message)
+
+
+@dataclass
+class RunSpec:
+    name: str
+    variant: str
+    seed: int
+    config: Config
+    run_dir: Path
+    differences: dict[str, Any]
+    entry_id: str = ""
+    # This run's values of the keys that differ between the entry's variants (the table columns).
+    varied: dict[str, Any] = field(default_factory=dict)
+    # True when the base could not be resolved (dry run / show): the config and name are not final.
+    provisional: bool = False
+
+
+@dataclass
+class Winner:
+    entry_id: str
+    variant: str
+    metric: str
+    mode: str
+    score: float  # mean over the variant's finished seeds of each run's best value of ``metric``
+    scores_by_variant: dict[str, float]
+    run_dir: Path
+    hyperparameters: dict[str, Any]
+
+
+@dataclass
+class Base:
+    profile: str
+    values: dict[str, Any]
+    best_of: Optional[str] = None
+    winner: Optional[Winner] = None
+    unresolved: Optional[str] = None
+
+    def describe(self) -> str:
+        if self.best_of is None:
+            return f"profile {self.profile}"
+        if self.winner is None:
+            return f"best of {self.best_of} (unresolved: {self.unresolved}); profile {self.profile}"
+        w = self.winner
+        return (
+            f"best of {self.best_of}: variant {w.variant!r} ({w.metric} {w.mode} = {w.score:.3f}); "
+            f"profile {self.profile}"
+        )
+
+
+@dataclass
+class Plan:
+    entry: Entry
+    base: Base
+    runs: list[RunSpec]
+
+    @property
+    def resolved(self) -> bool:
+        return self.base.unresolved is None
+
+
+def plan(entry: Entry, profile: Optional[str] = None, runs_dir: str | Path = "runs") -> list[RunSpec]:
+    """The runs of ``entry`` under ``profile`` (default: the entry's own), every config fully resolved.
+
+    Raises UnresolvedBase when the ``best of`` entry has not run completely yet.
+    """
+    return make_plan(entry, profile, runs_dir).runs
+
+
+def make_plan(
+    entry: Entry,
+    profile: Optional[str] = None,
+    runs_dir: str | Path = "runs",
+    allow_unresolved: bool = False,
+    _chain: tuple[str, ...] = (),
+) -> Plan:
+    runs_dir = Path(runs_dir).absolute()
+    chain = _chain + (entry.id,)
+    profile_name = profile or root_profile(entry)
+    profile_values = load_profile(entry.ablations_dir, profile_name)
+    base = Base(profile=profile_name, values=dict(profile_values), best_of=entry.best_of)
+    if entry.best_of is not None:
+        try:
+            winner = resolve_winner(entry, profile, runs_dir, chain)
+        except UnresolvedBase as exc:
+            if not allow_unresolved:
+                raise
+            base.unresolved = str(exc)
+        else:
+            base.winner = winner
+            base.values.update(winner.hyperparameters)
+    runs = _expand_runs(entry, base, runs_dir)
+    return Plan(entry=entry, base=base, runs=runs)
+
+
+# ---------------------------------------------------------------------------------------------- variants
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "+".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def _scaled_value(entry: Entry, key: str, index: int, scaled: Scaled, reference: Config) -> Any:
+    base_value = getattr(reference, key)
+    value = float(f"{base_value * scaled.times:.12g}")  # 0.01 * 0.1 -> 0.001, not 0.0010000000000000002
+    if Config.model_fields[key].annotation is int:
+        if not math.isclose(value, round(value)):
+            raise EntryError(
+                entry.path, f"grid.{key}[{index}]", f"base value {base_value} times {scaled.times} = {value} is not an integer"
+            )
+        value = int(round(value))
+    return value
+
+
+def expand_variants(entry: Entry, base_values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(variant name, overrides) for every variant: grid points (relative values resolved) or the explicit list."""
+    if entry.variants is not None:
+        return [(v.name, dict(v.overrides)) for v in entry.variants]
+    if entry.grid is None:
+        return [("base", {})]
+    try:
+        reference = make_config({**base_values, **entry.overrides})
+    except ConfigError as exc:
+        raise EntryError(entry.path, "overrides", f"does not combine with the base: {exc}") from None
+    axes = []
+    for key, values in entry.grid.items():
+        axes.append(
+            [
+                _scaled_value(entry, key, i, v, reference) if isinstance(v, Scaled) else v
+                for i, v in enumerate(values)
+            ]
+        )
+    variants = []
+    for combo in itertools.product(*axes):
+        overrides = dict(zip(entry.grid, combo))
+        name = ",".join(f"{k}={_format_value(v)}" for k, v in overrides.items())
+        variants.append((name, overrides))
+    return variants
+
+
+def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
+    try:
+        base_config = make_config(base.values)
+    except ConfigError as exc:
+        raise EntryError(entry.path, "base", f"the base config is invalid: {exc}") from None
+    base_hp = base_config.hyperparameters()
+    runs = []
+    for variant, overrides in expand_variants(entry, base.values):
+        for seed in entry.seeds:
+            values = {
+                **base.values,
+                **entry.overrides,
+                **overrides,
+                "seed": seed,
+                "wandb_group": entry.id,
+                "wandb_job_type": variant,
+                "wandb_tags": (entry.problem,),
+            }
+            where = "grid" if entry.grid is not None else "variants" if entry.variants is not None else "overrides"
+            try:
+                config = make_config(values, source=f"{entry.path}, variant {variant!r}")
+            except ConfigError as exc:
+                raise EntryError(entry.path, where, str(exc)) from None
+            name = f"{variant}-s{seed}-{config.config_hash()}"
+            run_dir = runs_dir / entry.id / name
+            config = config.replace(log_dir=str(run_dir))
+            hp = config.hyperparameters()
+            differences = {k: v for k, v in hp.items() if v != base_hp.get(k)}
+            runs.append(
+                RunSpec(
+                    name=name,
+                    variant=variant,
+                    seed=seed,
+                    config=config,
+                    run_dir=run_dir,
+                    differences=differences,
+                    entry_id=entry.id,
+                    provisional=base.unresolved is not None,
+                )
+            )
+    varied_keys = varied_parameters(runs)
+    for run in runs:
+        hp = run.config.hyperparameters()
+        run.varied = {k: hp[k] for k in varied_keys}
+    return runs
+
+
+def varied_parameters(runs: list[RunSpec]) -> list[str]:
+    """Config keys (seed aside) whose value differs between the runs, in schema order."""
+    if len(runs) < 2:
+        return []
+    dumps = [run.config.hyperparameters() for run in runs]
+    return [k for k in dumps[0] if k != "seed" and any(d[k] != dumps[0][k] for d in dumps[1:])]
+
+
+# ---------------------------------------------------------------------------------------------- best of
+
+
+def _run_hint(entry_id: str, profile: Optional[str]) -> str:
+    return f"run `mtl-ablate run {entry_id}{' --profile ' + profile if profile else ''}` first"
+
+
+def run_score(record: RunRecord, metric: str, mode: str) -> Optional[float]:
+    """A run's best value of ``metric`` over its validation points (highest for max, lowest for min)."""
+    values = [p[metric] for p in record.points if _finite(p.get(metric))]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def resolve_winner(entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = ()) -> Winner:
+    """The winning config of ``entry.best_of`` under the same profile, read from its run records."""
+    source_id = entry.best_of
+    assert source_id is not None
+    if source_id in chain:
+        raise EntryError(entry.path, "base", f"'best of' bases form a cycle: {' -> '.join(chain + (source_id,))}")
+    path = entry_path(entry.ablations_dir, source_id)
+    if not path.exists():
+        raise EntryError(entry.path, "base", f"unknown entry {source_id!r} (no {path.name} next to it)")
+    source = load_entry(path)
+    source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain)
+    records = {run.name: read_run(run.run_dir) for run in source_plan.runs}
+    unsettled = [name for name, rec in records.items() if rec.state not in SETTLED_STATES]
+    if unsettled:
+        raise UnresolvedBase(
+            source_id,
+            f"entry {source_id} has {len(unsettled)} of {len(records)} runs not finished "
+            f"({', '.join(unsettled)}); {_run_hint(source_id, profile)}",
+        )
+    metric, mode = source.rank_by.metric, source.rank_by.mode
+    scores: dict[str, list[tuple[float, RunSpec]]] = {}
+    for run in source_plan.runs:
+        record = records[run.name]
+        if record.state != "finished":
+            continue
+        score = run_score(record, metric, mode)
+        if score is not None:
+            scores.setdefault(run.variant, []).append((score, run))
+    if not scores:
+        raise UnresolvedBase(
+            source_id,
+            f"entry {source_id} has no finished runs with a finite {metric}; "
+            f"{_run_hint(source_id, profile)} (add --retry-failed to retry failed runs)",
+        )
+    means = {variant: sum(s for s, _ in items) / len(items) for variant, items in scores.items()}
+    pick = max if mode == "max" else min
+    # Ties go to the variant listed first in the entry (dict order follows the plan).
+    best_variant = pick(means, key=lambda v: means[v])
+    best_run = pick(scores[best_variant], key=lambda item: item[0])[1]
+    record = records[best_run.name]
+    config_file = best_run.run_dir / "config.yaml"
+    values = {k: v for k, v in record.config.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
+    try:
+        resolved = make_config(values, source=str(config_file))
+    except ConfigError as exc:
+        raise EntryError(entry.path, "base", f"the winner's config cannot be used: {exc}") from None
+    hyperparameters = {k: getattr(resolved, k) for k in values}
+    return Winner(
+        entry_id=source_id,
+        variant=best_variant,
+        metric=metric,
+        mode=mode,
+        score=means[best_variant],
+        scores_by_variant=means,
+        run_dir=best_run.run_dir,
+        hyperparameters=hyperparameters,
+    )
