@@ -53,6 +53,14 @@ class Variant(_Strict):
     name: str = Field(pattern=VARIANT_NAME_PATTERN, max_length=64, description="Variant name (run directory prefix, W&B job type).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Config keys set by this variant.")
 
+    @field_validator("name")
+    @classmethod
+    def _not_null_word(cls, name: str) -> str:
+        # The name travels as --wandb_job_type=<name>, where "none"/"null" would mean "no job type".
+        if name.lower() in ("none", "null"):
+            raise ValueError(f"{name!r} is reserved (it reads as 'no value' on a command line); pick another name")
+        return name
+
 
 class RankBy(_Strict):
     metric: str = Field(DEFAULT_RANK_METRIC, pattern=r"^val/", description="Validation metric a run is ranked by.")
@@ -80,7 +88,7 @@ class EntryFile(_Strict):
     model_config = ConfigDict(extra="forbid", title="mtl-ablate entry")
 
     question: str = Field(min_length=1, description="The assignment question, paraphrased.")
-    item: str = Field(pattern=r"^\d+(\.\d+)*[a-z]?$", description="Assignment item numbering, e.g. 1.1b.")
+    item: str = Field(pattern=r"^\d+(\.\d+)*[a-z]?$", description="Assignment item numbering, e.g. 1.1b (quote it when YAML would read a number: '1.3').")
     order: Optional[str] = Field(
         None, min_length=1, description="Sort key; default derived from the file name (problemN) and the item."
     )
@@ -229,6 +237,9 @@ def _pydantic_errors(file: Path, exc: ValidationError) -> EntryError:
             text = "required key is missing"
         else:
             text = f"got {error.get('input')!r}: {error['msg']}"
+            field = EntryFile.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+            if field is not None and field.description:
+                text += f" ({field.description})"
         messages.append(f"{key or '(entry)'}: {text}" if len(exc.errors()) > 1 else text)
     if len(messages) == 1:
         return EntryError(file, first_key, messages[0])
@@ -257,7 +268,7 @@ def coerce_config_value(key: str, value: Any, file: str | Path, dotted: str) -> 
     try:
         config = make_config({key: value})
     except ConfigError as exc:
-        if _has_field_error(key, value) or key not in Config.model_fields:
+        if _has_field_error(key, value):
             raise EntryError(file, dotted, _config_problem(str(exc))) from None
         return value  # only a cross-key rule failed against a default; checked with the full combination
     return getattr(config, key)

@@ -1,0 +1,216 @@
+"""Where an ``mtl-train`` command runs: a local subprocess on one device, or a SLURM job through submitit.
+
+Both backends run the very same command line (``python -m mtl.cli --key=value ...``); a backend only
+decides the process environment (which GPU, how many CPU threads) and how the process is started,
+watched and stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import mtl
+from mtl.config import Config, cli_args
+
+REPO_ROOT = Path(mtl.__file__).resolve().parent.parent
+
+
+def train_command(config: Config) -> list[str]:
+    """The ``mtl-train`` command for ``config`` (works without the console script on PATH)."""
+    return [sys.executable, "-m", "mtl.cli", *cli_args(config)]
+
+
+def child_environment(updates: dict[str, str]) -> dict[str, str]:
+    """The environment of a training process: ours, the repository importable, plus ``updates``."""
+    env = dict(os.environ)
+    paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env.update(updates)
+    return env
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One device slot: the config keys and environment variables that pin a run to it."""
+
+    device: str  # "cpu" or a GPU index such as "0"
+    threads: int
+
+    def config_updates(self) -> dict[str, Any]:
+        return {"device": "cpu" if self.device == "cpu" else "cuda", "num_threads": self.threads}
+
+    def env_updates(self) -> dict[str, str]:
+        threads = str(self.threads)
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        # The child sees exactly one GPU (as cuda:0), or none for a CPU run.
+        env["CUDA_VISIBLE_DEVICES"] = "" if self.device == "cpu" else self.device
+        return env
+
+    def describe(self) -> str:
+        return f"cpu x{self.threads} threads" if self.device == "cpu" else f"gpu {self.device}"
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_devices(text: Optional[str]) -> list[str]:
+    """``cpu`` or a comma list of GPU indices; None picks every visible GPU, else the CPU."""
+    if text is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        return [str(i) for i in range(count)] if count else ["cpu"]
+    devices = [part.strip() for part in text.split(",") if part.strip()]
+    if not devices:
+        raise ValueError(f"--devices {text!r}: expected 'cpu' or GPU indices such as 0,1")
+    for device in devices:
+        if device != "cpu" and not device.isdigit():
+            raise ValueError(f"--devices {text!r}: {device!r} is neither 'cpu' nor a GPU index")
+    if "cpu" in devices and len(devices) > 1:
+        raise ValueError(f"--devices {text!r}: use either 'cpu' or GPU indices, not both")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"--devices {text!r}: a device is listed twice")
+    return devices
+
+
+def placements(devices: list[str], jobs_per_device: int, cpus: Optional[int] = None) -> list[Placement]:
+    """One slot per concurrent run; the CPU cores are split evenly between all concurrent runs."""
+    if jobs_per_device < 1:
+        raise ValueError(f"--jobs-per-device must be at least 1, got {jobs_per_device}")
+    slots = len(devices) * jobs_per_device
+    threads = max(1, (cpus or available_cpus()) // slots)
+    return [Placement(device, threads) for device in devices for _ in range(jobs_per_device)]
+
+
+class Job(Protocol):
+    def poll(self) -> Optional[int]:
+        """The exit code once the command ended, else None."""
+
+    def terminate(self) -> None:
+        """Ask the command to stop (it checkpoints and exits 143)."""
+
+    def describe(self) -> str: ...
+
+
+class LocalJob:
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            # Same process group as mtl-ablate: killing the group (Ctrl-C, SIGKILL) reaches the training too.
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def poll(self) -> Optional[int]:
+        return self.process.poll()
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def describe(self) -> str:
+        return f"pid {self.process.pid}"
+
+
+class LocalBackend:
+    """Runs each command as a child process pinned to one device slot."""
+
+    name = "local"
+
+    def __init__(self, slots: list[Placement]):
+        self.slots = slots
+
+    def start(self, config: Config, placement: Placement, log_path: Path) -> LocalJob:
+        config = config.replace(**placement.config_updates())
+        return LocalJob(train_command(config), child_environment(placement.env_updates()), log_path)
+
+
+def run_command(command: list[str], env_updates: dict[str, str], log_path: str) -> int:
+    """Body of a submitit job: run the training command, append its output to ``log_path``, return its exit code."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=child_environment(env_updates), stdout=log, stderr=subprocess.STDOUT)
+        # Forward the scheduler's preemption/cancel signal so the run checkpoints before the job ends.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+        try:
+            return process.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class SubmititJob:
+    def __init__(self, job: Any):
+        self.job = job
+        self._code: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self._code is not None:
+            return self._code
+        if not self.job.done():
+            return None
+        try:
+            self._code = int(self.job.result())
+        except Exception as exc:  # noqa: BLE001 - the job itself failed (node lost, cancelled): report it as a failure
+            self.error = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            self._code = 1
+        return self._code
+
+    def terminate(self) -> None:
+        self.job.cancel(check=False)
+
+    def describe(self) -> str:
+        return f"job {self.job.job_id}"
+
+
+@dataclass
+class SlurmOptions:
+    partition: Optional[str] = None
+    timeout_min: int = 720
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: Optional[int] = None
+
+
+class SubmititBackend:
+    """Submits each command as a job through ``submitit.AutoExecutor``.
+
+    ``cluster="slurm"`` needs ``sbatch``; ``"local"`` and ``"debug"`` are submitit's own executors on this
+    machine (used by the tests).
+    """
+
+    name = "slurm"
+
+    def __init__(self, folder: Path, options: SlurmOptions, cluster: str = "slurm"):
+        import submitit
+
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise RuntimeError("--backend slurm needs SLURM's sbatch on PATH; it was not found on this machine")
+        self.options = options
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        parameters: dict[str, Any] = {"timeout_min": options.timeout_min}
+        if cluster == "slurm":
+            parameters.update(gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task)
+            if options.partition:
+                parameters["slurm_partition"] = options.partition
+            if options.mem_gb:
+                parameters["mem_gb"] = options.mem_gb
+        self.executor.update_parameters(**parameters)
+        self.placement = Placement("0" if options.gpus_per_node and cluster == "slurm" else "cpu", options.cpus_per_task)
+
+    def start(self, config: Config, placement: Placement, log_path: Path) -> SubmititJob:
+        config = config.replace(**placement.config_updates())
+        env = placement.env_updates()
+        if placement.device != "cpu":
+            env.pop("CUDA_VISIBLE_DEVICES")  # SLURM assigns the job's GPU itself
+        job = self.executor.submit(run_command, train_command(config), env, str(log_path))
+        return SubmititJob(job)

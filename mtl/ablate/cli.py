@@ -1,0 +1,360 @@
+"""``mtl-ablate``: list, show, run, follow and export the ablation entries of ``ablations/``.
+
+Exit codes: 0 success (for ``run``: every run finished), 1 some run failed or did not finish,
+2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 130/143 stopped by
+SIGINT/SIGTERM after the running trainings checkpointed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.table import Table
+
+from .backends import REPO_ROOT, LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
+from .display import Monitor, format_duration, format_number, format_params, make_console, read_status, results_table
+from .entry import Entry, EntryError, entry_json_schema_text, load_entries
+from .planner import Plan, UnresolvedBase, make_plan
+from .scheduler import Scheduler, planned_action, run_state
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+RUN_DIR_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$")
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+def default_ablations_dir() -> Path:
+    return Path(os.environ.get("MTL_ABLATIONS_DIR") or REPO_ROOT / "ablations")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("MTL_RUNS_DIR") or "runs")
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def _entries(args: argparse.Namespace) -> dict[str, Entry]:
+    return load_entries(args.ablations_dir)
+
+
+def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
+    selected = []
+    for entry_id in ids:
+        if entry_id.endswith(".yaml"):
+            entry_id = Path(entry_id).name[: -len(".yaml")]
+        if entry_id not in entries:
+            close = difflib.get_close_matches(entry_id, list(entries), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"unknown entry {entry_id!r}{hint} (see `mtl-ablate list`)")
+        selected.append(entries[entry_id])
+    return selected
+
+
+def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list[Entry]:
+    """The selected entries preceded by the entries their 'best of' bases depend on, each once, in order."""
+    ordered: list[Entry] = []
+    for entry in selected:
+        chain = [entry]
+        while chain[-1].best_of is not None:
+            chain.append(entries[chain[-1].best_of])
+        for item in reversed(chain):
+            if item not in ordered:
+                ordered.append(item)
+    return ordered
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def disk_summary(entry: Entry, runs_dir: Path) -> tuple[str, int, int]:
+    """(state, finished, expected) counted from the entry's run directories under any profile.
+
+    A (variant, seed) pair counts as finished when any of its directories finished.
+    """
+    pairs: dict[tuple[str, int], set[str]] = {}
+    folder = runs_dir / entry.id
+    if folder.is_dir():
+        for child in folder.iterdir():
+            match = RUN_DIR_NAME.match(child.name)
+            if child.is_dir() and match:
+                key = (match.group("variant"), int(match.group("seed")))
+                pairs.setdefault(key, set()).add(run_state(child))
+    expected = entry.run_count()
+    finished = sum(1 for states in pairs.values() if "finished" in states)
+    failed = any("finished" not in states and states & {"failed", "diverged"} for states in pairs.values())
+    if not pairs:
+        state = "not run"
+    elif finished >= expected:
+        state = "done"
+    elif failed:
+        state = "failed"
+    else:
+        state = "partial"
+    return state, finished, expected
+
+
+# -------------------------------------------------------------------------------------------- commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    console = make_console()
+    entries = _entries(args)
+    table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir})")
+    for column in ("entry", "item", "question", "base", "runs", "state"):
+        table.add_column(column, overflow="fold")
+    for entry in entries.values():
+        state, finished, expected = disk_summary(entry, args.runs_dir)
+        question = " ".join(entry.question.split())
+        if len(question) > 90 and not args.full:
+            question = question[:87] + "..."
+        table.add_row(entry.id, entry.item, question, entry.base, f"{finished}/{expected}", state)
+    console.print(table)
+    return EXIT_OK
+
+
+def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Plan:
+    return make_plan(entry, args.profile, args.runs_dir, allow_unresolved=allow_unresolved)
+
+
+def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) -> None:
+    entry = plan.entry
+    console.print(f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}", highlight=False, soft_wrap=True)
+    console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
+    if entry.overrides:
+        console.print(f"  overrides: {format_params(entry.overrides)}", markup=False, highlight=False, soft_wrap=True)
+    if plan.base.unresolved:
+        console.print(
+            "  [yellow]the base is unresolved: the run names and configs below are provisional "
+            "(built on the profile alone)[/yellow]"
+        )
+    table = Table(title=title)
+    for column in ("run", "variant", "seed", "differences from the base", "state", "action"):
+        table.add_column(column, overflow="fold")
+    for run in plan.runs:
+        differences = {k: v for k, v in run.differences.items()}
+        action = planned_action(run, getattr(args, "retry_failed", False), getattr(args, "force", False))
+        table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
+                      run_state(run.run_dir), action if not run.provisional else "wait for the base")
+    console.print(table)
+    console.print(f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    console = make_console()
+    entries = _entries(args)
+    for entry in _select(entries, args.ids):
+        plan = _plan(entry, args, allow_unresolved=True)
+        _print_plan(console, plan, args, title=f"{entry.id}: {len(plan.runs)} runs")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    console = make_console()
+    entries = _entries(args)
+    selected = _select(entries, args.ids) if args.ids else list(entries.values())
+    for entry in selected:
+        plan = _plan(entry, args, allow_unresolved=True)
+        table = Table(title=f"{entry.id} ({plan.base.profile} profile)")
+        for column in ("variant", "seed", "state", "epoch", "best grader", "IoU", "SI-logRMSE", "elapsed", "ETA", "error"):
+            table.add_column(column, overflow="fold")
+        for run in plan.runs:
+            status = read_status(run.run_dir)
+            best = status.get("best") or {}
+            epoch = f"{status['epoch']}/{status.get('num_epochs', '?')}" if "epoch" in status else "-"
+            state = run_state(run.run_dir)
+            table.add_row(
+                run.variant, str(run.seed), state, epoch, format_number(best.get("grader")),
+                format_number(best.get("iou")), format_number(best.get("si_logrmse")),
+                format_duration(status.get("elapsed_s")),
+                format_duration(status.get("eta_s")) if state == "running" else "-",
+                status.get("error") or "",
+            )
+        console.print(table)
+        if plan.base.unresolved:
+            console.print(f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
+    if args.backend == "slurm":
+        options = SlurmOptions(
+            partition=args.slurm_partition, timeout_min=args.slurm_timeout_min, gpus_per_node=args.slurm_gpus,
+            cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb,
+        )
+        try:
+            backend = SubmititBackend(args.runs_dir / ".submitit", options, cluster="slurm")
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
+        # SLURM queues the jobs itself: submit everything at once.
+        return backend, [backend.placement] * 10_000
+    try:
+        devices = parse_devices(args.devices)
+        slots = placements(devices, args.jobs_per_device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return LocalBackend(slots), slots
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    console = make_console()
+    entries = _entries(args)
+    selected = _select(entries, args.ids)
+    if args.with_deps:
+        selected = with_prerequisites(selected, entries)
+    if args.dry_run:
+        for entry in selected:
+            plan = _plan(entry, args, allow_unresolved=True)
+            _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started")
+        return EXIT_OK
+    backend, slots = _make_backend(args)
+    exit_code = EXIT_OK
+    for entry in selected:
+        try:
+            plan = _plan(entry, args, allow_unresolved=False)
+        except UnresolvedBase as exc:
+            raise UsageError(f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}") from None
+        console.print(
+            f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; runs in {args.runs_dir.absolute() / entry.id}",
+            markup=False, highlight=False,
+        )
+        scheduler = Scheduler(backend, slots, Monitor(console), retry_failed=args.retry_failed, force=args.force)
+        outcomes = scheduler.run(plan.runs)
+        console.print(results_table(plan.runs, title=f"{entry.id}: best-grader validation point of each run"))
+        for outcome in outcomes:
+            if outcome.state != "finished":
+                console.print(f"  {outcome.spec.name}: {outcome.state}: {outcome.message}", markup=False, highlight=False, soft_wrap=True)
+        if any(o.state != "finished" for o in outcomes):
+            exit_code = EXIT_RUN_FAILED
+        if scheduler.stop_signal is not None:
+            console.print(f"stopped by signal {scheduler.stop_signal}; run the same command again to resume")
+            return 128 + scheduler.stop_signal
+    return exit_code
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import MissingCredentials, create_sweeps, write_sweeps
+
+    console = make_console()
+    entries = _entries(args)
+    (entry,) = _select(entries, [args.id])
+    try:
+        plan = _plan(entry, args, allow_unresolved=False)
+    except UnresolvedBase as exc:
+        raise UsageError(f"{entry.id}: its base cannot be resolved: {exc}") from None
+    out_dir = args.out or args.runs_dir / entry.id / "sweep-configs"
+    for path in write_sweeps(plan, out_dir):
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    if args.create:
+        try:
+            sweep_ids = create_sweeps(plan, args.project, args.entity)
+        except MissingCredentials as exc:
+            raise UsageError(str(exc)) from None
+        for sweep_id in sweep_ids:
+            console.print(f"created sweep {sweep_id}; start agents with `wandb agent {sweep_id}`", markup=False)
+    else:
+        console.print("register with `mtl-ablate sweep --create` (or `wandb sweep FILE`), then run `wandb agent ID`")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(entry_json_schema_text())
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtl-ablate", description=__doc__.split("\n\n")[0])
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
+                       help="folder of entries and profiles (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
+    where.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
+                       help="root of the run directories (default: $MTL_RUNS_DIR or ./runs)")
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument("--profile", help="profile to use instead of the entry's base profile (quick, full, ...)")
+
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = subparsers.add_parser("list", parents=[where], help="entries with their question and state")
+    p.add_argument("--full", action="store_true", help="do not shorten the questions")
+    p.set_defaults(func=cmd_list)
+
+    p = subparsers.add_parser("show", parents=[where, profile], help="the resolved runs of entries and their differences from the base")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(func=cmd_show)
+
+    p = subparsers.add_parser("run", parents=[where, profile], help="train the runs of entries (skips finished runs, resumes interrupted ones)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
+    p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
+    p.add_argument("--force", action="store_true", help="delete the selected runs' directories (finished ones too) and train them again")
+    p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
+    p.add_argument("--with-deps", action="store_true", help="first run the entries that 'best of' bases depend on")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit")
+    p.add_argument("--slurm-partition", help="SLURM partition")
+    p.add_argument("--slurm-timeout-min", type=int, default=720, help="SLURM job time limit in minutes (default 720)")
+    p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per SLURM job (default 1; 0 for CPU jobs)")
+    p.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per SLURM job (default 8)")
+    p.add_argument("--slurm-mem-gb", type=int, help="memory per SLURM job in GB")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("status", parents=[where, profile], help="state, progress and best grader of each run")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("sweep", parents=[where, profile], help="write W&B grid sweep configs for an entry")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--out", type=Path, help="folder for the sweep YAML files (default: <runs-dir>/<ID>/sweep-configs)")
+    p.add_argument("--create", action="store_true", help="also register the sweeps with W&B (needs credentials)")
+    p.add_argument("--project", help="W&B project for --create (default: $WANDB_PROJECT)")
+    p.add_argument("--entity", help="W&B entity for --create")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")
+    p.set_defaults(func=cmd_schema)
+
+    register = _report_commands()
+    if register is not None:
+        register(subparsers)
+    return parser
+
+
+def _report_commands() -> Optional[Any]:
+    """The report/export/grade subcommands of the ``report`` package, once it provides them."""
+    try:
+        from report.commands import register as register_report_commands
+    except ModuleNotFoundError as exc:
+        if exc.name in ("report", "report.commands"):
+            return None
+        raise
+    return register_report_commands
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (EntryError, UsageError) as exc:
+        print(f"mtl-ablate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

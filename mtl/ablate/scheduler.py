@@ -1,0 +1,204 @@
+"""Runs planned specs on device slots: skip what is done, resume what was cut short, never run one twice.
+
+Idempotence comes from the run directories: a run whose status is ``finished`` is skipped, an
+interrupted or killed one is started again (``mtl-train`` resumes from its last checkpoint), a failed
+or diverged one is retried only when asked. A run whose directory lock is held belongs to another live
+process and is left alone; if two schedulers race past that check, the loser's ``mtl-train`` exits 4
+and counts as "locked" here, not as a failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import filelock
+
+from mtl.records import read_run
+
+from .backends import Placement
+from .planner import RunSpec
+
+EXIT_STATES = {0: "finished", 1: "failed", 2: "refused", 3: "diverged", 4: "locked", 143: "interrupted", -15: "interrupted"}
+FAILED_STATES = ("failed", "diverged", "refused", "killed")
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    state: str  # finished | failed | diverged | refused | killed | locked | interrupted | not started
+    exit_code: Optional[int] = None
+    message: str = ""
+    launched: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+
+def log_path(spec: RunSpec) -> Path:
+    """Console output of a run's ``mtl-train`` processes (appended per attempt), kept beside its run directory."""
+    return spec.run_dir.parent / ".logs" / f"{spec.name}.log"
+
+
+def lock_held(run_dir: Path) -> bool:
+    """Whether a live process holds the run directory's lock (``mtl-train`` keeps it for its whole life)."""
+    if not run_dir.is_dir():
+        return False
+    lock = filelock.FileLock(str(run_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def run_state(run_dir: Path) -> str:
+    """The state a run directory records: not run, running, finished, failed, diverged, interrupted."""
+    if not (run_dir / "status.json").exists():
+        return "not run"
+    return read_run(run_dir).state
+
+
+def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> str:
+    """What ``run`` will do with a run: start, resume, restart (--force), or skip it (and why)."""
+    if lock_held(spec.run_dir):
+        return "locked"
+    state = run_state(spec.run_dir)
+    if force and spec.run_dir.exists():
+        return "restart"
+    if state == "finished":
+        return "skip (finished)"
+    if state in ("failed", "diverged"):
+        return "retry" if retry_failed else f"skip ({state}; --retry-failed retries)"
+    return "start" if state == "not run" and not (spec.run_dir / "checkpoints").exists() else "resume"
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+class Scheduler:
+    def __init__(
+        self,
+        backend: Any,
+        slots: list[Placement],
+        monitor: Any,
+        retry_failed: bool = False,
+        force: bool = False,
+        poll_interval: float = 1.0,
+    ):
+        if not slots:
+            raise ValueError("no device slot to run on")
+        self.backend = backend
+        self.slots = slots
+        self.monitor = monitor
+        self.retry_failed = retry_failed
+        self.force = force
+        self.poll_interval = poll_interval
+        self.stop_signal: Optional[int] = None
+
+    # ------------------------------------------------------------------------------------------ planning
+    def triage(self, spec: RunSpec) -> Optional[RunOutcome]:
+        """An outcome for a run that must not be launched now, or None to launch it."""
+        action = planned_action(spec, self.retry_failed, self.force)
+        if action == "locked":
+            return RunOutcome(spec, "locked", message="another process is training this run (its lock is held)")
+        if action == "skip (finished)":
+            return RunOutcome(spec, "finished", message="already finished")
+        if action.startswith("skip"):
+            record = read_run(spec.run_dir)
+            return RunOutcome(
+                spec, record.state, message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}"
+            )
+        if action == "restart" and spec.run_dir.exists():
+            shutil.rmtree(spec.run_dir)  # --force: start from scratch, whatever the directory held
+        return None
+
+    def outcome_of(self, spec: RunSpec, code: int, job: Any) -> RunOutcome:
+        if code in EXIT_STATES:
+            state = EXIT_STATES[code]
+        elif code < 0:
+            state = "killed"
+        else:
+            state = "failed"
+        if state == "finished" and run_state(spec.run_dir) != "finished":
+            state = "failed"  # exit 0 without a finished record breaks the mtl-train contract
+        status = read_run(spec.run_dir).status if spec.run_dir.exists() else {}
+        detail = status.get("error") or getattr(job, "error", None) or ""
+        if state in ("failed", "refused", "killed", "locked") and not detail:
+            detail = _tail(log_path(spec))
+        if state == "killed":
+            detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
+        message = detail if state != "finished" else ""
+        if state in FAILED_STATES:
+            message += f" (log: {log_path(spec)})"
+        return RunOutcome(spec, state, exit_code=code, message=message.strip(), launched=True)
+
+    # ------------------------------------------------------------------------------------------ running
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signum
+
+    def run(self, specs: list[RunSpec], on_outcome: Optional[Callable[[RunOutcome], None]] = None) -> list[RunOutcome]:
+        outcomes: dict[Path, RunOutcome] = {}
+        pending: list[RunSpec] = []
+        self.monitor.begin(specs)
+
+        def settle(outcome: RunOutcome) -> None:
+            outcomes[outcome.spec.run_dir] = outcome
+            self.monitor.settled(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+
+        for spec in specs:
+            early = self.triage(spec)
+            if early is None:
+                pending.append(spec)
+            else:
+                settle(early)
+
+        free = list(self.slots)
+        running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        stopping = False
+        try:
+            while pending or running:
+                if self.stop_signal is not None and not stopping:
+                    stopping = True  # each run checkpoints and exits 143; wait for them below
+                    for job, _, _ in running.values():
+                        job.terminate()
+                    for spec in pending:
+                        settle(RunOutcome(spec, "not started", message="stopped before it started"))
+                    pending = []
+                while pending and free:
+                    spec = pending.pop(0)
+                    if lock_held(spec.run_dir):  # taken since triage by another mtl-ablate
+                        settle(RunOutcome(spec, "locked", message="another process is training this run"))
+                        continue
+                    placement = free.pop(0)
+                    job = self.backend.start(spec.config, placement, log_path(spec))
+                    running[spec.run_dir] = (job, placement, spec)
+                    self.monitor.started(spec, placement, job)
+                for key, (job, placement, spec) in list(running.items()):
+                    code = job.poll()
+                    if code is not None:
+                        del running[key]
+                        free.append(placement)
+                        settle(self.outcome_of(spec, code, job))
+                self.monitor.refresh()
+                if pending or running:
+                    time.sleep(self.poll_interval)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.monitor.end()
+        return [outcomes[spec.run_dir] for spec in specs]

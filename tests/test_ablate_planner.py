@@ -1,0 +1,223 @@
+"""Planning: resolved configs, stable run names, and 'best of' bases read from (planted) run records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from mtl.ablate.cli import main
+from mtl.ablate.entry import load_entries, load_entry
+from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
+from mtl.config import make_config
+
+ABLATIONS = REPO / "ablations"
+
+
+def plant_run(spec: RunSpec, graders: list[float], state: str = "finished", si: float = 30.0) -> None:
+    """A hand-written run directory: the resolved config, a status and one validation point per epoch."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    (spec.run_dir / "config.yaml").write_text(spec.config.to_yaml())
+    points = []
+    for epoch, grader in enumerate(graders, start=1):
+        points.append({"step": epoch * 10, "epoch": epoch, "time": float(epoch), "train/loss": 1.0 / epoch})
+        points.append({"step": epoch * 10, "epoch": epoch, "time": float(epoch), "val/grader": grader,
+                       "val/iou": 50 + grader / 2, "val/si_logrmse": si - epoch})
+    (spec.run_dir / "metrics.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    status = {"state": state, "error": None if state == "finished" else "boom", "epoch": len(graders),
+              "num_epochs": spec.config.num_epochs, "step": 10 * len(graders), "best": None}
+    (spec.run_dir / "status.json").write_text(json.dumps(status))
+
+
+@pytest.fixture
+def ablations(tmp_path) -> Path:
+    folder = tmp_path / "ablations"
+    shutil.copytree(ABLATIONS / "profiles", folder / "profiles")
+    return folder
+
+
+def write_entry(folder: Path, entry_id: str, **fields) -> Path:
+    data = {"question": "Does it help?", "item": "1.1", "base": "quick", **fields}
+    path = folder / f"{entry_id}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_every_entry_plans_and_inherits_the_planted_winner(tmp_path):
+    """Walk the whole chain: plant results where the last variant wins, and check the next entry builds on it."""
+    runs_dir = tmp_path / "runs"
+    entries = load_entries(ABLATIONS)
+    previous_winner = None
+    for entry in entries.values():
+        runs = plan(entry, "quick", runs_dir)
+        assert len(runs) == entry.run_count()
+        assert len({r.run_dir for r in runs}) == len(runs)
+        for run in runs:
+            assert run.run_dir == runs_dir.absolute() / entry.id / run.name
+            assert run.name == f"{run.variant}-s{run.seed}-{run.config.config_hash()}"
+            assert run.config.log_dir == str(run.run_dir)
+            assert (run.config.wandb_group, run.config.wandb_job_type) == (entry.id, run.variant)
+            assert run.config.wandb_tags == (entry.problem,)
+            assert run.config.dataset == "synthetic"  # the quick profile
+            assert make_config(run.config.model_dump()) == run.config
+        if previous_winner is not None:
+            # Every run starts from the winner's hyperparameters, except where the entry varies them.
+            varied = set(runs[0].varied) | set(entry.overrides) | {"seed"}
+            for run in runs:
+                hp = run.config.hyperparameters()
+                for key, value in previous_winner.items():
+                    if key not in varied and key not in run.differences:
+                        assert hp[key] == value, (entry.id, key)
+        variants = list(dict.fromkeys(r.variant for r in runs))
+        for run in runs:
+            rank = variants.index(run.variant)
+            plant_run(run, [5.0 + rank, 10.0 + rank, 7.0])
+        previous_winner = [r for r in runs if r.variant == variants[-1]][0].config.hyperparameters()
+        previous_winner.pop("seed")
+
+    # Concrete inheritance: adam won problem1.optimizer, so the lr bracket is around adam's 1e-4.
+    lr_runs = plan(entries["problem1.lr"], "quick", runs_dir)
+    assert [r.config.optimizer for r in lr_runs] == ["adam"] * 3
+    assert [r.config.optimizer_lr for r in lr_runs] == [1e-5, 1e-4, 1e-3]
+    assert [r.variant for r in lr_runs] == ["optimizer_lr=1e-05", "optimizer_lr=0.0001", "optimizer_lr=0.001"]
+    # The crop bracket is relative to the inherited crop (128 in the quick profile).
+    crops = [r.config.aug_input_crop_size for r in plan(entries["problem4.crop"], "quick", runs_dir)]
+    assert crops == [64, 96, 128]
+
+
+def test_best_of_ranks_variants_by_their_mean_over_seeds(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", seeds=[0, 1], variants=[
+        {"name": "lucky", "overrides": {"optimizer_lr": 0.05}},
+        {"name": "steady", "overrides": {"optimizer_lr": 0.002}},
+    ])
+    write_entry(ablations, "problem1.b", base="best of problem1.a", grid={"batch_size": [2, 8]})
+    entries = load_entries(ablations)
+    graders = {("lucky", 0): [10, 50, 20], ("lucky", 1): [5, 10], ("steady", 0): [35, 30], ("steady", 1): [20, 30]}
+    for run in plan(entries["problem1.a"], None, runs_dir):
+        plant_run(run, graders[(run.variant, run.seed)])
+    result = make_plan(entries["problem1.b"], None, runs_dir)
+    winner = result.base.winner
+    # lucky has the single best point (50) but a mean of 30; steady's mean is (35 + 30) / 2 = 32.5.
+    assert winner.variant == "steady" and winner.score == pytest.approx(32.5)
+    assert winner.scores_by_variant == {"lucky": pytest.approx(30.0), "steady": pytest.approx(32.5)}
+    assert [r.config.optimizer_lr for r in result.runs] == [0.002, 0.002]
+    assert [r.differences for r in result.runs] == [{"batch_size": 2}, {"batch_size": 8}]
+    assert "best of problem1.a: variant 'steady'" in result.base.describe()
+
+
+def test_failed_and_diverged_runs_do_not_win(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", grid={"optimizer_lr": [0.1, 0.01, 0.001]})
+    write_entry(ablations, "problem1.b", base="best of problem1.a")
+    entries = load_entries(ablations)
+    first = plan(entries["problem1.a"], None, runs_dir)
+    plant_run(first[0], [80.0], state="diverged")
+    plant_run(first[1], [20.0])
+    plant_run(first[2], [90.0], state="failed")
+    runs = plan(entries["problem1.b"], None, runs_dir)
+    assert runs[0].config.optimizer_lr == 0.01
+
+
+def test_min_ranking_metric(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", grid={"depth_unit": ["meters", "log"]},
+                rank_by={"metric": "val/si_logrmse", "mode": "min"})
+    write_entry(ablations, "problem1.b", base="best of problem1.a")
+    entries = load_entries(ablations)
+    meters, log = plan(entries["problem1.a"], None, runs_dir)
+    plant_run(meters, [40.0, 41.0], si=30.0)  # lowest SI-logRMSE 28
+    plant_run(log, [10.0, 11.0], si=20.0)  # lowest 18: wins although its grader is lower
+    assert plan(entries["problem1.b"], None, runs_dir)[0].config.depth_unit == "log"
+
+
+def test_unfinished_base_is_an_error_naming_the_entry(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", grid={"optimizer_lr": [0.1, 0.01]})
+    write_entry(ablations, "problem1.b", base="best of problem1.a")
+    entries = load_entries(ablations)
+    with pytest.raises(UnresolvedBase, match=r"run `mtl-ablate run problem1.a` first"):
+        plan(entries["problem1.b"], None, runs_dir)
+    first = plan(entries["problem1.a"], None, runs_dir)
+    plant_run(first[0], [10.0])
+    plant_run(first[1], [12.0, 13.0], state="running")
+    with pytest.raises(UnresolvedBase, match=r"1 of 2 runs not finished.*run `mtl-ablate run problem1.a` first"):
+        plan(entries["problem1.b"], None, runs_dir)
+    # With another profile the hint says so.
+    with pytest.raises(UnresolvedBase, match=r"run `mtl-ablate run problem1.a --profile full` first"):
+        plan(entries["problem1.b"], "full", runs_dir)
+    # Dry runs and `show` plan provisionally instead of failing.
+    provisional = make_plan(entries["problem1.b"], None, runs_dir, allow_unresolved=True)
+    assert not provisional.resolved and all(r.provisional for r in provisional.runs)
+    assert "run `mtl-ablate run problem1.a` first" in provisional.base.describe()
+
+
+def test_all_failed_base_is_unresolved(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a")
+    write_entry(ablations, "problem1.b", base="best of problem1.a")
+    entries = load_entries(ablations)
+    plant_run(plan(entries["problem1.a"], None, runs_dir)[0], [float("nan")], state="failed")
+    with pytest.raises(UnresolvedBase, match="no finished runs"):
+        plan(entries["problem1.b"], None, runs_dir)
+
+
+def test_winner_keeps_profile_run_settings(ablations, tmp_path):
+    """Paths, workers and devices come from the profile in use, not from the winner's record."""
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", overrides={"batch_size": 2})
+    write_entry(ablations, "problem1.b", base="best of problem1.a")
+    entries = load_entries(ablations)
+    (run,) = plan(entries["problem1.a"], None, runs_dir)
+    run.config = run.config.replace(workers=7, dataset_root="/elsewhere", device="cuda:3")
+    plant_run(run, [10.0])
+    (later,) = plan(entries["problem1.b"], None, runs_dir)
+    assert later.config.batch_size == 2
+    assert (later.config.workers, later.config.dataset_root, later.config.device) == (1, None, "auto")
+    assert later.config.wandb_group == "problem1.b"
+
+
+def test_same_config_same_place_and_profiles_differ(tmp_path):
+    entry = load_entry(ABLATIONS / "problem1.optimizer.yaml")
+    first = plan(entry, "quick", tmp_path)
+    again = plan(entry, "quick", tmp_path / ".." / tmp_path.name)
+    assert [r.run_dir.resolve() for r in first] == [r.run_dir.resolve() for r in again]
+    full = plan(entry, None, tmp_path)  # the entry's own profile
+    assert full[0].config.dataset == "miniscapes" and full[0].config.num_epochs == 16
+    assert {r.name for r in full}.isdisjoint({r.name for r in first})
+
+
+def test_show_and_dry_run_print_the_plan(tmp_path, capsys):
+    runs = ["--runs-dir", str(tmp_path)]
+    assert main(["show", "problem1.optimizer", "--profile", "quick", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "sgd-s0-" in out and "adam-s0-" in out and "optimizer=adam optimizer_lr=0.0001" in out
+    assert main(["run", "problem1.lr", "--profile", "quick", "--dry-run", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "unresolved" in out and "run `mtl-ablate run problem1.optimizer --profile quick` first" in out
+    # A real run of an entry whose base is unresolved stops before starting anything.
+    assert main(["run", "problem1.lr", "--profile", "quick", "--devices", "cpu", *runs]) == 2
+    assert "mtl-ablate run problem1.optimizer --profile quick` first" in capsys.readouterr().err
+    assert not (tmp_path / "problem1.lr").exists()
+
+
+def test_list_counts_run_directories(tmp_path, capsys):
+    entries = load_entries(ABLATIONS)
+    runs = plan(entries["problem1.optimizer"], "quick", tmp_path)
+    plant_run(runs[0], [10.0])
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "problem1.optimizer" in l)
+    assert "1/2" in line and "partial" in line
+    plant_run(runs[1], [12.0], state="failed")
+    main(["list", "--runs-dir", str(tmp_path)])
+    line = next(l for l in capsys.readouterr().out.splitlines() if "problem1.optimizer" in l)
+    assert "1/2" in line and "failed" in line
+    plant_run(runs[1], [12.0])
+    main(["list", "--runs-dir", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "done" in next(l for l in lines if "problem1.optimizer" in l)
+    assert "not run" in next(l for l in lines if "problem1.lr " in l)
