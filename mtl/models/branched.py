@@ -1,0 +1,60 @@
+"""Branched multi-task DeepLabV3+: a shared encoder, then a task-specific ASPP and decoder per task."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mtl.config import Config
+from mtl.models.heads import (
+    DEPTH_CHANNELS,
+    SEMSEG_CHANNELS,
+    build_aspp,
+    build_decoder,
+    check_decoder_switches,
+    encoder_from_config,
+    pyramid_with_image,
+    reject_distillation_switch,
+    skip_channels,
+)
+from mtl.models.parts import resize_to
+from mtl.models.registry import register_model
+
+
+class TaskBranch(nn.Module):
+    """One task's ASPP + decoder on the shared encoder's pyramid; returns (predictions, features)."""
+
+    def __init__(self, cfg: Config, bottleneck_channels: int, skips: dict[int, int], num_outputs: int) -> None:
+        super().__init__()
+        self.aspp = build_aspp(cfg, bottleneck_channels)
+        self.decoder = build_decoder(cfg, cfg.aspp_channels, skips, num_outputs)
+
+    @property
+    def output_scale(self) -> int:
+        return self.decoder.output_scale
+
+    @property
+    def out_feature_channels(self) -> int:
+        return self.decoder.out_feature_channels
+
+    def forward(self, bottleneck: Tensor, pyramid: dict[int, Tensor]) -> tuple[Tensor, Tensor]:
+        return self.decoder(self.aspp(bottleneck), pyramid)
+
+
+@register_model("branched")
+class BranchedDeepLabV3p(nn.Module):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        reject_distillation_switch(cfg)
+        check_decoder_switches(cfg)
+        self.encoder = encoder_from_config(cfg)
+        bottleneck = self.encoder.out_channels[self.encoder.output_stride]
+        skips = skip_channels(self.encoder)
+        self.semseg = TaskBranch(cfg, bottleneck, skips, SEMSEG_CHANNELS)
+        self.depth = TaskBranch(cfg, bottleneck, skips, DEPTH_CHANNELS)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        pyramid = pyramid_with_image(self.encoder, x)
+        bottleneck = pyramid[self.encoder.output_stride]
+        semseg, _ = self.semseg(bottleneck, pyramid)
+        depth, _ = self.depth(bottleneck, pyramid)
+        return {"semseg": resize_to(semseg, x.shape[-2:]), "depth": resize_to(depth, x.shape[-2:])}

@@ -1,0 +1,73 @@
+"""Turn the config's model switches into encoder, ASPP and decoder modules shared by the architectures.
+
+The switches change the module graph itself: ``aspp`` off builds the template's 1x1 pass-through,
+``decoder_skip`` off builds the template's pass-through decoder, and the decoder's extra fusions and
+SE gates exist only when their keys are on.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mtl.config import Config, ConfigError
+from mtl.models.encoder import ResNet34Encoder, build_encoder
+from mtl.models.parts import ASPP, ASPPPassThrough, DecoderDeepLabV3p, DecoderPassThrough, default_aspp_rates
+
+SEMSEG_CHANNELS = 19  # the Cityscapes evaluation classes
+DEPTH_CHANNELS = 1
+IMAGE_CHANNELS = 3
+
+
+def check_decoder_switches(cfg: Config) -> None:
+    """The extra decoder fusions and SE live in the DeepLabV3+ decoder; without it they would be ignored."""
+    if not cfg.decoder_skip:
+        enabled = [k for k in ("decoder_skip_2x", "decoder_skip_1x", "decoder_se") if getattr(cfg, k)]
+        if enabled:
+            raise ConfigError(
+                f"config keys {', '.join(enabled)} need decoder_skip=true (they extend the DeepLabV3+ "
+                f"decoder; the pass-through decoder has no fusion to extend)"
+            )
+
+
+def encoder_from_config(cfg: Config) -> ResNet34Encoder:
+    return build_encoder(cfg.model_encoder_name, cfg.dilation_flags)
+
+
+def skip_channels(encoder: ResNet34Encoder) -> dict[int, int]:
+    """Channels of every skip source a decoder may read: the encoder pyramid plus the image at scale 1."""
+    return {1: IMAGE_CHANNELS, **encoder.out_channels}
+
+
+def pyramid_with_image(encoder: ResNet34Encoder, image: Tensor) -> dict[int, Tensor]:
+    return {1: image, **encoder(image)}
+
+
+def build_aspp(cfg: Config, in_channels: int) -> nn.Module:
+    if not cfg.aspp:
+        return ASPPPassThrough(in_channels, cfg.aspp_channels)
+    rates = cfg.aspp_rates if cfg.aspp_rates is not None else default_aspp_rates(cfg.output_stride)
+    return ASPP(in_channels, cfg.aspp_channels, rates)
+
+
+def build_decoder(cfg: Config, bottleneck_channels: int, skips: dict[int, int], num_outputs: int) -> nn.Module:
+    check_decoder_switches(cfg)
+    if not cfg.decoder_skip:
+        return DecoderPassThrough(bottleneck_channels, num_outputs)
+    return DecoderDeepLabV3p(
+        bottleneck_channels,
+        skips[4],
+        num_outputs,
+        skip_channels=cfg.decoder_skip_channels,
+        skip_2x_channels=skips[2] if cfg.decoder_skip_2x else None,
+        skip_1x_channels=skips[1] if cfg.decoder_skip_1x else None,
+        se=cfg.decoder_se,
+    )
+
+
+def reject_distillation_switch(cfg: Config) -> None:
+    """``distillation_decoder`` means nothing outside the distillation model; a non-default value is a mistake."""
+    if cfg.distillation_decoder != "template":
+        raise ConfigError(
+            f"config key 'distillation_decoder' is {cfg.distillation_decoder!r} but model_name is "
+            f"{cfg.model_name!r}: it only applies to model_name 'distillation'"
+        )

@@ -1,0 +1,43 @@
+"""The template's multi-task DeepLabV3+: one encoder, one ASPP, one decoder for both tasks."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mtl.config import Config
+from mtl.models.heads import (
+    DEPTH_CHANNELS,
+    SEMSEG_CHANNELS,
+    build_aspp,
+    build_decoder,
+    check_decoder_switches,
+    encoder_from_config,
+    pyramid_with_image,
+    reject_distillation_switch,
+    skip_channels,
+)
+from mtl.models.parts import resize_to
+from mtl.models.registry import register_model
+
+
+@register_model("deeplabv3p")
+class JointDeepLabV3p(nn.Module):
+    """Shared encoder, ASPP and decoder; the decoder's last conv predicts 19 class logits + 1 depth."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        reject_distillation_switch(cfg)
+        check_decoder_switches(cfg)
+        self.encoder = encoder_from_config(cfg)
+        bottleneck = self.encoder.out_channels[self.encoder.output_stride]
+        self.aspp = build_aspp(cfg, bottleneck)
+        self.decoder = build_decoder(
+            cfg, cfg.aspp_channels, skip_channels(self.encoder), SEMSEG_CHANNELS + DEPTH_CHANNELS
+        )
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        pyramid = pyramid_with_image(self.encoder, x)
+        predictions, _ = self.decoder(self.aspp(pyramid[self.encoder.output_stride]), pyramid)
+        predictions = resize_to(predictions, x.shape[-2:])
+        semseg, depth = predictions.split([SEMSEG_CHANNELS, DEPTH_CHANNELS], dim=1)
+        return {"semseg": semseg, "depth": depth}

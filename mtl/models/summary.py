@@ -1,0 +1,76 @@
+"""Parameter and FLOP counts of the architectures, as a dict per config or a Markdown table.
+
+``python -m mtl.models.summary --height 256 --width 512`` prints the table for the main variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mtl.config import Config, make_config
+from mtl.models.registry import build_model
+
+
+def model_summary(cfg: Config, height: int, width: int) -> dict:
+    """Trainable parameters and forward FLOPs (batch 1, eval mode, no grad) of ``cfg``'s model.
+
+    The model is built on the CPU with a random encoder (``pretrained`` is ignored: weights change no
+    count) and leaves the global random state untouched. FLOPs count a multiply-add as two.
+    """
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive multiples of 32, got {height}x{width}")
+    # A private RNG state: building the model draws random weights, and a caller's training run must
+    # not see a different random stream just because it asked for a summary.
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(cfg.replace(pretrained=False)).eval()
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, height, width))
+    flops = int(counter.get_total_flops())
+    return {"params": params, "flops": flops, "gflops": flops / 1e9}
+
+
+def summary_table(configs: dict[str, Config], height: int, width: int) -> str:
+    """A Markdown table (variant, model, output stride, parameters in millions, GFLOPs) of ``configs``."""
+    lines = [
+        f"| variant ({height}x{width}) | model | output stride | params (M) | GFLOPs |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, cfg in configs.items():
+        summary = model_summary(cfg, height, width)
+        params_m = summary["params"] / 1e6
+        lines.append(f"| {name} | {cfg.model_name} | {cfg.output_stride} | {params_m:.2f} | {summary['gflops']:.2f} |")
+    return "\n".join(lines)
+
+
+def standard_configs() -> dict[str, Config]:
+    """The variants the questions compare: template baseline, ASPP + skip, branched, distillation, SE + all skips."""
+    strong = {"aspp": True, "decoder_skip": True, "dilation_layer4": True}
+    return {
+        "joint (baseline)": make_config({}),
+        "joint + ASPP + skip": make_config(strong),
+        "branched": make_config({**strong, "model_name": "branched"}),
+        "distillation": make_config({**strong, "model_name": "distillation"}),
+        "distillation improved": make_config(
+            {**strong, "model_name": "distillation", "distillation_decoder": "improved"}
+        ),
+        "joint + SE + 2x/1x skips": make_config(
+            {**strong, "decoder_se": True, "decoder_skip_2x": True, "decoder_skip_1x": True}
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Parameters and FLOPs of the mtl-ablate architectures.")
+    parser.add_argument("--height", type=int, default=256, help="Input height (multiple of 32).")
+    parser.add_argument("--width", type=int, default=512, help="Input width (multiple of 32).")
+    args = parser.parse_args(argv)
+    print(summary_table(standard_configs(), args.height, args.width))
+
+
+if __name__ == "__main__":
+    main()
