@@ -1,0 +1,32 @@
+# The two commands the README names:
+#   make demo   install, build the synthetic dataset, run the problem1.lr ablation (quick profile), report it
+#   make test   install, run the test suite (CPU, offline, W&B disabled)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+RUNS   ?= runs
+PROFILE ?= quick
+ENTRY  ?= problem1.lr
+
+.PHONY: install demo test bench summary clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/mtl-ablate run $(ENTRY) --profile $(PROFILE) --runs-dir $(RUNS)
+	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports
+
+test: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+summary: install
+	$(BIN)/python -m mtl.models.summary --height 256 --width 512
+
+clean:
+	rm -rf $(VENV) .pytest_cache

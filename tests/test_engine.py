@@ -1,0 +1,147 @@
+"""End to end through ``mtl-train`` subprocesses on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, tiny_args, train_command
+from mtl.records import read_run
+from mtl.submission import validate_submission
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(log_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(train_command(*tiny_args(), f"--log_dir={log_dir}", *extra), cwd=REPO,
+                            capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    if check and result.returncode != 0:
+        raise AssertionError(f"mtl-train exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache_dir) -> Path:
+    log_dir = tmp_path_factory.mktemp("runs") / "baseline"
+    run_train(log_dir)
+    return log_dir
+
+
+def test_finished_run_has_every_contract_file(finished_run):
+    for name in ("config.yaml", "status.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "submission.zip", "source.zip"):
+        assert (finished_run / name).exists(), name
+    record = read_run(finished_run)
+    assert record.state == "finished"
+    assert len(record.validation_points) == 2
+    best = record.best()
+    assert record.status["best"]["grader"] == best["val/grader"] and record.status["best"]["step"] == best["step"]
+    assert record.status["model"]["params"] > 1_000_000
+    assert yaml.safe_load((finished_run / "config.yaml").read_text())["num_epochs"] == 2
+
+
+def test_submission_zip_structure_and_decodable_predictions(finished_run):
+    path = finished_run / "submission.zip"
+    assert validate_submission(path, test_indices=[0, 1, 2, 3]) == []
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        for index in range(4):
+            assert f"predictions/semseg/{index}.png" in names and f"predictions/depth/{index}.png" in names
+        assert [n for n in names if n.startswith("checkpoints/")] == [f"checkpoints/{finished_run.name}.ckpt"]
+        with zipfile.ZipFile(archive.open("source.zip")) as source:
+            cmd = source.read("cmd.txt").decode()
+            assert "mtl/engine.py" in source.namelist()
+        assert "optimizer_lr: 0.01" in cmd and "log_dir" not in cmd and "workers" not in cmd
+        header = archive.read("metrics.csv").decode().splitlines()[0]
+        assert "val/grader" in header and "train/loss" in header
+
+
+def test_submission_validation_reports_missing_members(finished_run, tmp_path):
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(finished_run / "submission.zip") as src, zipfile.ZipFile(broken, "w") as dst:
+        for name in src.namelist():
+            if name not in ("metrics.csv", "predictions/depth/2.png"):
+                dst.writestr(name, src.read(name))
+    problems = validate_submission(broken, test_indices=[0, 1, 2, 3])
+    assert any("metrics.csv" in p for p in problems)
+    assert any("predictions/depth lacks 1" in p for p in problems)
+
+
+def test_finished_run_is_not_trained_again(finished_run):
+    before = (finished_run / "metrics.jsonl").read_bytes()
+    result = run_train(finished_run)
+    assert "finished" in result.stdout
+    assert (finished_run / "metrics.jsonl").read_bytes() == before
+
+
+def test_changed_hyperparameters_are_refused(finished_run):
+    result = run_train(finished_run, "--optimizer_lr=0.02", check=False)
+    assert result.returncode == 2
+    assert "optimizer_lr" in result.stderr and "refusing" in result.stderr
+
+
+def test_bad_config_exits_2_with_the_key(tmp_path, cache_dir):
+    result = subprocess.run(train_command(f"--log_dir={tmp_path}", "--batch_sise=3"), cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "did you mean 'batch_size'" in result.stderr
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_run, tmp_path):
+    """Kill while epoch 2 trains; the restart resumes from the epoch-1 checkpoint and ends where an
+    uninterrupted run ends (same trace, bitwise-equal weights)."""
+    log_dir = tmp_path / "killed"
+    args = tiny_args(limit_train_batches=0, num_epochs=2)
+    process = subprocess.Popen(train_command(*args, f"--log_dir={log_dir}", "--checkpoint_interval_steps=0"),
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = log_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), "no checkpoint appeared before the deadline"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    epoch_at_kill = torch.load(last, weights_only=False)["epoch"]
+    status = json.loads((log_dir / "status.json").read_text())
+    assert status["state"] == "running"  # a SIGKILL leaves no chance to write anything else
+    result = run_train(log_dir)
+    assert result.returncode == 0
+    resumed, reference = read_run(log_dir), read_run(finished_run)
+    if epoch_at_kill < 2:  # the kill came before the run finished: check that it did not start over
+        assert [p["step"] for p in resumed.points] == [p["step"] for p in reference.points]
+    strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
+    assert strip(resumed.points) == strip(reference.points)
+    for key, tensor in _weights(finished_run).items():
+        assert torch.equal(tensor, _weights(log_dir)[key]), key
+
+
+def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp_path):
+    log_dir = tmp_path / "terminated"
+    process = subprocess.Popen(train_command(*tiny_args(), f"--log_dir={log_dir}"), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trace = log_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not trace.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    state = torch.load(log_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert json.loads((log_dir / "status.json").read_text())["state"] == "interrupted"
+    assert state["step"] >= 1
+    run_train(log_dir)
+    for key, tensor in _weights(finished_run).items():
+        assert torch.equal(tensor, _weights(log_dir)[key]), key
+    np.testing.assert_allclose(read_run(log_dir).best()["val/grader"], read_run(finished_run).best()["val/grader"])
