@@ -170,3 +170,13 @@ def test_file_that_is_not_a_state_dict_is_rejected(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(PretrainedWeightsMismatch, match="plain state dict"):
         load_imagenet_weights(ResNet34Encoder(), path)
+
+
+def test_state_dict_without_batchnorm_counters_loads(tmp_path, torchvision_resnet34):
+    # Older torchvision files carry no num_batches_tracked; those are step counters, not weights.
+    state = {k: v for k, v in torchvision_resnet34.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "no_counters.pth"
+    torch.save(state, path)
+    encoder = ResNet34Encoder()
+    load_imagenet_weights(encoder, path)
+    assert torch.equal(encoder.layer2[1].bn1.running_var, torchvision_resnet34.layer2[1].bn1.running_var)
