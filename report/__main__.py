@@ -1,0 +1,5 @@
+import sys
+
+from report.commands import main
+
+sys.exit(main())

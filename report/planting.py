@@ -1,0 +1,81 @@
+"""Hand-made run directories in the layout of DESIGN.md section 4, for tests and benchmarks of the
+report tools (nothing here trains: the numbers are whatever the caller plants)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from mtl.config import make_config
+
+
+def validation_point(step: int, epoch: int, grader: float, iou: float, si_logrmse: float,
+                     **extra: float) -> dict[str, Any]:
+    """A metrics.jsonl validation line (val/ keys) with the given values."""
+    point = {"step": step, "epoch": epoch, "time": float(step), "val/grader": grader, "val/iou": iou,
+             "val/si_logrmse": si_logrmse, "val/loss": 1.0, "val/loss_semseg": 0.5, "val/loss_depth": 0.5}
+    point.update({f"val/{k}": v for k, v in extra.items()})
+    return point
+
+
+def training_point(step: int, epoch: int, loss: float = 1.0) -> dict[str, Any]:
+    return {"step": step, "epoch": epoch, "time": float(step), "train/loss": loss, "train/loss_semseg": loss / 2,
+            "train/loss_depth": loss / 2, "train/lr": 0.01}
+
+
+def plant_run(runs_root: str | Path, ablation: str, variant: str, seed: int, *,
+              overrides: dict[str, Any] | None = None, points: Iterable[dict[str, Any]] = (),
+              state: str = "finished", model: dict[str, Any] | None = None,
+              status_extra: dict[str, Any] | None = None) -> Path:
+    """Write ``<runs_root>/<ablation>/<variant>-s<seed>-<hash>/`` with config.yaml, status.json and
+    metrics.jsonl; returns the run directory."""
+    values = {**(overrides or {}), "seed": seed, "wandb_group": ablation, "wandb_job_type": variant}
+    cfg = make_config(values)
+    run_dir = Path(runs_root) / ablation / f"{variant}-s{seed}-{cfg.config_hash()}"
+    cfg = cfg.replace(log_dir=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    points = list(points)
+    last = points[-1] if points else {"step": 0, "epoch": 0}
+    status = {
+        "state": state, "error": None, "epoch": last.get("epoch", 0), "num_epochs": cfg.num_epochs,
+        "step": last.get("step", 0), "best": None, "config_hash": cfg.config_hash(), "code_version": "planted",
+        "started_at": "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T01:00:00+00:00",
+        "finished_at": "2024-01-01T01:00:00+00:00" if state == "finished" else None, "elapsed_s": 3600.0,
+        "eta_s": None, "pid": 1, "host": "planted", "model": model, "wandb_run_id": None,
+        **(status_extra or {}),
+    }
+    (run_dir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    return run_dir
+
+
+def plant_predictions(run_dir: Path, predictions: dict[int, tuple[Any, Any]]) -> None:
+    """``predictions/semseg/<i>.png`` and ``predictions/depth/<i>.png`` from {index: (class ids, depth m)}."""
+    from mtl.data.miniscapes import write_depth, write_semseg
+
+    for task in ("semseg", "depth"):
+        (run_dir / "predictions" / task).mkdir(parents=True, exist_ok=True)
+    for index, (ids, depth_m) in predictions.items():
+        write_semseg(run_dir / "predictions" / "semseg" / f"{index}.png", ids)
+        write_depth(run_dir / "predictions" / "depth" / f"{index}.png", depth_m)
+
+
+def plant_submission(run_dir: Path, checkpoint_bytes: bytes = b"planted checkpoint") -> Path:
+    """``submission.zip`` from the run's predictions/, config and metrics, through mtl.submission's writer
+    (``source.zip`` holds the real mtl/ sources and cmd.txt)."""
+    from mtl.config import load_yaml
+    from mtl.submission import build_source_zip, write_submission
+
+    cfg = make_config(load_yaml(run_dir / "config.yaml"))
+    checkpoint = run_dir / "checkpoints" / "best.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(checkpoint_bytes)
+    source_zip = run_dir / "source.zip"
+    source_zip.write_bytes(build_source_zip(cfg))
+    indices = sorted(int(p.stem) for p in (run_dir / "predictions" / "semseg").glob("*.png"))
+    path = run_dir / "submission.zip"
+    write_submission(path, predictions_dir=run_dir / "predictions", test_indices=indices, checkpoint=checkpoint,
+                     checkpoint_name="best", source_zip=source_zip, metrics_path=run_dir / "metrics.jsonl")
+    return path

@@ -1,0 +1,418 @@
+"""Result stores: run records as one pandas table, whether they come from run directories or from W&B.
+
+Both stores build their tables with the same function (:func:`build_tables`), so the same runs give
+the same frames:
+
+``runs``   one row per run: ``ablation, run, variant, seed, state, grader, iou, si_logrmse, step,
+           epoch, params, gflops, note, source`` followed by every config key (one column each).
+           The metric columns hold the best-grader validation point (ties to the earliest step,
+           :func:`mtl.records.best_point`); a run that never validated has NaN there and a note.
+``points`` one row per validation point of every run: ``ablation, run, variant, seed, step, epoch``
+           and every ``val/`` metric without its prefix (``grader``, ``iou``, ``si_logrmse``,
+           ``loss``, ``iou_class/road``, ...). Non-finite values are NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mtl.records import GRADER_KEY, best_point
+
+VAL_PREFIX = "val/"
+IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
+BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
+MODEL_COLUMNS = ["params", "gflops"]
+RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source"]
+POINT_ID_COLUMNS = ["ablation", "run", "variant", "seed", "step", "epoch"]
+
+# The run name convention of mtl-ablate: <variant>-s<seed>-<config hash>.
+RUN_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]+)$")
+
+
+class StoreError(RuntimeError):
+    """A result store cannot be read; the message says which store and why."""
+
+
+@dataclass
+class RunInput:
+    """What a store knows about one run before the shared table building."""
+
+    ablation: str
+    run: str
+    variant: str
+    seed: Any
+    state: str
+    config: dict[str, Any]
+    points: list[dict[str, Any]]  # validation points: step, epoch and val/ keys
+    model: dict[str, Any] | None
+    source: str  # run directory or W&B path, so a reader can find the run again
+
+
+@dataclass
+class ResultTables:
+    runs: pd.DataFrame
+    points: pd.DataFrame
+
+    def for_ablation(self, ablation: str) -> "ResultTables":
+        return ResultTables(
+            runs=self.runs[self.runs["ablation"] == ablation].reset_index(drop=True),
+            points=self.points[self.points["ablation"] == ablation].reset_index(drop=True),
+        )
+
+
+class ResultStore(Protocol):
+    def load(self, ablations: Iterable[str] | None = None) -> ResultTables: ...
+
+
+# ---------------------------------------------------------------------------------------- values
+def _number(value: Any) -> float:
+    """A metric value as float; missing, non-numeric and non-finite values become NaN."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):  # W&B may hand back "NaN" / "Infinity"
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def _cell(value: Any) -> Any:
+    """Config values as hashable cells (YAML and W&B both give lists where the config has tuples)."""
+    if isinstance(value, list):
+        return tuple(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _cell(v)) for k, v in value.items()))
+    return value
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------- rows
+def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, Any] | None, str]:
+    """The best-grader validation point and a note on what was unusual (never validated, NaN, ties)."""
+    notes = []
+    graders = [_number(p.get(GRADER_KEY)) for p in points]
+    non_finite = sum(1 for g in graders if not _finite(g))
+    best = best_point(points, GRADER_KEY)
+    if not points:
+        notes.append(f"never validated (state {state})")
+    elif best is None:
+        notes.append(f"no finite grader in {len(points)} validation point(s)")
+    elif non_finite:
+        notes.append(f"{non_finite} validation point(s) with non-finite grader skipped")
+    if best is not None:
+        tied = sorted(p.get("step") for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY])
+        if len(tied) > 1:
+            steps = ", ".join(str(s) for s in tied)
+            notes.append(f"grader tie at steps {steps}: earliest kept")
+    return best, "; ".join(notes)
+
+
+def run_row(run: RunInput) -> dict[str, Any]:
+    best, note = best_with_note(run.points, run.state)
+    model = run.model or {}
+    row = {
+        "ablation": run.ablation,
+        "run": run.run,
+        "variant": run.variant,
+        "seed": run.seed,
+        "state": run.state,
+        "grader": _number(best.get(GRADER_KEY)) if best else math.nan,
+        "iou": _number(best.get("val/iou")) if best else math.nan,
+        "si_logrmse": _number(best.get("val/si_logrmse")) if best else math.nan,
+        "step": _number(best.get("step")) if best else math.nan,
+        "epoch": _number(best.get("epoch")) if best else math.nan,
+        "params": _number(model.get("params")),
+        "gflops": _number(model.get("gflops")),
+        "note": note,
+        "source": run.source,
+    }
+    for key, value in run.config.items():
+        if key == "seed":
+            continue  # already the identity column
+        if key in row:
+            raise StoreError(f"{run.source}: config key {key!r} collides with the report column of that name")
+        row[key] = _cell(value)
+    return row
+
+
+def build_tables(runs: Iterable[RunInput]) -> ResultTables:
+    """The runs and points frames (see the module docstring) of ``runs``, sorted by ablation and run."""
+    runs = sorted(runs, key=lambda r: (r.ablation, r.run))
+    rows = [run_row(r) for r in runs]
+    runs_frame = pd.DataFrame(rows, columns=_run_columns(rows))
+    for column in ("step", "epoch", "params"):
+        # Whole numbers stay whole when every run has one; NaN forces float otherwise.
+        if runs_frame[column].notna().all() and len(runs_frame):
+            runs_frame[column] = runs_frame[column].astype("int64")
+    return ResultTables(runs=runs_frame, points=_points_frame(runs))
+
+
+def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
+    columns = list(RUN_COLUMNS)
+    seen = set(columns)
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+    return columns
+
+
+def _points_frame(runs: list[RunInput]) -> pd.DataFrame:
+    # Built column by column from numpy arrays: 100,000 dicts through the DataFrame constructor is slow.
+    every_key = set().union(*(point.keys() for run in runs for point in run.points))
+    metric_keys = sorted((k for k in every_key if k.startswith(VAL_PREFIX)), key=_metric_order)
+    numeric_keys = ["step", "epoch", *metric_keys]
+    counts = [len(r.points) for r in runs]
+    numeric = {key: np.concatenate([_column(r.points, key) for r in runs]) if runs else np.empty(0)
+               for key in numeric_keys}
+    frame = pd.DataFrame({
+        "ablation": np.repeat([r.ablation for r in runs], counts).astype(object),
+        "run": np.repeat([r.run for r in runs], counts).astype(object),
+        "variant": np.repeat([r.variant for r in runs], counts).astype(object),
+        "seed": np.repeat(np.array([r.seed for r in runs], dtype=object), counts),
+        **{_strip(k): v for k, v in numeric.items()},
+    })
+    return frame.sort_values(["ablation", "run", "step"], kind="stable").reset_index(drop=True)
+
+
+def _metric_order(key: str) -> tuple[int, str]:
+    # The headline metrics first, the rest (losses, per-class IoU) alphabetically.
+    headline = [GRADER_KEY, "val/iou", "val/si_logrmse"]
+    return (headline.index(key), "") if key in headline else (len(headline), key)
+
+
+def _column(points: list[dict[str, Any]], key: str) -> np.ndarray:
+    values = [p.get(key) for p in points]
+    try:  # the common case: numbers, JSON NaN and missing (None -> NaN)
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([_number(v) for v in values], dtype=np.float64)
+
+
+def _strip(key: str) -> str:
+    return key[len(VAL_PREFIX):] if key.startswith(VAL_PREFIX) else key
+
+
+# ---------------------------------------------------------------------------------------- local
+def find_run_dirs(root: Path) -> Iterator[Path]:
+    """Run directories (holding config.yaml) below ``root``, sorted; never descends into a run.
+
+    Unlike a recursive glob this does not walk a run's predictions/ and checkpoints/ folders,
+    which hold thousands of files per run on the real dataset.
+    """
+    if (root / "config.yaml").is_file():
+        yield root
+        return
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise StoreError(f"cannot list run directory root {root}: {exc}") from None
+    for child in children:
+        if child.name == "wandb":
+            continue
+        yield from find_run_dirs(child)
+
+
+class LocalStore:
+    """Run directories under ``runs_dir`` (``<runs>/<ablation id>/<run name>/``)."""
+
+    def __init__(self, runs_dir: str | Path):
+        self.runs_dir = Path(runs_dir)
+
+    def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
+        if not self.runs_dir.is_dir():
+            raise StoreError(f"runs directory {self.runs_dir} does not exist")
+        wanted = set(ablations) if ablations is not None else None
+        inputs = []
+        for run_dir in find_run_dirs(self.runs_dir):
+            if wanted is not None and not self._may_hold(run_dir, wanted):
+                continue
+            run = local_run_input(run_dir)
+            if wanted is None or run.ablation in wanted:
+                inputs.append(run)
+        return build_tables(inputs)
+
+    def _may_hold(self, run_dir: Path, wanted: set[str]) -> bool:
+        # Skip reading runs whose folder says they belong elsewhere; the config decides for the rest.
+        return run_dir.parent == self.runs_dir or run_dir.parent.name in wanted or run_dir == self.runs_dir
+
+
+# libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
+# thousands of runs (80-key configs). PyYAML built without libyaml still gives the same result.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(config, status, validation points) of a run directory: what :func:`mtl.records.read_run` reads,
+    parsing only the metric lines that carry ``val/grader`` (training points are never reported).
+
+    As in ``read_jsonl``, a torn final line is ignored and a bad earlier validation line is an error.
+    """
+    config_path, status_path, metrics_path = run_dir / "config.yaml", run_dir / "status.json", run_dir / "metrics.jsonl"
+    try:
+        config = yaml.load(config_path.read_text(), Loader=_YAML_LOADER) or {}
+        status = json.loads(status_path.read_text()) if status_path.exists() else {"state": "not started"}
+        text = metrics_path.read_text() if metrics_path.exists() else ""
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    if not isinstance(config, dict):
+        raise StoreError(f"{config_path}: expected a mapping of config keys, got {type(config).__name__}")
+    return config, status, _validation_points(text, metrics_path)
+
+
+def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:
+    lines = text.split("\n")
+    if lines and lines[-1].strip():
+        try:  # a final line without newline is kept only if it parses (a write cut short otherwise)
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    wanted = [line for line in lines if _GRADER_FIELD in line]
+    try:  # one parse for all lines; on failure find the bad line for the message
+        parsed = json.loads("[" + ",".join(wanted) + "]")
+    except json.JSONDecodeError:
+        for number, line in enumerate(lines, start=1):
+            if _GRADER_FIELD in line:
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise StoreError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+        raise StoreError(f"{path}: metric lines are not valid JSON objects") from None
+    if not all(isinstance(point, dict) for point in parsed):
+        raise StoreError(f"{path}: every metrics line must be a JSON object")
+    return [point for point in parsed if GRADER_KEY in point]
+
+
+_GRADER_FIELD = json.dumps(GRADER_KEY)
+
+
+def local_run_input(run_dir: Path) -> RunInput:
+    """A run directory as a RunInput: ablation = the ``wandb_group`` key, else the parent folder name;
+    variant = ``wandb_job_type``, else the ``<variant>-s<seed>-<hash>`` part of the folder name."""
+    config, status, points = read_run_for_report(run_dir)
+    match = RUN_NAME.match(run_dir.name)
+    variant = config.get("wandb_job_type") or (match["variant"] if match else run_dir.name)
+    seed = config.get("seed", int(match["seed"]) if match else None)
+    model = status.get("model")
+    return RunInput(
+        ablation=config.get("wandb_group") or run_dir.parent.name,
+        run=run_dir.name,
+        variant=variant,
+        seed=seed,
+        state=status.get("state", "unknown"),
+        config=config,
+        points=points,
+        model=model if isinstance(model, dict) else None,
+        source=str(run_dir),
+    )
+
+
+# ---------------------------------------------------------------------------------------- W&B
+# mtl.tracking logs every point with its optimizer step under this key (W&B's own _step counts calls).
+WANDB_STEP_KEY = "trainer/step"
+# W&B run states in the vocabulary of status.json.
+WANDB_STATES = {
+    "finished": "finished",
+    "running": "running",
+    "crashed": "failed",
+    "failed": "failed",
+    "killed": "interrupted",
+    "preempting": "interrupted",
+    "preempted": "interrupted",
+}
+
+
+def wandb_run_input(run: Any) -> RunInput:
+    """One ``wandb.apis.public.Run`` as a RunInput: group = ablation id, job type = variant, the
+    resolved config from ``run.config``, and every validation point from one ``scan_history`` over
+    all ``val/`` keys together (they are logged in one call per point)."""
+    config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+    summary = run.summary
+    summary_keys = list(summary.keys())
+    # Only scalar val/ keys: the validation histogram (also under val/) is logged in another call, and
+    # scan_history returns only rows holding every requested key.
+    val_keys = sorted(k for k in summary_keys if k.startswith(VAL_PREFIX) and _is_scalar(summary[k]))
+    points = []
+    if val_keys:
+        if GRADER_KEY not in val_keys:
+            val_keys.append(GRADER_KEY)
+        keys = val_keys + [WANDB_STEP_KEY] + (["epoch"] if "epoch" in summary_keys else [])
+        for row in run.scan_history(keys=keys):
+            point = {k: row[k] for k in val_keys if k in row}
+            step = row.get(WANDB_STEP_KEY, row.get("_step"))
+            point["step"] = int(step) if step is not None else None
+            point["epoch"] = row.get("epoch")
+            points.append(point)
+    params, gflops = summary.get("model/params"), summary.get("model/gflops")
+    model = {"params": params, "gflops": gflops} if params is not None or gflops is not None else None
+    return RunInput(
+        ablation=run.group or config.get("wandb_group") or "",
+        run=run.name,
+        variant=run.job_type or config.get("wandb_job_type") or run.name,
+        seed=config.get("seed"),
+        state=WANDB_STATES.get(run.state, run.state),
+        config=config,
+        points=points,
+        model=model,
+        source="/".join(run.path) if isinstance(run.path, (list, tuple)) else str(run.path),
+    )
+
+
+class WandbStore:
+    """Runs of one W&B project, read through the public API (needs credentials and a reachable server)."""
+
+    def __init__(self, entity: str | None, project: str, api: Any = None):
+        self.entity, self.project = entity, project
+        self._api = api
+
+    def _connect(self) -> Any:
+        if self._api is not None:
+            return self._api
+        if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+            raise StoreError("W&B store needs credentials: set WANDB_API_KEY or run `wandb login`")
+        import wandb
+
+        try:
+            self._api = wandb.Api(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the API raises several unrelated types when offline
+            raise StoreError(f"cannot reach the W&B server: {exc}") from None
+        return self._api
+
+    def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
+        api = self._connect()
+        path = f"{self.entity}/{self.project}" if self.entity else self.project
+        filters = {"group": {"$in": sorted(ablations)}} if ablations is not None else None
+        try:
+            runs = list(api.runs(path, filters=filters))
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"cannot list W&B runs of {path}: {exc}") from None
+        return build_tables(wandb_run_input(run) for run in runs)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False

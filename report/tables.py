@@ -1,0 +1,316 @@
+"""Result tables of one ablation entry: every run at its best-grader validation step, and with several
+seeds the mean and standard deviation per variant, the winner marked and differences within seed noise
+flagged. Rendered as Markdown (tabulate), LaTeX (booktabs) and CSV.
+
+Winner: chosen as the planner chooses the base of a ``best of`` entry (mtl.ablate.planner.resolve_winner):
+each finished run scores its best value of the entry's ``rank_by`` metric (default: the highest
+``val/grader``), a variant scores the mean over its finished runs, the best variant wins and a tie goes
+to the variant listed first. The variant means and standard deviations are over finished runs too.
+
+Within seed noise (rule ``welch``, the default): a Welch t-test of the variant's run scores against the
+winner's gives p >= 0.05; rule ``max_std``: |difference of means| is below the larger of the two
+standard deviations. Both need at least two scored runs on each side and say ``n/a`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from mtl.config import RUN_INVARIANT_KEYS
+from mtl.records import GRADER_KEY
+
+from report.store import RUN_COLUMNS, ResultTables
+
+NOISE_RULES = {
+    "welch": "Welch t-test against the winner's seeds, p >= 0.05",
+    "max_std": "|mean difference| < the larger standard deviation of the two variants",
+}
+NOISE_ALPHA = 0.05
+METRICS = ["grader", "iou", "si_logrmse"]
+METRIC_LABELS = {"grader": "grader", "iou": "IoU", "si_logrmse": "SI-logRMSE"}
+# Keys that tell runs apart without being a question's parameter.
+NOT_PARAMETERS = set(RUN_INVARIANT_KEYS) | {"seed"}
+
+
+class TableError(ValueError):
+    """A table cannot be built as asked; the message names the entry and the key."""
+
+
+@dataclass
+class EntryTables:
+    """The tables of one entry. ``runs`` and ``variants`` hold raw values (the CSV); ``*_display`` the
+    formatted text cells that Markdown and LaTeX show."""
+
+    ablation: str
+    parameters: list[str]
+    runs: pd.DataFrame
+    summary: pd.DataFrame  # one row per variant (means over finished seeds); the figures use it too
+    winner: str | None
+    noise_rule: str
+    rank_metric: str = GRADER_KEY
+    rank_mode: str = "max"
+
+    @property
+    def delta_label(self) -> str:
+        return "grader" if self.rank_metric == GRADER_KEY else _score_name(self.rank_metric)
+
+    @property
+    def several_seeds(self) -> bool:
+        return bool((self.summary["seeds"] > 1).any())
+
+    @property
+    def variants(self) -> pd.DataFrame | None:
+        """The per-variant table, shown only when some variant has several seeds."""
+        return self.summary if self.several_seeds else None
+
+    @property
+    def runs_display(self) -> pd.DataFrame:
+        return display_frame(self.runs.drop(columns="source")).rename(columns=self._score_headers())
+
+    @property
+    def variants_display(self) -> pd.DataFrame | None:
+        if self.variants is None:
+            return None
+        return display_frame(self.variants).rename(columns=self._score_headers())
+
+    def _score_headers(self) -> dict[str, str]:
+        # The rank score is shown under the metric's name ("best si_logrmse"); with the grader it is the
+        # grader column itself and only the difference column needs naming.
+        return {HEADERS["score"]: self.delta_label, HEADERS["score_std"]: f"{self.delta_label} std",
+                HEADERS["delta"]: f"Δ {self.delta_label}"}
+
+
+# ---------------------------------------------------------------------------------------- building
+def varied_parameters(runs: pd.DataFrame, requested: Iterable[str] | None = None) -> list[str]:
+    """The config keys to show: ``requested`` (each must be a config column), else every config key
+    whose value differs between the runs (run-invariant keys such as paths and the seed left out)."""
+    config_columns = [c for c in runs.columns if c not in RUN_COLUMNS]
+    if requested is not None:
+        requested = list(requested)
+        unknown = [c for c in requested if c not in config_columns]
+        if unknown:
+            raise TableError(f"report columns {unknown} are not config keys of these runs")
+        return requested
+    varied = []
+    for column in config_columns:
+        if column in NOT_PARAMETERS:
+            continue
+        if runs[column].map(_hashable).nunique(dropna=False) > 1:
+            varied.append(column)
+    return varied
+
+
+def entry_tables(results: ResultTables, ablation: str, columns: Iterable[str] | None = None,
+                 noise_rule: str = "welch", rank_metric: str = GRADER_KEY, rank_mode: str = "max",
+                 variant_order: Iterable[str] | None = None) -> EntryTables:
+    """Tables of the runs of one ablation. ``columns``: config keys to show (default: those that vary);
+    ``variant_order``: the entry's variant order (default: sorted by the shown parameters)."""
+    if noise_rule not in NOISE_RULES:
+        raise TableError(f"noise rule {noise_rule!r} is not one of {sorted(NOISE_RULES)}")
+    if rank_mode not in ("max", "min"):
+        raise TableError(f"rank mode {rank_mode!r} is not 'max' or 'min'")
+    runs = results.runs[results.runs["ablation"] == ablation]
+    if runs.empty:
+        raise TableError(f"no runs of ablation {ablation!r}")
+    parameters = varied_parameters(runs, columns)
+    runs = _ordered(runs, parameters, list(variant_order) if variant_order is not None else None)
+    runs = runs.assign(rank_score=_run_scores(runs, results.points, rank_metric, rank_mode))
+    summary = _variant_summary(runs, parameters, noise_rule, rank_mode)
+    winner = _winner(summary, rank_mode)
+    summary["winner"] = np.where(summary["variant"] == winner, "yes", "")
+    if rank_metric == GRADER_KEY:  # the score is the grader column already
+        summary = summary.drop(columns=["score", "score_std"])
+    run_table = _run_table(runs, parameters, winner, rank_metric)
+    return EntryTables(ablation=ablation, parameters=parameters, runs=run_table,
+                       summary=summary, winner=winner, noise_rule=noise_rule,
+                       rank_metric=rank_metric, rank_mode=rank_mode)
+
+
+def _score_name(metric: str) -> str:
+    return "best " + metric[len("val/"):] if metric.startswith("val/") else "best " + metric
+
+
+def _run_scores(runs: pd.DataFrame, points: pd.DataFrame, metric: str, mode: str) -> np.ndarray:
+    """Each run's best value of ``metric`` over its validation points (NaN when it has none)."""
+    if metric == GRADER_KEY:
+        return runs["grader"].to_numpy(dtype=float)
+    column = metric[len("val/"):] if metric.startswith("val/") else metric
+    if column not in points.columns:
+        raise TableError(f"rank metric {metric!r} is not among the logged validation metrics")
+    best = points.groupby("run")[column].agg("max" if mode == "max" else "min")
+    return runs["run"].map(best).to_numpy(dtype=float)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _sort_key(value: Any) -> tuple:
+    # Mixed columns (None next to numbers, tuples next to strings) still sort, deterministically.
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return (0, "")
+    if isinstance(value, bool):
+        return (1, int(value))
+    if isinstance(value, (int, float)):
+        return (2, value)
+    return (3, str(value))
+
+
+def _ordered(runs: pd.DataFrame, parameters: list[str], variant_order: list[str] | None) -> pd.DataFrame:
+    def key(row: pd.Series) -> tuple:
+        variant = str(row["variant"])
+        if variant_order is not None:
+            position = variant_order.index(variant) if variant in variant_order else len(variant_order)
+            head: tuple = (position,)
+        else:
+            head = tuple(_sort_key(row[p]) for p in parameters)
+        return head + (variant, _sort_key(row["seed"]))
+
+    keys = [key(row) for _, row in runs.iterrows()]
+    order = sorted(range(len(runs)), key=lambda i: keys[i])
+    return runs.iloc[order].reset_index(drop=True)
+
+
+def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str, rank_mode: str) -> pd.DataFrame:
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        finished = group[group["state"] == "finished"]
+        row: dict[str, Any] = {"variant": variant}
+        for p in parameters:
+            row[p] = group[p].iloc[0]
+        row["seeds"] = len(group)
+        row["finished"] = len(finished)
+        for metric, column in [*((m, m) for m in METRICS), ("score", "rank_score")]:
+            values = finished[column].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            row[metric] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            if metric == "score":
+                row["_scores"] = values
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    winner = _winner(summary, rank_mode)
+    if winner is not None:
+        best = summary.loc[summary["variant"] == winner].iloc[0]
+        summary["delta"] = summary["score"] - best["score"]
+        summary["within_noise"] = [
+            "" if row["variant"] == winner else _within_noise(row["_scores"], best["_scores"], noise_rule)
+            for _, row in summary.iterrows()
+        ]
+    else:
+        summary["delta"] = math.nan
+        summary["within_noise"] = ""
+    return summary.drop(columns="_scores")
+
+
+def _winner(summary: pd.DataFrame, rank_mode: str) -> str | None:
+    scores = summary["score"].to_numpy(dtype=float)
+    if not np.isfinite(scores).any():
+        return None
+    pick = np.nanargmax if rank_mode == "max" else np.nanargmin
+    return str(summary["variant"].iloc[int(pick(scores))])  # the first of equal best scores
+
+
+def _within_noise(values: np.ndarray, winner_values: np.ndarray, rule: str) -> str:
+    if len(values) < 2 or len(winner_values) < 2:
+        return "n/a"
+    if rule == "max_std":
+        difference = abs(values.mean() - winner_values.mean())
+        return "yes" if difference < max(values.std(ddof=1), winner_values.std(ddof=1)) else "no"
+    from scipy.stats import ttest_ind
+
+    if values.std() == 0 and winner_values.std() == 0:  # no spread at all: any difference is real
+        return "yes" if values.mean() == winner_values.mean() else "no"
+    p_value = float(ttest_ind(values, winner_values, equal_var=False).pvalue)
+    return "yes" if p_value >= NOISE_ALPHA else "no"
+
+
+def _run_table(runs: pd.DataFrame, parameters: list[str], winner: str | None, rank_metric: str) -> pd.DataFrame:
+    columns = ["run", "variant", "seed", *parameters, *METRICS, "step", "epoch"]
+    for optional in ("params", "gflops"):
+        if runs[optional].notna().any():
+            columns.append(optional)
+    if (runs["state"] != "finished").any():
+        columns.append("state")
+    table = runs[columns].copy()
+    if rank_metric != GRADER_KEY:
+        table["score"] = runs["rank_score"]
+    table["winner"] = np.where(runs["variant"] == winner, "yes", "")
+    if (runs["note"] != "").any():
+        table["note"] = runs["note"]
+    table["source"] = runs["source"]  # where the run lives (for export); never displayed
+    return table
+
+
+# ---------------------------------------------------------------------------------------- display
+HEADERS = {
+    "run": "run", "variant": "variant", "seed": "seed", "seeds": "seeds", "finished": "finished",
+    "grader": "grader", "iou": "IoU", "si_logrmse": "SI-logRMSE", "step": "step", "epoch": "epoch",
+    "params": "params (M)", "gflops": "GFLOPs", "state": "state", "winner": "winner", "note": "note",
+    "grader_std": "grader std", "iou_std": "IoU std", "si_logrmse_std": "SI-logRMSE std",
+    "delta": "Δ", "within_noise": "within noise", "score": "score", "score_std": "score std",
+}
+_TWO_DECIMALS = {"grader", "iou", "si_logrmse", "grader_std", "iou_std", "si_logrmse_std", "delta", "gflops",
+                 "score", "score_std"}
+_WHOLE = {"step", "epoch", "seed", "seeds", "finished"}
+NUMERIC_DISPLAY = _TWO_DECIMALS | _WHOLE | {"params"}
+
+
+def format_value(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–" if column in NUMERIC_DISPLAY else ""
+    if column in _TWO_DECIMALS:
+        return f"{value:+.2f}" if column == "delta" else f"{value:.2f}"
+    if column == "params":
+        return f"{value / 1e6:.2f}"
+    if column in _WHOLE:
+        return str(int(value))
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells with the headers of :data:`HEADERS` (config keys keep their names)."""
+    shown = pd.DataFrame({column: [format_value(column, v) for v in frame[column]] for column in frame.columns})
+    return shown.rename(columns=lambda c: HEADERS.get(c, c))
+
+
+def _is_numeric_header(header: str) -> bool:
+    numeric = {HEADERS[c] for c in NUMERIC_DISPLAY}
+    return header in numeric or header.startswith(("Δ ", "best ")) or header.endswith(" std")
+
+
+def to_markdown(shown: pd.DataFrame) -> str:
+    """A pipe table; numbers right-aligned, every cell exactly as formatted."""
+    align = ["right" if _is_numeric_header(c) else "left" for c in shown.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+
+
+def to_latex(shown: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule); cells and headers LaTeX-escaped."""
+    column_format = "".join("r" if _is_numeric_header(c) else "l" for c in shown.columns)
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    text = styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
+                           position="htbp" if caption or label else None, position_float="centering"
+                           if caption or label else None)
+    # Unicode the escaper leaves alone, spelled for any LaTeX engine.
+    return text.replace("Δ", r"$\Delta$").replace("–", "--")
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    """Raw values (full precision; tuples as a, b, c)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: isinstance(v, tuple)).any():
+            out[column] = out[column].map(lambda v: ", ".join(map(str, v)) if isinstance(v, tuple) else v)
+    return out.to_csv(index=False)
