@@ -1,0 +1,389 @@
+"""The write-up skeleton: one section per ablation entry, in assignment order, with the question, the
+tables, the figures, the config differences that answer it and a marked place for the conclusion.
+
+Output folder layout (``reports/`` by default)::
+
+    report.md  report.tex                       the write-up (Markdown and LaTeX)
+    tables/<entry>.runs.{md,tex,csv}            every run at its best-grader validation step
+    tables/<entry>.variants.{md,tex,csv}        mean and std per variant (entries with several seeds)
+    figures/<entry>.<kind>.{png,pdf}            curves, bars, qualitative, depth_histogram
+
+The conclusion placeholders are ``<!-- CONCLUSION(<entry>): ... -->`` in Markdown and
+``% TODO(conclusion): <entry>`` in LaTeX, so a search finds every answer still to write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from mtl.config import RUN_INVARIANT_KEYS, Config
+
+from report import figures as fig
+from report.store import ResultTables
+from report.tables import NOISE_RULES, EntryTables, TableError, entry_tables, to_csv, to_latex, to_markdown
+
+FORMATS = ("md", "latex", "csv")
+FIGURE_TITLES = {
+    "curves": "Validation curves of every run",
+    "bars": "Metrics at the best-grader validation step per variant (mean and standard deviation over seeds)",
+    "qualitative": "Test predictions of the best run of each variant",
+    "depth_histogram": "Depth distribution of ground truth and predictions, in metres and log-metres",
+}
+MAX_IMAGE_RUNS = 4  # variants shown in the image figures: the winner first, then in table order
+QUALITATIVE_IMAGES = 3
+
+
+class ReportError(ValueError):
+    """The report cannot be written as asked (unknown entry, bad format)."""
+
+
+@dataclass
+class EntryReport:
+    entry: Any  # mtl.ablate.entry.Entry
+    tables: EntryTables | None
+    table_files: dict[str, list[Path]] = field(default_factory=dict)  # format -> files
+    figures: dict[str, list[Path]] = field(default_factory=dict)  # kind -> [png, pdf]
+    problems: list[str] = field(default_factory=list)
+    setup: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cited_runs(self) -> list[str]:
+        """Run directories (``source``) of the runs this section's tables show."""
+        return list(self.tables.runs["source"]) if self.tables is not None and "source" in self.tables.runs else []
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    sections: list[EntryReport]
+    files: list[Path]
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{s.entry.id}: {p}" for s in self.sections for p in s.problems]
+
+
+# ---------------------------------------------------------------------------------------- one entry
+def config_differences(runs: pd.DataFrame, variant_order: Sequence[str]) -> dict[str, Any]:
+    """What the runs of an entry share and how they differ: ``common`` = keys equal in every run that
+    differ from the template defaults (the inherited winners and fixed overrides); ``varied`` = per
+    variant, its values of the keys that differ between runs (seed and run-invariant keys left out)."""
+    defaults = Config().model_dump(mode="json")
+    skip = set(RUN_INVARIANT_KEYS) | {"seed"}
+    config_keys = [k for k in defaults if k in runs.columns and k not in skip]
+    common, varying = {}, []
+    for key in config_keys:
+        values = runs[key].map(lambda v: tuple(v) if isinstance(v, list) else v)
+        if values.nunique(dropna=False) == 1:
+            value = values.iloc[0]
+            default = defaults[key]
+            if (tuple(default) if isinstance(default, list) else default) != value:
+                common[key] = value
+        else:
+            varying.append(key)
+    varied = {}
+    for variant in variant_order:
+        group = runs[runs["variant"] == variant]
+        varied[str(variant)] = {k: group[k].iloc[0] for k in varying}
+    return {"common": common, "varied": varied, "varying": varying}
+
+
+def image_runs(tables: EntryTables, runs: pd.DataFrame) -> list[tuple[str, Path]]:
+    """(label, run dir) of the best finished run of each variant that wrote predictions, winner first."""
+    finished = runs[(runs["state"] == "finished") & runs["grader"].notna()]
+    chosen = []
+    order = list(dict.fromkeys(tables.summary["variant"]))
+    if tables.winner in order:
+        order.remove(tables.winner)
+        order.insert(0, tables.winner)
+    for variant in order:
+        group = finished[finished["variant"] == variant]
+        if group.empty:
+            continue
+        best = group.sort_values(["grader", "step"], ascending=[False, True]).iloc[0]
+        run_dir = Path(best["source"])
+        if (run_dir / "predictions" / "semseg").is_dir():
+            chosen.append((str(variant), run_dir))
+        if len(chosen) == MAX_IMAGE_RUNS:
+            break
+    return chosen
+
+
+def dataset_root_of(config_row: pd.Series) -> Path:
+    """Where a run's dataset lives: its ``dataset_root``, else (synthetic) the cache folder keyed by its parameters."""
+    if config_row.get("dataset_root"):
+        return Path(config_row["dataset_root"])
+    if config_row.get("dataset") == "synthetic":
+        from mtl.data.synthetic import SyntheticParams, default_root
+
+        keys = ["num_train", "num_val", "num_test", "height", "width", "seed"]
+        return default_root(SyntheticParams(**{k: int(config_row[f"synthetic_{k}"]) for k in keys}))
+    raise fig.FigureError(f"run {config_row.get('run')} has no dataset_root; pass --dataset-root")
+
+
+def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats: Sequence[str] = FORMATS,
+                       draw_figures: bool = True, dataset_root: Path | None = None,
+                       noise_rule: str = "welch") -> EntryReport:
+    """Tables and figures of one entry, written under ``out_dir``."""
+    subset = results.for_ablation(entry.id)
+    if subset.runs.empty:
+        return EntryReport(entry=entry, tables=None,
+                           problems=[f"no runs recorded yet (`mtl-ablate run {entry.id}`)"])
+    variant_order = [v.name for v in entry.variants] if getattr(entry, "variants", None) else None
+    tables = entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
+                          rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode, variant_order=variant_order)
+    report = EntryReport(entry=entry, tables=tables)
+    report.setup = config_differences(subset.runs, list(tables.summary["variant"]))
+    report.table_files = write_tables(tables, out_dir / "tables", formats, caption=f"{entry.item}: {entry.id}")
+    if draw_figures:
+        _draw_figures(report, subset, out_dir / "figures", dataset_root)
+    return report
+
+
+def _table_parts(tables: EntryTables) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    parts = [("runs", tables.runs, _runs_shown(tables))]
+    if tables.variants is not None:
+        parts.append(("variants", tables.variants, tables.variants_display))
+    return parts
+
+
+def _runs_shown(tables: EntryTables) -> pd.DataFrame:
+    # The run name starts with its variant, and notes are listed under the table, not in it.
+    shown = tables.runs_display
+    return shown.drop(columns=[c for c in ("variant", "note", "source") if c in shown.columns])
+
+
+def notes(tables: EntryTables) -> list[str]:
+    if "note" not in tables.runs:
+        return []
+    return [f"{run}: {note}" for run, note in zip(tables.runs["run"], tables.runs["note"]) if note]
+
+
+def write_tables(tables: EntryTables, folder: Path, formats: Sequence[str], caption: str) -> dict[str, list[Path]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for kind, raw, shown in _table_parts(tables):
+        stem = folder / f"{tables.ablation}.{kind}"
+        if "md" in formats:
+            written.setdefault("md", []).append(_write(Path(f"{stem}.md"), markdown_table(tables, kind, shown)))
+        if "latex" in formats:
+            label = f"tab:{tables.ablation}.{kind}"
+            written.setdefault("latex", []).append(_write(Path(f"{stem}.tex"), latex_table(tables, kind, shown, caption, label)))
+        if "csv" in formats:
+            written.setdefault("csv", []).append(_write(Path(f"{stem}.csv"), to_csv(raw.drop(columns=["source"], errors="ignore"))))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _legend(tables: EntryTables, kind: str) -> str:
+    if kind == "runs":
+        return ("Every run at its best-grader validation step (grader, IoU and SI-logRMSE all at that step); "
+                "winner = the runs of the winning variant.")
+    return (f"Mean and standard deviation over finished seeds; within noise: {NOISE_RULES[tables.noise_rule]}.")
+
+
+def markdown_table(tables: EntryTables, kind: str, shown: pd.DataFrame) -> str:
+    text = to_markdown(shown) + "\n" + _legend(tables, kind) + "\n"
+    if kind == "runs":
+        text += "".join(f"\n- {line}" for line in notes(tables)) + ("\n" if notes(tables) else "")
+    return text
+
+
+def latex_table(tables: EntryTables, kind: str, shown: pd.DataFrame, caption: str, label: str) -> str:
+    tabular = to_latex(shown)
+    legend = latex_escape(_legend(tables, kind))
+    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{latex_escape(caption)} ({kind}). {legend}}}",
+             rf"\label{{{label}}}",
+             # Shrink wide tables to the text width, never enlarge narrow ones.
+             r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%", tabular.rstrip("\n") + "%", "}"]
+    if kind == "runs" and notes(tables):
+        lines += [r"\par\smallskip\footnotesize", r"\begin{itemize}"]
+        lines += [rf"\item {latex_escape(line)}" for line in notes(tables)]
+        lines += [r"\end{itemize}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _draw_figures(report: EntryReport, subset: ResultTables, folder: Path, dataset_root: Path | None) -> None:
+    entry, tables = report.entry, report.tables
+    assert tables is not None
+    ordered_runs = tables.runs.merge(subset.runs[["run", "state", "source"]].rename(columns={"state": "_state"}),
+                                     on="run", how="left")
+    for kind in entry.report.figures:
+        stem = f"{entry.id}.{kind}"
+        title = f"{entry.item} {entry.id}"
+        try:
+            if kind == "curves":
+                report.figures[kind] = fig.curves(subset.points, ordered_runs, folder, stem, title)
+            elif kind == "bars":
+                report.figures[kind] = fig.bars(tables.summary, folder, stem, title)
+            else:
+                chosen = image_runs(tables, subset.runs)
+                if not chosen:
+                    raise fig.FigureError("no finished run with test predictions")
+                root = dataset_root or dataset_root_of(subset.runs[subset.runs["source"] == str(chosen[0][1])].iloc[0])
+                if not root.is_dir():
+                    raise fig.FigureError(f"dataset folder {root} does not exist (pass --dataset-root)")
+                if kind == "qualitative":
+                    common = set.intersection(*(set(fig.predicted_indices(d)) for _, d in chosen))
+                    indices = sorted(common)[:QUALITATIVE_IMAGES]
+                    if not indices:
+                        raise fig.FigureError("the chosen runs share no predicted test image")
+                    report.figures[kind] = fig.qualitative(chosen, root, indices, folder, stem, title)
+                elif kind == "depth_histogram":
+                    report.figures[kind] = fig.depth_histogram(chosen, root, folder, stem, title)
+                else:
+                    raise fig.FigureError(f"unknown figure kind {kind!r}")
+        except (fig.FigureError, OSError, ValueError) as exc:
+            report.problems.append(f"figure {kind} not drawn: {exc}")
+
+
+# ---------------------------------------------------------------------------------------- documents
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_value(v)}" for k, v in values.items()) or "(none)"
+
+
+def _winner_line(tables: EntryTables) -> str:
+    if tables.winner is None:
+        return "No winner yet: no finished run has a finite score."
+    row = tables.summary[tables.summary["variant"] == tables.winner].iloc[0]
+    metric = tables.delta_label
+    score = row["grader"] if metric == "grader" else row["score"]
+    seeds = f" (mean of {int(row['finished'])} finished seeds)" if row["finished"] > 1 else ""
+    line = f"Winner: {tables.winner} with {metric} {score:.2f}{seeds}."
+    if tables.variants is not None:
+        close = [str(v) for v, n in zip(tables.summary["variant"], tables.summary["within_noise"]) if n == "yes"]
+        if close:
+            line += f" Within seed noise of the winner ({NOISE_RULES[tables.noise_rule]}): {', '.join(close)}."
+    return line
+
+
+def _setup_lines(report: EntryReport) -> list[str]:
+    entry, setup = report.entry, report.setup
+    lines = [f"Base: {entry.base}; seeds: {', '.join(str(s) for s in entry.seeds)}.",
+             f"Fixed overrides of this entry: {_pairs(dict(entry.overrides))}."]
+    if setup:
+        for variant, values in setup["varied"].items():
+            lines.append(f"Variant {variant}: {_pairs(values)}.")
+        lines.append(f"Shared by every run, differing from the template defaults: {_pairs(setup['common'])}.")
+    return lines
+
+
+def render_markdown(sections: Sequence[EntryReport], out_dir: Path, runs_label: str) -> str:
+    parts = ["# Multi-task ablations: write-up", "",
+             f"Generated by `mtl-ablate report` from the run records in `{runs_label}`. Every number is taken at "
+             "the run's best-grader validation step (grader, IoU and SI-logRMSE at that same step).", ""]
+    for section in sections:
+        entry = section.entry
+        parts += [f"## {entry.item} {entry.id}", "", f"**Question.** {entry.question.strip()}", ""]
+        parts += ["**Setup.**", ""] + [f"- {line}" for line in _setup_lines(section)] + [""]
+        if section.tables is not None:
+            for kind, _, shown in _table_parts(section.tables):
+                parts += [markdown_table(section.tables, kind, shown).rstrip("\n"), ""]
+            parts += [_winner_line(section.tables), ""]
+        for kind, paths in section.figures.items():
+            png = next(p for p in paths if p.suffix == ".png")
+            parts += [f"![{FIGURE_TITLES.get(kind, kind)}]({png.relative_to(out_dir).as_posix()})", "",
+                      f"*{FIGURE_TITLES.get(kind, kind)}.*", ""]
+        for problem in section.problems:
+            parts += [f"> **Missing:** {problem}", ""]
+        parts += [f"<!-- CONCLUSION({entry.id}): answer the question from the table and figures above. -->",
+                  "**Conclusion.** _TODO_", ""]
+    return "\n".join(parts)
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    text = "".join(_LATEX_SPECIALS.get(c, c) for c in str(text))
+    return text.replace("–", "--").replace("Δ", r"$\Delta$").replace("≥", r"$\geq$")
+
+
+LATEX_PREAMBLE = r"""\documentclass[10pt]{article}
+\usepackage[T1]{fontenc}
+\usepackage[utf8]{inputenc}
+\usepackage[margin=2cm]{geometry}
+\usepackage{booktabs}
+\usepackage{graphicx}
+\title{Multi-task ablations: write-up}
+\date{}
+\begin{document}
+\maketitle
+"""
+
+
+def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str) -> str:
+    parts = [LATEX_PREAMBLE.rstrip("\n"),
+             latex_escape(f"Generated by mtl-ablate report from the run records in {runs_label}. Every number is "
+                          "taken at the run's best-grader validation step (grader, IoU and SI-logRMSE at that same "
+                          "step)."), ""]
+    for section in sections:
+        entry = section.entry
+        parts += [rf"\section{{{latex_escape(entry.item)}: {latex_escape(entry.id)}}}",
+                  rf"\paragraph{{Question.}} {latex_escape(entry.question.strip())}", "",
+                  r"\paragraph{Setup.}", r"\begin{itemize}"]
+        parts += [rf"\item {latex_escape(line)}" for line in _setup_lines(section)] + [r"\end{itemize}", ""]
+        if section.tables is not None:
+            caption = f"{entry.item}: {entry.id}"
+            for kind, _, shown in _table_parts(section.tables):
+                parts += [latex_table(section.tables, kind, shown, caption, f"tab:{entry.id}.{kind}").rstrip("\n"), ""]
+            parts += [latex_escape(_winner_line(section.tables)), ""]
+        for kind, paths in section.figures.items():
+            pdf = next(p for p in paths if p.suffix == ".pdf")
+            parts += [r"\begin{figure}[htbp]", r"\centering",
+                      rf"\includegraphics[width=\linewidth]{{{pdf.relative_to(out_dir).as_posix()}}}",
+                      rf"\caption{{{latex_escape(entry.id)}: {latex_escape(FIGURE_TITLES.get(kind, kind))}.}}",
+                      rf"\label{{fig:{entry.id}.{kind}}}", r"\end{figure}", ""]
+        for problem in section.problems:
+            parts += [rf"\noindent\textbf{{Missing:}} {latex_escape(problem)}", ""]
+        parts += [f"% TODO(conclusion): {entry.id} -- answer the question from the table and figures above.",
+                  r"\paragraph{Conclusion.} \emph{TODO}", ""]
+    parts.append(r"\end{document}")
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- everything
+def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | Path,
+                 formats: Sequence[str] = FORMATS, draw_figures: bool = True, dataset_root: Path | None = None,
+                 noise_rule: str = "welch", runs_label: str = "runs") -> ReportResult:
+    """Tables, figures and the write-up (``report.md`` / ``report.tex`` per ``formats``) of ``entries``,
+    which are written in their assignment order (``Entry.sort_key``)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ReportError(f"unknown format(s) {unknown}; expected some of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(entries, key=lambda e: e.sort_key)
+    sections = []
+    for entry in ordered:
+        try:
+            sections.append(build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule))
+        except TableError as exc:
+            raise ReportError(f"entry {entry.id}: {exc}") from None
+    files = [p for s in sections for group in (*s.table_files.values(), *s.figures.values()) for p in group]
+    if "md" in formats:
+        files.append(_write(out_dir / "report.md", render_markdown(sections, out_dir, runs_label)))
+    if "latex" in formats:
+        files.append(_write(out_dir / "report.tex", render_latex(sections, out_dir, runs_label)))
+    return ReportResult(out_dir=out_dir, sections=sections, files=files)
+
