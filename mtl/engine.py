@@ -235,6 +235,8 @@ def predict(model: torch.nn.Module, loader: DataLoader, depth_unit: DepthUnit, d
     """Write test predictions in the MiniScapes encodings; returns the indices written."""
     model.eval()
     written = []
+    for task in ("semseg", "depth"):
+        (out_dir / task).mkdir(parents=True, exist_ok=True)
     for batch in loader:
         images = batch["image"].to(device)
         if cfg.channels_last:
@@ -443,7 +445,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
 
     previous = run.read_status()
     status = run.write_status(
-        state="running", error=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
+        state="running", error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
         code_version=code_version(), started_at=previous.get("started_at") or now_iso(), finished_at=None,
         pid=os.getpid(), host=socket.gethostname(), epoch=previous.get("epoch", 0), step=previous.get("step", 0),
         best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0))
