@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NETRC_NAMES = (".netrc", "_netrc")
-_TOKEN = rb"[A-Za-z0-9_\-]"
+_TOKEN = rb"[A-Za-z0-9_\\\-]"
+_U = rb"\\?_"  # an underscore, also as LaTeX writes it (\_), so the .tex write-up is covered too
 PATTERNS: list[tuple[str, re.Pattern[bytes]]] = [
     ("private key", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
-    ("W&B API key", re.compile(rb"WANDB_API_KEY['\"]?\s*[:=]\s*['\"]?(?:local-)?[0-9a-f]{40}(?![0-9a-f])")),
+    ("W&B API key", re.compile(rb"WANDB" + _U + rb"API" + _U + rb"KEY['\"]?\s*[:=]\s*['\"]?(?:local-)?[0-9a-f]{40}(?![0-9a-f])")),
     ("W&B API key (.netrc password)", re.compile(rb"\bpassword\s+['\"]?(?:local-)?[0-9a-f]{40}(?![0-9a-f])")),
-    ("ngrok auth token", re.compile(rb"(?i)(?:ngrok|auth_?token)[^\n]{0,40}?['\"\s=:(]\s*[0-9A-Za-z]{20,}_[0-9A-Za-z]{15,}")),
+    ("ngrok auth token", re.compile(rb"(?i)(?:ngrok|auth(?:" + _U + rb")?token)[^\n]{0,40}?['\"\s=:(]\s*[0-9A-Za-z]{20,}"
+                                    + _U + rb"[0-9A-Za-z]{15,}")),
     ("API key or token", re.compile(
-        rb"(?i)\b[A-Z0-9_]*(?:API_?KEY|SECRET(?:_KEY)?|ACCESS_?TOKEN|AUTH_?TOKEN)['\"]?\s*[:=]\s*['\"]?" + _TOKEN + rb"{20,}")),
+        rb"(?i)\b[A-Z0-9_\\]*(?:API(?:" + _U + rb")?KEY|SECRET(?:" + _U + rb"KEY)?|(?:ACCESS|AUTH)(?:" + _U + rb")?TOKEN)"
+        rb"['\"]?\s*[:=]\s*['\"]?" + _TOKEN + rb"{20,}")),
     ("GitHub token", re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36}\b")),
     ("AWS access key id", re.compile(rb"\bAKIA[0-9A-Z]{16}\b")),
     ("OpenAI-style secret key", re.compile(rb"\bsk-[A-Za-z0-9_\-]{32,}")),

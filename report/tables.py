@@ -15,6 +15,7 @@ standard deviations. Both need at least two scored runs on each side and say ``n
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -226,7 +227,9 @@ def _within_noise(values: np.ndarray, winner_values: np.ndarray, rule: str) -> s
 
     if values.std() == 0 and winner_values.std() == 0:  # no spread at all: any difference is real
         return "yes" if values.mean() == winner_values.mean() else "no"
-    p_value = float(ttest_ind(values, winner_values, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # seeds with identical values are fine; scipy warns about precision
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(ttest_ind(values, winner_values, equal_var=False).pvalue)
     return "yes" if p_value >= NOISE_ALPHA else "no"
 
 
@@ -263,7 +266,8 @@ NUMERIC_DISPLAY = _TWO_DECIMALS | _WHOLE | {"params"}
 
 def format_value(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–" if column in NUMERIC_DISPLAY else ""
+        # A missing number is a dash; a config key set to None (its default rule applies) says so.
+        return "–" if column in NUMERIC_DISPLAY else "none" if value is None else ""
     if column in _TWO_DECIMALS:
         return f"{value:+.2f}" if column == "delta" else f"{value:.2f}"
     if column == "params":
