@@ -41,10 +41,16 @@ def resolve_dataset_root(cfg: Any) -> Path:
         return ensure_synthetic(cfg)
     if cfg.dataset == "miniscapes":
         if cfg.dataset_root is None:
-            raise DatasetError("config key 'dataset_root' is not set: dataset 'miniscapes' needs the folder that holds train/, val/ and test/")
+            raise DatasetError(
+                "config key 'dataset_root' is not set: dataset 'miniscapes' needs the folder "
+                "that holds train/, val/ and test/"
+            )
         root = Path(cfg.dataset_root).expanduser()
         if not root.is_dir():
-            raise DatasetError(f"config key 'dataset_root' is {str(root)!r}, which is not a folder; expected the MiniScapes root with train/, val/ and test/")
+            raise DatasetError(
+                f"config key 'dataset_root' is {str(root)!r}, which is not a folder; "
+                "expected the MiniScapes root with train/, val/ and test/"
+            )
         return root
     raise DatasetError(f"config key 'dataset' is {cfg.dataset!r}; expected 'synthetic' or 'miniscapes'")
 
@@ -58,7 +64,9 @@ def build_datasets(cfg: Any) -> dict[str, MiniScapes]:
     test = MiniScapes(root, "test", transform=build_eval_transform(cfg), seed=cfg.seed)
     if not train.has_labels or not val.has_labels:
         unlabelled = [d.split for d in (train, val) if not d.has_labels]
-        raise DatasetError(f"dataset {root}: split(s) {unlabelled} have no semseg/ and depth/ labels; training needs them")
+        raise DatasetError(
+            f"dataset {root}: split(s) {unlabelled} have no semseg/ and depth/ labels; training needs them"
+        )
     return {"train": train, "val": val, "test": test}
 
 

@@ -73,9 +73,7 @@ def check_split(root: Path, split: str) -> tuple[list[str], int]:
                 problems.append(str(exc))
                 continue
             if label.shape != size:
-                problems.append(
-                    f"{path} is {label.shape[1]}x{label.shape[0]} but its rgb image is {size[1]}x{size[0]}"
-                )
+                problems.append(f"{path} is {label.shape[1]}x{label.shape[0]} but its rgb image is {size[1]}x{size[0]}")
     return problems, len(rgb_indices)
 
 
@@ -91,7 +89,9 @@ def check_dataset(root: Union[str, Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl.data.integrity", description="Check a MiniScapes-layout dataset.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mtl.data.integrity", description="Check a MiniScapes-layout dataset."
+    )
     parser.add_argument("root")
     args = parser.parse_args(argv)
     root = Path(args.root)

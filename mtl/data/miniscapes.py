@@ -333,7 +333,9 @@ class MiniScapes(torch.utils.data.Dataset):
         self.seed = int(seed)
         split_dir = self.root / split
         if not split_dir.is_dir():
-            raise DatasetError(f"dataset split folder {split_dir} does not exist (expected {self.root}/<split>/rgb/...)")
+            raise DatasetError(
+                f"dataset split folder {split_dir} does not exist (expected {self.root}/<split>/rgb/...)"
+            )
         rgb_dir = split_dir / "rgb"
         if not rgb_dir.is_dir():
             raise DatasetError(f"dataset folder {rgb_dir} does not exist (expected <index>.jpg files there)")

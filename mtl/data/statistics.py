@@ -88,7 +88,7 @@ def _validated(stats: Any, path: Path) -> dict[str, Any]:
     for unit in ("meters", "log"):
         entry = stats.get(unit)
         if not isinstance(entry, dict):
-            raise DatasetError(f"{path} has no {unit!r} entry; expected {{\"{unit}\": {{\"mean\": ..., \"std\": ...}}}}")
+            raise DatasetError(f'{path} has no {unit!r} entry; expected {{"{unit}": {{"mean": ..., "std": ...}}}}')
         for key in ("mean", "std"):
             value = entry.get(key)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -115,12 +115,16 @@ def load_statistics(root: Union[str, Path], dataset: str) -> dict[str, Any]:
         )  # fmt: skip
         return dict(PUBLISHED_MINISCAPES_STATISTICS)
     if dataset == "synthetic":
-        raise DatasetError(f"synthetic dataset {root} has no {STATISTICS_NAME} (the generator writes it); rebuild the dataset")
+        raise DatasetError(
+            f"synthetic dataset {root} has no {STATISTICS_NAME} (the generator writes it); rebuild the dataset"
+        )
     raise DatasetError(f"unknown dataset kind {dataset!r}; expected 'miniscapes' or 'synthetic'")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl.data.statistics", description=f"Write <root>/{STATISTICS_NAME}.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mtl.data.statistics", description=f"Write <root>/{STATISTICS_NAME}."
+    )
     parser.add_argument("root", help="dataset folder (MiniScapes layout)")
     parser.add_argument("--split", default="train", help="split to compute over (default: train)")
     args = parser.parse_args(argv)

@@ -34,10 +34,10 @@ from filelock import FileLock
 
 from mtl.data.miniscapes import (
     CLASS_NAMES,
-    DatasetError,
     DEPTH_MAX_M,
     DEPTH_MIN_M,
     NUM_CLASSES,
+    DatasetError,
     atomic_write_bytes,
     sample_path,
     write_depth,
@@ -156,7 +156,9 @@ class Canvas:
             return
         zbuf[nearer] = depth if np.isscalar(depth) else np.broadcast_to(depth, nearer.shape)[nearer]
         self.label[rows, cols][nearer] = label if np.isscalar(label) else np.broadcast_to(label, nearer.shape)[nearer]
-        self.rgb[rows, cols][nearer] = colour if colour.ndim == 1 else np.broadcast_to(colour, (*nearer.shape, 3))[nearer]
+        self.rgb[rows, cols][nearer] = (
+            colour if colour.ndim == 1 else np.broadcast_to(colour, (*nearer.shape, 3))[nearer]
+        )
 
 
 class Camera:
@@ -227,7 +229,9 @@ class Sprite:
 class ObjectSpec:
     """One object: where it stands, its metric extent, and how it draws itself."""
 
-    def __init__(self, label: int, x: float, z: float, extent: tuple[float, float, float], draw: Callable[[Sprite], None]):
+    def __init__(
+        self, label: int, x: float, z: float, extent: tuple[float, float, float], draw: Callable[[Sprite], None]
+    ):
         self.label, self.x, self.z = label, x, z
         self.u0, self.u1, self.top = extent
         self.draw = draw
@@ -242,9 +246,18 @@ def _person_drawer(rng: np.random.Generator, height: float, label: int = PERSON)
 
     def draw(sp: Sprite) -> None:
         r = 0.12 * s
-        sp.add(sp.rect(-0.17 * s, 0.17 * s, 0.0, 0.5 * height) & ~sp.rect(-0.03 * s, 0.03 * s, 0, 0.44 * height), label, trousers)
+        sp.add(
+            sp.rect(-0.17 * s, 0.17 * s, 0.0, 0.5 * height) & ~sp.rect(-0.03 * s, 0.03 * s, 0, 0.44 * height),
+            label,
+            trousers,
+        )
         sp.add(sp.rect(-0.2 * s, 0.2 * s, 0.5 * height, height - 2 * r), label, sp.shade(shirt, height))
-        sp.add(sp.rect(-0.27 * s, -0.2 * s, 0.47 * height, 0.8 * height) | sp.rect(0.2 * s, 0.27 * s, 0.47 * height, 0.8 * height), label, shirt * 0.85)
+        sp.add(
+            sp.rect(-0.27 * s, -0.2 * s, 0.47 * height, 0.8 * height)
+            | sp.rect(0.2 * s, 0.27 * s, 0.47 * height, 0.8 * height),
+            label,
+            shirt * 0.85,
+        )
         sp.add(sp.rect(-0.05 * s, 0.05 * s, height - 2.2 * r, height - 1.6 * r), label, skin)
         sp.add(sp.circle(0.0, height - r, r), label, skin)
         sp.add(sp.circle(0.0, height - 0.75 * r, 0.8 * r) & (sp.v > height - 0.8 * r), label, hair)
@@ -261,7 +274,11 @@ def _bicycle_parts(sp: Sprite, direction: float, frame: np.ndarray) -> None:
         sp.add(sp.circle(hub[0], hub[1], 0.05), BICYCLE, frame * 0.6)
     for p, q in ((rear, seat), (seat, bracket), (bracket, rear), (bracket, head), (seat, head), (head, front)):
         sp.add(sp.bar(p, q, 0.05), BICYCLE, frame)
-    sp.add(sp.rect(min(seat[0], seat[0] + 0.15 * direction) - 0.08, max(seat[0], seat[0] + 0.15 * direction), 0.88, 0.93), BICYCLE, tyre)
+    sp.add(
+        sp.rect(min(seat[0], seat[0] + 0.15 * direction) - 0.08, max(seat[0], seat[0] + 0.15 * direction), 0.88, 0.93),
+        BICYCLE,
+        tyre,
+    )
     sp.add(sp.bar(head, (0.45 * direction, 0.98), 0.05), BICYCLE, frame * 0.7)
 
 
@@ -294,7 +311,9 @@ def _rider_parts(sp: Sprite, direction: float, on_motorcycle: bool, clothes: np.
         sp.add(sp.circle(head_u, head_v, 0.11), RIDER, skin)
 
 
-def _two_wheeler(rng: np.random.Generator, kind: int, ridden: bool) -> tuple[tuple[float, float, float], Callable[[Sprite], None]]:
+def _two_wheeler(
+    rng: np.random.Generator, kind: int, ridden: bool
+) -> tuple[tuple[float, float, float], Callable[[Sprite], None]]:
     direction = 1.0 if rng.random() < 0.5 else -1.0
     paint = _colour(rng.uniform(0.05, 0.9, 3))
     clothes = _colour(rng.uniform(0.1, 0.9, 3))
@@ -325,7 +344,9 @@ def _car_drawer(rng: np.random.Generator, width: float, height: float) -> Callab
         sp.add((np.abs(sp.u) < half * taper) & (sp.v >= waist) & (sp.v < height), CAR, sp.shade(paint, height, 0.9))
         sp.add((np.abs(sp.u) < (half - 0.13) * taper) & (sp.v >= waist + 0.05) & (sp.v < height - 0.07), CAR, glass)
         sp.add(sp.rect(-half, half, 0.22, 0.3 * height), CAR, paint * 0.35)
-        lamp = sp.rect(-half + 0.04, -half + 0.3, 0.45 * height, 0.56 * height) | sp.rect(half - 0.3, half - 0.04, 0.45 * height, 0.56 * height)
+        lamp = sp.rect(-half + 0.04, -half + 0.3, 0.45 * height, 0.56 * height) | sp.rect(
+            half - 0.3, half - 0.04, 0.45 * height, 0.56 * height
+        )
         sp.add(lamp, CAR, _colour([0.8, 0.06, 0.05]))
         sp.add(sp.rect(-0.26, 0.26, 0.3 * height, 0.4 * height), CAR, _colour([0.92, 0.92, 0.9]))
 
@@ -333,7 +354,9 @@ def _car_drawer(rng: np.random.Generator, width: float, height: float) -> Callab
 
 
 def _truck_drawer(rng: np.random.Generator, width: float, height: float) -> Callable[[Sprite], None]:
-    box = _jitter(rng, [(0.92, 0.92, 0.9), (0.85, 0.45, 0.08), (0.55, 0.6, 0.68), (0.2, 0.35, 0.2)][rng.integers(4)], 0.04)
+    box = _jitter(
+        rng, [(0.92, 0.92, 0.9), (0.85, 0.45, 0.08), (0.55, 0.6, 0.68), (0.2, 0.35, 0.2)][rng.integers(4)], 0.04
+    )
     dark, tyre = _colour([0.18, 0.18, 0.2]), _colour([0.04, 0.04, 0.04])
     half = width / 2
 
@@ -342,11 +365,17 @@ def _truck_drawer(rng: np.random.Generator, width: float, height: float) -> Call
         sp.add(sp.rect(-half + 0.2, half - 0.2, 0.55, 1.0), TRUCK, dark)
         sp.add(sp.rect(-half + 0.1, half - 0.1, 0.42, 0.58), TRUCK, dark * 1.6)
         sp.add(sp.rect(-half, half, 1.0, height), TRUCK, sp.shade(box, height, 0.85))
-        seams = sp.rect(-0.03, 0.03, 1.0, height) | (sp.rect(-half, half, 1.0, height) & (np.abs(np.abs(sp.u) - (half - 0.12)) < 0.03))
+        seams = sp.rect(-0.03, 0.03, 1.0, height) | (
+            sp.rect(-half, half, 1.0, height) & (np.abs(np.abs(sp.u) - (half - 0.12)) < 0.03)
+        )
         sp.add(seams, TRUCK, box * 0.6)
         for rail in (1.3, 0.5 * (1.0 + height), height - 0.3):
             sp.add(sp.rect(-half + 0.12, half - 0.12, rail - 0.025, rail + 0.025), TRUCK, box * 0.7)
-        sp.add(sp.rect(-half + 0.05, -half + 0.3, 0.62, 0.8) | sp.rect(half - 0.3, half - 0.05, 0.62, 0.8), TRUCK, _colour([0.85, 0.1, 0.05]))
+        sp.add(
+            sp.rect(-half + 0.05, -half + 0.3, 0.62, 0.8) | sp.rect(half - 0.3, half - 0.05, 0.62, 0.8),
+            TRUCK,
+            _colour([0.85, 0.1, 0.05]),
+        )
 
     return draw
 
@@ -386,13 +415,19 @@ def _bus_rear_drawer(rng: np.random.Generator, width: float, height: float) -> C
         sp.add(sp.rect(-half + 0.4, half - 0.4, height - 0.38, height - 0.12), BUS, _colour([0.95, 0.55, 0.05]))
         grille = sp.rect(-half + 0.35, half - 0.35, 0.55, 1.4) & ((sp.v * 8) % 1.0 < 0.35)
         sp.add(grille, BUS, paint * 0.5)
-        sp.add(sp.rect(-half + 0.05, -half + 0.25, 0.5, 0.8) | sp.rect(half - 0.25, half - 0.05, 0.5, 0.8), BUS, _colour([0.85, 0.1, 0.05]))
+        sp.add(
+            sp.rect(-half + 0.05, -half + 0.25, 0.5, 0.8) | sp.rect(half - 0.25, half - 0.05, 0.5, 0.8),
+            BUS,
+            _colour([0.85, 0.1, 0.05]),
+        )
 
     return draw
 
 
 def _train_drawer(rng: np.random.Generator, length: float, height: float) -> Callable[[Sprite], None]:
-    body = _jitter(rng, [(0.78, 0.8, 0.83), (0.75, 0.12, 0.1), (0.92, 0.92, 0.9), (0.15, 0.3, 0.55)][rng.integers(4)], 0.03)
+    body = _jitter(
+        rng, [(0.78, 0.8, 0.83), (0.75, 0.12, 0.1), (0.92, 0.92, 0.9), (0.15, 0.3, 0.55)][rng.integers(4)], 0.03
+    )
     stripe = _colour([(0.8, 0.1, 0.1), (0.1, 0.3, 0.7), (0.95, 0.85, 0.1)][rng.integers(3)])
     glass, bogie = _colour([0.12, 0.15, 0.2]), _colour([0.15, 0.15, 0.15])
     half, car_len = length / 2, rng.uniform(16.0, 22.0)
@@ -445,7 +480,9 @@ def _traffic_light_drawer(rng: np.random.Generator, mast: float) -> Callable[[Sp
 def _traffic_sign_drawer(rng: np.random.Generator, mast: float) -> Callable[[Sprite], None]:
     kind = int(rng.integers(4))
     metal = _colour([0.5, 0.5, 0.52])
-    red, white, blue, yellow = (_colour(c) for c in ((0.85, 0.08, 0.08), (0.95, 0.95, 0.95), (0.1, 0.3, 0.8), (0.98, 0.8, 0.1)))
+    red, white, blue, yellow = (
+        _colour(c) for c in ((0.85, 0.08, 0.08), (0.95, 0.95, 0.95), (0.1, 0.3, 0.8), (0.98, 0.8, 0.1))
+    )
     r = 0.35
 
     def draw(sp: Sprite) -> None:
@@ -486,7 +523,9 @@ class Street:
             sidewalk = rng.uniform(1.8, 4.0)
             verge = rng.uniform(1.5, 3.5) if side == grass_side else rng.uniform(0.0, 2.5)
             verge_first = rng.random() < 0.5
-            bands = [(TERRAIN, verge), (SIDEWALK, sidewalk)] if verge_first else [(SIDEWALK, sidewalk), (TERRAIN, verge)]
+            bands = (
+                [(TERRAIN, verge), (SIDEWALK, sidewalk)] if verge_first else [(SIDEWALK, sidewalk), (TERRAIN, verge)]
+            )
             inner = self.road_half + sidewalk + verge
             self.sides[side] = {
                 "bands": bands,
@@ -512,6 +551,10 @@ class Street:
         x = abs(self.road_centre + side * offset)
         half_width_px = self.cam.cx if side < 0 else self.cam.w_px - self.cam.cx
         return self.cam.f * x / half_width_px
+
+
+_BUILDING_PAINTS = [(0.76, 0.68, 0.55), (0.6, 0.33, 0.25), (0.55, 0.55, 0.56), (0.83, 0.8, 0.75), (0.78, 0.62, 0.35)]
+_FENCE_PAINTS = [(0.5, 0.37, 0.22), (0.3, 0.42, 0.3), (0.6, 0.6, 0.62)]
 
 
 class SceneRenderer:
@@ -559,7 +602,9 @@ class SceneRenderer:
         marking = np.zeros(z.shape, np.float32)
         for k in range(1, street.lanes):
             marking = np.maximum(marking, (np.abs(rel - k * lane_w) < 0.08) & ((z / 9.0) % 1.0 < 0.45))
-        marking = np.maximum(marking, (np.abs(rel - 0.25) < 0.08) | (np.abs(rel - (2 * street.road_half - 0.25)) < 0.08))
+        marking = np.maximum(
+            marking, (np.abs(rel - 0.25) < 0.08) | (np.abs(rel - (2 * street.road_half - 0.25)) < 0.08)
+        )
         marking = marking * _lod(0.16, z, cam.f, 1.0)
         rgb += (0.88 - rgb) * marking[..., None]
 
@@ -569,16 +614,27 @@ class SceneRenderer:
         grass = _jitter(rng, (0.3, 0.42, 0.17), 0.05)
         patches = self.noise(x * 0.6 + 17.0, z * 0.6 + 5.0)
         soil = _colour([0.42, 0.35, 0.22])
-        terrain = grass + (soil - grass) * (patches[..., None] > 0.65) * 0.6 + 0.12 * (self.noise(x * 4 + 3.0, z * 4) - 0.5)[..., None]
+        terrain = (
+            grass
+            + (soil - grass) * (patches[..., None] > 0.65) * 0.6
+            + 0.12 * (self.noise(x * 4 + 3.0, z * 4) - 0.5)[..., None]
+        )
         rgb = np.where((label == SIDEWALK)[..., None], pavement, rgb)
         rgb = np.where((label == TERRAIN)[..., None], terrain, rgb)
         self.canvas.paint(rows, slice(None), np.ones(z.shape, bool), z, label, rgb.astype(np.float32))
 
-    def _facade_texture(self, label: int, base: np.ndarray, along: np.ndarray, up: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    def _facade_texture(
+        self, label: int, base: np.ndarray, along: np.ndarray, up: np.ndarray, depth: np.ndarray
+    ) -> np.ndarray:
         f = self.cam.f
         stain = (self.noise(along * 0.8 + 40.0, up * 0.8) - 0.5)[..., None]  # arrays are per-pixel lists
         if label == BUILDING:
-            windows = (np.abs((along / 3.0) % 1.0 - 0.5) < 0.22) & ((up / 3.1) % 1.0 > 0.35) & ((up / 3.1) % 1.0 < 0.82) & (up > 1.2)
+            windows = (
+                (np.abs((along / 3.0) % 1.0 - 0.5) < 0.22)
+                & ((up / 3.1) % 1.0 > 0.35)
+                & ((up / 3.1) % 1.0 < 0.82)
+                & (up > 1.2)
+            )
             glass = _colour([0.14, 0.17, 0.22]) + 0.1 * (self.noise(along * 0.3, up * 0.3 + 9.0) - 0.5)[..., None]
             amount = (windows * _lod(1.2, depth, f, 2.0))[..., None]
             return base + 0.08 * stain + (glass - base) * amount
@@ -596,11 +652,11 @@ class SceneRenderer:
     def _facade_base(self, label: int) -> np.ndarray:
         rng = self.rng
         if label == BUILDING:
-            return _jitter(rng, [(0.76, 0.68, 0.55), (0.6, 0.33, 0.25), (0.55, 0.55, 0.56), (0.83, 0.8, 0.75), (0.78, 0.62, 0.35)][rng.integers(5)], 0.05)
+            return _jitter(rng, _BUILDING_PAINTS[rng.integers(len(_BUILDING_PAINTS))], 0.05)
         if label == WALL:
             return _jitter(rng, (0.62, 0.6, 0.55), 0.06)
         if label == FENCE:
-            return _jitter(rng, [(0.5, 0.37, 0.22), (0.3, 0.42, 0.3), (0.6, 0.6, 0.62)][rng.integers(3)], 0.04)
+            return _jitter(rng, _FENCE_PAINTS[rng.integers(len(_FENCE_PAINTS))], 0.04)
         return _jitter(rng, (0.22, 0.4, 0.14), 0.05)
 
     def _segment_heights(self, label: int) -> tuple[float, float]:
@@ -644,18 +700,25 @@ class SceneRenderer:
                     label = choices[rng.choice(len(choices), p=probs)]
                     segments.append([z, z1, label])
                     z = z1
-                # Force a class onto a segment that is surely in view (a little beyond where the plane enters the image).
+                # Force a class onto a segment surely in view (a little beyond where the plane enters the image).
                 for label in forced.get(side, []) if plane == "inner" else []:
-                    z_force = min(street.end - 1.0, street.visible_plane_depth(side, offset) * rng.uniform(1.1, 1.6) + 2.0)
+                    z_force = min(
+                        street.end - 1.0, street.visible_plane_depth(side, offset) * rng.uniform(1.1, 1.6) + 2.0
+                    )
                     for segment in segments:
                         if segment[0] <= z_force < segment[1]:
-                            segment[0], segment[1], segment[2] = max(segment[0], z_force - 6.0), max(segment[1], z_force + 4.0), label
+                            segment[0], segment[1], segment[2] = (
+                                max(segment[0], z_force - 6.0),
+                                max(segment[1], z_force + 4.0),
+                                label,
+                            )
                             break
                 drawn = []
                 for z0, z1, label in segments:
                     if label is None:
                         continue
-                    low, high = self._segment_heights(label) if not (plane == "outer" and label == VEGETATION) else (4.0, 12.0)
+                    trees = plane == "outer" and label == VEGETATION  # taller than the hedges in front
+                    low, high = (4.0, 12.0) if trees else self._segment_heights(label)
                     drawn.append((z0, z1, label, rng.uniform(low, high)))
                 self.draw_side_plane(side, offset, drawn)
 
@@ -731,10 +794,15 @@ class SceneRenderer:
 
     def road_zone(self, half_width: float) -> Callable[[float], Optional[tuple[float, float]]]:
         street = self.street
-        lo, hi = street.road_centre - street.road_half + half_width + 0.2, street.road_centre + street.road_half - half_width - 0.2
+        lo, hi = (
+            street.road_centre - street.road_half + half_width + 0.2,
+            street.road_centre + street.road_half - half_width - 0.2,
+        )
         return lambda z: (lo, hi) if lo < hi else None
 
-    def side_zone(self, band_label: int, margin: float, kerb_only: bool = False) -> Callable[[float], Optional[tuple[float, float]]]:
+    def side_zone(
+        self, band_label: int, margin: float, kerb_only: bool = False
+    ) -> Callable[[float], Optional[tuple[float, float]]]:
         street, side = self.street, (1 if self.rng.random() < 0.5 else -1)
         if kerb_only:  # near the road edge, on whichever band comes first
             total = sum(width for _, width in street.sides[side]["bands"])
@@ -770,11 +838,15 @@ class SceneRenderer:
             return where and ObjectSpec(POLE, *where, (-0.25, 0.25, height), _pole_drawer(rng, height))
         if label == LIGHT:
             mast = rng.uniform(2.4, 4.2)
-            where = self.place(self.side_zone(SIDEWALK, 0.0, kerb_only=True), 0.5, (6.0, close(0.42)), mast + 0.95 if near else None)
+            where = self.place(
+                self.side_zone(SIDEWALK, 0.0, kerb_only=True), 0.5, (6.0, close(0.42)), mast + 0.95 if near else None
+            )
             return where and ObjectSpec(LIGHT, *where, (-0.25, 0.25, mast + 0.95), _traffic_light_drawer(rng, mast))
         if label == SIGN:
             mast = rng.uniform(1.9, 2.6)
-            where = self.place(self.side_zone(SIDEWALK, 0.0, kerb_only=True), 0.8, (5.0, close(0.7)), mast + 0.75 if near else None)
+            where = self.place(
+                self.side_zone(SIDEWALK, 0.0, kerb_only=True), 0.8, (5.0, close(0.7)), mast + 0.75 if near else None
+            )
             return where and ObjectSpec(SIGN, *where, (-0.4, 0.4, mast + 0.75), _traffic_sign_drawer(rng, mast))
         if label == PERSON:
             height = rng.uniform(1.55, 1.95)
@@ -796,20 +868,30 @@ class SceneRenderer:
         if label == TRUCK:
             width, height = rng.uniform(2.3, 2.55), rng.uniform(3.0, 3.8)
             where = self.place(self.road_zone(width / 2), width, (7.0, close(2.4)))
-            return where and ObjectSpec(TRUCK, *where, (-width / 2, width / 2, height), _truck_drawer(rng, width, height))
+            return where and ObjectSpec(
+                TRUCK, *where, (-width / 2, width / 2, height), _truck_drawer(rng, width, height)
+            )
         if label == BUS:
             height = rng.uniform(2.9, 3.3)
             if rng.random() < 0.5:
                 width = 2.55
                 where = self.place(self.road_zone(width / 2), width, (8.0, close(2.5)))
-                return where and ObjectSpec(BUS, *where, (-width / 2, width / 2, height), _bus_rear_drawer(rng, width, height))
+                return where and ObjectSpec(
+                    BUS, *where, (-width / 2, width / 2, height), _bus_rear_drawer(rng, width, height)
+                )
             length = rng.uniform(10.0, 12.5)
             where = self.place(self.crossing_zone(), 4.0, self.crossing_depths(14.0, max(close(3.0), 20.0)))
-            return where and ObjectSpec(BUS, *where, (-length / 2, length / 2, height), _bus_side_drawer(rng, length, height))
+            return where and ObjectSpec(
+                BUS, *where, (-length / 2, length / 2, height), _bus_side_drawer(rng, length, height)
+            )
         if label == TRAIN:
             height, length = rng.uniform(3.6, 4.1), rng.uniform(25.0, 60.0)
-            where = self.place(self.crossing_zone(), 6.0, self.crossing_depths(18.0, max(close(4.0), 30.0) if near else 90.0))
-            return where and ObjectSpec(TRAIN, *where, (-length / 2, length / 2, height), _train_drawer(rng, length, height))
+            where = self.place(
+                self.crossing_zone(), 6.0, self.crossing_depths(18.0, max(close(4.0), 30.0) if near else 90.0)
+            )
+            return where and ObjectSpec(
+                TRAIN, *where, (-length / 2, length / 2, height), _train_drawer(rng, length, height)
+            )
         raise ValueError(f"no object drawer for class {label}")
 
     def screen_box(self, spec: ObjectSpec) -> Optional[tuple[int, int, int, int]]:
@@ -832,7 +914,9 @@ class SceneRenderer:
         self.canvas.paint(slice(y0, y1), slice(x0, x1), mask, np.float32(spec.z), sprite.label, sprite.rgb)
 
     @staticmethod
-    def hides(box: tuple[int, int, int, int], z: float, required: list[tuple[tuple[int, int, int, int], float]]) -> bool:
+    def hides(
+        box: tuple[int, int, int, int], z: float, required: list[tuple[tuple[int, int, int, int], float]]
+    ) -> bool:
         """Would an object at ``box``/``z`` cover more than a third of a farther object the image must show?"""
         for (x0, x1, y0, y1), z_required in required:
             if z_required <= z:
@@ -898,13 +982,17 @@ def forced_classes(position: int, count: int) -> tuple[int, ...]:
     return tuple(RARE[(position * per_image + k) % len(RARE)] for k in range(per_image))
 
 
-def render_scene(seed: int, split: str, index: int, height: int, width: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_scene(
+    seed: int, split: str, index: int, height: int, width: int, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render image ``index`` of ``split`` (of ``count`` images), retrying with a derived seed until the
     classes it must show are visible (a near object can hide a farther one)."""
     required = ALWAYS_PRESENT + forced_classes(index, count)
     missing: list[str] = []
     for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng(np.random.SeedSequence([GENERATOR_VERSION, seed, SPLIT_CODES[split], index, attempt]))
+        rng = np.random.default_rng(
+            np.random.SeedSequence([GENERATOR_VERSION, seed, SPLIT_CODES[split], index, attempt])
+        )
         renderer = SceneRenderer(rng, height, width)
         renderer.draw_ground()
         wall_side, fence_side = (int(s) for s in rng.choice([-1, 1], size=2))
@@ -952,7 +1040,9 @@ def generate(root: Union[str, Path], params: SyntheticParams, progress: bool = F
                 print(f"  {split}: {index + 1}/{count}", file=sys.stderr)
         absent = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if totals[c] == 0]
         if absent:
-            raise RuntimeError(f"synthetic {split} split lacks classes {absent}; every split must show all {NUM_CLASSES}")
+            raise RuntimeError(
+                f"synthetic {split} split lacks classes {absent}; every split must show all {NUM_CLASSES}"
+            )
         class_pixels[split] = totals[:NUM_CLASSES].tolist()
     statistics = write_statistics(root)
     manifest = {
@@ -1002,7 +1092,8 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
         if root.exists():
             if not root.is_dir() or any(root.iterdir()):
                 raise DatasetError(
-                    f"{root} exists and is not a synthetic dataset (no {MANIFEST_NAME}); expected an empty or missing folder"
+                    f"{root} exists and is not a synthetic dataset (no {MANIFEST_NAME}); "
+                    "expected an empty or missing folder"
                 )
             root.rmdir()
         # Left-overs of builds that were killed (only lock holders create these, so none is in use).
@@ -1037,7 +1128,9 @@ def ensure_synthetic(cfg: Any) -> Path:
 
 def main(argv: Optional[list[str]] = None) -> int:
     defaults = SyntheticParams()
-    parser = argparse.ArgumentParser(prog="python -m mtl.data.synthetic", description="Write a synthetic MiniScapes-layout dataset.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mtl.data.synthetic", description="Write a synthetic MiniScapes-layout dataset."
+    )
     parser.add_argument("--root", help="target folder (default: the cache folder keyed by the parameters)")
     for name, value in defaults.to_dict().items():
         parser.add_argument(f"--{name}", type=int, default=value, help=f"default {value}")

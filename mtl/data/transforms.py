@@ -47,7 +47,7 @@ def _translation(tx: float, ty: float) -> torch.Tensor:
 def homography_from_points(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The 3x3 projective map taking four source points (4x2) to four target points (4x2)."""
     rows, rhs = [], []
-    for (x, y), (u, v) in zip(source.tolist(), target.tolist()):
+    for (x, y), (u, v) in zip(source.tolist(), target.tolist(), strict=False):
         rows.append([x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y])
         rows.append([0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y])
         rhs += [u, v]
@@ -78,14 +78,18 @@ class TrainTransform:
         if not 0 < scale_min <= scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {scale_min}, {scale_max}")
         if tilt_max_deg < 0 or not 0 <= wiggle_max_ratio < 0.5:
-            raise ValueError(f"need tilt_max_deg >= 0 and 0 <= wiggle_max_ratio < 0.5, got {tilt_max_deg}, {wiggle_max_ratio}")
+            raise ValueError(
+                f"need tilt_max_deg >= 0 and 0 <= wiggle_max_ratio < 0.5, got {tilt_max_deg}, {wiggle_max_ratio}"
+            )
         self.crop_size = int(crop_size)
         self.scale_min, self.scale_max = float(scale_min), float(scale_max)
         self.tilt_max_deg = float(tilt_max_deg)
         self.wiggle_max_ratio = float(wiggle_max_ratio)
         self.reflect = bool(reflect)
         # Without scale, tilt or wiggle the warp is an integer shift (plus a flip): slice instead of resampling.
-        self.resamples = not (self.scale_min == self.scale_max == 1.0 and self.tilt_max_deg == 0 and self.wiggle_max_ratio == 0)
+        self.resamples = not (
+            self.scale_min == self.scale_max == 1.0 and self.tilt_max_deg == 0 and self.wiggle_max_ratio == 0
+        )
 
     def __repr__(self) -> str:
         return (
@@ -105,14 +109,18 @@ class TrainTransform:
 
         matrix = torch.diag(torch.tensor([scale, scale, 1.0], dtype=torch.float64))
         if flip:
-            matrix = torch.tensor([[-1.0, 0.0, scaled_w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64) @ matrix
+            matrix = (
+                torch.tensor([[-1.0, 0.0, scaled_w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64) @ matrix
+            )
         if angle:
             cos, sin = math.cos(angle), math.sin(angle)
             rotation = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
             centre = (scaled_w / 2.0, scaled_h / 2.0)
             matrix = _translation(*centre) @ rotation @ _translation(-centre[0], -centre[1]) @ matrix
         if self.wiggle_max_ratio:
-            corners = torch.tensor([[0.0, 0.0], [scaled_w, 0.0], [scaled_w, scaled_h], [0.0, scaled_h]], dtype=torch.float64)
+            corners = torch.tensor(
+                [[0.0, 0.0], [scaled_w, 0.0], [scaled_w, scaled_h], [0.0, scaled_h]], dtype=torch.float64
+            )
             shifts = (2.0 * torch.tensor(draws[3:11], dtype=torch.float64).view(4, 2) - 1.0) * self.wiggle_max_ratio
             moved = corners + shifts * torch.tensor([scaled_w, scaled_h], dtype=torch.float64)
             matrix = homography_from_points(corners, moved) @ matrix
@@ -148,7 +156,9 @@ class TrainTransform:
         if "semseg" in sample:
             # semseg + 1 so that the zero fill outside the image becomes -1 and then ignore (255).
             labels = torch.stack([sample["semseg"].to(torch.float32) + 1.0, sample["depth"][0].to(torch.float32)])
-            warped = F.grid_sample(labels.unsqueeze(0), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+            warped = F.grid_sample(
+                labels.unsqueeze(0), grid, mode="nearest", padding_mode="zeros", align_corners=False
+            )[0]
             semseg = warped[0].round().to(torch.int64) - 1
             semseg[semseg < 0] = IGNORE_INDEX
             out["semseg"] = semseg
@@ -188,7 +198,8 @@ class EvalTransform:
         crop_h, crop_w = height - height % self.multiple, width - width % self.multiple
         if crop_h == 0 or crop_w == 0:
             raise ValueError(
-                f"image {sample.get('index', '?')} is {width}x{height}; evaluation needs sides of at least {self.multiple}"
+                f"image {sample.get('index', '?')} is {width}x{height}; "
+                f"evaluation needs sides of at least {self.multiple}"
             )
         out = dict(sample)
         out["image"] = normalize_image(sample["image"][..., :crop_h, :crop_w]).contiguous()
