@@ -1,0 +1,150 @@
+"""``mtl-ablate run`` end to end with real ``mtl-train`` subprocesses on a tiny synthetic dataset.
+
+One entry exercises everything a rerun must get right: a run that finishes, one that fails for real
+(MiniScapes at a folder that does not exist), one killed mid-training together with ``mtl-ablate``,
+and one whose directory lock another process holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import filelock
+import pytest
+import yaml
+
+from conftest import REPO, TINY
+from mtl.ablate.backends import SlurmOptions, SubmititBackend
+from mtl.ablate.cli import main
+from mtl.ablate.display import Monitor, make_console
+from mtl.ablate.entry import load_entries
+from mtl.ablate.planner import plan
+from mtl.ablate.scheduler import Scheduler, log_path
+from mtl.records import read_run
+
+pytestmark = pytest.mark.slow
+
+# Smaller than the shared tiny budget: these tests start several trainings.
+PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"},
+           "synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64}
+
+
+@pytest.fixture
+def ablations(tmp_path, cache_dir) -> Path:
+    folder = tmp_path / "ablations"
+    (folder / "profiles").mkdir(parents=True)
+    (folder / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(PROFILE))
+    return folder
+
+
+def write_entry(folder: Path, entry_id: str, **fields) -> None:
+    data = {"question": "Does it help?", "item": "1.1", "base": "tiny", **fields}
+    (folder / f"{entry_id}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def wait_for_epoch(run_dir: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"mtl-ablate ended early:\n{process.communicate()[0]}")
+        time.sleep(0.2)
+    pytest.fail(f"{run_dir.name} never checkpointed an epoch")
+
+
+def wait_until_gone(pid: int, timeout: float = 60) -> None:
+    """The killed mtl-train (a grandchild) releases its lock only once the kernel has torn it down."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state == "Z":  # dead, not yet reaped: its files (and lock) are closed
+            return
+        time.sleep(0.1)
+    pytest.fail(f"process {pid} survived SIGKILL")
+
+
+def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    missing = tmp_path / "no-miniscapes-here"
+    write_entry(ablations, "problem1.mixed", overrides={"num_epochs": 2}, variants=[
+        {"name": "first", "overrides": {}},
+        {"name": "broken", "overrides": {"dataset": "miniscapes", "dataset_root": str(missing)}},
+        {"name": "held", "overrides": {"optimizer_lr": 0.02}},
+        {"name": "killed", "overrides": {"optimizer_lr": 0.005}},
+    ])
+    first, broken, held, killed = plan(load_entries(ablations)["problem1.mixed"], None, runs_dir)
+    args = ["run", "problem1.mixed", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir),
+            "--devices", "cpu", "--jobs-per-device", "1"]
+    held.run_dir.mkdir(parents=True)
+    lock = filelock.FileLock(str(held.run_dir / ".lock"))  # another process owns "held"
+    lock.acquire()
+    try:
+        # One slot, so the runs go in order; kill mtl-ablate and its training once "killed" checkpointed.
+        process = subprocess.Popen([sys.executable, "-m", "mtl.ablate.cli", *args], cwd=REPO, start_new_session=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for_epoch(killed.run_dir, process)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        wait_until_gone(json.loads((killed.run_dir / "status.json").read_text())["pid"])
+        assert read_run(first.run_dir).state == "finished"
+        failed = read_run(broken.run_dir)
+        assert failed.state == "failed" and str(missing) in failed.status["error"]
+        assert not (held.run_dir / "status.json").exists()  # never launched
+        assert read_run(killed.run_dir).state == "running"  # as the kill left it
+
+        metrics, first_log, broken_log = first.run_dir / "metrics.jsonl", log_path(first), log_path(broken)
+        before = (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes())
+        assert main(args) == 1  # "broken" stays failed, "held" is still locked
+    finally:
+        lock.release()
+    out = capsys.readouterr().out
+    # Finished run untouched, failed run not retried, killed run resumed to the end without repeating an epoch.
+    assert (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes()) == before
+    resumed = read_run(killed.run_dir)
+    assert resumed.state == "finished"
+    assert [p["epoch"] for p in resumed.validation_points] == [1, 2]
+    assert "already finished" in out and "--retry-failed" in out and "locked" in out
+    # The results table: one row per run at its best-grader validation point.
+    for run in (first, killed):
+        best = read_run(run.run_dir).best()
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {run.variant} "))
+        for value in (best["val/grader"], best["val/iou"], best["val/si_logrmse"]):
+            assert f"{value:.2f}" in row, row
+        assert f"optimizer_lr={run.config.optimizer_lr}" in row
+
+    # The lock is free now: "held" trains; --retry-failed retries "broken" (which fails again, for real).
+    assert main([*args, "--retry-failed"]) == 1
+    assert read_run(held.run_dir).state == "finished"
+    assert len(broken_log.read_bytes()) > len(before[3])
+    assert read_run(broken.run_dir).state == "failed"
+    assert metrics.read_bytes() == before[1]
+
+
+def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_path):
+    """The SLURM path goes through submitit; its local executor runs the job on this machine."""
+    runs_dir = tmp_path / "runs"
+    missing = tmp_path / "nothing"
+    write_entry(ablations, "problem1.remote", overrides={"dataset": "miniscapes", "dataset_root": str(missing)})
+    runs = plan(load_entries(ablations)["problem1.remote"], None, runs_dir)
+    backend = SubmititBackend(tmp_path / "submitit", SlurmOptions(cpus_per_task=1, timeout_min=10), cluster="local")
+    scheduler = Scheduler(backend, [backend.placement], Monitor(make_console(), live=False), poll_interval=0.5)
+    (outcome,) = scheduler.run(runs)
+    assert (outcome.state, outcome.exit_code) == ("failed", 1)
+    record = read_run(runs[0].run_dir)  # written by mtl-train inside the job
+    assert record.state == "failed" and str(missing) in record.status["error"]
+    assert record.config["num_threads"] == 1 and record.config["device"] == "cpu"
