@@ -279,7 +279,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtl-ablate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mtl-ablate",
+        description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
+    )
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
                        help="folder of entries and profiles (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
