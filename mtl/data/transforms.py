@@ -31,7 +31,8 @@ _NUM_DRAWS = 13
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
     """uint8 (or 0..255 float) 3xHxW -> float32 standardised with the ImageNet mean and std."""
-    return (image.to(torch.float32) - _MEAN_255) * _INV_STD_255
+    # In place on a fresh float copy: allocating new full-size results per operation is many times slower.
+    return image.to(torch.float32, copy=True).sub_(_MEAN_255).mul_(_INV_STD_255)
 
 
 def denormalize_image(image: torch.Tensor) -> torch.Tensor:
@@ -140,22 +141,33 @@ class TrainTransform:
 
     def _resample(self, sample: dict, out: dict, matrix: torch.Tensor, height: int, width: int) -> None:
         crop = self.crop_size
+        # The source point of every crop pixel centre (the inverse homography, evaluated on the pixel grid).
+        (a, b, c), (d, e, f), (g, h, i) = torch.linalg.inv(matrix).tolist()
         centres = torch.arange(crop, dtype=torch.float64) + 0.5
-        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-        points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).view(-1, 3)
-        source = points @ torch.linalg.inv(matrix).T
-        source = source[:, :2] / source[:, 2:]
-        # grid_sample's align_corners=False convention: -1 and +1 are the outer edges of the image.
-        grid = torch.stack([source[:, 0] * (2.0 / width) - 1.0, source[:, 1] * (2.0 / height) - 1.0], dim=-1)
-        grid = grid.view(1, crop, crop, 2).to(torch.float32)
+        xs, ys = centres.view(1, crop), centres.view(crop, 1)
+        w = g * xs + h * ys + i
+        source_x = (a * xs + b * ys + c) / w
+        source_y = (d * xs + e * ys + f) / w
+        # Only the window the crop reads from (plus a pixel for the bilinear neighbours) is converted and
+        # sampled, so the cost follows the crop size, not the source resolution.
+        x0, x1 = _window(source_x, width)
+        y0, y1 = _window(source_y, height)
+        if x0 >= x1 or y0 >= y1:  # the whole crop lies outside the image
+            x0, x1, y0, y1 = 0, 1, 0, 1
+            source_x = source_y = torch.full_like(w, -1e6)
+        # grid_sample's align_corners=False convention: -1 and +1 are the outer edges of the window.
+        grid = torch.stack([(source_x - x0) * (2.0 / (x1 - x0)) - 1.0, (source_y - y0) * (2.0 / (y1 - y0)) - 1.0], -1)
+        grid = grid.to(torch.float32).unsqueeze(0)
 
         # Subtracting the mean first makes the fill outside the image 0 after normalisation (the mean colour).
-        centred = (sample["image"].to(torch.float32) - _MEAN_255).unsqueeze(0)
+        centred = sample["image"][:, y0:y1, x0:x1].to(torch.float32).sub_(_MEAN_255).unsqueeze(0)
         image = F.grid_sample(centred, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out["image"] = (image[0] * _INV_STD_255).contiguous()
+        out["image"] = image[0].mul_(_INV_STD_255)
         if "semseg" in sample:
             # semseg + 1 so that the zero fill outside the image becomes -1 and then ignore (255).
-            labels = torch.stack([sample["semseg"].to(torch.float32) + 1.0, sample["depth"][0].to(torch.float32)])
+            labels = torch.stack(
+                [sample["semseg"][y0:y1, x0:x1].to(torch.float32) + 1.0, sample["depth"][0, y0:y1, x0:x1].float()]
+            )
             warped = F.grid_sample(
                 labels.unsqueeze(0), grid, mode="nearest", padding_mode="zeros", align_corners=False
             )[0]
@@ -167,21 +179,36 @@ class TrainTransform:
     def _slice(self, sample: dict, out: dict, flip: bool, offset_x: int, offset_y: int) -> None:
         crop = self.crop_size
 
-        def cut(tensor: torch.Tensor, fill: float) -> torch.Tensor:
-            if flip:
-                tensor = tensor.flip(-1)
+        def cut(tensor: torch.Tensor, fill: Any, dtype: torch.dtype) -> torch.Tensor:
             height, width = tensor.shape[-2:]
-            result = torch.full((*tensor.shape[:-2], crop, crop), fill, dtype=tensor.dtype)
-            # Source window and where it lands in the crop (the crop may be larger than the image).
-            y0, x0 = max(offset_y, 0), max(offset_x, 0)
-            y1, x1 = min(offset_y + crop, height), min(offset_x + crop, width)
-            result[..., y0 - offset_y : y1 - offset_y, x0 - offset_x : x1 - offset_x] = tensor[..., y0:y1, x0:x1]
+            if flip:  # crop x offsets count in the mirrored image
+                x0, x1 = max(width - offset_x - crop, 0), min(width - offset_x, width)
+            else:
+                x0, x1 = max(offset_x, 0), min(offset_x + crop, width)
+            y0, y1 = max(offset_y, 0), min(offset_y + crop, height)
+            window = tensor[..., y0:y1, x0:x1]
+            if flip:
+                window = window.flip(-1)
+            fill = fill if not torch.is_tensor(fill) else fill.to(dtype)
+            result = torch.empty((*tensor.shape[:-2], crop, crop), dtype=dtype)
+            result[...] = fill
+            # Where the window lands in the crop (the crop may be larger than the image).
+            top, left = y0 - offset_y, max(offset_x, 0) - offset_x
+            result[..., top : top + window.shape[-2], left : left + window.shape[-1]] = window.to(dtype)
             return result
 
-        out["image"] = cut(normalize_image(sample["image"]), 0.0)
+        # The mean colour outside the image becomes 0 after normalisation, as in the resampling path.
+        out["image"] = cut(sample["image"], _MEAN_255, torch.float32).sub_(_MEAN_255).mul_(_INV_STD_255)
         if "semseg" in sample:
-            out["semseg"] = cut(sample["semseg"], IGNORE_INDEX)
-            out["depth"] = cut(sample["depth"], 0.0)
+            out["semseg"] = cut(sample["semseg"], IGNORE_INDEX, torch.int64)
+            out["depth"] = cut(sample["depth"], 0.0, torch.float32)
+
+
+def _window(coordinate: torch.Tensor, size: int) -> tuple[int, int]:
+    """The pixel range [low, high) within 0..size that covers ``coordinate`` and its bilinear neighbours."""
+    low = max(0, int(math.floor(coordinate.min().item())) - 1)
+    high = min(size, int(math.ceil(coordinate.max().item())) + 1)
+    return low, high
 
 
 class EvalTransform:
@@ -202,7 +229,7 @@ class EvalTransform:
                 f"evaluation needs sides of at least {self.multiple}"
             )
         out = dict(sample)
-        out["image"] = normalize_image(sample["image"][..., :crop_h, :crop_w]).contiguous()
+        out["image"] = normalize_image(sample["image"][..., :crop_h, :crop_w])
         for key in ("semseg", "depth"):
             if key in sample:
                 out[key] = sample[key][..., :crop_h, :crop_w].contiguous()
