@@ -10,18 +10,32 @@ profile still decides where and how a run executes. The run directory is
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
-from mtl.records import RunRecord, read_run
+from mtl.records import read_jsonl
 
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # States after which a run will not change without being asked to (retry or force).
 SETTLED_STATES = ("finished", "failed", "diverged")
+
+
+def recorded_state(run_dir: Path) -> str:
+    """The state in a run directory's status.json: not run, running, finished, failed, diverged, interrupted."""
+    try:
+        return json.loads((run_dir / "status.json").read_text()).get("state", "unknown")
+    except FileNotFoundError:
+        return "not run"
+    except json.JSONDecodeError:
+        return "unknown"  # status.json is written atomically, so this is a foreign or damaged file
 
 
 class UnresolvedBase(RuntimeError):
@@ -104,15 +118,17 @@ def make_plan(
     runs_dir: str | Path = "runs",
     allow_unresolved: bool = False,
     _chain: tuple[str, ...] = (),
+    _profile_name: Optional[str] = None,
 ) -> Plan:
     runs_dir = Path(runs_dir).absolute()
     chain = _chain + (entry.id,)
-    profile_name = profile or root_profile(entry)
+    # Every entry of a 'best of' chain runs under the same profile: look it up once, at the top.
+    profile_name = _profile_name or profile or root_profile(entry)
     profile_values = load_profile(entry.ablations_dir, profile_name)
     base = Base(profile=profile_name, values=dict(profile_values), best_of=entry.best_of)
     if entry.best_of is not None:
         try:
-            winner = resolve_winner(entry, profile, runs_dir, chain)
+            winner = resolve_winner(entry, profile, runs_dir, chain, profile_name)
         except UnresolvedBase as exc:
             if not allow_unresolved:
                 raise
@@ -235,9 +251,9 @@ def _run_hint(entry_id: str, profile: Optional[str]) -> str:
     return f"run `mtl-ablate run {entry_id}{' --profile ' + profile if profile else ''}` first"
 
 
-def run_score(record: RunRecord, metric: str, mode: str) -> Optional[float]:
+def points_score(points: list[dict[str, Any]], metric: str, mode: str) -> Optional[float]:
     """A run's best value of ``metric`` over its validation points (highest for max, lowest for min)."""
-    values = [p[metric] for p in record.points if _finite(p.get(metric))]
+    values = [p[metric] for p in points if _finite(p.get(metric))]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
@@ -247,7 +263,9 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def resolve_winner(entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = ()) -> Winner:
+def resolve_winner(
+    entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = (), profile_name: Optional[str] = None
+) -> Winner:
     """The winning config of ``entry.best_of`` under the same profile, read from its run records."""
     source_id = entry.best_of
     assert source_id is not None
@@ -257,22 +275,22 @@ def resolve_winner(entry: Entry, profile: Optional[str], runs_dir: Path, chain: 
     if not path.exists():
         raise EntryError(entry.path, "base", f"unknown entry {source_id!r} (no {path.name} next to it)")
     source = load_entry(path)
-    source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain)
-    records = {run.name: read_run(run.run_dir) for run in source_plan.runs}
-    unsettled = [name for name, rec in records.items() if rec.state not in SETTLED_STATES]
+    source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain, _profile_name=profile_name)
+    # Status and metrics only (JSON); the YAML config is read for the winner alone.
+    states = {run.name: recorded_state(run.run_dir) for run in source_plan.runs}
+    unsettled = [name for name, state in states.items() if state not in SETTLED_STATES]
     if unsettled:
         raise UnresolvedBase(
             source_id,
-            f"entry {source_id} has {len(unsettled)} of {len(records)} runs not finished "
+            f"entry {source_id} has {len(unsettled)} of {len(states)} runs not finished "
             f"({', '.join(unsettled)}); {_run_hint(source_id, profile)}",
         )
     metric, mode = source.rank_by.metric, source.rank_by.mode
     scores: dict[str, list[tuple[float, RunSpec]]] = {}
     for run in source_plan.runs:
-        record = records[run.name]
-        if record.state != "finished":
+        if states[run.name] != "finished":
             continue
-        score = run_score(record, metric, mode)
+        score = points_score(read_jsonl(run.run_dir / "metrics.jsonl"), metric, mode)
         if score is not None:
             scores.setdefault(run.variant, []).append((score, run))
     if not scores:
@@ -286,9 +304,9 @@ def resolve_winner(entry: Entry, profile: Optional[str], runs_dir: Path, chain: 
     # Ties go to the variant listed first in the entry (dict order follows the plan).
     best_variant = pick(means, key=lambda v: means[v])
     best_run = pick(scores[best_variant], key=lambda item: item[0])[1]
-    record = records[best_run.name]
     config_file = best_run.run_dir / "config.yaml"
-    values = {k: v for k, v in record.config.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
+    recorded = yaml.load(config_file.read_text(), Loader=_YAML_LOADER) or {}
+    values = {k: v for k, v in recorded.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
     try:
         resolved = make_config(values, source=str(config_file))
     except ConfigError as exc:

@@ -21,7 +21,7 @@ import filelock
 from mtl.records import read_run
 
 from .backends import Placement
-from .planner import RunSpec
+from .planner import RunSpec, recorded_state
 
 EXIT_STATES = {0: "finished", 1: "failed", 2: "refused", 3: "diverged", 4: "locked", 143: "interrupted", -15: "interrupted"}
 FAILED_STATES = ("failed", "diverged", "refused", "killed")
@@ -58,11 +58,7 @@ def lock_held(run_dir: Path) -> bool:
     return False
 
 
-def run_state(run_dir: Path) -> str:
-    """The state a run directory records: not run, running, finished, failed, diverged, interrupted."""
-    if not (run_dir / "status.json").exists():
-        return "not run"
-    return read_run(run_dir).state
+run_state = recorded_state
 
 
 def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> str:
