@@ -59,6 +59,7 @@ def _fail(command: str, exc: BaseException) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mtl.ablate.entry import EntryError
+    from report.cache import default_cache_dir
     from report.store import LocalStore, StoreError, WandbStore
     from report.writeup import ReportError, write_report
 
@@ -68,7 +69,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
         else:
-            store = LocalStore(args.runs_dir)
+            store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
         results = store.load([e.id for e in entries])
         formats = args.format or ["md", "latex", "csv"]
         result = write_report(entries, results, args.out, formats, draw_figures=not args.no_figures,
@@ -87,6 +88,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from mtl.ablate.entry import EntryError
+    from report.cache import default_cache_dir
     from report.export import ExportError, export
     from report.leaks import LeakError
     from report.store import StoreError
@@ -95,7 +97,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         entries = _entries(args.ablations_dir, args.ids, not args.ids)
         result = export(args.team, args.runs_dir, entries, args.out, dataset_root=args.dataset_root,
-                        draw_figures=not args.no_figures)
+                        draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir())
     except (EntryError, StoreError, ReportError, ExportError, LeakError, ValueError) as exc:
         return _fail("export", exc)
     print(result.path)
@@ -144,6 +146,8 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--dataset-root", type=Path,
                             help="dataset for the image figures (default: each run's dataset_root or synthetic cache)")
         parser.add_argument("--no-figures", action="store_true", help="tables and write-up only")
+        parser.add_argument("--no-cache", action="store_true",
+                            help="read every run again instead of the summaries cached under $MTL_CACHE_DIR/report-runs")
 
     p = subparsers.add_parser("report", help="tables, figures and the write-up skeleton of entries")
     p.add_argument("ids", nargs="*", metavar="ID")

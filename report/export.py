@@ -149,11 +149,12 @@ def verify_archive(path: Path, members: list[Member]) -> None:
 
 
 def export(team: str, runs_dir: str | Path, entries: Iterable[Any], out_dir: str | Path = "reports",
-           dataset_root: Path | None = None, draw_figures: bool = True) -> ExportResult:
+           dataset_root: Path | None = None, draw_figures: bool = True,
+           cache_dir: Path | None = None) -> ExportResult:
     """Build ``<out_dir>/dlad_ex2_report.<team>.zip`` from the run records of ``entries``."""
     name = archive_name(team)
     runs_dir = Path(runs_dir)
-    results = LocalStore(runs_dir).load()
+    results = LocalStore(runs_dir, cache_dir=cache_dir).load()
     with tempfile.TemporaryDirectory(prefix="mtl-export-") as tmp:
         report_dir = Path(tmp) / "report"
         # The runs folder is named by its last part only: an absolute path would name the user's home.

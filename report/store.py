@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -151,16 +152,33 @@ def run_row(run: RunInput) -> dict[str, Any]:
     return row
 
 
-def build_tables(runs: Iterable[RunInput]) -> ResultTables:
+@dataclass
+class RunSummary:
+    """What the tables need of one run: its row of the runs frame and its validation points as a
+    float array (``values[i, j]`` = point i, key ``keys[j]``: step, epoch and the val/ metrics)."""
+
+    row: dict[str, Any]
+    keys: list[str]
+    values: np.ndarray
+
+
+def summarize(run: RunInput) -> RunSummary:
+    present = set().union(*(p.keys() for p in run.points))
+    keys = sorted((k for k in present if k in ("step", "epoch") or k.startswith(VAL_PREFIX)), key=_point_order)
+    return RunSummary(row=run_row(run), keys=keys, values=_run_block(run.points, keys))
+
+
+def build_tables(runs: Iterable[RunInput | RunSummary]) -> ResultTables:
     """The runs and points frames (see the module docstring) of ``runs``, sorted by ablation and run."""
-    runs = sorted(runs, key=lambda r: (r.ablation, r.run))
-    rows = [run_row(r) for r in runs]
+    summaries = [r if isinstance(r, RunSummary) else summarize(r) for r in runs]
+    summaries.sort(key=lambda r: (r.row["ablation"], r.row["run"]))
+    rows = [r.row for r in summaries]
     runs_frame = pd.DataFrame(rows, columns=_run_columns(rows))
     for column in ("step", "epoch", "params"):
         # Whole numbers stay whole when every run has one; NaN forces float otherwise.
         if runs_frame[column].notna().all() and len(runs_frame):
             runs_frame[column] = runs_frame[column].astype("int64")
-    return ResultTables(runs=runs_frame, points=_points_frame(runs))
+    return ResultTables(runs=runs_frame, points=_points_frame(summaries))
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -174,36 +192,44 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def _points_frame(runs: list[RunInput]) -> pd.DataFrame:
+def _points_frame(summaries: list[RunSummary]) -> pd.DataFrame:
     # Built column by column from numpy arrays: 100,000 dicts through the DataFrame constructor is slow.
-    every_key = set().union(*(point.keys() for run in runs for point in run.points))
-    metric_keys = sorted((k for k in every_key if k.startswith(VAL_PREFIX)), key=_metric_order)
-    numeric_keys = ["step", "epoch", *metric_keys]
-    counts = [len(r.points) for r in runs]
-    numeric = {key: np.concatenate([_column(r.points, key) for r in runs]) if runs else np.empty(0)
-               for key in numeric_keys}
+    all_keys = sorted(set().union(*(s.keys for s in summaries)) | {"step", "epoch"}, key=_point_order)
+    counts = [len(s.values) for s in summaries]
+    values = np.full((sum(counts), len(all_keys)), np.nan)
+    position = {k: j for j, k in enumerate(all_keys)}
+    offset = 0
+    for summary, count in zip(summaries, counts):
+        if count:
+            values[offset:offset + count, [position[k] for k in summary.keys]] = summary.values
+        offset += count
+
+    def repeat(column: str) -> np.ndarray:
+        return np.repeat(np.array([s.row[column] for s in summaries], dtype=object), counts)
+
     frame = pd.DataFrame({
-        "ablation": np.repeat([r.ablation for r in runs], counts).astype(object),
-        "run": np.repeat([r.run for r in runs], counts).astype(object),
-        "variant": np.repeat([r.variant for r in runs], counts).astype(object),
-        "seed": np.repeat(np.array([r.seed for r in runs], dtype=object), counts),
-        **{_strip(k): v for k, v in numeric.items()},
+        **{column: repeat(column) for column in ("ablation", "run", "variant", "seed")},
+        **{_strip(k): values[:, j] for j, k in enumerate(all_keys)},
     })
     return frame.sort_values(["ablation", "run", "step"], kind="stable").reset_index(drop=True)
 
 
-def _metric_order(key: str) -> tuple[int, str]:
-    # The headline metrics first, the rest (losses, per-class IoU) alphabetically.
-    headline = [GRADER_KEY, "val/iou", "val/si_logrmse"]
+def _point_order(key: str) -> tuple[int, str]:
+    # step and epoch, then the headline metrics, then the rest (losses, per-class IoU) alphabetically.
+    headline = ["step", "epoch", GRADER_KEY, "val/iou", "val/si_logrmse"]
     return (headline.index(key), "") if key in headline else (len(headline), key)
 
 
-def _column(points: list[dict[str, Any]], key: str) -> np.ndarray:
-    values = [p.get(key) for p in points]
-    try:  # the common case: numbers, JSON NaN and missing (None -> NaN)
-        return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array([_number(v) for v in values], dtype=np.float64)
+def _run_block(points: list[dict[str, Any]], keys: list[str]) -> np.ndarray:
+    """The ``keys`` of every point as a float array (missing and non-numeric values NaN)."""
+    if not points or not keys:
+        return np.empty((len(points), len(keys)))
+    try:  # the common case: every point holds every key, as numbers or JSON NaN
+        getter = operator.itemgetter(*keys)
+        rows = [getter(p) for p in points]
+        return np.array(rows, dtype=np.float64).reshape(len(points), len(keys))
+    except (KeyError, TypeError, ValueError):
+        return np.array([[_number(p.get(k)) for k in keys] for p in points], dtype=np.float64).reshape(len(points), len(keys))
 
 
 def _strip(key: str) -> str:
@@ -231,23 +257,50 @@ def find_run_dirs(root: Path) -> Iterator[Path]:
 
 
 class LocalStore:
-    """Run directories under ``runs_dir`` (``<runs>/<ablation id>/<run name>/``)."""
+    """Run directories under ``runs_dir`` (``<runs>/<ablation id>/<run name>/``).
 
-    def __init__(self, runs_dir: str | Path):
+    With ``cache_dir``, each run's summary is kept there (:mod:`report.cache`) and a run is parsed
+    again only when one of its files changed.
+    """
+
+    def __init__(self, runs_dir: str | Path, cache_dir: str | Path | None = None):
         self.runs_dir = Path(runs_dir)
+        if cache_dir is not None:
+            from report.cache import SummaryCache
+
+            self.cache: Any = SummaryCache(cache_dir)
+        else:
+            self.cache = None
 
     def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
         if not self.runs_dir.is_dir():
             raise StoreError(f"runs directory {self.runs_dir} does not exist")
         wanted = set(ablations) if ablations is not None else None
-        inputs = []
+        summaries = []
         for run_dir in find_run_dirs(self.runs_dir):
             if wanted is not None and not self._may_hold(run_dir, wanted):
                 continue
-            run = local_run_input(run_dir)
-            if wanted is None or run.ablation in wanted:
-                inputs.append(run)
-        return build_tables(inputs)
+            summary = self._summary(run_dir)
+            if wanted is None or summary.row["ablation"] in wanted:
+                summaries.append(summary)
+        return build_tables(summaries)
+
+    def _summary(self, run_dir: Path) -> RunSummary:
+        if self.cache is None:
+            return summarize(local_run_input(run_dir))
+        from report.cache import signature
+
+        sig = signature(run_dir)  # before reading: a file that changes meanwhile misses next time
+        absolute = run_dir.absolute()
+        cached = self.cache.load(absolute, sig)
+        if cached is not None:
+            row, keys, values = cached
+            row = {k: _cell(v) for k, v in row.items()}  # JSON gave lists where the row had tuples
+            row["source"] = str(run_dir)
+            return RunSummary(row=row, keys=keys, values=values)
+        summary = summarize(local_run_input(run_dir))
+        self.cache.save(absolute, sig, summary.row, summary.keys, summary.values)
+        return summary
 
     def _may_hold(self, run_dir: Path, wanted: set[str]) -> bool:
         # Skip reading runs whose folder says they belong elsewhere; the config decides for the rest.

@@ -14,8 +14,8 @@ standard deviations. Both need at least two scored runs on each side and say ``n
 
 from __future__ import annotations
 
+import functools
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -69,11 +69,11 @@ class EntryTables:
         """The per-variant table, shown only when some variant has several seeds."""
         return self.summary if self.several_seeds else None
 
-    @property
+    @functools.cached_property
     def runs_display(self) -> pd.DataFrame:
         return display_frame(self.runs.drop(columns="source")).rename(columns=self._score_headers())
 
-    @property
+    @functools.cached_property
     def variants_display(self) -> pd.DataFrame | None:
         if self.variants is None:
             return None
@@ -101,7 +101,7 @@ def varied_parameters(runs: pd.DataFrame, requested: Iterable[str] | None = None
     for column in config_columns:
         if column in NOT_PARAMETERS:
             continue
-        if runs[column].map(_hashable).nunique(dropna=False) > 1:
+        if len(set(map(_hashable, runs[column].tolist()))) > 1:
             varied.append(column)
     return varied
 
@@ -163,31 +163,36 @@ def _sort_key(value: Any) -> tuple:
 
 
 def _ordered(runs: pd.DataFrame, parameters: list[str], variant_order: list[str] | None) -> pd.DataFrame:
-    def key(row: pd.Series) -> tuple:
-        variant = str(row["variant"])
+    def key(variant: str, seed: Any, values: tuple) -> tuple:
         if variant_order is not None:
-            position = variant_order.index(variant) if variant in variant_order else len(variant_order)
-            head: tuple = (position,)
+            head: tuple = (variant_order.index(variant) if variant in variant_order else len(variant_order),)
         else:
-            head = tuple(_sort_key(row[p]) for p in parameters)
-        return head + (variant, _sort_key(row["seed"]))
+            head = tuple(_sort_key(v) for v in values)
+        return head + (variant, _sort_key(seed))
 
-    keys = [key(row) for _, row in runs.iterrows()]
+    columns = [runs[p].tolist() for p in parameters]
+    keys = [key(str(variant), seed, tuple(c[i] for c in columns))
+            for i, (variant, seed) in enumerate(zip(runs["variant"].tolist(), runs["seed"].tolist()))]
     order = sorted(range(len(runs)), key=lambda i: keys[i])
     return runs.iloc[order].reset_index(drop=True)
 
 
 def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str, rank_mode: str) -> pd.DataFrame:
     rows = []
-    for variant, group in runs.groupby("variant", sort=False):
-        finished = group[group["state"] == "finished"]
+    finished_mask = (runs["state"] == "finished").to_numpy()
+    arrays = {m: runs[c].to_numpy(dtype=float) for m, c in [*((m, m) for m in METRICS), ("score", "rank_score")]}
+    first_values = {p: runs[p].tolist() for p in parameters}
+    groups = runs.groupby("variant", sort=False).indices
+    for variant in dict.fromkeys(runs["variant"]):  # in table order
+        positions = groups[variant]
+        finished = positions[finished_mask[positions]]
         row: dict[str, Any] = {"variant": variant}
         for p in parameters:
-            row[p] = group[p].iloc[0]
-        row["seeds"] = len(group)
+            row[p] = first_values[p][positions[0]]
+        row["seeds"] = len(positions)
         row["finished"] = len(finished)
-        for metric, column in [*((m, m) for m in METRICS), ("score", "rank_score")]:
-            values = finished[column].to_numpy(dtype=float)
+        for metric, array in arrays.items():
+            values = array[finished]
             values = values[np.isfinite(values)]
             row[metric] = float(values.mean()) if len(values) else math.nan
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
@@ -200,8 +205,8 @@ def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str,
         best = summary.loc[summary["variant"] == winner].iloc[0]
         summary["delta"] = summary["score"] - best["score"]
         summary["within_noise"] = [
-            "" if row["variant"] == winner else _within_noise(row["_scores"], best["_scores"], noise_rule)
-            for _, row in summary.iterrows()
+            "" if variant == winner else _within_noise(scores, best["_scores"], noise_rule)
+            for variant, scores in zip(summary["variant"], summary["_scores"])
         ]
     else:
         summary["delta"] = math.nan
@@ -223,14 +228,23 @@ def _within_noise(values: np.ndarray, winner_values: np.ndarray, rule: str) -> s
     if rule == "max_std":
         difference = abs(values.mean() - winner_values.mean())
         return "yes" if difference < max(values.std(ddof=1), winner_values.std(ddof=1)) else "no"
-    from scipy.stats import ttest_ind
-
     if values.std() == 0 and winner_values.std() == 0:  # no spread at all: any difference is real
         return "yes" if values.mean() == winner_values.mean() else "no"
-    with warnings.catch_warnings():  # seeds with identical values are fine; scipy warns about precision
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p_value = float(ttest_ind(values, winner_values, equal_var=False).pvalue)
-    return "yes" if p_value >= NOISE_ALPHA else "no"
+    return "yes" if welch_p_value(values, winner_values) >= NOISE_ALPHA else "no"
+
+
+def welch_p_value(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value of Welch's unequal-variance t-test (as scipy.stats.ttest_ind(equal_var=False)).
+
+    Written out with scipy.special.stdtr: importing scipy.stats costs seconds, scipy.special a fraction.
+    """
+    from scipy.special import stdtr
+
+    n_a, n_b = len(a), len(b)
+    var_a, var_b = a.var(ddof=1) / n_a, b.var(ddof=1) / n_b
+    t = (a.mean() - b.mean()) / math.sqrt(var_a + var_b)
+    df = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
+    return float(2.0 * stdtr(df, -abs(t)))
 
 
 def _run_table(runs: pd.DataFrame, parameters: list[str], winner: str | None, rank_metric: str) -> pd.DataFrame:

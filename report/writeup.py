@@ -46,6 +46,7 @@ class EntryReport:
     entry: Any  # mtl.ablate.entry.Entry
     tables: EntryTables | None
     table_files: dict[str, list[Path]] = field(default_factory=dict)  # format -> files
+    rendered: dict[tuple[str, str], str] = field(default_factory=dict)  # (table kind, md|latex) -> text
     figures: dict[str, list[Path]] = field(default_factory=dict)  # kind -> [png, pdf]
     problems: list[str] = field(default_factory=list)
     setup: dict[str, Any] = field(default_factory=dict)
@@ -74,22 +75,25 @@ def config_differences(runs: pd.DataFrame, variant_order: Sequence[str]) -> dict
     variant, its values of the keys that differ between runs (seed and run-invariant keys left out)."""
     defaults = Config().model_dump(mode="json")
     skip = set(RUN_INVARIANT_KEYS) | {"seed"}
-    config_keys = [k for k in defaults if k in runs.columns and k not in skip]
     common, varying = {}, []
-    for key in config_keys:
-        values = runs[key].map(lambda v: tuple(v) if isinstance(v, list) else v)
-        if values.nunique(dropna=False) == 1:
-            value = values.iloc[0]
-            default = defaults[key]
-            if (tuple(default) if isinstance(default, list) else default) != value:
-                common[key] = value
+    for key, default in defaults.items():
+        if key not in runs.columns or key in skip:
+            continue
+        values = [_hashable(v) for v in runs[key].tolist()]
+        if len(set(values)) == 1:
+            if _hashable(default) != values[0]:
+                common[key] = values[0]
         else:
             varying.append(key)
-    varied = {}
-    for variant in variant_order:
-        group = runs[runs["variant"] == variant]
-        varied[str(variant)] = {k: group[k].iloc[0] for k in varying}
+    variants = runs["variant"].tolist()
+    first = {v: variants.index(v) for v in variant_order}
+    columns = {k: runs[k].tolist() for k in varying}
+    varied = {str(v): {k: columns[k][first[v]] for k in varying} for v in variant_order}
     return {"common": common, "varied": varied, "varying": varying}
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def image_runs(tables: EntryTables, runs: pd.DataFrame) -> list[tuple[str, Path]]:
@@ -138,7 +142,8 @@ def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats
                           rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode, variant_order=variant_order)
     report = EntryReport(entry=entry, tables=tables)
     report.setup = config_differences(subset.runs, list(tables.summary["variant"]))
-    report.table_files = write_tables(tables, out_dir / "tables", formats, caption=f"{entry.item}: {entry.id}")
+    report.rendered = render_tables(tables, caption=f"{entry.item}: {entry.id}", label_prefix=f"tab:{entry.id}")
+    report.table_files = write_tables(tables, report.rendered, out_dir / "tables", formats)
     if draw_figures:
         _draw_figures(report, subset, out_dir / "figures", dataset_root)
     return report
@@ -163,16 +168,25 @@ def notes(tables: EntryTables) -> list[str]:
     return [f"{run}: {note}" for run, note in zip(tables.runs["run"], tables.runs["note"]) if note]
 
 
-def write_tables(tables: EntryTables, folder: Path, formats: Sequence[str], caption: str) -> dict[str, list[Path]]:
+def render_tables(tables: EntryTables, caption: str, label_prefix: str) -> dict[tuple[str, str], str]:
+    """Markdown and LaTeX text of every table of an entry, rendered once for the table files and the write-up."""
+    rendered = {}
+    for kind, _, shown in _table_parts(tables):
+        rendered[(kind, "md")] = markdown_table(tables, kind, shown)
+        rendered[(kind, "latex")] = latex_table(tables, kind, shown, caption, f"{label_prefix}.{kind}")
+    return rendered
+
+
+def write_tables(tables: EntryTables, rendered: dict[tuple[str, str], str], folder: Path,
+                 formats: Sequence[str]) -> dict[str, list[Path]]:
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
-    for kind, raw, shown in _table_parts(tables):
+    for kind, raw, _ in _table_parts(tables):
         stem = folder / f"{tables.ablation}.{kind}"
         if "md" in formats:
-            written.setdefault("md", []).append(_write(Path(f"{stem}.md"), markdown_table(tables, kind, shown)))
+            written.setdefault("md", []).append(_write(Path(f"{stem}.md"), rendered[(kind, "md")]))
         if "latex" in formats:
-            label = f"tab:{tables.ablation}.{kind}"
-            written.setdefault("latex", []).append(_write(Path(f"{stem}.tex"), latex_table(tables, kind, shown, caption, label)))
+            written.setdefault("latex", []).append(_write(Path(f"{stem}.tex"), rendered[(kind, "latex")]))
         if "csv" in formats:
             written.setdefault("csv", []).append(_write(Path(f"{stem}.csv"), to_csv(raw.drop(columns=["source"], errors="ignore"))))
     return written
@@ -296,8 +310,8 @@ def render_markdown(sections: Sequence[EntryReport], out_dir: Path, runs_label: 
         parts += [f"## {entry.item} {entry.id}", "", f"**Question.** {entry.question.strip()}", ""]
         parts += ["**Setup.**", ""] + [f"- {line}" for line in _setup_lines(section)] + [""]
         if section.tables is not None:
-            for kind, _, shown in _table_parts(section.tables):
-                parts += [markdown_table(section.tables, kind, shown).rstrip("\n"), ""]
+            for kind, _, _ in _table_parts(section.tables):
+                parts += [section.rendered[(kind, "md")].rstrip("\n"), ""]
             parts += [_winner_line(section.tables), ""]
         for kind, paths in section.figures.items():
             png = next(p for p in paths if p.suffix == ".png")
@@ -344,9 +358,8 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
                   r"\paragraph{Setup.}", r"\begin{itemize}"]
         parts += [rf"\item {latex_escape(line)}" for line in _setup_lines(section)] + [r"\end{itemize}", ""]
         if section.tables is not None:
-            caption = f"{entry.item}: {entry.id}"
-            for kind, _, shown in _table_parts(section.tables):
-                parts += [latex_table(section.tables, kind, shown, caption, f"tab:{entry.id}.{kind}").rstrip("\n"), ""]
+            for kind, _, _ in _table_parts(section.tables):
+                parts += [section.rendered[(kind, "latex")].rstrip("\n"), ""]
             parts += [latex_escape(_winner_line(section.tables)), ""]
         for kind, paths in section.figures.items():
             pdf = next(p for p in paths if p.suffix == ".pdf")

@@ -139,7 +139,8 @@ def test_home_path_in_a_checkpoint_pickle_is_refused(project):
     assert finding.kind == "absolute home path"
 
 
-def test_export_command_exit_codes(project, capsys):
+def test_export_command_exit_codes(project, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MTL_CACHE_DIR", str(tmp_path / "cache"))  # the command caches run summaries there
     common = ["--runs-dir", str(project["runs"]), "--ablations-dir", str(project["ablations"]), "--out",
               str(project["out"]), "--no-figures"]
     assert report_main(["export", "--team", "bad name!", *common]) == 2

@@ -179,3 +179,33 @@ def test_wandb_store_without_credentials_is_a_clear_error(monkeypatch, tmp_path)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     with pytest.raises(StoreError, match="needs credentials"):
         WandbStore("team", "mtl").load()
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def test_cached_summaries_give_the_same_tables_and_follow_changes(runs_root, tmp_path):
+    cache = tmp_path / "cache"
+    plain = LocalStore(runs_root).load()
+    cold = LocalStore(runs_root, cache_dir=cache)
+    first = cold.load()
+    warm = LocalStore(runs_root, cache_dir=cache)
+    second = warm.load()
+    assert (cold.cache.hits, cold.cache.misses, warm.cache.hits, warm.cache.misses) == (0, 4, 4, 0)
+    for tables in (first, second):
+        pd.testing.assert_frame_equal(tables.runs, plain.runs)
+        pd.testing.assert_frame_equal(tables.points, plain.points)
+
+    # A new validation point of one run: that run is read again, the others come from the cache.
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    with open(peak / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(validation_point(40, 4, 30.0, 71.0, 19.0)) + "\n")
+    changed = LocalStore(runs_root, cache_dir=cache)
+    assert _row(changed.load(), "peak")["grader"] == 30.0
+    assert (changed.cache.hits, changed.cache.misses) == (3, 1)
+
+    # A damaged cache file is not trusted: the run is read again.
+    for path in cache.iterdir():
+        path.write_bytes(b"{not json")
+    damaged = LocalStore(runs_root, cache_dir=cache)
+    pd.testing.assert_frame_equal(damaged.load().runs.drop(columns="source"),
+                                  LocalStore(runs_root).load().runs.drop(columns="source"))
+    assert damaged.cache.misses == 4

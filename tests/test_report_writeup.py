@@ -110,7 +110,8 @@ def test_figure_that_cannot_be_drawn_is_a_reported_problem(project):
     assert not (project["out"] / "report.tex").exists()  # only the formats asked for
 
 
-def test_report_command(project, capsys):
+def test_report_command(project, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MTL_CACHE_DIR", str(tmp_path / "cache"))  # the command caches run summaries there
     common = ["--runs-dir", str(project["runs"]), "--ablations-dir", str(project["ablations"]),
               "--out", str(project["out"]), "--no-figures"]
     assert report_main(["report", "problem1.opt", "--format", "csv", *common]) == 0
