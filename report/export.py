@@ -74,7 +74,7 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
         for _, run in section.tables.runs.iterrows():
             run_dir = Path(run["source"])
             key = f"{section.entry.id}/{run['run']}"
-            state = run.get("state", "finished") if "state" in section.tables.runs else "finished"
+            state = run["state"]
             if state != "finished":
                 skipped[key] = f"state {state}: no submission.zip until it finishes"
                 continue

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source"]
-POINT_ID_COLUMNS = ["ablation", "run", "variant", "seed", "step", "epoch"]
 
 # The run name convention of mtl-ablate: <variant>-s<seed>-<config hash>.
 RUN_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]+)$")
@@ -438,7 +436,9 @@ class WandbStore:
     def _connect(self) -> Any:
         if self._api is not None:
             return self._api
-        if not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+        from mtl.tracking import has_wandb_credentials
+
+        if not has_wandb_credentials():
             raise StoreError("W&B store needs credentials: set WANDB_API_KEY or run `wandb login`")
         import wandb
 
@@ -456,16 +456,14 @@ class WandbStore:
             runs = list(api.runs(path, filters=filters))
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"cannot list W&B runs of {path}: {exc}") from None
-        return build_tables(wandb_run_input(run) for run in runs)
+        inputs = []
+        for run in runs:
+            try:
+                inputs.append(wandb_run_input(run))
+            except Exception as exc:  # noqa: BLE001 - network and API errors of every kind
+                raise StoreError(f"cannot read W&B run {'/'.join(map(str, run.path))}: {exc}") from None
+        return build_tables(inputs)
 
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str)) and not isinstance(value, bool)
-
-
-def _netrc_has_wandb() -> bool:
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        return "api.wandb.ai" in netrc.read_text()
-    except OSError:
-        return False

@@ -71,7 +71,8 @@ class EntryTables:
 
     @functools.cached_property
     def runs_display(self) -> pd.DataFrame:
-        return display_frame(self.runs.drop(columns="source")).rename(columns=self._score_headers())
+        hidden = ["source"] + (["state"] if (self.runs["state"] == "finished").all() else [])
+        return display_frame(self.runs.drop(columns=hidden)).rename(columns=self._score_headers())
 
     @functools.cached_property
     def variants_display(self) -> pd.DataFrame | None:
@@ -252,8 +253,7 @@ def _run_table(runs: pd.DataFrame, parameters: list[str], winner: str | None, ra
     for optional in ("params", "gflops"):
         if runs[optional].notna().any():
             columns.append(optional)
-    if (runs["state"] != "finished").any():
-        columns.append("state")
+    columns.append("state")  # in the CSV always; displayed when some run has not finished
     table = runs[columns].copy()
     if rank_metric != GRADER_KEY:
         table["score"] = runs["rank_score"]

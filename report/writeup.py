@@ -22,7 +22,6 @@ import pandas as pd
 
 from mtl.config import RUN_INVARIANT_KEYS, Config
 
-from report import figures as fig
 from report.store import ResultTables
 from report.tables import NOISE_RULES, EntryTables, TableError, entry_tables, to_csv, to_latex, to_markdown
 
@@ -126,7 +125,7 @@ def dataset_root_of(config_row: pd.Series) -> Path:
 
         keys = ["num_train", "num_val", "num_test", "height", "width", "seed"]
         return default_root(SyntheticParams(**{k: int(config_row[f"synthetic_{k}"]) for k in keys}))
-    raise fig.FigureError(f"run {config_row.get('run')} has no dataset_root; pass --dataset-root")
+    raise ValueError(f"run {config_row.get('run')} has no dataset_root; pass --dataset-root")
 
 
 def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats: Sequence[str] = FORMATS,
@@ -227,16 +226,17 @@ def latex_table(tables: EntryTables, kind: str, shown: pd.DataFrame, caption: st
 
 
 def _draw_figures(report: EntryReport, subset: ResultTables, folder: Path, dataset_root: Path | None) -> None:
+    # Imported here: matplotlib and the dataset readers (torch) are not needed for tables alone.
+    from report import figures as fig
+
     entry, tables = report.entry, report.tables
     assert tables is not None
-    ordered_runs = tables.runs.merge(subset.runs[["run", "state", "source"]].rename(columns={"state": "_state"}),
-                                     on="run", how="left")
     for kind in entry.report.figures:
         stem = f"{entry.id}.{kind}"
         title = f"{entry.item} {entry.id}"
         try:
             if kind == "curves":
-                report.figures[kind] = fig.curves(subset.points, ordered_runs, folder, stem, title)
+                report.figures[kind] = fig.curves(subset.points, tables.runs, folder, stem, title)
             elif kind == "bars":
                 report.figures[kind] = fig.bars(tables.summary, folder, stem, title)
             else:
