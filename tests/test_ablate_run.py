@@ -25,7 +25,7 @@ from mtl.ablate.cli import main
 from mtl.ablate.display import Monitor, make_console
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
-from mtl.ablate.scheduler import Scheduler, log_path
+from mtl.ablate.scheduler import Scheduler, lock_held, log_path
 from mtl.records import read_run
 
 pytestmark = pytest.mark.slow
@@ -62,18 +62,13 @@ def wait_for_epoch(run_dir: Path, process: subprocess.Popen, timeout: float = 24
     pytest.fail(f"{run_dir.name} never checkpointed an epoch")
 
 
-def wait_until_gone(pid: int, timeout: float = 60) -> None:
-    """The killed mtl-train (a grandchild) releases its lock only once the kernel has torn it down."""
+def wait_until_released(run_dir: Path, timeout: float = 60) -> None:
+    """A SIGKILLed mtl-train's lock goes away once the kernel has torn down all of its threads."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        if state == "Z":  # dead, not yet reaped: its files (and lock) are closed
-            return
+    while lock_held(run_dir):
+        if time.time() > deadline:
+            pytest.fail(f"the lock of {run_dir} outlived the killed process")
         time.sleep(0.1)
-    pytest.fail(f"process {pid} survived SIGKILL")
 
 
 def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
@@ -100,7 +95,7 @@ def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        wait_until_gone(json.loads((killed.run_dir / "status.json").read_text())["pid"])
+        wait_until_released(killed.run_dir)
         assert read_run(first.run_dir).state == "finished"
         failed = read_run(broken.run_dir)
         assert failed.state == "failed" and str(missing) in failed.status["error"]
@@ -110,29 +105,30 @@ def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
         metrics, first_log, broken_log = first.run_dir / "metrics.jsonl", log_path(first), log_path(broken)
         before = (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes())
         assert main(args) == 1  # "broken" stays failed, "held" is still locked
+        out = capsys.readouterr().out
+        # Finished run untouched, failed run not retried, killed run resumed to the end without repeating an epoch.
+        assert (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(),
+                broken_log.read_bytes()) == before
+        resumed = read_run(killed.run_dir)
+        assert resumed.state == "finished", out
+        assert [p["epoch"] for p in resumed.validation_points] == [1, 2]
+        assert "already finished" in out and "--retry-failed" in out and "locked" in out
+        # The results table: one row per run at its best-grader validation point.
+        for run in (first, killed):
+            best = read_run(run.run_dir).best()
+            row = next(line for line in out.splitlines() if line.startswith(f"│ {run.variant} "))
+            for value in (best["val/grader"], best["val/iou"], best["val/si_logrmse"]):
+                assert f"{value:.2f}" in row, row
+            assert f"optimizer_lr={run.config.optimizer_lr}" in row
+
+        # --retry-failed retries "broken" (which fails again, for real); the rest stays as it is.
+        assert main([*args, "--retry-failed"]) == 1
+        assert len(broken_log.read_bytes()) > len(before[3])
+        assert read_run(broken.run_dir).state == "failed"
+        assert metrics.read_bytes() == before[1]
+        assert not (held.run_dir / "status.json").exists()
     finally:
         lock.release()
-    out = capsys.readouterr().out
-    # Finished run untouched, failed run not retried, killed run resumed to the end without repeating an epoch.
-    assert (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes()) == before
-    resumed = read_run(killed.run_dir)
-    assert resumed.state == "finished"
-    assert [p["epoch"] for p in resumed.validation_points] == [1, 2]
-    assert "already finished" in out and "--retry-failed" in out and "locked" in out
-    # The results table: one row per run at its best-grader validation point.
-    for run in (first, killed):
-        best = read_run(run.run_dir).best()
-        row = next(line for line in out.splitlines() if line.startswith(f"│ {run.variant} "))
-        for value in (best["val/grader"], best["val/iou"], best["val/si_logrmse"]):
-            assert f"{value:.2f}" in row, row
-        assert f"optimizer_lr={run.config.optimizer_lr}" in row
-
-    # The lock is free now: "held" trains; --retry-failed retries "broken" (which fails again, for real).
-    assert main([*args, "--retry-failed"]) == 1
-    assert read_run(held.run_dir).state == "finished"
-    assert len(broken_log.read_bytes()) > len(before[3])
-    assert read_run(broken.run_dir).state == "failed"
-    assert metrics.read_bytes() == before[1]
 
 
 def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_path):
