@@ -127,7 +127,7 @@ def _depth_image(axis: plt.Axes, depth_m: np.ndarray) -> None:
     axis.imshow(disparity, cmap="magma", vmin=1.0 / DEPTH_MAX_M, vmax=1.0 / DEPTH_MIN_M, interpolation="nearest")
 
 
-def test_has_labels(dataset_root: Path) -> bool:
+def has_test_labels(dataset_root: Path) -> bool:
     return (dataset_root / "test" / "semseg").is_dir() and (dataset_root / "test" / "depth").is_dir()
 
 
@@ -148,7 +148,7 @@ def qualitative(runs: Sequence[tuple[str, Path]], dataset_root: Path, indices: S
     run's segmentation, ground-truth depth (when labelled), each run's depth. ``runs``: (label, run dir)."""
     if not runs:
         raise FigureError("qualitative figure: no run with predictions to show")
-    labelled = test_has_labels(dataset_root)
+    labelled = has_test_labels(dataset_root)
     columns: list[tuple[str, Any]] = [("input", None)]
     columns += [("true segmentation", None)] if labelled else []
     columns += [(f"{label}\nsegmentation", run_dir) for label, run_dir in runs]
@@ -200,7 +200,7 @@ def depth_histogram(runs: Sequence[tuple[str, Path]], dataset_root: Path, out_di
                     title: str = "", max_images: int = 200) -> list[Path]:
     """Depth distributions (density) of ground truth and of each run's test predictions, in metres and
     log-metres; at most ``max_images`` images of each, the first by index."""
-    gt_split = "test" if test_has_labels(dataset_root) else "val"
+    gt_split = "test" if has_test_labels(dataset_root) else "val"
     depth_dir = dataset_root / gt_split / "depth"
     if not depth_dir.is_dir():
         raise FigureError(f"dataset {dataset_root} has no {gt_split}/depth folder for the ground-truth histogram")
