@@ -322,7 +322,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "step": p.step, "elapsed_s": p.elapsed_s,
-            "best": p.best, "rng": rng_states(), "config": self.cfg.model_dump(mode="json"),
+            "best": p.best, "rng": rng_states(), "config": self.cfg.hyperparameters(),
         }
 
     def save_last(self) -> None:
@@ -500,7 +500,8 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
             if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):
                 p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
                           "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}
-                atomic_torch_save({"model": model.state_dict(), "config": cfg.model_dump(mode="json"),
+                # Hyperparameters only: paths (a home folder) must not travel in the grader archive.
+                atomic_torch_save({"model": model.state_dict(), "config": cfg.hyperparameters(),
                                    "best": p.best}, run.best)
                 trainer.wandb.summary({f"best/{k}": v for k, v in p.best.items()})
             progress.message(f"epoch {p.epoch + 1}/{cfg.num_epochs}: grader {point['val/grader']:.2f} "
