@@ -15,6 +15,9 @@ from typing import Any, Iterator
 import yaml
 
 GRADER_KEY = "val/grader"
+# libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
+# thousands of runs. PyYAML built without libyaml still gives the same result.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -78,12 +81,27 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_run(path: str | Path) -> RunRecord:
     path = Path(path)
     config_path, status_path = path / "config.yaml", path / "status.json"
-    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    config = yaml.load(config_path.read_text(), Loader=YAML_LOADER) if config_path.exists() else {}
     status = json.loads(status_path.read_text()) if status_path.exists() else {"state": "not started"}
     return RunRecord(path=path, config=config or {}, status=status, points=read_jsonl(path / "metrics.jsonl"))
 
 
+def find_run_dirs(root: str | Path) -> Iterator[Path]:
+    """Run directories (holding config.yaml) below ``root``, sorted; never descends into a run.
+
+    Unlike a recursive glob this does not walk a run's predictions/ and checkpoints/ folders,
+    which hold thousands of files per run on the real dataset.
+    """
+    root = Path(root)
+    if (root / "config.yaml").is_file():
+        yield root
+        return
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if child.name != "wandb":
+            yield from find_run_dirs(child)
+
+
 def iter_runs(root: str | Path) -> Iterator[RunRecord]:
-    """Every run directory (one holding config.yaml) below ``root``, in sorted order."""
-    for config_path in sorted(Path(root).rglob("config.yaml")):
-        yield read_run(config_path.parent)
+    """Every run directory below ``root``, in sorted order."""
+    for run_dir in find_run_dirs(root):
+        yield read_run(run_dir)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mtl.records import GRADER_KEY, best_point
+from mtl.records import GRADER_KEY, YAML_LOADER, best_point, find_run_dirs
 
 VAL_PREFIX = "val/"
 IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
@@ -235,25 +235,6 @@ def _strip(key: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- local
-def find_run_dirs(root: Path) -> Iterator[Path]:
-    """Run directories (holding config.yaml) below ``root``, sorted; never descends into a run.
-
-    Unlike a recursive glob this does not walk a run's predictions/ and checkpoints/ folders,
-    which hold thousands of files per run on the real dataset.
-    """
-    if (root / "config.yaml").is_file():
-        yield root
-        return
-    try:
-        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError as exc:
-        raise StoreError(f"cannot list run directory root {root}: {exc}") from None
-    for child in children:
-        if child.name == "wandb":
-            continue
-        yield from find_run_dirs(child)
-
-
 class LocalStore:
     """Run directories under ``runs_dir`` (``<runs>/<ablation id>/<run name>/``).
 
@@ -275,7 +256,11 @@ class LocalStore:
             raise StoreError(f"runs directory {self.runs_dir} does not exist")
         wanted = set(ablations) if ablations is not None else None
         summaries = []
-        for run_dir in find_run_dirs(self.runs_dir):
+        try:
+            run_dirs = list(find_run_dirs(self.runs_dir))
+        except OSError as exc:
+            raise StoreError(f"cannot list run directory root {self.runs_dir}: {exc}") from None
+        for run_dir in run_dirs:
             if wanted is not None and not self._may_hold(run_dir, wanted):
                 continue
             summary = self._summary(run_dir)
@@ -305,11 +290,6 @@ class LocalStore:
         return run_dir.parent == self.runs_dir or run_dir.parent.name in wanted or run_dir == self.runs_dir
 
 
-# libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
-# thousands of runs (80-key configs). PyYAML built without libyaml still gives the same result.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """(config, status, validation points) of a run directory: what :func:`mtl.records.read_run` reads,
     parsing only the metric lines that carry ``val/grader`` (training points are never reported).
@@ -318,7 +298,7 @@ def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], 
     """
     config_path, status_path, metrics_path = run_dir / "config.yaml", run_dir / "status.json", run_dir / "metrics.jsonl"
     try:
-        config = yaml.load(config_path.read_text(), Loader=_YAML_LOADER) or {}
+        config = yaml.load(config_path.read_text(), Loader=YAML_LOADER) or {}
         status = json.loads(status_path.read_text()) if status_path.exists() else {"state": "not started"}
         text = metrics_path.read_text() if metrics_path.exists() else ""
     except (OSError, ValueError, yaml.YAMLError) as exc:
