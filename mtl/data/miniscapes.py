@@ -8,17 +8,17 @@ indices and image sizes from the files present and never assumes a resolution.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image
+
+from mtl.io import atomic_write_bytes
 
 # --------------------------------------------------------------------------- dataset facts
 
@@ -200,26 +200,6 @@ def read_depth_codes(path: Union[str, Path]) -> np.ndarray:
 def read_depth(path: Union[str, Path]) -> np.ndarray:
     """A depth PNG (mode L, 8-bit disparity) as metres, float32 HxW, 0 where invalid."""
     return decode_depth(read_depth_codes(path))
-
-
-# --------------------------------------------------------------------------- atomic writers
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader (or a crash) sees either the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _flat_palette() -> list[int]:

@@ -17,12 +17,12 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from mtl.io import atomic_write_bytes
 from mtl.data.miniscapes import (
     DEPTH_DECODE_TABLE,
     DEPTH_MEAN_M,
     DEPTH_STD_M,
     DatasetError,
-    atomic_write_bytes,
     list_indices,
     read_depth_codes,
     sample_path,

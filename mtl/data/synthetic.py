@@ -32,13 +32,13 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from filelock import FileLock
 
+from mtl.io import atomic_write_bytes
 from mtl.data.miniscapes import (
     CLASS_NAMES,
     DEPTH_MAX_M,
     DEPTH_MIN_M,
     NUM_CLASSES,
     DatasetError,
-    atomic_write_bytes,
     sample_path,
     write_depth,
     write_rgb,
