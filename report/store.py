@@ -20,7 +20,7 @@ import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 import pandas as pd
