@@ -20,8 +20,8 @@ from rich.table import Table
 from .backends import REPO_ROOT, LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, read_status, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries
-from .planner import Plan, UnresolvedBase, make_plan
-from .scheduler import Scheduler, planned_action, run_state
+from .planner import Plan, UnresolvedBase, make_plan, recorded_state
+from .scheduler import Scheduler, planned_action
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 RUN_DIR_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$")
@@ -92,7 +92,7 @@ def disk_summary(entry: Entry, runs_dir: Path) -> tuple[str, int, int]:
             match = RUN_DIR_NAME.match(child.name)
             if child.is_dir() and match:
                 key = (match.group("variant"), int(match.group("seed")))
-                pairs.setdefault(key, set()).add(run_state(child))
+                pairs.setdefault(key, set()).add(recorded_state(child))
     expected = entry.run_count()
     finished = sum(1 for states in pairs.values() if "finished" in states)
     failed = any("finished" not in states and states & {"failed", "diverged"} for states in pairs.values())
@@ -148,7 +148,7 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         differences = {k: v for k, v in run.differences.items()}
         action = planned_action(run, getattr(args, "retry_failed", False), getattr(args, "force", False))
         table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
-                      run_state(run.run_dir), action if not run.provisional else "wait for the base")
+                      recorded_state(run.run_dir), action if not run.provisional else "wait for the base")
     console.print(table)
     console.print(f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True)
 
@@ -175,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             status = read_status(run.run_dir)
             best = status.get("best") or {}
             epoch = f"{status['epoch']}/{status.get('num_epochs', '?')}" if "epoch" in status else "-"
-            state = run_state(run.run_dir)
+            state = recorded_state(run.run_dir)
             table.add_row(
                 run.variant, str(run.seed), state, epoch, format_number(best.get("grader")),
                 format_number(best.get("iou")), format_number(best.get("si_logrmse")),

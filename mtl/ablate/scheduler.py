@@ -58,14 +58,11 @@ def lock_held(run_dir: Path) -> bool:
     return False
 
 
-run_state = recorded_state
-
-
 def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> str:
     """What ``run`` will do with a run: start, resume, restart (--force), or skip it (and why)."""
     if lock_held(spec.run_dir):
         return "locked"
-    state = run_state(spec.run_dir)
+    state = recorded_state(spec.run_dir)
     if force and spec.run_dir.exists():
         return "restart"
     if state == "finished":
@@ -127,7 +124,7 @@ class Scheduler:
             state = "killed"
         else:
             state = "failed"
-        if state == "finished" and run_state(spec.run_dir) != "finished":
+        if state == "finished" and recorded_state(spec.run_dir) != "finished":
             state = "failed"  # exit 0 without a finished record breaks the mtl-train contract
         status = read_run(spec.run_dir).status if spec.run_dir.exists() else {}
         detail = status.get("error") or getattr(job, "error", None) or ""
@@ -136,6 +133,8 @@ class Scheduler:
         if state == "killed":
             detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
         message = detail if state != "finished" else ""
+        if state == "refused":
+            message += " (the directory holds another code version or config; --force deletes it and starts over)"
         if state in FAILED_STATES:
             message += f" (log: {log_path(spec)})"
         return RunOutcome(spec, state, exit_code=code, message=message.strip(), launched=True)
