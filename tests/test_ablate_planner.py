@@ -221,3 +221,12 @@ def test_list_counts_run_directories(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "done" in next(l for l in lines if "problem1.optimizer" in l)
     assert "not run" in next(l for l in lines if "problem1.lr " in l)
+
+
+def test_with_deps_puts_the_best_of_chain_first():
+    from mtl.ablate.cli import with_prerequisites
+
+    entries = load_entries(ABLATIONS)
+    ordered = with_prerequisites([entries["problem1.batch_size"], entries["problem1.lr"]], entries)
+    assert [e.id for e in ordered] == ["problem1.optimizer", "problem1.lr", "problem1.batch_size"]
+    assert [e.id for e in with_prerequisites([entries["problem1.optimizer"]], entries)] == ["problem1.optimizer"]
