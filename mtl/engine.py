@@ -315,10 +315,16 @@ class Trainer:
     stop_signal: int | None = None
     scaler: torch.amp.GradScaler | None = None
 
+    @property
+    def module(self) -> torch.nn.Module:
+        """The model itself, also while ``model`` is its torch.compile wrapper (whose state dict keys carry an
+        ``_orig_mod.`` prefix that the plain model, which resume and prediction load into, does not know)."""
+        return getattr(self.model, "_orig_mod", self.model)
+
     def checkpoint_state(self) -> dict[str, Any]:
         p = self.position
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "step": p.step, "elapsed_s": p.elapsed_s,
@@ -329,7 +335,7 @@ class Trainer:
         atomic_torch_save(self.checkpoint_state(), self.run.last)
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
