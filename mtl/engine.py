@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from mtl.config import Config
 from mtl.data import build_datasets, load_depth_unit
-from mtl.data.miniscapes import DEPTH_MAX_M, DEPTH_MIN_M, PALETTE, write_depth, write_semseg
+from mtl.data.integrity import check_split
+from mtl.data.miniscapes import DEPTH_MAX_M, DEPTH_MIN_M, PALETTE, DatasetError, write_depth, write_semseg
 from mtl.data.transforms import DepthUnit
 from mtl.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from mtl.losses import MultiTaskLoss
@@ -252,6 +253,42 @@ def predict(model: torch.nn.Module, loader: DataLoader, depth_unit: DepthUnit, d
     return written
 
 
+# ------------------------------------------------------------------------------ data pre-flight
+_MODES = {"rgb": ("RGB", "L"), "semseg": ("P", "L"), "depth": ("L",)}
+
+
+def check_data_before_training(datasets: dict[str, Any]) -> None:
+    """Fail before any training on what is cheap to find: a file whose header is no image of the expected
+    mode, or a label whose size is not its rgb image's (headers only, every split); and any problem in the
+    test split, decoded in full -- it is otherwise read only after the last epoch. Damage deeper inside a
+    train or val file surfaces when it is first read, as a DatasetError naming the file."""
+    from PIL import Image
+
+    for name, dataset in datasets.items():
+        modalities = ("rgb", "semseg", "depth") if dataset.has_labels else ("rgb",)
+        for index in dataset.indices:
+            sizes = {}
+            for modality in modalities:
+                path = dataset.path(modality, index)
+                try:
+                    with Image.open(path) as image:
+                        sizes[modality], mode = image.size, image.mode
+                except (OSError, SyntaxError, ValueError) as exc:
+                    raise DatasetError(f"{modality} file {path} is not a readable image: {exc}") from None
+                if mode not in _MODES[modality]:
+                    raise DatasetError(f"{modality} file {path} has image mode {mode}; expected "
+                                       f"{' or '.join(_MODES[modality])}")
+            for modality, size in sizes.items():
+                if size != sizes["rgb"]:
+                    raise DatasetError(f"{dataset.path(modality, index)} is {size[0]}x{size[1]} but "
+                                       f"{dataset.path('rgb', index)} is {sizes['rgb'][0]}x{sizes['rgb'][1]}")
+    test = datasets["test"]
+    problems, _ = check_split(test.root, test.split)
+    if problems:
+        more = f" (and {len(problems) - 3} more: python -m mtl.data.integrity {test.root})" if len(problems) > 3 else ""
+        raise DatasetError("; ".join(problems[:3]) + more)
+
+
 # --------------------------------------------------------------------------------- run folder
 class RunDirectory:
     """The files of one run (DESIGN.md section 4) and the rules for reopening it."""
@@ -293,6 +330,13 @@ class RunDirectory:
     def is_finished(self) -> bool:
         return self.read_status().get("state") == "finished" and self.submission.exists()
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete the ``.<name>.<random>.tmp`` files of writes that a kill cut short (a checkpoint's is as
+        large as the checkpoint). Only the holder of the directory lock may call this: no write is live."""
+        for path in self.path.rglob(".*.tmp"):
+            if path.is_file() and "wandb" not in path.relative_to(self.path).parts:
+                path.unlink(missing_ok=True)
+
 
 # --------------------------------------------------------------------------------- training
 class StopRequested(Exception):
@@ -314,6 +358,11 @@ class Trainer:
     position: Position = field(default_factory=Position)
     stop_signal: int | None = None
     scaler: torch.amp.GradScaler | None = None
+    # Training losses summed since the last logged point (total, semseg, depth) and their count. They
+    # travel in the checkpoint, so a point logged after a mid-interval resume averages the same steps.
+    loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    loss_count: int = 0
+    checkpoint_step: int | None = None  # step of the checkpoint in last.pt (None: none yet)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -329,10 +378,20 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "step": p.step, "elapsed_s": p.elapsed_s,
             "best": p.best, "rng": rng_states(), "config": self.cfg.hyperparameters(),
+            "loss_sums": list(self.loss_sums), "loss_count": self.loss_count,
         }
 
+    def check_finite(self) -> None:
+        """Raise Diverged when a weight or buffer holds NaN/Inf: such a model must never become a checkpoint
+        (a finite loss does not prove it: the step after it can still blow the weights up)."""
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise Diverged(f"non-finite values in {name} after step {self.position.step}")
+
     def save_last(self) -> None:
+        self.check_finite()
         atomic_torch_save(self.checkpoint_state(), self.run.last)
+        self.checkpoint_step = self.position.step
 
     def restore(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["model"])
@@ -342,6 +401,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.position = Position(epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"], step=state["step"],
                                  elapsed_s=state["elapsed_s"], best=state["best"])
+        self.loss_sums, self.loss_count = list(state.get("loss_sums", [0.0, 0.0, 0.0])), state.get("loss_count", 0)
+        self.checkpoint_step = self.position.step
         restore_rng_states(state["rng"])
 
     def train_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -361,20 +422,19 @@ class Trainer:
     def train_epoch(self, loader: DataLoader, batches: int, progress: Progress, clock: "Clock") -> None:
         cfg, p = self.cfg, self.position
         self.model.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        count = 0
+        sums = torch.tensor(self.loss_sums, dtype=torch.float64, device=self.device)
         for batch in loader:
             if p.batch_in_epoch >= batches:
                 break
             batch = to_device(batch, self.device, cfg.channels_last)
             total, losses = self.train_step(batch)
             sums += torch.stack([total.double(), losses["semseg"].double(), losses["depth"].double()])
-            count += 1
+            self.loss_count += 1
             p.batch_in_epoch += 1
             p.step += 1
             p.elapsed_s = clock.elapsed()
             if p.step % TRAIN_LOG_INTERVAL == 0 or p.batch_in_epoch == batches:
-                loss, loss_semseg, loss_depth = (sums / count).tolist()
+                loss, loss_semseg, loss_depth = (sums / self.loss_count).tolist()
                 if not math.isfinite(loss):
                     raise Diverged(f"non-finite training loss ({loss}) at step {p.step}, epoch {p.epoch + 1}")
                 point = {"step": p.step, "epoch": p.epoch + 1, "time": round(p.elapsed_s, 3), "train/loss": loss,
@@ -384,9 +444,12 @@ class Trainer:
                 self.wandb.log(point)
                 progress.update(p.step, p.epoch + 1, loss)
                 sums.zero_()
-                count = 0
-            if cfg.checkpoint_interval_steps and p.step % cfg.checkpoint_interval_steps == 0 \
-                    and p.batch_in_epoch < batches:
+                self.loss_sums, self.loss_count = [0.0, 0.0, 0.0], 0
+            checkpoint_now = cfg.checkpoint_interval_steps and p.step % cfg.checkpoint_interval_steps == 0 \
+                and p.batch_in_epoch < batches
+            if checkpoint_now or self.stop_signal is not None:
+                self.loss_sums = sums.tolist()
+            if checkpoint_now:
                 self.save_last()
             if self.stop_signal is not None:
                 raise StopRequested()
@@ -402,12 +465,23 @@ class Clock:
         return self.already + time.monotonic() - self.start
 
 
+# SIGTERM/SIGINT that arrived while the run was being set up (``mtl-train`` records them from its first
+# line on): the trainer takes them over, checkpoints and exits 143 instead of dying half-started.
+pending_stop_signals: list[int] = []
+
+
+def remember_stop_signal(signum: int, _frame: Any = None) -> None:
+    pending_stop_signals.append(signum)
+
+
 def _install_signal_handlers(trainer: Trainer) -> None:
     def handler(signum, _frame):
         trainer.stop_signal = signum
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if pending_stop_signals:
+        trainer.stop_signal = pending_stop_signals[-1]
 
 
 def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
@@ -440,6 +514,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
+    run.remove_stale_temporaries()
     atomic_write_text(run.config_path, cfg.to_yaml())
     if not run.source_zip.exists():
         atomic_write_bytes(run.source_zip, build_source_zip(cfg))
@@ -457,6 +532,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0))
 
     datasets = build_datasets(cfg)
+    check_data_before_training(datasets)
     depth_unit = load_depth_unit(cfg, datasets["train"].root)
     model = build_model(cfg).to(device)
     if cfg.channels_last:
@@ -471,7 +547,9 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
     run.write_status(wandb_run_id=trainer.wandb.run_id)
     if run.last.exists():
         trainer.restore(torch.load(run.last, map_location=device, weights_only=False))
-        run.trace.truncate_after(trainer.position.step)
+    # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
+    # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
+    run.trace.truncate_after(trainer.position.step)
     if status.get("model") is None:
         sample = datasets["val"][0]["image"]
         summary = model_summary(cfg, sample.shape[-2], sample.shape[-1])
@@ -489,10 +567,13 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
     clock = Clock(trainer.position.elapsed_s)
     _install_signal_handlers(trainer)
     try:
+        if trainer.stop_signal is not None:  # arrived during set-up: checkpoint where we stand, train nothing
+            raise StopRequested()
         p = trainer.position
         while p.epoch < cfg.num_epochs:
             sampler.set_epoch(p.epoch, skip_samples=p.batch_in_epoch * cfg.batch_size)
             trainer.train_epoch(train_loader, batches, progress, clock)
+            trainer.check_finite()  # before a best.pt could be written from the validation below
             visualize = cfg.visualize_num_images if (trainer.wandb.run is not None and
                                                      (p.epoch + 1) % cfg.visualize_interval_epochs == 0) else 0
             point, panels, depth_values = evaluate(train_model, val_loader, trainer.loss_fn, depth_unit, device,
@@ -533,9 +614,11 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
     except Diverged as exc:
         progress.close()
         trainer.wandb.finish(exit_code=3)
-        last_good = trainer.run.read_status()
-        return run.write_status(state="diverged", error=f"{exc}; last good checkpoint: epoch "
-                                f"{last_good.get('epoch', 0)}, step {last_good.get('step', 0)}")
+        kept = trainer.checkpoint_step
+        where = (f"last good checkpoint kept: {run.last} at step {kept}" if kept is not None
+                 else "no checkpoint was written before it (a retry starts from the beginning)")
+        return run.write_status(state="diverged", error=f"{exc}; {where}", diverged_step=trainer.position.step,
+                                checkpoint_step=kept)
     except BaseException:
         progress.close()
         trainer.wandb.finish(exit_code=1)

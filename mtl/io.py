@@ -24,11 +24,12 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        _name_the_file(exc, path)
         raise
 
 
@@ -49,7 +50,17 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
 
 def append_line(path: str | Path, line: str) -> None:
     """Append one line and fsync; readers ignore a torn final line, so a kill mid-append loses only it."""
-    with open(path, "a") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        _name_the_file(exc, Path(path))
+        raise
+
+
+def _name_the_file(exc: BaseException, path: Path) -> None:
+    """A failed write(2) or fsync(2) -- a full disk, a quota -- reports no file name; add the one written."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
