@@ -19,11 +19,10 @@ from typing import Any, Optional
 import yaml
 
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
-from mtl.records import read_jsonl
+from mtl.records import YAML_LOADER, read_jsonl
 
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # States after which a run will not change without being asked to (retry or force).
 SETTLED_STATES = ("finished", "failed", "diverged")
 
@@ -305,7 +304,7 @@ def resolve_winner(
     best_variant = pick(means, key=lambda v: means[v])
     best_run = pick(scores[best_variant], key=lambda item: item[0])[1]
     config_file = best_run.run_dir / "config.yaml"
-    recorded = yaml.load(config_file.read_text(), Loader=_YAML_LOADER) or {}
+    recorded = yaml.load(config_file.read_text(), Loader=YAML_LOADER) or {}
     values = {k: v for k, v in recorded.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
     try:
         resolved = make_config(values, source=str(config_file))
