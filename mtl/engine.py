@@ -582,6 +582,9 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
             point = {"step": p.step, "epoch": p.epoch + 1, "time": round(p.elapsed_s, 3), **point}
             run.trace.log(point)
             trainer.wandb.log(point)
+            if not math.isfinite(point["val/loss"]):  # finite but huge weights can still predict NaN/Inf
+                raise Diverged(f"non-finite validation loss ({point['val/loss']}) at step {p.step}, "
+                               f"epoch {p.epoch + 1}")
             if panels:
                 trainer.wandb.images(panels, depth_values, p.step)
             if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):

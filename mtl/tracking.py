@@ -119,12 +119,13 @@ class WandbSink:
         if self.run is None:
             return
         wandb = self._wandb
-        self.run.log({
-            "trainer/step": step,
-            "val_images/panels": [wandb.Image(p, caption="input | pred seg | true seg | pred depth | true depth")
-                                  for p in panels],
-            "val/depth_histogram_m": wandb.Histogram(depth_m),
-        })
+        data = {"trainer/step": step,
+                "val_images/panels": [wandb.Image(p, caption="input | pred seg | true seg | pred depth | true depth")
+                                      for p in panels]}
+        finite = depth_m[np.isfinite(depth_m)] if depth_m is not None else np.empty(0)
+        if finite.size:  # a diverging model predicts NaN; the mirror must not fail the run over its histogram
+            data["val/depth_histogram_m"] = wandb.Histogram(finite)
+        self.run.log(data)
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
