@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
+import resource
 import threading
 import time
 from pathlib import Path
@@ -91,15 +92,20 @@ def run_pass(root: Path, runs: int, jobs: int, threads: int, poll_interval: floa
     monitor = Monitor(Console(file=io.StringIO(), width=200), live=False)
     scheduler = Scheduler(backend, slots, monitor, poll_interval=poll_interval)
     specs = make_specs(root, runs)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     outcomes = scheduler.run(specs)
     makespan = time.perf_counter() - start
+    for job in backend.jobs:
+        job._waiter.join()  # the children's CPU time is counted once they are reaped
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     failed = [o for o in outcomes if o.state != "finished"]
     if failed:
         raise SystemExit(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{o.spec.name}: {o.state} {o.message}"
                                                                             for o in failed))
     durations = [job.ended - job.started for job in backend.jobs]
-    return {"makespan": makespan, "durations": durations, "threads": {s.threads for s in slots}}
+    return {"makespan": makespan, "durations": durations, "threads": {s.threads for s in slots}, "cpu": cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in passes:
             runs = sorted(p["durations"])
             print(f"{label:<10} makespan {p['makespan']:6.1f} s; run durations {runs[0]:.1f}..{runs[-1]:.1f} s, "
-                  f"sum {sum(runs):.1f} s; threads per run {sorted(p['threads'])}")
+                  f"sum {sum(runs):.1f} s; threads per run {sorted(p['threads'])}; CPU time of the runs {p['cpu']:.1f} s")
     ratios_ideal, overheads, speedups = [], [], []
     for seq, par in zip(seq_passes, par_passes):
         ideal = sum(seq["durations"]) / args.jobs
@@ -148,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ideal {ideal:.1f} s; parallel/ideal {par['makespan'] / ideal:.3f}; speed-up over sequential "
               f"{seq['makespan'] / par['makespan']:.2f}x; mean run {mean_alone:.1f} s alone vs {mean_shared:.1f} s "
               f"sharing the machine (x{mean_shared / mean_alone:.2f})")
+        print(f"packing: parallel makespan / (sum of its own run durations / {args.jobs}) = "
+              f"{par['makespan'] / (sum(par['durations']) / args.jobs):.3f} (1.0 = slots never idle)")
+        print(f"CPU work per run: {seq['cpu'] / args.runs:.1f} s alone, {par['cpu'] / args.runs:.1f} s sharing "
+              f"(x{par['cpu'] / seq['cpu']:.2f}); cores a running run got: {seq['cpu'] / sum(seq['durations']):.2f} "
+              f"alone, {par['cpu'] / sum(par['durations']):.2f} sharing (1.00 each on an otherwise idle machine)")
     worst = max(ratios_ideal)
     print(f"sequential makespan / sum of its runs: {max(overheads):.3f} (scheduler launch + poll latency)")
     print(f"goal parallel makespan <= {GOAL_OVER_IDEAL:.2f} x ideal: {'met' if worst <= GOAL_OVER_IDEAL else 'MISSED'} "
