@@ -162,7 +162,8 @@ entry_values = st.one_of(
         "overrides": st.dictionaries(st.sampled_from(FIELD_NAMES), values, max_size=2), "extra": values}), max_size=3),
 )
 valid_start = st.fixed_dictionaries({"question": st.just("Does it help?"), "item": st.just("1.1"),
-                                     "base": st.sampled_from(["quick", "quick", "best of problem1.lr", "best of", "Quick x"])})
+                                     "base": st.sampled_from(["quick", "quick", "best of problem1.lr", "best of",
+                                                              "Quick x"])})
 
 
 @st.composite

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
 from faults.checks import check_run_dir
 from faults.runs import FAULT_CONFIG
+
 from mtl.ablate.cli import main as ablate_main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
@@ -114,7 +114,8 @@ def test_killed_suite_restarted_twice_at_once_trains_each_run_once(suite, capsys
         assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
     assert "diverged" in log_path(diverges).read_text()
     wandb_id = read_run(killed.run_dir).status["wandb_run_id"]
-    assert wandb_run_folders(killed.run_dir) and all(n.endswith(f"-{wandb_id}") for n in wandb_run_folders(killed.run_dir))
+    folders = wandb_run_folders(killed.run_dir)
+    assert folders and all(name.endswith(f"-{wandb_id}") for name in folders), folders
     assert check_run_dir(killed.run_dir).problems == []
 
     second, third = start_ablate(args, env), start_ablate(args, env)  # two at once

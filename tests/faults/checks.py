@@ -20,7 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
-from mtl.config import ConfigError, make_config
+from mtl.config import make_config
 from mtl.records import read_jsonl, read_run
 
 TOP_LEVEL_FILES = {"status.json", "config.yaml", "metrics.jsonl", "source.zip", "submission.zip", ".lock"}
@@ -139,7 +139,8 @@ def run_differences(run_dir: Path, reference_dir: Path) -> list[str]:
     best, reference_best = ours.best(), theirs.best()
     for key in ("step", "val/grader"):
         if (best or {}).get(key) != (reference_best or {}).get(key):
-            problems.append(f"{run_dir}: best {key} {(best or {}).get(key)} != reference {(reference_best or {}).get(key)}")
+            problems.append(f"{run_dir}: best {key} {(best or {}).get(key)} != reference "
+                            f"{(reference_best or {}).get(key)}")
     if _without_time(ours.points) != _without_time(theirs.points):
         steps = [p.get("step") for p in ours.points]
         problems.append(f"{run_dir}: metric trace differs from the reference (steps {steps} vs "

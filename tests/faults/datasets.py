@@ -54,7 +54,8 @@ def _empty_split(folder: Path) -> None:
 
 DAMAGES = (
     Damage("truncated PNG", "train/semseg/1.png", ("semseg",), lambda root: _truncate(root / "train/semseg/1.png")),
-    Damage("JPEG of the wrong size", "val/rgb/1.jpg", ("64x64", "40x32"), lambda root: _resize_jpeg(root / "val/rgb/1.jpg"),
+    Damage("JPEG of the wrong size", "val/rgb/1.jpg", ("64x64", "40x32"),
+           lambda root: _resize_jpeg(root / "val/rgb/1.jpg"),
            also_named=("val/semseg/1.png", "val/depth/1.png")),
     Damage("label outside 0..18/255", "train/semseg/2.png", ("77", "0..18"),
            lambda root: _label_out_of_range(root / "train/semseg/2.png")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import TINY
+
 from faults.launcher import run_train, warm_up
 
 FAULT_CONFIG = {**TINY, "synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2,

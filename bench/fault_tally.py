@@ -1,0 +1,265 @@
+"""The fault tally: kill it, fill its disk, feed it nonsense -- and count what was lost (it must be 0).
+
+    python bench/fault_tally.py                     # 10 SIGKILLs and 10 SIGTERMs, every other fault once
+    MTL_FAULT_TRIALS=50 python bench/fault_tally.py  # more kills of each signal
+    MTL_FAULT_SEED=7 ...                            # other kill moments (default: a random seed, printed)
+    MTL_FAULT_ONLY=input,secrets ...                # some areas only (preemption, storage, data, input,
+                                                    # divergence, secrets)
+
+Uses the fault helpers of the tests (tests/faults/): training processes forked from a server that
+imported torch once, a check of every run file after every kill, bit-for-bit comparison with an
+uninterrupted reference run, full-disk writes, damaged datasets, fuzzed configs and entries, a real
+divergence, and a byte scan of a W&B-offline run and its export for fake credentials. Exit status 1
+when anything was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from faults.checks import check_run_dir, run_differences  # noqa: E402
+from faults.datasets import DAMAGES, damaged_copy  # noqa: E402
+from faults.launcher import run_train  # noqa: E402
+from faults.preemption import preempt  # noqa: E402
+from faults.runs import FAULT_CONFIG, FREQUENT_CHECKPOINTS, fault_args, reference_run  # noqa: E402
+from faults.secrets import fake_credentials, scan_for_secrets, secret_values  # noqa: E402
+from faults.storage import fail_write, limit_file_size  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+TRIALS = int(os.environ.get("MTL_FAULT_TRIALS", "10"))
+SIGTERM_TRIALS = int(os.environ.get("MTL_FAULT_SIGTERM_TRIALS", str(TRIALS)))
+SEED = int(os.environ.get("MTL_FAULT_SEED", random.SystemRandom().randrange(2**31)))
+FUZZ_EXAMPLES = int(os.environ.get("MTL_FAULT_FUZZ_EXAMPLES", "500"))
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.lost: list[str] = []
+        self.files_checked = 0
+
+    def add(self, area: str, text: str, problems: list[str], files_checked: int = 0) -> None:
+        self.files_checked += files_checked
+        self.lost += problems
+        self.lines.append(f"{area:<11} {text}" + (f"  LOST {len(problems)}" if problems else ""))
+        print(self.lines[-1], flush=True)
+
+
+def preemption(tally: Tally, base: Path, reference: Path, wall_s: float) -> None:
+    for kill_signal, trials, seed in ((signal.SIGKILL, TRIALS, SEED), (signal.SIGTERM, SIGTERM_TRIALS, SEED + 1)):
+        started = time.monotonic()
+        chains = preempt([*fault_args(), FREQUENT_CHECKPOINTS], base / kill_signal.name.lower(), reference,
+                         kill_signal, trials, seed, max_delay_s=wall_s, num_epochs=FAULT_CONFIG["num_epochs"])
+        kills = [k for c in chains for k in c.kills]
+        problems = [p for c in chains for p in c.problems + c.differences]
+        exact = sum(1 for c in chains if not c.differences)
+        tally.add("preemption", f"{kill_signal.name}: {len(kills)} kills survived over {len(chains)} runs, "
+                  f"{exact}/{len(chains)} ended bit-identical to the reference; exits "
+                  f"{dict(Counter(k.exit_code for k in kills))}; phases {dict(Counter(k.phase for k in kills))} "
+                  f"({time.monotonic() - started:.0f} s)", problems, sum(c.files_checked for c in chains))
+
+
+STORAGE_FAULTS = [("last.pt", 3, True), ("metrics.jsonl", 3, True), ("submission.zip", 1, True),
+                  ("status.json", 4, False), ("best.pt", 1, True), ("config.yaml", 1, True)]
+
+
+def storage(tally: Tally, base: Path, reference: Path) -> None:
+    problems, named, resumed, files = [], 0, 0, 0
+    cases = [(f"{name} write #{n} fails (ENOSPC)", fail_write(name, n), name, "No space left on device", again)
+             for name, n, again in STORAGE_FAULTS]
+    cases.append(("files over 100 MB refused (RLIMIT_FSIZE)", limit_file_size(100 * 2**20), "last.pt",
+                  "File too large", True))
+    for index, (label, setup, name, reason, again) in enumerate(cases):
+        run_dir = base / f"storage-{index}"
+        argv = [*fault_args(), FREQUENT_CHECKPOINTS, f"--log_dir={run_dir}"]
+        code, _ = run_train(argv, base / f"storage-{index}.log", setup=setup)
+        status = json.loads((run_dir / "status.json").read_text())
+        check = check_run_dir(run_dir)
+        files += check.files_checked
+        problems += check.problems + [f"{label}: temporary file {p} left behind" for p in check.temporaries]
+        if code != 1 or status.get("state") != "failed":
+            problems.append(f"{label}: exit {code}, state {status.get('state')!r}, expected 1 and 'failed'")
+        elif name in status["error"] and reason in status["error"]:
+            named += 1
+        else:
+            problems.append(f"{label}: error does not name {name} and {reason!r}: {status['error']}")
+        if again:
+            code, _ = run_train(argv, base / f"storage-{index}.log")
+            differences = run_differences(run_dir, reference)
+            problems += differences + ([f"{label}: restart exited {code}"] if code else [])
+            resumed += not differences and not code
+    tally.add("storage", f"{len(cases)} failed writes: run marked failed naming the file {named}/{len(cases)}, "
+              f"restarted and ended bit-identical {resumed}/{sum(c[-1] for c in cases)}", problems, files)
+
+
+def bad_data(tally: Tally, base: Path) -> None:
+    from mtl.data.integrity import check_dataset
+    from mtl.data.synthetic import SyntheticParams, build_synthetic
+
+    params = SyntheticParams(num_train=FAULT_CONFIG["synthetic_num_train"], num_val=FAULT_CONFIG["synthetic_num_val"],
+                             num_test=FAULT_CONFIG["synthetic_num_test"], height=FAULT_CONFIG["synthetic_height"],
+                             width=FAULT_CONFIG["synthetic_width"])
+    sound = build_synthetic(base / "sound-data", params)
+    problems, checked, refused = [], 0, 0
+    for index, damage in enumerate(DAMAGES):
+        root = damaged_copy(sound, base / f"data-{index}", damage)
+        if any(damage.named_in(p, root) for p in check_dataset(root)):
+            checked += 1
+        else:
+            problems.append(f"{damage.name}: the integrity check does not name the file")
+        run_dir = base / f"data-run-{index}"
+        code, _ = run_train([*fault_args(workers=1, workers_validation=1), "--dataset=miniscapes",
+                             f"--dataset_root={root}", f"--log_dir={run_dir}"], base / f"data-run-{index}.log")
+        status = json.loads((run_dir / "status.json").read_text())
+        error = status.get("error") or ""
+        if code == 1 and status.get("step") == 0 and damage.named_in(error, root) and "\n" not in error:
+            refused += 1
+        else:
+            problems.append(f"{damage.name}: mtl-train exit {code}, step {status.get('step')}, error {error[:300]!r}")
+    tally.add("bad data", f"{len(DAMAGES)} damaged datasets: integrity check named the file {checked}/{len(DAMAGES)}, "
+              f"mtl-train refused before training naming it {refused}/{len(DAMAGES)}", problems)
+
+
+def bad_input(tally: Tally, base: Path) -> None:
+    import test_faults_inputs as inputs
+
+    from mtl.ablate.entry import EntryError, load_entry, parse_entry
+    from mtl.config import ConfigError, config_from_cli, make_config
+
+    counts: Counter = Counter()
+    problems: list[str] = []
+
+    def attempt(kind: str, function, value, known) -> None:
+        counts[kind] += 1
+        try:
+            function(value)
+            counts["accepted"] += 1
+        except (ConfigError, EntryError):
+            counts["clean error"] += 1
+        except Exception as exc:  # noqa: BLE001 - what the tally counts
+            if known(exc):
+                counts["known bug"] += 1
+            else:
+                problems.append(f"{kind} {value!r}: {type(exc).__name__}: {exc}")
+
+    text_path = base / "problem1.text.yaml"
+
+    def from_text(text: str) -> None:
+        text_path.write_text(text)
+        load_entry(text_path)
+
+    fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None)
+    runs = [
+        ("config mapping", inputs.st.dictionaries(inputs.config_keys, inputs.values, max_size=4), make_config),
+        ("command line", inputs.st.lists(inputs.tokens, max_size=6), config_from_cli),
+        ("entry document", inputs.entry_documents(), lambda doc: parse_entry(doc, Path("problem1.fuzz.yaml"))),
+        ("entry file text", inputs.st.text(max_size=200), from_text),
+    ]
+    def property_for(kind: str, function):
+        def property_(value) -> None:
+            attempt(kind, function, value, lambda exc: inputs.known_config_bug(exc) or (
+                kind == "entry document" and inputs.known_entry_bug(exc, value)))
+        return property_
+
+    for kind, strategy, function in runs:
+        fuzz(given(strategy)(property_for(kind, function)))()
+    total = sum(counts[kind] for kind, _, _ in runs)
+    tally.add("bad input", f"{total} inputs tried ({', '.join(f'{counts[k]} {k}s' for k, _, _ in runs)}): "
+              f"{counts['clean error']} clean errors, {counts['accepted']} accepted, {len(problems)} unhandled, "
+              f"{counts['known bug']} hit a reported bug", problems)
+
+
+def divergence(tally: Tally, base: Path) -> None:
+    run_dir = base / "diverges"
+    code, _ = run_train([*fault_args(optimizer_lr=1e6), FREQUENT_CHECKPOINTS, f"--log_dir={run_dir}"],
+                        base / "diverges.log")
+    status = json.loads((run_dir / "status.json").read_text())
+    problems = [] if code == 3 and status["state"] == "diverged" else [f"lr 1e6: exit {code}, state {status['state']}"]
+    kept = status.get("checkpoint_step")
+    if kept is not None:
+        state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        if state["step"] != kept or not all(torch.isfinite(t).all() for t in state["model"].values()
+                                            if t.is_floating_point()):
+            problems.append(f"the kept checkpoint is not the finite one of step {kept}")
+    tally.add("divergence", f"lr 1e6: exit {code}, state {status['state']!r}, detected at step "
+              f"{status.get('diverged_step')}, finite checkpoint kept at step {kept}", problems)
+
+
+def secrets(tally: Tally, base: Path) -> None:
+    from mtl.ablate.cli import main as ablate_main
+    from mtl.ablate.entry import load_entries
+    from mtl.ablate.planner import plan
+    from mtl.config import cli_args
+
+    ablations, runs_dir, out = base / "ablations", base / "runs", base / "export"
+    (ablations / "profiles").mkdir(parents=True)
+    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump({**FAULT_CONFIG, "wandb_mode": "offline"}))
+    (ablations / "problem1.secrets.yaml").write_text("question: Leaks?\nitem: '1.1'\nbase: tiny\n")
+    (spec,) = plan(load_entries(ablations)["problem1.secrets"], None, runs_dir)
+    env = fake_credentials(base / "home")
+    env.update({name: str(base / "home" / ".wandb")
+                for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")})
+    code, _ = run_train(cli_args(spec.config), base / "secrets.log", env=env)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the archive's path and size: not part of the tally
+            exported = ablate_main(["export", "problem1.secrets", "--team", "team", "--ablations-dir",
+                                    str(ablations), "--runs-dir", str(runs_dir), "--out", str(out), "--no-cache"])
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+    scanned, findings = scan_for_secrets([spec.run_dir, out, base / "secrets.log"])
+    problems = findings + ([f"run exit {code}, export exit {exported}"] if code or exported else [])
+    tally.add("secrets", f"{scanned} files and zip members of a W&B-offline run and its export scanned for "
+              f"{len(secret_values())} planted credentials: {len(findings)} found", problems)
+
+
+def main() -> int:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mtl-fault-tally-") as tmp:
+        base = Path(tmp)
+        os.environ.setdefault("MTL_CACHE_DIR", str(base / "cache"))
+        print(f"fault tally: seed {SEED} (MTL_FAULT_SEED), {TRIALS} SIGKILL and {SIGTERM_TRIALS} SIGTERM trials, "
+              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+        reference, wall_s = reference_run(base)
+        print(f"reference run: {wall_s:.1f} s uninterrupted; kill moments drawn from [0, {wall_s:.1f}] s after each "
+              "start", flush=True)
+        tally = Tally()
+        areas = {"preemption": lambda: preemption(tally, base, reference, wall_s),
+                 "storage": lambda: storage(tally, base, reference), "data": lambda: bad_data(tally, base),
+                 "input": lambda: bad_input(tally, base), "divergence": lambda: divergence(tally, base),
+                 "secrets": lambda: secrets(tally, base)}
+        chosen = os.environ.get("MTL_FAULT_ONLY", ",".join(areas)).split(",")
+        for name in chosen:
+            if name not in areas:
+                raise SystemExit(f"MTL_FAULT_ONLY: unknown area {name!r}; expected some of {', '.join(areas)}")
+            areas[name]()
+    print(f"{'files':<11} {tally.files_checked} run files opened and checked after faults")
+    print(f"{'lost':<11} {len(tally.lost)}  ({time.monotonic() - started:.0f} s in all)")
+    for problem in tally.lost:
+        print(f"  {problem}")
+    return 1 if tally.lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
