@@ -43,14 +43,16 @@ def _child_main(argv: list[str], log_path: str, env: dict[str, str],
     os.dup2(fd, 2)
     os.close(fd)
     os.environ.update(env)
+    # A fork-server child inherits "forkserver" as its start method; mtl-train's DataLoader workers must be
+    # started as in a fresh interpreter (fork on Linux) -- and stopped with it, as the exit below does.
+    multiprocessing.set_start_method(None, force=True)
     if setup is not None:
         setup()
     from mtl.cli import main
 
-    code = main(list(argv))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown, as a process that returned from main would exit
+    # SystemExit ends the process through multiprocessing's bootstrap, which stops daemonic children
+    # (DataLoader workers) as an interpreter exit would.
+    sys.exit(main(list(argv)))
 
 
 @dataclass
