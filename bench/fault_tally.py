@@ -43,7 +43,6 @@ from faults.preemption import preempt  # noqa: E402
 from faults.runs import FAULT_CONFIG, FREQUENT_CHECKPOINTS, fault_args, reference_run  # noqa: E402
 from faults.secrets import fake_credentials, scan_for_secrets, secret_values  # noqa: E402
 from faults.storage import fail_write, limit_file_size  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
 
 TRIALS = int(os.environ.get("MTL_FAULT_TRIALS", "10"))
 SIGTERM_TRIALS = int(os.environ.get("MTL_FAULT_SIGTERM_TRIALS", str(TRIALS)))
@@ -141,6 +140,7 @@ def bad_data(tally: Tally, base: Path) -> None:
 
 def bad_input(tally: Tally, base: Path) -> None:
     import test_faults_inputs as inputs
+    from hypothesis import given, settings
 
     from mtl.ablate.entry import EntryError, load_entry, parse_entry
     from mtl.config import ConfigError, config_from_cli, make_config

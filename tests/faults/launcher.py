@@ -22,7 +22,11 @@ from typing import Any, Callable, Optional
 # torch.use_deterministic_algorithms, and costs as much as torch itself).
 PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "PIL.Image", "yaml", "filelock",
            "mtl.cli", "mtl.engine", "mtl.data.synthetic", "mtl.data.integrity", "mtl.submission",
-           "faults.launcher", "faults.storage"]
+           "faults.launcher", "faults.storage", "faults.checks", "faults.preemption", "faults.runs",
+           # A child imports its parent's main module again: pytest's, or the bench script's.
+           "pytest", "hypothesis"]
+
+STARTED_LINE = "[fault launcher] calling mtl.cli.main"
 
 _context: Optional[multiprocessing.context.BaseContext] = None
 
@@ -50,6 +54,7 @@ def _child_main(argv: list[str], log_path: str, env: dict[str, str],
         setup()
     from mtl.cli import main
 
+    print(STARTED_LINE, flush=True)  # a signal before this line meets an interpreter still starting up
     # SystemExit ends the process through multiprocessing's bootstrap, which stops daemonic children
     # (DataLoader workers) as an interpreter exit would.
     sys.exit(main(list(argv)))

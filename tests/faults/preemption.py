@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from faults.checks import DirCheck, check_run_dir, run_differences
-from faults.launcher import start_train
+from faults.launcher import STARTED_LINE, start_train
 
 # What a signal may end in: SIGKILL always kills (-9) unless the run finished first; SIGTERM makes the
 # run checkpoint and exit 143, or finish (0) when it arrives while predictions are written.
@@ -61,8 +61,8 @@ def phase_of(run_dir: Path, num_epochs: int) -> str:
 
 
 def _expect_exit(kill_signal: int, code: int, run_dir: Path, output: str) -> list[str]:
-    if kill_signal == signal.SIGTERM and code == -signal.SIGTERM and not output:
-        return []  # arrived before mtl-train's first line ran (interpreter start-up): nothing to save yet
+    if kill_signal == signal.SIGTERM and code == -signal.SIGTERM and STARTED_LINE not in output:
+        return []  # arrived while the interpreter was still starting, before mtl-train's first line
     if code not in ACCEPTED_EXITS[kill_signal]:
         return [f"{run_dir}: {signal.Signals(kill_signal).name} ended mtl-train with exit code {code}, expected one "
                 f"of {ACCEPTED_EXITS[kill_signal]}"]
@@ -82,6 +82,7 @@ def run_chain(argv: list[str], run_dir: Path, reference_dir: Path, kill_signal: 
     command = [*argv, f"--log_dir={run_dir}"]
     log = logs / f"{run_dir.name}.log"
     while len(chain.kills) < kills_wanted:
+        log_offset = len(log.read_text(errors="replace")) if log.exists() else 0
         process = start_train(command, log)
         delay = rng.uniform(0.0, max_delay_s)
         process.process.join(delay)
@@ -90,11 +91,10 @@ def run_chain(argv: list[str], run_dir: Path, reference_dir: Path, kill_signal: 
             if code != 0:
                 chain.problems.append(f"{run_dir}: mtl-train exited {code} before the signal; log {log}")
             break  # finished before this kill: verify below
-        output_before = len(process.output())
         process.send(kill_signal)
         code = process.wait()
         check = check_run_dir(run_dir)
-        output = process.output()[output_before:]
+        output = process.output()[log_offset:]  # this attempt's lines
         kill = Kill(signal.Signals(kill_signal).name, round(delay, 2), code, phase_of(run_dir, num_epochs),
                     check.files_checked, check.problems + _expect_exit(kill_signal, code, run_dir, output))
         chain.kills.append(kill)
