@@ -5,11 +5,12 @@ optimizer step) with the config switches ``amp``, ``channels_last`` and ``compil
 ``mtl-train`` applies them, on real synthetic 256x512 images with labels. Printed per variant: images/s,
 achieved TFLOP/s (forward FLOPs from ``mtl.models.model_summary``, x3 for forward + backward) and that
 as a share of the device's dense peak (from a table of datasheet figures, or ``--peak-tflops``), plus
-the speed-up over fp32 measured in the same process. Needs CUDA: without it the script says so and
+the speed-up over fp32. All variants are set up and warmed up first, then take turns for ``--rounds``
+rounds (order reversed every round), so drift during the run hits each alike. Needs CUDA: without it the script says so and
 exits 0 (``--device cpu`` runs the same code on the CPU as a smoke check; its figures mean nothing
 for a GPU).
 
-    python bench/gpu_throughput.py [--batch 8] [--steps 20] [--warmup 5] [--variants fp32,bf16,bf16+cl,bf16+cl+compile]
+    python bench/gpu_throughput.py [--batch 8] [--steps 10] [--rounds 4] [--warmup 5] [--variants fp32,bf16,...]
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 
-from benchlib import SHARED_DATASET, bench_config, build_trainer, load_batches, print_header, scratch_dir
+from benchlib import SHARED_DATASET, bench_config, build_trainer, load_batches, median, paired_ratios, print_header, \
+    scratch_dir
 
 VARIANTS = {
     "fp32": {"amp": "none", "channels_last": False, "compile": False},
@@ -58,30 +60,35 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return values
 
 
-def measure(variant: str, base: dict, device: torch.device, args, tmp: Path) -> dict:
-    from mtl.engine import to_device
+class Variant:
+    """One configured trainer with its batches on the device, warmed up (compiled, autotuned) once."""
 
-    cfg = bench_config(**{**base, **VARIANTS[variant]})
-    trainer, datasets = build_trainer(cfg, tmp / variant, device)
-    if cfg.compile:
-        trainer.model = torch.compile(trainer.model)  # as mtl-train does, after the model is placed
-    val_cfg = cfg.replace(batch_size_validation=args.batch)
-    batches = [to_device(b, device, cfg.channels_last) for b in load_batches(datasets["val"], val_cfg, 2, train=False)]
-    shape = tuple(batches[0]["image"].shape)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    trainer.model.train()
-    start = time.perf_counter()
-    for i in range(args.warmup):
-        trainer.train_step(batches[i % len(batches)])
-    sync()
-    warmup = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(args.steps):
-        trainer.train_step(batches[i % len(batches)])
-    sync()
-    seconds = time.perf_counter() - start
-    return {"variant": variant, "images_per_s": args.steps * shape[0] / seconds, "warmup_s": warmup,
-            "shape": shape, "cfg": cfg}
+    def __init__(self, name: str, base: dict, device: torch.device, args, tmp: Path):
+        from mtl.engine import to_device
+
+        self.name = name
+        cfg = bench_config(**{**base, **VARIANTS[name]})
+        self.trainer, datasets = build_trainer(cfg, tmp / name, device)
+        if cfg.compile:
+            self.trainer.model = torch.compile(self.trainer.model)  # as mtl-train does, after the model is placed
+        val_cfg = cfg.replace(batch_size_validation=args.batch)
+        self.batches = [to_device(b, device, cfg.channels_last)
+                        for b in load_batches(datasets["val"], val_cfg, 2, train=False)]
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.trainer.model.train()
+        self.warmup_s = self.run(args.warmup)
+        self.rates: list[float] = []
+
+    def run(self, steps: int) -> float:
+        self.sync()
+        start = time.perf_counter()
+        for i in range(steps):
+            self.trainer.train_step(self.batches[i % len(self.batches)])
+        self.sync()
+        return time.perf_counter() - start
+
+    def timed_round(self, steps: int) -> None:
+        self.rates.append(steps * self.batches[0]["image"].shape[0] / self.run(steps))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=256, help="image height (synthetic dataset)")
     parser.add_argument("--width", type=int, default=512, help="image width (synthetic dataset)")
     parser.add_argument("--batch", type=int, default=8, help="batch size")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds over all variants, order reversed every round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, autotuning)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke check")
@@ -116,28 +124,30 @@ def main(argv: list[str] | None = None) -> int:
     peaks = device_peaks(name) if device.type == "cuda" else None
     if args.peak_tflops is not None:
         peaks = {"bf16": args.peak_tflops, "tf32": None, "fp32": None}
-    tf32 = torch.backends.cudnn.allow_tf32
+    tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
     print(f"device {name}; {flops_per_image / 1e9:.1f} GFLOP per image (forward x3); "
-          f"peaks {peaks if peaks else 'unknown (give --peak-tflops)'}; cudnn TF32 {'on' if tf32 else 'off'}")
+          f"peaks {peaks if peaks else 'unknown (give --peak-tflops)'}"
+          + (f"; cudnn TF32 {'on' if tf32 else 'off'}" if device.type == "cuda" else ""))
 
-    results = []
     with scratch_dir("gpu") as tmp:
-        for variant in variants:
-            result = measure(variant, base, device, args, Path(tmp))
-            results.append(result)
-            del result["cfg"]
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    reference = next((r["images_per_s"] for r in results if r["variant"] == "fp32"), None)
+        # All variants stay alive and take turns, so drift over the run hits each alike.
+        prepared = [Variant(v, base, device, args, Path(tmp)) for v in variants]
+        for round_ in range(args.rounds):
+            for variant in prepared if round_ % 2 == 0 else prepared[::-1]:
+                variant.timed_round(args.steps)
+    reference = next((v for v in prepared if v.name == "fp32"), None)
+    print(f"{args.rounds} rounds x {args.steps} steps per variant, batch {args.batch}, {args.height}x{args.width}; "
+          "images/s is the median over rounds, 'vs fp32' the median of per-round ratios")
     print("| variant | images/s | TFLOP/s | share of peak | vs fp32 | warm-up s |")
     print("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        tflops = r["images_per_s"] * flops_per_image / 1e12
-        kind = "bf16" if r["variant"].startswith("bf16") else ("tf32" if tf32 else "fp32")
+    for v in prepared:
+        rate = median(v.rates)
+        tflops = rate * flops_per_image / 1e12
+        kind = "bf16" if v.name.startswith("bf16") else ("tf32" if tf32 else "fp32")
         peak = peaks.get(kind) if peaks else None
         share = f"{100 * tflops / peak:.1f}% of {kind} {peak:.0f}" if peak else "-"
-        speedup = f"{r['images_per_s'] / reference:.2f}x" if reference else "-"
-        print(f"| {r['variant']} | {r['images_per_s']:.1f} | {tflops:.1f} | {share} | {speedup} | {r['warmup_s']:.1f} |")
+        speedup = f"{median(paired_ratios(v.rates, reference.rates)):.2f}x" if reference else "-"
+        print(f"| {v.name} | {rate:.1f} | {tflops:.3g} | {share} | {speedup} | {v.warmup_s:.1f} |")
     return 0
 
 
