@@ -41,17 +41,36 @@ TINY_RUN = {"synthetic_num_train": 8, "synthetic_num_val": 4, "synthetic_num_tes
             "batch_size_validation": 4, "progress": "plain"}
 
 
+def os_threads(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 class TimedJob:
-    """Wraps a LocalJob: records the exact exit time with a thread blocked in ``wait``."""
+    """Wraps a LocalJob: records the exact exit time with a thread blocked in ``wait``, and the most OS
+    threads the run's process had (sampled), which shows whether its CPU thread budget held."""
 
     def __init__(self, job, started: float):
         self.job, self.started, self.ended = job, started, None
+        self.max_threads = 0
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
+        threading.Thread(target=self._sample, daemon=True).start()
 
     def _wait(self) -> None:
         self.job.process.wait()
         self.ended = time.perf_counter()
+
+    def _sample(self) -> None:
+        while self.ended is None:
+            self.max_threads = max(self.max_threads, os_threads(self.job.process.pid))
+            time.sleep(0.1)
 
     def poll(self):
         return self.job.poll()
@@ -105,7 +124,8 @@ def run_pass(root: Path, runs: int, jobs: int, threads: int, poll_interval: floa
         raise SystemExit(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{o.spec.name}: {o.state} {o.message}"
                                                                             for o in failed))
     durations = [job.ended - job.started for job in backend.jobs]
-    return {"makespan": makespan, "durations": durations, "threads": {s.threads for s in slots}, "cpu": cpu}
+    return {"makespan": makespan, "durations": durations, "threads": {s.threads for s in slots}, "cpu": cpu,
+            "os_threads": max(job.max_threads for job in backend.jobs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in passes:
             runs = sorted(p["durations"])
             print(f"{label:<10} makespan {p['makespan']:6.1f} s; run durations {runs[0]:.1f}..{runs[-1]:.1f} s, "
-                  f"sum {sum(runs):.1f} s; threads per run {sorted(p['threads'])}; CPU time of the runs {p['cpu']:.1f} s")
+                  f"sum {sum(runs):.1f} s; thread budget per run {sorted(p['threads'])} (most OS threads seen in a run "
+                  f"process: {p['os_threads']}); CPU time of the runs {p['cpu']:.1f} s")
     ratios_ideal, overheads, speedups = [], [], []
     for seq, par in zip(seq_passes, par_passes):
         ideal = sum(seq["durations"]) / args.jobs
