@@ -49,7 +49,8 @@ RUN_INVARIANT_KEYS = frozenset(
 class Config(BaseModel):
     """Every hyperparameter of a run. Defaults reproduce the template's deliberately sub-optimal baseline."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: an infinite learning rate or loss weight can only diverge later.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     # --- experiment identity and reproducibility
     seed: int = Field(0, ge=0, description="Seed for weights init, data order and augmentation.")
@@ -161,7 +162,10 @@ class Config(BaseModel):
             if text.lower() in ("", "none", "null"):
                 return None if text.lower() in ("none", "null") else ()
             if text.startswith("["):
-                return yaml.safe_load(text)
+                try:
+                    return yaml.safe_load(text)
+                except yaml.YAMLError:
+                    raise ValueError(f"{text!r} is not a list; expected e.g. 3,6,9 or [3, 6, 9]") from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -212,6 +216,8 @@ _OPTIONAL_KEYS = frozenset(k for k, f in Config.model_fields.items() if not f.is
 
 def _describe_expected(key: str, error: dict) -> str:
     field = Config.model_fields.get(key)
+    if error.get("type") in ("missing", "too_long") and len(error.get("loc", ())) > 1:
+        return "exactly three values, e.g. 3,6,9"  # a fixed-length tuple key given too few or too many
     if error.get("type") == "literal_error":
         return "one of " + error["ctx"]["expected"]
     if error.get("type") == "value_error":
@@ -261,6 +267,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as a YAML text file: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:

@@ -34,15 +34,6 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 config_keys = st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=20))
 
 
-def known_config_bug(exc: BaseException) -> bool:
-    """The unhandled cases the fuzzing found in mtl/config.py (reported; pinned down by the strict xfails
-    below, which fail once they are fixed -- then drop this tolerance): a list key given as a string that
-    starts with '[' but is not YAML escapes as a yaml error; a --config path that is a folder or not a
-    text file escapes as the OSError or UnicodeDecodeError of reading it."""
-    return isinstance(exc, (yaml.YAMLError, UnicodeDecodeError)) or (
-        isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError))
-
-
 def _names_a_key(message: str, keys) -> bool:
     return any(str(key) in message or repr(str(key)) in message for key in keys)
 
@@ -55,10 +46,6 @@ def test_make_config_answers_any_mapping_with_a_config_or_a_config_error(mapping
     except ConfigError as exc:
         assert _names_a_key(str(exc), mapping), str(exc)
         return
-    except Exception as exc:  # noqa: BLE001 - the property under test
-        if known_config_bug(exc):
-            return
-        raise
     # Accepted values survive the round trip through the command line, as a W&B agent passes them.
     again = config_from_cli(cli_args(config))
     assert again.config_hash() == config.config_hash()
@@ -71,10 +58,6 @@ def test_a_bad_value_names_its_key(key, value):
         make_config({key: value})
     except ConfigError as exc:
         assert repr(key) in str(exc) or key in str(exc), str(exc)
-    except Exception as exc:  # noqa: BLE001
-        if known_config_bug(exc):
-            return
-        raise
 
 
 tokens = st.one_of(
@@ -93,18 +76,11 @@ def test_any_command_line_gives_a_config_or_a_config_error(argv):
         config_from_cli(argv)
     except ConfigError as exc:
         assert str(exc).strip()
-    except Exception as exc:  # noqa: BLE001
-        if known_config_bug(exc):
-            return
-        raise
 
 
-# Bugs in mtl/config.py found while fuzzing, reported rather than fixed here (not this suite's file).
-# Strict: each starts failing -- and asks for its marker to go -- once the bug is fixed.
-REPORTED = "reported bug in mtl/config.py"
+# Bugs in mtl/config.py that the fuzzing found (now fixed; these keep them fixed).
 
 
-@pytest.mark.xfail(strict=True, raises=(IsADirectoryError, UnicodeDecodeError), reason=REPORTED)
 @pytest.mark.parametrize("target", ["folder", "binary"])
 def test_a_config_file_that_is_no_text_file_is_a_config_error(target, tmp_path):
     """load_yaml turns only a missing file and bad YAML into ConfigError; a folder or a binary file
@@ -115,7 +91,6 @@ def test_a_config_file_that_is_no_text_file_is_a_config_error(target, tmp_path):
         config_from_cli([f"--config={tmp_path if target == 'folder' else binary}"])
 
 
-@pytest.mark.xfail(strict=True, raises=yaml.YAMLError, reason=REPORTED)
 @pytest.mark.parametrize("key", ["aspp_rates", "wandb_tags"])
 def test_half_a_yaml_list_is_a_config_error(key):
     """``--aspp_rates=[3,6`` (a typo) escapes as a yaml ParserError instead of naming the key."""
@@ -123,7 +98,6 @@ def test_half_a_yaml_list_is_a_config_error(key):
         make_config({key: "[3,6"})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=REPORTED)
 @pytest.mark.parametrize("key", ["optimizer_lr", "loss_weight_semseg", "loss_weight_depth", "aug_geom_scale_max"])
 def test_an_infinite_float_is_refused(key):
     """'nan' is refused (by the bounds), but 'inf' passes for the learning rate, loss weights and scale
@@ -137,14 +111,6 @@ def test_an_infinite_float_is_refused(key):
 
 
 # ------------------------------------------------------------------------------------ entry documents
-def known_entry_bug(exc: BaseException, doc: dict) -> bool:
-    """Found by the fuzzing below in mtl/ablate/entry.py (reported; pinned by the strict xfail
-    ``test_an_unknown_key_named_like_a_union_member_is_an_entry_error``): an unknown key literally named
-    'Scaled' or 'any' loses its whole location in ``_pydantic_errors`` and ends in an IndexError."""
-    return isinstance(exc, IndexError) and bool({"Scaled", "any"} & set(map(str, doc)))
-
-
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="reported bug in mtl/ablate/entry.py")
 @pytest.mark.parametrize("key", ["Scaled", "any"])
 def test_an_unknown_key_named_like_a_union_member_is_an_entry_error(key):
     with pytest.raises(EntryError, match=key):
@@ -188,10 +154,6 @@ def test_any_entry_document_is_an_entry_or_an_entry_error_naming_the_key(doc):
         candidates = set(map(str, doc)) | set(REQUIRED) | {"grid", "variants"}
         assert _names_a_key(str(exc), candidates), str(exc)
         return
-    except Exception as exc:  # noqa: BLE001
-        if known_config_bug(exc) or known_entry_bug(exc, doc):
-            return
-        raise
     # An accepted entry's configs are valid configs.
     for values_ in [entry.overrides] + [v.overrides for v in entry.variants or []]:
         assert isinstance(make_config(values_), Config)
@@ -206,10 +168,6 @@ def test_any_entry_file_text_is_an_entry_or_an_entry_error(tmp_path_factory, tex
         load_entry(path)
     except EntryError as exc:
         assert str(path) in str(exc)
-    except Exception as exc:  # noqa: BLE001
-        if known_config_bug(exc):
-            return
-        raise
 
 
 @FUZZ
@@ -222,7 +180,3 @@ def test_entry_overrides_written_as_yaml_fail_naming_the_key(tmp_path_factory, o
         load_entry(path)
     except EntryError as exc:
         assert "overrides" in exc.key, str(exc)
-    except Exception as exc:  # noqa: BLE001
-        if known_config_bug(exc):
-            return
-        raise

@@ -227,8 +227,9 @@ def _pydantic_errors(file: Path, exc: ValidationError) -> EntryError:
     first_key = ""
     for error in exc.errors():
         loc = tuple(error["loc"])
-        # Union[Scaled, Any] reports under the member name; the user only sees the grid key and index.
-        loc = tuple(p for p in loc if p not in ("Scaled", "any"))
+        # Union[Scaled, Any] reports under the member name (never the first part: that is a top-level key,
+        # which may itself be spelled "Scaled"); the user only sees the grid key and index.
+        loc = loc[:1] + tuple(p for p in loc[1:] if p not in ("Scaled", "any"))
         key = _dotted(loc)
         first_key = first_key or key
         if error["type"] == "extra_forbidden":
