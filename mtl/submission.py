@@ -30,8 +30,15 @@ SOURCE_ZIP_CMD = "cmd.txt"
 _ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
 
 
+# The suite's orchestration (mtl/ablate) never runs inside a training, so editing it must not make
+# interrupted runs un-resumable.
+NOT_TRAINING_CODE = ("__pycache__", "ablate")
+
+
 def source_files() -> list[Path]:
-    return sorted(p for p in PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+    """The sources a training runs: ``mtl/`` without the suite's orchestration."""
+    return sorted(p for p in PACKAGE_DIR.rglob("*.py")
+                  if not set(p.relative_to(PACKAGE_DIR).parts[:-1]) & set(NOT_TRAINING_CODE))
 
 
 def code_version() -> str:
