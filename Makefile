@@ -8,7 +8,7 @@ RUNS   ?= runs
 PROFILE ?= quick
 ENTRY  ?= problem1.lr
 
-.PHONY: install demo test bench summary clean
+.PHONY: install demo test summary clean
 
 install: $(VENV)/.installed
 

@@ -57,7 +57,8 @@ class MetricAccumulator:
 
     def update(self, semseg_logits: torch.Tensor, semseg_gt: torch.Tensor, depth_pred_m: torch.Tensor,
                depth_gt_m: torch.Tensor) -> None:
-        self.update_semseg(semseg_logits.argmax(dim=1), semseg_gt)
+        # max(...).indices gives argmax's ids (first maximum on ties) at a fraction of its cost on CPU.
+        self.update_semseg(semseg_logits.max(dim=1).indices, semseg_gt)
         self.update_depth(depth_pred_m, depth_gt_m)
 
     def compute(self) -> dict[str, float]:
