@@ -48,3 +48,21 @@ def tiny_args(**overrides) -> list[str]:
 
 def train_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mtl.cli", *args]
+
+
+def wait_for_epoch(run_dir: Path, process, timeout: float = 240, poll: float = 0.2) -> None:
+    """Wait until ``run_dir`` has checkpointed an epoch; fail if ``process`` (an mtl-ablate run) ends first."""
+    import json
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"mtl-ablate ended early:\n{process.communicate()[0]}")
+        time.sleep(poll)
+    pytest.fail(f"{run_dir.name} never checkpointed an epoch")

@@ -7,7 +7,6 @@ and one whose directory lock another process holds.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import filelock
 import pytest
 import yaml
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, wait_for_epoch
 from mtl.ablate.backends import SlurmOptions, SubmititBackend
 from mtl.ablate.cli import main
 from mtl.ablate.display import Monitor, make_console
@@ -46,20 +45,6 @@ def ablations(tmp_path, cache_dir) -> Path:
 def write_entry(folder: Path, entry_id: str, **fields) -> None:
     data = {"question": "Does it help?", "item": "1.1", "base": "tiny", **fields}
     (folder / f"{entry_id}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def wait_for_epoch(run_dir: Path, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1:
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"mtl-ablate ended early:\n{process.communicate()[0]}")
-        time.sleep(0.2)
-    pytest.fail(f"{run_dir.name} never checkpointed an epoch")
 
 
 def wait_until_released(run_dir: Path, timeout: float = 60) -> None:

@@ -11,19 +11,17 @@ console log), the resumed run must continue the same W&B run id, and a third sta
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, wait_for_epoch
 from faults.checks import check_run_dir
 from faults.runs import FAULT_CONFIG
 
@@ -66,20 +64,6 @@ def start_ablate(args, env) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_epoch(run_dir: Path, process: subprocess.Popen, timeout: float = 400) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1:
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"mtl-ablate ended early:\n{process.communicate()[0]}")
-        time.sleep(0.1)
-    pytest.fail(f"{run_dir.name} never checkpointed an epoch")
-
-
 def wandb_run_folders(run_dir: Path) -> list[str]:
     return sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
 
@@ -100,7 +84,7 @@ def test_killed_suite_restarted_twice_at_once_trains_each_run_once(suite, capsys
 
     first = start_ablate(args, env)
     try:
-        wait_for_epoch(killed.run_dir, first)
+        wait_for_epoch(killed.run_dir, first, timeout=400, poll=0.1)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
