@@ -8,7 +8,6 @@ drawn, an entry without runs, a run not exported), 2 refused (bad input, unknown
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
 import os
@@ -34,22 +33,14 @@ def _default_runs_dir() -> Path:
 
 
 def _entries(ablations_dir: Path, ids: list[str], every: bool) -> list[Any]:
-    from mtl.ablate.entry import load_entries
+    from mtl.ablate.entry import load_entries, select_entries
 
     entries = load_entries(ablations_dir)
     if every:
         return list(entries.values())
     if not ids:
         raise ValueError("name entry ids or pass --all (see `mtl-ablate list`)")
-    selected = []
-    for entry_id in ids:
-        entry_id = Path(entry_id).name[: -len(".yaml")] if entry_id.endswith(".yaml") else entry_id
-        if entry_id not in entries:
-            close = difflib.get_close_matches(entry_id, list(entries), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown entry {entry_id!r}{hint}")
-        selected.append(entries[entry_id])
-    return selected
+    return select_entries(entries, ids)
 
 
 def _fail(command: str, exc: BaseException) -> int:

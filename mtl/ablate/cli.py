@@ -8,7 +8,6 @@ SIGINT/SIGTERM after the running trainings checkpointed.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ from rich.table import Table
 
 from .backends import REPO_ROOT, LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, read_status, results_table
-from .entry import Entry, EntryError, entry_json_schema_text, load_entries
+from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
 from .planner import Plan, UnresolvedBase, make_plan, recorded_state
 from .scheduler import Scheduler, planned_action
 
@@ -47,16 +46,10 @@ def _entries(args: argparse.Namespace) -> dict[str, Entry]:
 
 
 def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
-    selected = []
-    for entry_id in ids:
-        if entry_id.endswith(".yaml"):
-            entry_id = Path(entry_id).name[: -len(".yaml")]
-        if entry_id not in entries:
-            close = difflib.get_close_matches(entry_id, list(entries), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(f"unknown entry {entry_id!r}{hint} (see `mtl-ablate list`)")
-        selected.append(entries[entry_id])
-    return selected
+    try:
+        return select_entries(entries, ids)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (see `mtl-ablate list`)") from None
 
 
 def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list[Entry]:

@@ -487,3 +487,18 @@ def entry_json_schema() -> dict[str, Any]:
 
 def entry_json_schema_text() -> str:
     return json.dumps(entry_json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def select_entries(entries: dict[str, "Entry"], ids: list[str]) -> list["Entry"]:
+    """The entries named by ``ids`` (an id or its ``.yaml`` file), in the order given; an unknown id is a
+    ValueError with the closest valid ids."""
+    selected = []
+    for entry_id in ids:
+        if entry_id.endswith(".yaml"):
+            entry_id = Path(entry_id).name[: -len(".yaml")]
+        if entry_id not in entries:
+            close = difflib.get_close_matches(entry_id, list(entries), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown entry {entry_id!r}{hint}")
+        selected.append(entries[entry_id])
+    return selected
