@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
+ABLATIONS = REPO / "ablations"
 
 # A tiny synthetic dataset and model budget: every key a real run takes, sized for seconds on a CPU.
 TINY = {
@@ -66,3 +69,18 @@ def wait_for_epoch(run_dir: Path, process, timeout: float = 240, poll: float = 0
             pytest.fail(f"mtl-ablate ended early:\n{process.communicate()[0]}")
         time.sleep(poll)
     pytest.fail(f"{run_dir.name} never checkpointed an epoch")
+
+
+@pytest.fixture
+def ablations(tmp_path) -> Path:
+    """An empty entry folder with the real profiles."""
+    folder = tmp_path / "ablations"
+    shutil.copytree(ABLATIONS / "profiles", folder / "profiles")
+    return folder
+
+
+def write_entry(folder: Path, entry_id: str, **fields) -> Path:
+    data = {"question": "Does it help?", "item": "1.1", "base": "quick", **fields}
+    path = folder / f"{entry_id}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

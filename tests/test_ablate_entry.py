@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, write_entry
 from mtl.ablate.cli import main
 from mtl.ablate.entry import EntryError, Scaled, entry_json_schema, entry_json_schema_text, load_entries, load_entry
 
 ABLATIONS = REPO / "ablations"
-
-
-@pytest.fixture
-def ablations(tmp_path) -> Path:
-    """An empty entry folder with the real profiles."""
-    folder = tmp_path / "ablations"
-    shutil.copytree(ABLATIONS / "profiles", folder / "profiles")
-    return folder
-
-
-def write_entry(folder: Path, entry_id: str, **fields) -> Path:
-    data = {"question": "Does it help?", "item": "1.1", "base": "quick", **fields}
-    path = folder / f"{entry_id}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def error_of(path_or_folder: Path) -> EntryError:

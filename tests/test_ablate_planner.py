@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO
+from conftest import REPO, write_entry
 from mtl.ablate.cli import main
 from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
@@ -31,20 +28,6 @@ def plant_run(spec: RunSpec, graders: list[float], state: str = "finished", si: 
     status = {"state": state, "error": None if state == "finished" else "boom", "epoch": len(graders),
               "num_epochs": spec.config.num_epochs, "step": 10 * len(graders), "best": None}
     (spec.run_dir / "status.json").write_text(json.dumps(status))
-
-
-@pytest.fixture
-def ablations(tmp_path) -> Path:
-    folder = tmp_path / "ablations"
-    shutil.copytree(ABLATIONS / "profiles", folder / "profiles")
-    return folder
-
-
-def write_entry(folder: Path, entry_id: str, **fields) -> Path:
-    data = {"question": "Does it help?", "item": "1.1", "base": "quick", **fields}
-    path = folder / f"{entry_id}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def test_every_entry_plans_and_inherits_the_planted_winner(tmp_path):
