@@ -7,6 +7,10 @@ BIN    := $(VENV)/bin
 RUNS   ?= runs
 PROFILE ?= quick
 ENTRY  ?= problem1.lr
+# A PyTorch wheel index for torch/torchvision, e.g. https://download.pytorch.org/whl/cpu for a CPU-only
+# build; the rest still comes from PyPI. Unset: pip's configured indexes, untouched. After a CUDA
+# install, `make clean install TORCH_INDEX_URL=...` replaces it.
+TORCH_INDEX_URL ?=
 
 .PHONY: install demo test summary clean
 
@@ -15,7 +19,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL) --extra-index-url https://pypi.org/simple) -e ".[test]"
 	touch $@
 
 # problem1.lr builds on the winner of problem1.optimizer, so --with-deps trains that entry first.
