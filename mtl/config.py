@@ -42,6 +42,7 @@ RUN_INVARIANT_KEYS = frozenset(
         "wandb_run_id",
         "progress",
         "checkpoint_interval_steps",
+        "pretrained_weights_url",  # a mirror of the same hash-checked file: where weights come from
     }
 )
 
@@ -108,6 +109,11 @@ class Config(BaseModel):
     pretrained: bool = Field(False, description="Initialise the encoder with ImageNet weights.")
     pretrained_weights_path: Optional[str] = Field(
         None, description="Explicit ImageNet state dict; default is torchvision's cache."
+    )
+    pretrained_weights_url: Optional[str] = Field(
+        None,
+        description="Where to download the ImageNet weights missing from torch hub's cache (a mirror of "
+        "torchvision's file, named name-<sha256>.pth); default is torchvision's ResNet34_Weights.IMAGENET1K_V1 URL.",
     )
     dilation_layer2: bool = Field(False, description="Dilate layer2 instead of striding.")
     dilation_layer3: bool = Field(False, description="Dilate layer3 instead of striding.")

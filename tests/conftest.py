@@ -12,6 +12,7 @@ import yaml
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("MTL_OFFLINE", "1")  # no test downloads ImageNet weights from the internet
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATIONS = REPO / "ablations"

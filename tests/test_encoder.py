@@ -135,12 +135,13 @@ def test_build_model_loads_weights_from_torch_hub_cache(hub_dir, torchvision_res
     assert torch.equal(model.encoder.layer4[2].bn2.weight, torchvision_resnet34.layer4[2].bn2.weight)
 
 
-def test_missing_cache_file_is_a_clear_error(hub_dir):
+def test_missing_cache_file_offline_is_a_clear_error(hub_dir, monkeypatch):
+    monkeypatch.setenv("MTL_OFFLINE", "1")
     expected_path, url = imagenet_weights_source()
     with pytest.raises(PretrainedWeightsUnavailable) as info:
         build_model(make_config(pretrained=True))
     message = str(info.value)
-    assert str(expected_path) in message and url in message
+    assert str(expected_path) in message and url in message and "MTL_OFFLINE" in message
     assert not expected_path.exists()  # nothing was downloaded or written
 
 

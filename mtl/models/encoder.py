@@ -8,9 +8,12 @@ torchvision's own ``BasicBlock`` refuses dilation, hence the dilation-capable bl
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +22,7 @@ RESNET34_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (channels, blocks) 
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
-    """The ImageNet weights file is not where it was looked for; the message says where to put it."""
+    """The ImageNet weights file is not there and cannot be downloaded; the message says why and where to put it."""
 
 
 class PretrainedWeightsMismatch(RuntimeError):
@@ -147,14 +150,81 @@ def build_encoder(name: str, dilation: tuple[bool, bool, bool]) -> ResNet34Encod
 
 # ----------------------------------------------------------------------------- ImageNet weights
 
+# Set to 1 on machines that must never download: a missing cache file is then an error at once.
+OFFLINE_ENV = "MTL_OFFLINE"
 
-def imagenet_weights_source() -> tuple[Path, str]:
-    """Where torchvision's ResNet-34 ImageNet weights are expected in torch hub's cache, and their URL."""
-    from torchvision.models import ResNet34_Weights
 
-    url = ResNet34_Weights.IMAGENET1K_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+def imagenet_weights_source(url: Optional[str] = None) -> tuple[Path, str]:
+    """Where the ResNet-34 ImageNet weights live in torch hub's cache, and the URL they come from.
+
+    ``url`` defaults to torchvision's ``ResNet34_Weights.IMAGENET1K_V1``; the cache file is named after
+    the URL's last path component, as ``torch.hub.load_state_dict_from_url`` names it.
+    """
+    if url is None:
+        from torchvision.models import ResNet34_Weights
+
+        url = ResNet34_Weights.IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
     return path, url
+
+
+def offline() -> bool:
+    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"environment variable {OFFLINE_ENV}={value!r}: expected 1/true/yes or 0/false/no")
+
+
+def _put_it_there(path: Path, url: str) -> str:
+    return (
+        f"Download {url} and put it at {str(path)!r} (or set pretrained_weights_path to a copy of it), "
+        f"or run with pretrained=false."
+    )
+
+
+def _download_failure(exc: BaseException) -> str:
+    """The cause of a failed download in a few words: HTTP status, refused connection, hash mismatch."""
+    if isinstance(exc, HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, URLError):
+        return f"cannot connect: {exc.reason}"
+    if isinstance(exc, RuntimeError) and "hash" in str(exc):
+        return f"hash mismatch ({exc}); the downloaded file was discarded"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def download_imagenet_weights(url: str, path: Path) -> None:
+    """Fetch ``url`` into torch hub's cache file ``path`` the way torchvision's weights API does.
+
+    ``torch.hub.download_url_to_file`` with the SHA-256 prefix from the file name (``name-<sha256>.pth``,
+    as ``load_state_dict_from_url(check_hash=True)`` takes it): the file lands at ``path`` only when
+    complete and its hash matches. Any failure raises :class:`PretrainedWeightsUnavailable` naming the
+    URL, the cache path and the cause.
+    """
+    if offline():
+        raise PretrainedWeightsUnavailable(
+            f"ImageNet weights for resnet34 are not in torch hub's cache ({str(path)!r}) and {OFFLINE_ENV} is set, "
+            f"so they are not downloaded from {url}. " + _put_it_there(path, url)
+        )
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match is None or len(match.group(1)) < 8:
+        raise PretrainedWeightsUnavailable(
+            f"pretrained_weights_url {url!r}: the file name must carry the first 8+ hex digits of the file's "
+            f"SHA-256 (name-<sha256>.pth, like torchvision's files) so the download can be checked"
+        )
+    progress = sys.stderr.isatty()
+    print(f"downloading ImageNet weights {url} to {path}", file=sys.stderr, flush=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1), progress=progress)
+    except Exception as exc:  # every cause ends the same way: no file, a message saying why
+        raise PretrainedWeightsUnavailable(
+            f"could not download ImageNet weights for resnet34 from {url} to {str(path)!r}: "
+            f"{_download_failure(exc)}. " + _put_it_there(path, url)
+        ) from exc
+    print(f"downloaded ImageNet weights to {path}", file=sys.stderr, flush=True)
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -170,29 +240,27 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return dict(state)
 
 
-def load_imagenet_weights(encoder: ResNet34Encoder, path: Optional[str | Path] = None) -> Path:
+def load_imagenet_weights(
+    encoder: ResNet34Encoder, path: Optional[str | Path] = None, url: Optional[str] = None
+) -> Path:
     """Copy torchvision's ResNet-34 ImageNet weights into ``encoder``; returns the file it read.
 
-    With ``path``, that state dict file; without, torchvision's ``ResNet34_Weights.IMAGENET1K_V1`` file
-    in torch hub's cache. Nothing is downloaded (runs may be offline, and a hanging download is worse
-    than a clear error), and there is never a fallback to random init: a missing file raises
-    :class:`PretrainedWeightsUnavailable`, a file that does not fit raises
-    :class:`PretrainedWeightsMismatch`. The classifier (``fc.*``) is ignored.
+    With ``path``, that state dict file (nothing is downloaded). Without, the file of ``url`` (default:
+    torchvision's ``ResNet34_Weights.IMAGENET1K_V1``) in torch hub's cache, downloaded and hash-checked
+    there first when missing, unless ``MTL_OFFLINE=1``. There is never a fallback to random init: a
+    file that cannot be had raises :class:`PretrainedWeightsUnavailable`, a file that does not fit
+    raises :class:`PretrainedWeightsMismatch`. The classifier (``fc.*``) is ignored.
     """
     if path is None:
-        weights_path, url = imagenet_weights_source()
+        weights_path, url = imagenet_weights_source(url)
         if not weights_path.is_file():
-            raise PretrainedWeightsUnavailable(
-                f"ImageNet weights for resnet34 are not in torch hub's cache: expected the file {str(weights_path)!r}. "
-                f"Download {url} and put it at that path (or set pretrained_weights_path to a copy of it), "
-                f"or run with pretrained=false."
-            )
+            download_imagenet_weights(url, weights_path)
     else:
         weights_path = Path(path)
         if not weights_path.is_file():
             raise PretrainedWeightsUnavailable(
                 f"pretrained_weights_path {str(weights_path)!r} does not exist: expected torchvision's resnet34 "
-                f"ImageNet state dict (from {imagenet_weights_source()[1]})"
+                f"ImageNet state dict (from {imagenet_weights_source(url)[1]})"
             )
 
     state = {k: v for k, v in _read_state_dict(weights_path).items() if not k.startswith("fc.")}

@@ -47,5 +47,5 @@ def build_model(cfg: Config) -> nn.Module:
         encoder = getattr(model, "encoder", None)
         if encoder is None:
             raise TypeError(f"model {cfg.model_name!r} has no 'encoder' attribute to load ImageNet weights into")
-        load_imagenet_weights(encoder, cfg.pretrained_weights_path)
+        load_imagenet_weights(encoder, cfg.pretrained_weights_path, cfg.pretrained_weights_url)
     return model
