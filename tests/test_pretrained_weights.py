@@ -19,7 +19,11 @@ import torch
 
 from mtl.config import Config, make_config
 from mtl.models import build_model
-from mtl.models.encoder import PretrainedWeightsUnavailable, ResNet34Encoder, load_imagenet_weights
+from mtl.models.encoder import (
+    PretrainedWeightsUnavailable,
+    ResNet34Encoder,
+    load_imagenet_weights,
+)
 
 
 @pytest.fixture
@@ -103,7 +107,7 @@ def cache_files(torch_home: Path) -> list[Path]:
 
 
 def test_missing_weights_are_downloaded_into_the_hub_cache(torch_home, served_dir):
-    folder, base, requests = served_dir
+    folder, base, _ = served_dir
     state = small_state_dict()
     served = write_weights(folder, state)
     url = f"{base}/{served.name}"
@@ -131,7 +135,7 @@ def test_cached_weights_are_not_downloaded_again(torch_home, served_dir):
 
 
 def test_hash_mismatch_is_a_clear_error_and_leaves_no_file(torch_home, served_dir):
-    folder, base, requests = served_dir
+    folder, base, _ = served_dir
     served = write_weights(folder, small_state_dict(), hash_in_name="00000000")
     url = f"{base}/{served.name}"
     encoder = ResNet34Encoder()
@@ -191,7 +195,7 @@ def test_bad_offline_value_is_rejected(torch_home, monkeypatch):
 
 
 def test_url_without_a_hash_in_the_file_name_is_refused(torch_home, served_dir):
-    folder, base, requests = served_dir
+    folder, base, _ = served_dir
     state = small_state_dict()
     torch.save(state, folder / "resnet34.pth")
     with pytest.raises(PretrainedWeightsUnavailable, match="pretrained_weights_url .*sha256"):
