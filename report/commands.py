@@ -51,7 +51,8 @@ def _fail(command: str, exc: BaseException) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mtl.ablate.entry import EntryError
     from report.cache import default_cache_dir
-    from report.store import LocalStore, StoreError, WandbStore
+    from report.store import LocalStore, StoreError
+    from report.wandb_store import WandbStore
     from report.writeup import ReportError, write_report
 
     try:
