@@ -30,8 +30,9 @@ WANDB_STATES = {
 }
 # Runs per listing request. Each run in a page carries its config and summary (a few kB).
 LISTING_PAGE_SIZE = 500
-# History scans in flight at once: enough to hide the latency, few enough not to flood the server.
-SCAN_WORKERS = 16
+# History scans in flight at once: enough to hide the latency (wandb 0.31's scan_history is two round
+# trips: the run's last step, then the scan), few enough not to flood the server.
+SCAN_WORKERS = 32
 # Steps per history page of one scan: a run's validation points fit in one page.
 HISTORY_PAGE_SIZE = 100_000
 
