@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -32,7 +33,7 @@ STATES_IN_WANDB = {"finished": "finished", "failed": "crashed", "diverged": "cra
 
 
 class FakeWandbApi:
-    def __init__(self, runs: list["FakeWandbRun"] = (), latency_s: float = 0.0, requests_per_scan: int = 1,
+    def __init__(self, runs: Iterable[FakeWandbRun] = (), latency_s: float = 0.0, requests_per_scan: int = 1,
                  app_url: str = "https://wandb.example/"):
         self.latency_s, self.requests_per_scan, self.app_url = latency_s, requests_per_scan, app_url
         self.requests = 0
@@ -42,7 +43,7 @@ class FakeWandbApi:
         for run in runs:
             self.add(run)
 
-    def add(self, run: "FakeWandbRun") -> "FakeWandbRun":
+    def add(self, run: FakeWandbRun) -> FakeWandbRun:
         run._api = self
         self._runs.append(run)
         return run
@@ -54,7 +55,7 @@ class FakeWandbApi:
             time.sleep(self.latency_s)
 
     def runs(self, path: str | None = None, filters: dict[str, Any] | None = None, order: str = "+created_at",
-             per_page: int = 50, include_sweeps: bool = False, lazy: bool = True) -> "FakeRuns":
+             per_page: int = 50, include_sweeps: bool = False, lazy: bool = True) -> FakeRuns:
         self.listings.append((path, filters, per_page, lazy))
         entity, _, project = (path or "").rpartition("/")
         groups = _groups_of(filters)
@@ -74,10 +75,10 @@ def _groups_of(filters: dict[str, Any] | None) -> set[str] | None:
 class FakeRuns:
     """Pages of runs fetched as iteration reaches them, like ``wandb.apis.public.Runs``."""
 
-    def __init__(self, api: FakeWandbApi, runs: list["FakeWandbRun"], per_page: int, lazy: bool):
+    def __init__(self, api: FakeWandbApi, runs: list[FakeWandbRun], per_page: int, lazy: bool):
         self._api, self._runs, self._per_page, self._lazy = api, runs, per_page, lazy
 
-    def __iter__(self) -> Iterator["FakeWandbRun"]:
+    def __iter__(self) -> Iterator[FakeWandbRun]:
         for start in range(0, max(len(self._runs), 1), self._per_page):
             self._api.request()
             for run in self._runs[start:start + self._per_page]:
@@ -110,7 +111,7 @@ class FakeWandbRun:
 
     @classmethod
     def from_run_dir(cls, run_dir: Path, entity: str = "team", project: str = "mtl",
-                     earlier_points: list[dict[str, Any]] = ()) -> "FakeWandbRun":
+                     earlier_points: list[dict[str, Any]] = ()) -> FakeWandbRun:
         """The W&B mirror of a run directory. ``earlier_points``: metrics.jsonl points W&B received before
         a resume (the local trace has lost them since), logged ahead of the directory's points."""
         config = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -9,8 +9,9 @@ and the validation history of the runs is scanned by a bounded pool of threads, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any
 
 from mtl.records import GRADER_KEY
 
