@@ -105,3 +105,23 @@ def test_the_specification_is_json(entries):
     # The spec save() would send serialises (no object that only exists in this process).
     view = dashboard_spec(entries["problem2.branched"], "team", "mtl")._to_model()
     json.loads(view.spec.model_dump_json(by_alias=True, exclude_none=True))
+
+
+def test_save_with_credentials_sends_each_workspace_and_reports_failures(entries, ablations, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "not-a-real-key")  # never sent: the save itself is replaced below
+    sent = []
+
+    def save(workspace):
+        sent.append((workspace.entity, workspace.project, workspace.name))
+        if workspace.name == "problem4.final":
+            raise ConnectionError("server unreachable")
+        return f"https://wandb.example/{workspace.entity}/{workspace.project}?nw=view"
+
+    monkeypatch.setattr("report.dashboard.save_dashboard", save)
+    code = commands.main(["dashboard", "problem1.lr", "problem4.final", "--ablations-dir", str(ablations),
+                          "--wandb", "team/mtl", "--save"])
+    captured = capsys.readouterr()
+    assert sent == [("team", "mtl", "problem1.lr"), ("team", "mtl", "problem4.final")]
+    assert "saved: https://wandb.example/team/mtl?nw=view" in captured.out
+    assert "problem: problem4.final: the workspace was not saved: server unreachable" in captured.err
+    assert code == 1
