@@ -51,7 +51,8 @@ def _fail(command: str, exc: BaseException) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mtl.ablate.entry import EntryError
     from report.cache import default_cache_dir
-    from report.store import LocalStore, StoreError, WandbStore
+    from report.store import LocalStore, StoreError
+    from report.wandb_store import WandbStore
     from report.writeup import ReportError, write_report
 
     try:
@@ -121,6 +122,51 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from mtl.ablate.entry import EntryError
+
+    try:
+        entries = _entries(args.ablations_dir, args.ids, args.all)
+    except (EntryError, ValueError) as exc:
+        return _fail("dashboard", exc)
+    entity, _, project = (args.wandb or "").rpartition("/")
+    entity = entity or os.environ.get("WANDB_ENTITY") or ""
+    project = project or os.environ.get("WANDB_PROJECT") or "mtl-ablate"  # the trainer's default project
+    if args.save:
+        from mtl.tracking import has_wandb_credentials
+
+        if not has_wandb_credentials():
+            return _fail("dashboard", ValueError(
+                "--save needs W&B credentials: set WANDB_API_KEY or run `wandb login` "
+                "(without --save the workspaces are only printed)"))
+    from report.dashboard import dashboard_spec, describe, save_dashboard, varied_keys
+
+    if args.save and not entity:
+        try:
+            import wandb
+
+            entity = wandb.Api(timeout=30).default_entity or ""
+        except Exception as exc:  # noqa: BLE001 - the API raises several unrelated types when offline
+            return _fail("dashboard", ValueError(f"cannot ask the W&B server for your default entity: {exc}"))
+        if not entity:
+            return _fail("dashboard", ValueError("no W&B entity: pass --wandb ENTITY/PROJECT or set WANDB_ENTITY"))
+    problems = 0
+    for entry in entries:
+        workspace = dashboard_spec(entry, entity, project)
+        print(describe(workspace))
+        if not varied_keys(entry):
+            print("  (no parallel coordinates: the entry varies no config key)")
+        if args.save:
+            try:
+                print(f"  saved: {save_dashboard(workspace)}")
+            except Exception as exc:  # noqa: BLE001 - network and API errors of every kind
+                problems += 1
+                print(f"problem: {entry.id}: the workspace was not saved: {exc}", file=sys.stderr)
+    if not args.save:
+        print(f"{len(entries)} workspace(s) built, none saved (--save sends them to W&B)")
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
 def _json_number(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_number(v) for k, v in value.items()}
@@ -165,6 +211,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dataset-root", type=Path, required=True, help="dataset whose test split has labels")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_grade)
+
+    p = subparsers.add_parser("dashboard", help="a W&B workspace per entry: its runs by variant, curves, varied keys")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="every entry, in assignment order")
+    p.add_argument("--ablations-dir", type=Path, default=_default_ablations_dir(),
+                   help="folder of entries (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
+    p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
+                   help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)")
+    p.add_argument("--save", action="store_true",
+                   help="save the workspaces to W&B (needs credentials); without it they are only printed")
+    p.set_defaults(func=cmd_dashboard)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

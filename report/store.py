@@ -1,10 +1,12 @@
-"""Result stores: run records as one pandas table, whether they come from run directories or from W&B.
+"""Result stores: run records as one pandas table, whether they come from run directories or from W&B
+(:mod:`report.wandb_store`).
 
 Both stores build their tables with the same function (:func:`build_tables`), so the same runs give
 the same frames:
 
 ``runs``   one row per run: ``ablation, run, variant, seed, state, grader, iou, si_logrmse, step,
-           epoch, params, gflops, note, source`` followed by every config key (one column each).
+           epoch, params, gflops, note, source, url`` followed by every config key (one column each);
+           ``url`` is the run's W&B page, or empty when the run was not logged online.
            The metric columns hold the best-grader validation point (ties to the earliest step,
            :func:`mtl.records.best_point`); a run that never validated has NaN there and a note.
 ``points`` one row per validation point of every run: ``ablation, run, variant, seed, step, epoch``
@@ -32,7 +34,9 @@ VAL_PREFIX = "val/"
 IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
-RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source"]
+RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
+# status.json key with the run's W&B page, written by the trainer when the run logs online.
+STATUS_WANDB_URL = "wandb_url"
 
 # The run name convention of mtl-ablate: <variant>-s<seed>-<config hash>.
 RUN_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]+)$")
@@ -55,6 +59,7 @@ class RunInput:
     points: list[dict[str, Any]]  # validation points: step, epoch and val/ keys
     model: dict[str, Any] | None
     source: str  # run directory or W&B path, so a reader can find the run again
+    url: str | None = None  # the run's W&B page, when the run was logged online
 
 
 @dataclass
@@ -140,6 +145,7 @@ def run_row(run: RunInput) -> dict[str, Any]:
         "gflops": _number(model.get("gflops")),
         "note": note,
         "source": run.source,
+        "url": run.url or "",
     }
     for key, value in run.config.items():
         if key == "seed":
@@ -352,98 +358,14 @@ def local_run_input(run_dir: Path) -> RunInput:
         points=points,
         model=model if isinstance(model, dict) else None,
         source=str(run_dir),
+        url=_wandb_url(status, run_dir),
     )
 
 
-# ---------------------------------------------------------------------------------------- W&B
-# mtl.tracking logs every point with its optimizer step under this key (W&B's own _step counts calls).
-WANDB_STEP_KEY = "trainer/step"
-# W&B run states in the vocabulary of status.json.
-WANDB_STATES = {
-    "finished": "finished",
-    "running": "running",
-    "crashed": "failed",
-    "failed": "failed",
-    "killed": "interrupted",
-    "preempting": "interrupted",
-    "preempted": "interrupted",
-}
-
-
-def wandb_run_input(run: Any) -> RunInput:
-    """One ``wandb.apis.public.Run`` as a RunInput: group = ablation id, job type = variant, the
-    resolved config from ``run.config``, and every validation point from one ``scan_history`` over
-    all ``val/`` keys together (they are logged in one call per point)."""
-    config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
-    summary = run.summary
-    summary_keys = list(summary.keys())
-    # Only scalar val/ keys: the validation histogram (also under val/) is logged in another call, and
-    # scan_history returns only rows holding every requested key.
-    val_keys = sorted(k for k in summary_keys if k.startswith(VAL_PREFIX) and _is_scalar(summary[k]))
-    points = []
-    if val_keys:
-        if GRADER_KEY not in val_keys:
-            val_keys.append(GRADER_KEY)
-        keys = val_keys + [WANDB_STEP_KEY] + (["epoch"] if "epoch" in summary_keys else [])
-        for row in run.scan_history(keys=keys):
-            point = {k: row[k] for k in val_keys if k in row}
-            step = row.get(WANDB_STEP_KEY, row.get("_step"))
-            point["step"] = int(step) if step is not None else None
-            point["epoch"] = row.get("epoch")
-            points.append(point)
-    params, gflops = summary.get("model/params"), summary.get("model/gflops")
-    model = {"params": params, "gflops": gflops} if params is not None or gflops is not None else None
-    return RunInput(
-        ablation=run.group or config.get("wandb_group") or "",
-        run=run.name,
-        variant=run.job_type or config.get("wandb_job_type") or run.name,
-        seed=config.get("seed"),
-        state=WANDB_STATES.get(run.state, run.state),
-        config=config,
-        points=points,
-        model=model,
-        source="/".join(run.path) if isinstance(run.path, (list, tuple)) else str(run.path),
-    )
-
-
-class WandbStore:
-    """Runs of one W&B project, read through the public API (needs credentials and a reachable server)."""
-
-    def __init__(self, entity: str | None, project: str, api: Any = None):
-        self.entity, self.project = entity, project
-        self._api = api
-
-    def _connect(self) -> Any:
-        if self._api is not None:
-            return self._api
-        from mtl.tracking import has_wandb_credentials
-
-        if not has_wandb_credentials():
-            raise StoreError("W&B store needs credentials: set WANDB_API_KEY or run `wandb login`")
-        import wandb
-
-        try:
-            self._api = wandb.Api(timeout=30)
-        except Exception as exc:  # noqa: BLE001 - the API raises several unrelated types when offline
-            raise StoreError(f"cannot reach the W&B server: {exc}") from None
-        return self._api
-
-    def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
-        api = self._connect()
-        path = f"{self.entity}/{self.project}" if self.entity else self.project
-        filters = {"group": {"$in": sorted(ablations)}} if ablations is not None else None
-        try:
-            runs = list(api.runs(path, filters=filters))
-        except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"cannot list W&B runs of {path}: {exc}") from None
-        inputs = []
-        for run in runs:
-            try:
-                inputs.append(wandb_run_input(run))
-            except Exception as exc:  # noqa: BLE001 - network and API errors of every kind
-                raise StoreError(f"cannot read W&B run {'/'.join(map(str, run.path))}: {exc}") from None
-        return build_tables(inputs)
-
-
-def _is_scalar(value: Any) -> bool:
-    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+def _wandb_url(status: dict[str, Any], run_dir: Path) -> str | None:
+    url = status.get(STATUS_WANDB_URL)
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise StoreError(f"{run_dir / 'status.json'}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}")
+    return url

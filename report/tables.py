@@ -33,6 +33,8 @@ NOISE_RULES = {
 }
 NOISE_ALPHA = 0.05
 METRICS = ["grader", "iou", "si_logrmse"]
+# The run table's column with each run's W&B page ("" for a run not logged online).
+LINK_COLUMN = "url"
 METRIC_LABELS = {"grader": "grader", "iou": "IoU", "si_logrmse": "SI-logRMSE"}
 # Keys that tell runs apart without being a question's parameter.
 NOT_PARAMETERS = set(RUN_INVARIANT_KEYS) | {"seed"}
@@ -71,6 +73,8 @@ class EntryTables:
 
     @functools.cached_property
     def runs_display(self) -> pd.DataFrame:
+        """The run table's text cells; a ``url`` column, when some run was online, stays for
+        :func:`to_markdown` to link the run names with (and :func:`to_latex` drops it)."""
         hidden = ["source"] + (["state"] if (self.runs["state"] == "finished").all() else [])
         return display_frame(self.runs.drop(columns=hidden)).rename(columns=self._score_headers())
 
@@ -261,6 +265,8 @@ def _run_table(runs: pd.DataFrame, parameters: list[str], winner: str | None, ra
     if (runs["note"] != "").any():
         table["note"] = runs["note"]
     table["source"] = runs["source"]  # where the run lives (for export); never displayed
+    if "url" in runs and (runs["url"].fillna("") != "").any():
+        table[LINK_COLUMN] = runs["url"].fillna("")  # the CSV's url column; Markdown links the run name
     return table
 
 
@@ -309,13 +315,16 @@ def _is_numeric_header(header: str) -> bool:
 
 
 def to_markdown(shown: pd.DataFrame) -> str:
-    """A pipe table; numbers right-aligned, every cell exactly as formatted."""
+    """A pipe table; numbers right-aligned, every cell exactly as formatted. With a ``url`` column, the
+    first column's cells link to it (where it is not empty) and the column itself is not shown."""
+    shown = _linked(shown)
     align = ["right" if _is_numeric_header(c) else "left" for c in shown.columns]
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
 def to_latex(shown: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
     """A booktabs table (\\toprule, \\midrule, \\bottomrule); cells and headers LaTeX-escaped."""
+    shown = shown.drop(columns=[LINK_COLUMN], errors="ignore")  # no links: the report loads no hyperref
     column_format = "".join("r" if _is_numeric_header(c) else "l" for c in shown.columns)
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
     text = styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
@@ -323,6 +332,24 @@ def to_latex(shown: pd.DataFrame, caption: str | None = None, label: str | None 
                            if caption or label else None)
     # Unicode the escaper leaves alone, spelled for any LaTeX engine.
     return text.replace("Δ", r"$\Delta$").replace("–", "--")
+
+
+def _linked(shown: pd.DataFrame) -> pd.DataFrame:
+    if LINK_COLUMN not in shown.columns:
+        return shown
+    first = shown.columns[0]
+    cells = [f"[{_markdown_text(text)}]({_markdown_url(url)})" if url else text
+             for text, url in zip(shown[first], shown[LINK_COLUMN])]
+    return shown.drop(columns=[LINK_COLUMN]).assign(**{first: cells})
+
+
+def _markdown_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]").replace("|", "\\|")
+
+
+def _markdown_url(url: str) -> str:
+    # Characters that would end the link or the table cell, percent-encoded.
+    return url.replace(" ", "%20").replace("(", "%28").replace(")", "%29").replace("|", "%7C")
 
 
 def to_csv(frame: pd.DataFrame) -> str:

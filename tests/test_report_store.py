@@ -1,4 +1,4 @@
-"""Result stores: best-grader point per run, notes for odd runs, and equal tables from run directories and W&B."""
+"""Result stores: best-grader point per run and notes for odd runs (the W&B store: test_report_wandb_store.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import math
 
 import pandas as pd
 import pytest
-import yaml
 
 from mtl.records import read_run
 from report.planting import plant_run, training_point, validation_point
-from report.store import LocalStore, StoreError, WandbStore, best_with_note, local_run_input
+from report.store import LocalStore, StoreError, best_with_note, local_run_input
 
 ABLATION = "problem1.lr"
 
@@ -114,71 +113,6 @@ def test_filter_by_ablation_and_missing_root(runs_root, tmp_path):
     assert set(LocalStore(runs_root).load(["problem1.optimizer"]).runs["variant"]) == {"sgd"}
     with pytest.raises(StoreError, match="does not exist"):
         LocalStore(tmp_path / "nowhere").load()
-
-
-# ---------------------------------------------------------------------------------------------- W&B
-class FakeWandbRun:
-    """The attributes of wandb.apis.public.Run that WandbStore reads, filled the way mtl.tracking logs:
-    each metrics.jsonl point without step/time, plus trainer/step."""
-
-    def __init__(self, run_dir, entity="team", project="mtl"):
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        status = json.loads((run_dir / "status.json").read_text())
-        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-        self.name, self.id = run_dir.name, run_dir.name[-8:]
-        self.group, self.job_type = config["wandb_group"], config["wandb_job_type"]
-        self.state = {"finished": "finished", "failed": "crashed", "diverged": "crashed"}[status["state"]]
-        self.config = {**config, "_wandb": {"cli_version": "0.0"}}
-        self.path = [entity, project, self.id]
-        self._history = []
-        for step, point in enumerate(lines):
-            row = {k: v for k, v in point.items() if k not in ("step", "time")}
-            self._history.append({**row, "trainer/step": point["step"], "_step": step})
-        self.summary = {}
-        for row in self._history:
-            self.summary.update(row)
-        self.summary["val/depth_histogram_m"] = {"_type": "histogram", "bins": [0, 1], "values": [1]}
-        if status.get("model"):
-            self.summary.update({"model/params": status["model"]["params"], "model/gflops": status["model"]["gflops"]})
-
-    def scan_history(self, keys=None, page_size=1000):
-        assert isinstance(keys, list) and "val/depth_histogram_m" not in keys  # logged in another call
-        for row in self._history:
-            if all(k in row for k in keys):  # like the API: only rows holding every requested key
-                yield {**{k: row[k] for k in keys}, "_step": row["_step"]}
-
-
-class FakeWandbApi:
-    def __init__(self, runs):
-        self._runs = runs
-        self.calls = []
-
-    def runs(self, path, filters=None):
-        self.calls.append((path, filters))
-        groups = filters["group"]["$in"] if filters else None
-        return [r for r in self._runs if groups is None or r.group in groups]
-
-
-def test_wandb_store_builds_the_same_tables_as_the_local_store(runs_root):
-    # The W&B mirror reports the states in its own words (crashed); the local names are kept for "failed".
-    fake_runs = [FakeWandbRun(p.parent) for p in sorted(runs_root.rglob("config.yaml"))]
-    api = FakeWandbApi(fake_runs)
-    from_wandb = WandbStore("team", "mtl", api=api).load([ABLATION])
-    local = LocalStore(runs_root).load([ABLATION])
-    assert api.calls == [("team/mtl", {"group": {"$in": [ABLATION]}})]
-    assert list(from_wandb.runs["source"]) == [f"team/mtl/{r.id}" for r in sorted(fake_runs, key=lambda r: r.name)]
-    local_runs = local.runs.drop(columns="source")
-    wandb_runs = from_wandb.runs.drop(columns="source")
-    local_runs.loc[local_runs["state"] == "diverged", "state"] = "failed"  # W&B: crashed -> failed
-    pd.testing.assert_frame_equal(wandb_runs, local_runs)
-    pd.testing.assert_frame_equal(from_wandb.points, local.points)
-
-
-def test_wandb_store_without_credentials_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    with pytest.raises(StoreError, match="needs credentials"):
-        WandbStore("team", "mtl").load()
 
 
 # ---------------------------------------------------------------------------------------------- cache

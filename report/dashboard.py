@@ -1,0 +1,106 @@
+"""W&B workspaces built from ablation entries (the ``wandb-workspaces`` package).
+
+One workspace per entry: its runs (W&B group = entry id) grouped by variant (job type), the question as
+text, the validation metrics and the losses against the optimizer step, and a parallel-coordinates
+panel from the keys the entry varies to the best grader. :func:`dashboard_spec` only builds the
+specification (no network); :func:`save_dashboard` sends it to the W&B server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import wandb_workspaces.reports.v2 as wr
+import wandb_workspaces.workspaces as ws
+from wandb_workspaces import expr
+
+from report.wandb_store import WANDB_STEP_KEY
+
+VALIDATION_METRICS = ["val/grader", "val/iou", "val/si_logrmse"]
+# Panel title -> the curves it draws (training and validation side by side).
+LOSS_PANELS = {
+    "loss": ["train/loss", "val/loss"],
+    "segmentation loss": ["train/loss_semseg", "val/loss_semseg"],
+    "depth loss": ["train/loss_depth", "val/loss_depth"],
+}
+# The run summary holds the best grader under "max" (define_metric(..., summary="max") in mtl.tracking).
+BEST_GRADER_SUMMARY = "val/grader.max"
+# Seeds of a variant drawn as their mean with a band of one standard deviation.
+GROUP_AGGREGATE, GROUP_RANGE = "mean", "stddev"
+
+
+def varied_keys(entry: Any) -> list[str]:
+    """The config keys an entry varies: its grid keys, else every key its variants override (in order
+    of first appearance); none for an entry of one configuration."""
+    if entry.grid is not None:
+        return list(entry.grid)
+    keys: dict[str, None] = {}
+    for variant in entry.variants or []:
+        keys.update(dict.fromkeys(variant.overrides))
+    return list(keys)
+
+
+def dashboard_spec(entry: Any, entity: str, project: str) -> ws.Workspace:
+    """The workspace of one entry (an :class:`mtl.ablate.entry.Entry`) in ``entity/project``.
+
+    ``entity`` may be empty for a preview; saving needs it."""
+    def curves(title: str, metrics: list[str]) -> wr.LinePlot:
+        return wr.LinePlot(title=title, x=WANDB_STEP_KEY, y=metrics, title_x="optimizer step",
+                           groupby_aggfunc=GROUP_AGGREGATE, groupby_rangefunc=GROUP_RANGE)
+
+    sections = [
+        ws.Section(name="Question", is_open=True, panels=[
+            wr.MarkdownPanel(markdown=f"**{entry.item}: {entry.id}**\n\n{entry.question.strip()}")]),
+        ws.Section(name="Validation", is_open=True, panels=[curves(m, [m]) for m in VALIDATION_METRICS]),
+        ws.Section(name="Losses", is_open=True, panels=[curves(t, m) for t, m in LOSS_PANELS.items()]),
+    ]
+    keys = varied_keys(entry)
+    if keys:
+        columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(k)) for k in keys]
+        columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(BEST_GRADER_SUMMARY),
+                                                        display_name="best val/grader"))
+        sections.append(ws.Section(name="Varied keys", is_open=True, panels=[
+            wr.ParallelCoordinatesPlot(title=f"{', '.join(keys)} -> best grader", columns=columns)]))
+    return ws.Workspace(
+        entity=entity, project=project, name=entry.id, sections=sections,
+        settings=ws.WorkspaceSettings(x_axis=WANDB_STEP_KEY),
+        runset_settings=ws.RunsetSettings(filters=expr.And(expr.Metric("Group") == entry.id),
+                                          groupby=[expr.Metric("JobType")]),
+    )
+
+
+def describe(workspace: ws.Workspace) -> str:
+    """The specification as text: where it goes, which runs, how grouped, and every panel."""
+    entity = workspace.entity or "(your default entity)"
+    grouping = ", ".join(g.name for g in workspace.runset_settings.groupby)
+    lines = [f"workspace {workspace.name!r} in {entity}/{workspace.project}",
+             f"  runs: {workspace.runset_settings.filters}; grouped by {grouping}; x axis {workspace.settings.x_axis}"]
+    for section in workspace.sections:
+        lines.append(f"  section {section.name}:")
+        for panel in section.panels:
+            lines.append(f"    {_panel_line(panel)}")
+    return "\n".join(lines)
+
+
+def _panel_line(panel: Any) -> str:
+    if isinstance(panel, wr.MarkdownPanel):
+        first = panel.markdown.splitlines()[0] if panel.markdown else ""
+        return f"text: {first}"
+    if isinstance(panel, wr.LinePlot):
+        return f"line plot {panel.title!r}: {', '.join(map(str, panel.y))} against {panel.x}"
+    if isinstance(panel, wr.ParallelCoordinatesPlot):
+        return "parallel coordinates: " + " | ".join(_column_name(c.metric) for c in panel.columns)
+    return type(panel).__name__
+
+
+def _column_name(metric: Any) -> str:
+    if isinstance(metric, wr.Config):
+        return f"config {metric.name}"
+    if isinstance(metric, wr.SummaryMetric):
+        return f"summary {metric.name}"
+    return str(metric)
+
+
+def save_dashboard(workspace: ws.Workspace) -> str:
+    """Save the workspace to the W&B server (credentials needed) and return its URL."""
+    return workspace.save().url
