@@ -138,9 +138,11 @@ def set_threads(threads: int) -> None:
 
 def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None):
     """A real engine Trainer (model, optimizer, scheduler, loss, depth unit, local trace, disabled W&B
-    sink) set up the way ``mtl.engine._train_locked`` sets one up, for in-memory benchmarking."""
+    sink) set up the way ``mtl.engine._build_trainer`` sets one up, for in-memory benchmarking."""
     from mtl.data import build_datasets, load_depth_unit
-    from mtl.engine import RunDirectory, Trainer, build_optimizer, build_scheduler, seed_everything
+    from mtl.engine import RunDirectory, Trainer
+    from mtl.optim import build_optimizer, build_scheduler
+    from mtl.runtime import seed_everything
     from mtl.losses import MultiTaskLoss
     from mtl.models import build_model
     from mtl.tracking import WandbSink
@@ -164,7 +166,7 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
 
 def load_batches(dataset, cfg: Config, count: int, *, train: bool = True) -> list[dict[str, Any]]:
     """``count`` batches of ``dataset`` through the engine's own loader (cycling epochs if needed)."""
-    from mtl.engine import EpochSampler, make_loader
+    from mtl.data.loading import EpochSampler, make_loader
 
     sampler = EpochSampler(len(dataset), cfg.seed) if train else None
     loader = make_loader(dataset, cfg.replace(workers=0, workers_validation=0), train=train, sampler=sampler)

@@ -64,7 +64,7 @@ class Variant:
     """One configured trainer with its batches on the device, warmed up (compiled, autotuned) once."""
 
     def __init__(self, name: str, base: dict, device: torch.device, args, tmp: Path):
-        from mtl.engine import to_device
+        from mtl.runtime import to_device
 
         self.name = name
         cfg = bench_config(**{**base, **VARIANTS[name]})

@@ -55,7 +55,7 @@ class EpochsSampler(torch.utils.data.Sampler):
     """``(epoch, position)`` items of ``epochs`` consecutive epochs, each in the engine's per-epoch order."""
 
     def __init__(self, length: int, seed: int, first_epoch: int, epochs: int):
-        from mtl.engine import EpochSampler
+        from mtl.data.loading import EpochSampler
 
         self.items = []
         for epoch in range(first_epoch, first_epoch + epochs):
@@ -72,7 +72,7 @@ class EpochsSampler(torch.utils.data.Sampler):
 
 def loader_rate(dataset, cfg, workers: int, batches: int, epoch: int) -> tuple[float, float]:
     """(seconds to the first batch, steady images/s over ``batches`` batches) of the engine's loader."""
-    from mtl.engine import make_loader
+    from mtl.data.loading import make_loader
 
     skip = max(1, workers)  # each worker's first batch carries its start-up
     needed = (skip + batches) * cfg.batch_size

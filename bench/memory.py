@@ -134,7 +134,8 @@ def gpu_table(tmp: Path, batch_sizes: list[int]) -> None:
     if not torch.cuda.is_available():
         print("GPU memory: no CUDA device on this machine; skipped (run this script on a GPU host for the table)")
         return
-    from mtl.engine import evaluate, to_device
+    from mtl.evaluation import evaluate
+    from mtl.runtime import to_device
 
     device = torch.device("cuda")
     print(f"GPU memory, full-profile crop 256, {torch.cuda.get_device_name(0)}:")

@@ -67,7 +67,8 @@ def bare_step(model, optimizer, batch, depth_mean: float, depth_std: float, weig
 def bookkeeping_per_step(trainer, batch, repeats: int = 2000, points: int = 50) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds per training step of each piece ``train_epoch`` adds around ``train_step``, each
     timed alone over many repetitions (steady figures even on a loaded machine)."""
-    from mtl.engine import TRAIN_LOG_INTERVAL, to_device
+    from mtl.engine import TRAIN_LOG_INTERVAL
+    from mtl.runtime import to_device
     from mtl.tracking import Progress
 
     total, losses = trainer.train_step(batch)
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_dir("step") as tmp:
         trainer, datasets = build_trainer(cfg, Path(tmp) / "run")
         batches = load_batches(datasets["train"], cfg, args.steps)
-        from mtl.engine import Clock, build_optimizer
+        from mtl.optim import build_optimizer
+        from mtl.runtime import Clock
         from mtl.tracking import Progress
 
         if args.tiny_model:

@@ -34,7 +34,8 @@ from typing import ClassVar
 import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 
-import mtl.engine
+import mtl.evaluation
+import mtl.runtime
 from benchlib import SHARED_DATASET, abba, bench_config, build_trainer, load_batches, median, paired_ratios, \
     print_header, scratch_dir, set_threads, spread
 from mtl.metrics import MetricAccumulator
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print_header("validation: share of time in metric accumulation", args)
     set_threads(args.threads)
 
-    from mtl.engine import evaluate, select_device, to_device
+    from mtl.evaluation import evaluate
+    from mtl.runtime import select_device, to_device
 
     device = select_device(args.device)
     cfg = bench_config(**SHARED_DATASET, synthetic_height=args.height, synthetic_width=args.width,
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         null_cls = make_null_accumulator(reference.compute())
 
         def run_evaluate(accumulator_cls) -> tuple[float, float]:
-            mtl.engine.MetricAccumulator = accumulator_cls  # evaluate looks the class up at call time
+            mtl.evaluation.MetricAccumulator = accumulator_cls  # evaluate looks the class up at call time
             try:
                 sync()
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 return time.perf_counter() - wall, time.process_time() - cpu
             finally:
-                mtl.engine.MetricAccumulator = MetricAccumulator
+                mtl.evaluation.MetricAccumulator = MetricAccumulator
 
         run_evaluate(accumulator)  # warm-up
         shares: list[tuple[float, float]] = []
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU {verdicts[1]:.2f}%)")
 
         def outputs_of(batch):
-            with torch.no_grad(), mtl.engine.autocast(cfg, device):
+            with torch.no_grad(), mtl.runtime.autocast(cfg, device):
                 outputs = model(batch["image"])
             return outputs["semseg"], unit.decode(outputs["depth"].float())
 

@@ -4,43 +4,43 @@ The flow, top to bottom in :func:`train`: open the run directory (lock, refuse c
 hyperparameters), build data/model/optimizer, restore the last checkpoint if there is one, then per
 epoch train -> validate -> checkpoint; finally predict the test split with the best checkpoint and
 write submission.zip. Every file write is atomic (``mtl.io``), so a kill at any instant loses at
-most the work since the last checkpoint.
+most the work since the last checkpoint. The parts it calls live beside it: ``mtl.runtime`` (device,
+seeds, clock), ``mtl.optim``, ``mtl.data.loading``, ``mtl.evaluation``, ``mtl.visualize``,
+``mtl.prediction`` and the data pre-flight in ``mtl.data.integrity``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import random
 import signal
 import socket
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from mtl.config import Config
 from mtl.data import build_datasets, load_depth_unit
-from mtl.data.integrity import check_split
-from mtl.data.miniscapes import DEPTH_MAX_M, DEPTH_MIN_M, PALETTE, DatasetError, write_depth, write_semseg
+from mtl.data.integrity import check_data_before_training
+from mtl.data.loading import EpochSampler, make_loader
 from mtl.data.transforms import DepthUnit
+from mtl.evaluation import evaluate
 from mtl.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from mtl.losses import MultiTaskLoss
-from mtl.metrics import MetricAccumulator
 from mtl.models import build_model, model_summary
-from mtl.submission import build_source_zip, code_version, source_zip_differences, write_submission
+from mtl.optim import build_optimizer, build_scheduler
+from mtl.prediction import predict_and_pack
+from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
+from mtl.submission import build_source_zip, code_version, source_zip_differences
 from mtl.tracking import LocalTrace, Progress, WandbSink, derive_run_id
+from mtl.visualize import validation_panels
 
 TRAIN_LOG_INTERVAL = 10  # optimizer steps between training points (and non-finite-loss checks)
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 class RunRefused(RuntimeError):
@@ -62,231 +62,8 @@ class Position:
     best: dict[str, Any] | None = None
 
 
-# ---------------------------------------------------------------------------------------- helpers
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"config key 'device' is {name!r} but CUDA is not available on this machine")
-    return device
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-
-
-class EpochSampler(Sampler):
-    """Yields ``(epoch, position)``: a permutation seeded by (seed, epoch), resumable mid-epoch.
-
-    The dataset seeds each sample's augmentation from (seed, epoch, index), so the batches after a
-    resume are exactly those an uninterrupted run would have seen.
-    """
-
-    def __init__(self, length: int, seed: int):
-        self.length, self.seed = length, seed
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip_samples: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.length, generator=generator).tolist()
-        return iter([(self.epoch, position) for position in order[self.skip:]])
-
-    def __len__(self) -> int:
-        return self.length - self.skip
-
-
-def make_loader(dataset, cfg: Config, *, train: bool, sampler: Sampler | None = None) -> DataLoader:
-    workers = cfg.workers if train else cfg.workers_validation
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size if train else cfg.batch_size_validation,
-        sampler=sampler,
-        shuffle=False,
-        drop_last=train,
-        num_workers=workers,
-        pin_memory=cfg.pin_memory,
-        persistent_workers=cfg.persistent_workers and workers > 0,
-    )
-
-
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.optimizer_lr, momentum=cfg.optimizer_momentum,
-                               weight_decay=cfg.optimizer_weight_decay)
-    return torch.optim.Adam(params, lr=cfg.optimizer_lr, weight_decay=cfg.optimizer_weight_decay)
-
-
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    # Poly schedule stepped per epoch, as the template does.
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: max(0.0, 1.0 - epoch / cfg.num_epochs) ** cfg.lr_scheduler_power)
-
-
-def autocast(cfg: Config, device: torch.device):
-    if cfg.amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if channels_last:
-        moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
-    return moved
-
-
-def rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# ------------------------------------------------------------------------------ visualisation
-def _colorize(ids: np.ndarray) -> np.ndarray:
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(PALETTE)] = np.asarray(PALETTE, dtype=np.uint8)
-    return palette[ids.astype(np.uint8)]
-
-
-def _depth_gray(depth_m: np.ndarray) -> np.ndarray:
-    disparity = (1.0 / np.clip(depth_m, DEPTH_MIN_M, DEPTH_MAX_M) - 1 / DEPTH_MAX_M) / (1 / DEPTH_MIN_M - 1 / DEPTH_MAX_M)
-    gray = (np.sqrt(disparity) * 255).astype(np.uint8)
-    gray[depth_m <= 0] = 0
-    return np.repeat(gray[..., None], 3, axis=2)
-
-
-def visual_panels(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], depth_unit: DepthUnit,
-                  count: int) -> list[np.ndarray]:
-    """input | predicted seg | true seg | predicted depth | true depth, one row image per sample."""
-    panels = []
-    for i in range(min(count, batch["image"].shape[0])):
-        image = (batch["image"][i].float().cpu() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
-        rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        pred_ids = outputs["semseg"][i].argmax(0).cpu().numpy()
-        pred_depth = depth_unit.decode(outputs["depth"][i].float()).squeeze(0).cpu().numpy()
-        panels.append(np.concatenate([
-            rgb, _colorize(pred_ids), _colorize(batch["semseg"][i].cpu().numpy()),
-            _depth_gray(pred_depth), _depth_gray(batch["depth"][i].squeeze(0).cpu().numpy()),
-        ], axis=1))
-    return panels
-
-
-# ------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss, depth_unit: DepthUnit,
-             device: torch.device, cfg: Config, visualize: int = 0
-             ) -> tuple[dict[str, float], list[np.ndarray], np.ndarray | None]:
-    """Validation metrics (``val/...`` keys), visual panels of the first images, predicted depths (m)."""
-    model.eval()
-    metrics = MetricAccumulator(device)
-    loss_sums = torch.zeros(2, dtype=torch.float64, device=device)
-    samples = 0
-    panels: list[np.ndarray] = []
-    depth_sample: list[np.ndarray] = []
-    for batch in loader:
-        batch = to_device(batch, device, cfg.channels_last)
-        with autocast(cfg, device):
-            outputs = model(batch["image"])
-        _, losses = loss_fn(outputs, batch)
-        size = batch["image"].shape[0]
-        loss_sums += torch.stack([losses["semseg"].double(), losses["depth"].double()]) * size
-        samples += size
-        pred_depth_m = depth_unit.decode(outputs["depth"].float())
-        metrics.update(outputs["semseg"], batch["semseg"], pred_depth_m, batch["depth"])
-        if len(panels) < visualize:
-            panels += visual_panels(batch, outputs, depth_unit, visualize - len(panels))
-            depth_sample.append(pred_depth_m[batch["depth"] > 0].cpu().numpy())
-    result = metrics.compute()
-    loss_semseg, loss_depth = (loss_sums / max(samples, 1)).tolist()
-    point = {"val/grader": result.pop("grader"), "val/iou": result.pop("iou"),
-             "val/si_logrmse": result.pop("si_logrmse"), "val/loss": loss_semseg + loss_depth,
-             "val/loss_semseg": loss_semseg, "val/loss_depth": loss_depth}
-    point.update({f"val/{k}": v for k, v in result.items()})
-    return point, panels, (np.concatenate(depth_sample) if depth_sample else None)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, depth_unit: DepthUnit, device: torch.device, cfg: Config,
-            out_dir: Path) -> list[int]:
-    """Write test predictions in the MiniScapes encodings; returns the indices written."""
-    model.eval()
-    written = []
-    for task in ("semseg", "depth"):
-        (out_dir / task).mkdir(parents=True, exist_ok=True)
-    for batch in loader:
-        images = batch["image"].to(device)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(cfg, device):
-            outputs = model(images)
-        ids = outputs["semseg"].argmax(1).to(torch.uint8).cpu().numpy()
-        depth_m = depth_unit.decode(outputs["depth"].float()).squeeze(1).cpu().numpy()
-        for index, seg, depth in zip(batch["index"].tolist(), ids, depth_m):
-            write_semseg(out_dir / "semseg" / f"{index}.png", seg)
-            write_depth(out_dir / "depth" / f"{index}.png", depth)
-            written.append(index)
-    return written
-
-
-# ------------------------------------------------------------------------------ data pre-flight
-_MODES = {"rgb": ("RGB", "L"), "semseg": ("P", "L"), "depth": ("L",)}
-
-
-def check_data_before_training(datasets: dict[str, Any]) -> None:
-    """Fail before any training on what is cheap to find: a file whose header is no image of the expected
-    mode, or a label whose size is not its rgb image's (headers only, every split); and any problem in the
-    test split, decoded in full -- it is otherwise read only after the last epoch. Damage deeper inside a
-    train or val file surfaces when it is first read, as a DatasetError naming the file."""
-    from PIL import Image
-
-    for name, dataset in datasets.items():
-        modalities = ("rgb", "semseg", "depth") if dataset.has_labels else ("rgb",)
-        for index in dataset.indices:
-            sizes = {}
-            for modality in modalities:
-                path = dataset.path(modality, index)
-                try:
-                    with Image.open(path) as image:
-                        sizes[modality], mode = image.size, image.mode
-                except (OSError, SyntaxError, ValueError) as exc:
-                    raise DatasetError(f"{modality} file {path} is not a readable image: {exc}") from None
-                if mode not in _MODES[modality]:
-                    raise DatasetError(f"{modality} file {path} has image mode {mode}; expected "
-                                       f"{' or '.join(_MODES[modality])}")
-            for modality, size in sizes.items():
-                if size != sizes["rgb"]:
-                    raise DatasetError(f"{dataset.path(modality, index)} is {size[0]}x{size[1]} but "
-                                       f"{dataset.path('rgb', index)} is {sizes['rgb'][0]}x{sizes['rgb'][1]}")
-    test = datasets["test"]
-    problems, _ = check_split(test.root, test.split)
-    if problems:
-        more = f" (and {len(problems) - 3} more: python -m mtl.data.integrity {test.root})" if len(problems) > 3 else ""
-        raise DatasetError("; ".join(problems[:3]) + more)
 
 
 # --------------------------------------------------------------------------------- run folder
@@ -419,7 +196,7 @@ class Trainer:
             self.optimizer.step()
         return total.detach(), {k: v.detach() for k, v in losses.items()}
 
-    def train_epoch(self, loader: DataLoader, batches: int, progress: Progress, clock: "Clock") -> None:
+    def train_epoch(self, loader: DataLoader, batches: int, progress: Progress, clock: Clock) -> None:
         cfg, p = self.cfg, self.position
         self.model.train()
         sums = torch.tensor(self.loss_sums, dtype=torch.float64, device=self.device)
@@ -454,15 +231,38 @@ class Trainer:
             if self.stop_signal is not None:
                 raise StopRequested()
 
-
-class Clock:
-    """Training seconds, continuing across resumes."""
-
-    def __init__(self, already: float):
-        self.already, self.start = already, time.monotonic()
-
-    def elapsed(self) -> float:
-        return self.already + time.monotonic() - self.start
+    def validate_and_checkpoint(self, loader: DataLoader, progress: Progress, clock: Clock) -> None:
+        """Close the epoch: validation point, W&B panels, best.pt on a better grader, schedule step, last.pt
+        and status."""
+        cfg, p = self.cfg, self.position
+        point = evaluate(self.model, loader, self.loss_fn, self.depth_unit, self.device, cfg)
+        p.elapsed_s = clock.elapsed()
+        point = {"step": p.step, "epoch": p.epoch + 1, "time": round(p.elapsed_s, 3), **point}
+        self.trace.log(point)
+        self.wandb.log(point)
+        if not math.isfinite(point["val/loss"]):  # finite but huge weights can still predict NaN/Inf
+            raise Diverged(f"non-finite validation loss ({point['val/loss']}) at step {p.step}, "
+                           f"epoch {p.epoch + 1}")
+        if self.wandb.run is not None and (p.epoch + 1) % cfg.visualize_interval_epochs == 0:
+            panels, depth_values = validation_panels(self.model, loader, self.depth_unit, self.device, cfg,
+                                                     cfg.visualize_num_images)
+            if panels:
+                self.wandb.images(panels, depth_values, p.step)
+        if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):
+            p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
+                      "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}
+            # Hyperparameters only: paths (a home folder) must not travel in the grader archive.
+            atomic_torch_save({"model": self.module.state_dict(), "config": cfg.hyperparameters(),
+                               "best": p.best}, self.run.best)
+            self.wandb.summary({f"best/{k}": v for k, v in p.best.items()})
+        progress.message(f"epoch {p.epoch + 1}/{cfg.num_epochs}: grader {point['val/grader']:.2f} "
+                         f"IoU {point['val/iou']:.2f} SI-logRMSE {point['val/si_logrmse']:.2f}")
+        self.scheduler.step()
+        p.epoch += 1
+        p.batch_in_epoch = 0
+        self.save_last()
+        self.run.write_status(epoch=p.epoch, step=p.step, best=p.best, elapsed_s=round(p.elapsed_s, 3),
+                              eta_s=progress.eta_seconds())
 
 
 # SIGTERM/SIGINT that arrived while the run was being set up (``mtl-train`` records them from its first
@@ -514,6 +314,15 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
+    device = _set_up_process(cfg, run)
+    status = _mark_running(cfg, run)
+    trainer, datasets = _build_trainer(cfg, run, device, status)
+    _restore(trainer, datasets, status)
+    return _fit(trainer, datasets)
+
+
+def _set_up_process(cfg: Config, run: RunDirectory) -> torch.device:
+    """Clear cut-short writes, record config and code, seed, and pick the device."""
     run.remove_stale_temporaries()
     atomic_write_text(run.config_path, cfg.to_yaml())
     if not run.source_zip.exists():
@@ -523,14 +332,22 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
     seed_everything(cfg.seed, cfg.deterministic)
     device = select_device(cfg.device)
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    return device
 
+
+def _mark_running(cfg: Config, run: RunDirectory) -> dict[str, Any]:
+    """The status of a running attempt, keeping what earlier attempts recorded (start, progress, model)."""
     previous = run.read_status()
-    status = run.write_status(
+    return run.write_status(
         state="running", error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
         code_version=code_version(), started_at=previous.get("started_at") or now_iso(), finished_at=None,
         pid=os.getpid(), host=socket.gethostname(), epoch=previous.get("epoch", 0), step=previous.get("step", 0),
         best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0))
 
+
+def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device,
+                   status: dict[str, Any]) -> tuple[Trainer, dict[str, Any]]:
+    """Checked datasets, then model, optimizer, schedule, loss and W&B sink in a fresh Trainer."""
     datasets = build_datasets(cfg)
     check_data_before_training(datasets)
     depth_unit = load_depth_unit(cfg, datasets["train"].root)
@@ -545,8 +362,14 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
                       wandb=WandbSink(cfg, run.path, run_id),
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
     run.write_status(wandb_run_id=trainer.wandb.run_id)
+    return trainer, datasets
+
+
+def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any]) -> None:
+    """Continue from last.pt when there is one; record the model's size once; compile for training."""
+    cfg, run, model = trainer.cfg, trainer.run, trainer.model
     if run.last.exists():
-        trainer.restore(torch.load(run.last, map_location=device, weights_only=False))
+        trainer.restore(torch.load(run.last, map_location=trainer.device, weights_only=False))
     # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
     run.trace.truncate_after(trainer.position.step)
@@ -556,61 +379,36 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         run.write_status(model={"params": summary["params"], "gflops": summary["gflops"],
                                 "input": [int(sample.shape[-2]), int(sample.shape[-1])]})
         trainer.wandb.summary({"model/params": summary["params"], "model/gflops": summary["gflops"]})
-    train_model = torch.compile(model) if cfg.compile else model
-    trainer.model = train_model
+    trainer.model = torch.compile(model) if cfg.compile else model
 
+
+def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
+    """The epochs still to do, then the submission; ends in the final status (finished, interrupted or
+    diverged). SIGTERM/SIGINT from here on checkpoints where training stands."""
+    cfg, run, p = trainer.cfg, trainer.run, trainer.position
     sampler = EpochSampler(len(datasets["train"]), cfg.seed)
     train_loader = make_loader(datasets["train"], cfg, train=True, sampler=sampler)
     val_loader = make_loader(datasets["val"], cfg, train=False)
     batches = _batches_per_epoch(len(datasets["train"]), cfg)
-    progress = Progress(cfg.progress, cfg.num_epochs * batches, trainer.position.step)
-    clock = Clock(trainer.position.elapsed_s)
+    progress = Progress(cfg.progress, cfg.num_epochs * batches, p.step)
+    clock = Clock(p.elapsed_s)
     _install_signal_handlers(trainer)
     try:
         if trainer.stop_signal is not None:  # arrived during set-up: checkpoint where we stand, train nothing
             raise StopRequested()
-        p = trainer.position
         while p.epoch < cfg.num_epochs:
             sampler.set_epoch(p.epoch, skip_samples=p.batch_in_epoch * cfg.batch_size)
             trainer.train_epoch(train_loader, batches, progress, clock)
             trainer.check_finite()  # before a best.pt could be written from the validation below
-            visualize = cfg.visualize_num_images if (trainer.wandb.run is not None and
-                                                     (p.epoch + 1) % cfg.visualize_interval_epochs == 0) else 0
-            point, panels, depth_values = evaluate(train_model, val_loader, trainer.loss_fn, depth_unit, device,
-                                                   cfg, visualize)
-            p.elapsed_s = clock.elapsed()
-            point = {"step": p.step, "epoch": p.epoch + 1, "time": round(p.elapsed_s, 3), **point}
-            run.trace.log(point)
-            trainer.wandb.log(point)
-            if not math.isfinite(point["val/loss"]):  # finite but huge weights can still predict NaN/Inf
-                raise Diverged(f"non-finite validation loss ({point['val/loss']}) at step {p.step}, "
-                               f"epoch {p.epoch + 1}")
-            if panels:
-                trainer.wandb.images(panels, depth_values, p.step)
-            if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):
-                p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
-                          "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}
-                # Hyperparameters only: paths (a home folder) must not travel in the grader archive.
-                atomic_torch_save({"model": model.state_dict(), "config": cfg.hyperparameters(),
-                                   "best": p.best}, run.best)
-                trainer.wandb.summary({f"best/{k}": v for k, v in p.best.items()})
-            progress.message(f"epoch {p.epoch + 1}/{cfg.num_epochs}: grader {point['val/grader']:.2f} "
-                             f"IoU {point['val/iou']:.2f} SI-logRMSE {point['val/si_logrmse']:.2f}")
-            scheduler.step()
-            p.epoch += 1
-            p.batch_in_epoch = 0
-            trainer.save_last()
-            run.write_status(epoch=p.epoch, step=p.step, best=p.best, elapsed_s=round(p.elapsed_s, 3),
-                             eta_s=progress.eta_seconds())
+            trainer.validate_and_checkpoint(val_loader, progress, clock)
             if trainer.stop_signal is not None:
                 raise StopRequested()
         progress.close()
-        _finish(cfg, run, datasets, model, depth_unit, device)
+        predict_and_pack(cfg, run, datasets, trainer.module, trainer.depth_unit, trainer.device)
     except StopRequested:
         progress.close()
-        trainer.position.elapsed_s = clock.elapsed()
+        p.elapsed_s = clock.elapsed()
         trainer.save_last()
-        p = trainer.position
         trainer.wandb.finish(exit_code=143)
         return run.write_status(state="interrupted", error=f"stopped by signal {trainer.stop_signal}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
@@ -620,7 +418,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         kept = trainer.checkpoint_step
         where = (f"last good checkpoint kept: {run.last} at step {kept}" if kept is not None
                  else "no checkpoint was written before it (a retry starts from the beginning)")
-        return run.write_status(state="diverged", error=f"{exc}; {where}", diverged_step=trainer.position.step,
+        return run.write_status(state="diverged", error=f"{exc}; {where}", diverged_step=p.step,
                                 checkpoint_step=kept)
     except BaseException:
         progress.close()
@@ -628,17 +426,3 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         raise
     trainer.wandb.finish()
     return run.write_status(state="finished", finished_at=now_iso(), eta_s=0.0)
-
-
-def _finish(cfg: Config, run: RunDirectory, datasets: dict, model: torch.nn.Module, depth_unit: DepthUnit,
-            device: torch.device) -> None:
-    """Predict the test split with the best checkpoint and pack submission.zip."""
-    if not run.best.exists():
-        raise RuntimeError("no validation point had a finite grader, so there is no best checkpoint to submit")
-    best = torch.load(run.best, map_location=device, weights_only=False)
-    model.load_state_dict(best["model"])
-    test_loader = make_loader(datasets["test"], cfg, train=False)
-    indices = predict(model, test_loader, depth_unit, device, cfg, run.predictions)
-    write_submission(run.submission, predictions_dir=run.predictions, test_indices=sorted(indices),
-                     checkpoint=run.best, checkpoint_name=run.path.name, source_zip=run.source_zip,
-                     metrics_path=run.trace.path)

@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mtl.data.miniscapes import (  # noqa: E402
-    DEPTH_MAX_M, DEPTH_MIN_M, PALETTE, IGNORE_INDEX, list_indices, read_depth, read_rgb, read_semseg, sample_path,
+    DEPTH_MAX_M, DEPTH_MIN_M, list_indices, read_depth, read_rgb, read_semseg, sample_path,
 )
+from mtl.visualize import DISPARITY_MAX, DISPARITY_MIN, colorize, disparity  # noqa: E402
 
 METRIC_TITLES = {"grader": "grader (higher is better)", "iou": "IoU [%] (higher is better)",
                  "si_logrmse": "SI-logRMSE (lower is better)"}
@@ -113,18 +114,10 @@ def bars(summary: pd.DataFrame, out_dir: Path, stem: str, title: str = "") -> li
 
 
 # ---------------------------------------------------------------------------------------- images
-def colorize(ids: np.ndarray) -> np.ndarray:
-    """Class ids as Cityscapes colours; ignore (255) black."""
-    table = np.zeros((256, 3), np.uint8)
-    table[: len(PALETTE)] = np.array(PALETTE, np.uint8)
-    table[IGNORE_INDEX] = 0
-    return table[ids]
-
-
 def _depth_image(axis: plt.Axes, depth_m: np.ndarray) -> None:
-    # Shown as disparity (1/depth) on a fixed scale, so near detail is visible and panels compare.
-    disparity = np.where(depth_m > 0, 1.0 / np.clip(depth_m, DEPTH_MIN_M, DEPTH_MAX_M), np.nan)
-    axis.imshow(disparity, cmap="magma", vmin=1.0 / DEPTH_MAX_M, vmax=1.0 / DEPTH_MIN_M, interpolation="nearest")
+    # The training panels' disparity scale (mtl.visualize), in colour; invalid pixels left blank.
+    shown = np.where(depth_m > 0, disparity(depth_m), np.nan)
+    axis.imshow(shown, cmap="magma", vmin=DISPARITY_MIN, vmax=DISPARITY_MAX, interpolation="nearest")
 
 
 def has_test_labels(dataset_root: Path) -> bool:

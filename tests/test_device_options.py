@@ -16,8 +16,11 @@ import torch.nn.functional as F
 
 from mtl.config import make_config
 from mtl.data.transforms import DepthUnit
-from mtl.engine import EpochSampler, RunDirectory, Trainer, build_optimizer, build_scheduler, evaluate, make_loader, \
-    to_device
+from mtl.data.loading import EpochSampler, make_loader
+from mtl.engine import RunDirectory, Trainer
+from mtl.evaluation import evaluate
+from mtl.optim import build_optimizer, build_scheduler
+from mtl.runtime import to_device
 from mtl.losses import MultiTaskLoss
 from mtl.models import build_model
 from mtl.tracking import WandbSink
@@ -89,7 +92,7 @@ def losses_of(trainer: Trainer, batch: dict[str, torch.Tensor]) -> tuple[list[fl
     trainer.model.train()
     steps = [trainer.train_step(to_device(batch, trainer.device, trainer.cfg.channels_last))[0].item()
              for _ in range(STEPS)]
-    point, _, _ = evaluate(trainer.model, [batch], trainer.loss_fn, trainer.depth_unit, trainer.device, trainer.cfg)
+    point = evaluate(trainer.model, [batch], trainer.loss_fn, trainer.depth_unit, trainer.device, trainer.cfg)
     return steps, point["val/loss"]
 
 
@@ -130,7 +133,7 @@ def test_fp16_scaler_state_travels_in_the_checkpoint(tmp_path):
 def test_real_architecture_forward_under_numeric_option(name):
     """The full network (ASPP and skip on) accepts each option; outputs match fp32 loosely."""
     options, _ = NUMERIC_OPTIONS[name]
-    from mtl.engine import autocast
+    from mtl.runtime import autocast
 
     cfg = make_config({**BASE, "aspp": True, "decoder_skip": True, **options})
     torch.manual_seed(0)

@@ -2,7 +2,8 @@
 
 Every problem names the file: undecodable or truncated images, wrong image modes, rgb/label size
 mismatches, label ids outside 0..18 and 255, rgb files without labels (or labels without rgb) in a
-labelled split, badly named files, and missing or empty splits.
+labelled split, badly named files, and missing or empty splits. ``check_data_before_training`` is the
+cheap part of this that every training runs first.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from mtl.data.miniscapes import (
     MODALITY_EXTENSIONS,
@@ -86,6 +87,41 @@ def check_dataset(root: Union[str, Path]) -> list[str]:
     for split in SPLITS:
         problems += check_split(root, split)[0]
     return problems
+
+
+_MODES = {"rgb": ("RGB", "L"), "semseg": ("P", "L"), "depth": ("L",)}
+
+
+def check_data_before_training(datasets: dict[str, Any]) -> None:
+    """Fail before any training on what is cheap to find: a file whose header is no image of the expected
+    mode, or a label whose size is not its rgb image's (headers only, every split); and any problem in the
+    test split, decoded in full -- it is otherwise read only after the last epoch. Damage deeper inside a
+    train or val file surfaces when it is first read, as a DatasetError naming the file."""
+    from PIL import Image
+
+    for name, dataset in datasets.items():
+        modalities = ("rgb", "semseg", "depth") if dataset.has_labels else ("rgb",)
+        for index in dataset.indices:
+            sizes = {}
+            for modality in modalities:
+                path = dataset.path(modality, index)
+                try:
+                    with Image.open(path) as image:
+                        sizes[modality], mode = image.size, image.mode
+                except (OSError, SyntaxError, ValueError) as exc:
+                    raise DatasetError(f"{modality} file {path} is not a readable image: {exc}") from None
+                if mode not in _MODES[modality]:
+                    raise DatasetError(f"{modality} file {path} has image mode {mode}; expected "
+                                       f"{' or '.join(_MODES[modality])}")
+            for modality, size in sizes.items():
+                if size != sizes["rgb"]:
+                    raise DatasetError(f"{dataset.path(modality, index)} is {size[0]}x{size[1]} but "
+                                       f"{dataset.path('rgb', index)} is {sizes['rgb'][0]}x{sizes['rgb'][1]}")
+    test = datasets["test"]
+    problems, _ = check_split(test.root, test.split)
+    if problems:
+        more = f" (and {len(problems) - 3} more: python -m mtl.data.integrity {test.root})" if len(problems) > 3 else ""
+        raise DatasetError("; ".join(problems[:3]) + more)
 
 
 def main(argv: list[str] | None = None) -> int:
