@@ -611,7 +611,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         trainer.position.elapsed_s = clock.elapsed()
         trainer.save_last()
         p = trainer.position
-        trainer.wandb.finish(exit_code=143)
+        trainer.wandb.interrupted(exit_code=143)
         return run.write_status(state="interrupted", error=f"stopped by signal {trainer.stop_signal}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
     except Diverged as exc:
