@@ -1,9 +1,10 @@
 """Benchmark of a W&B outage: what an unreachable W&B server adds to a run's wall time.
 
-Trains the tests' tiny run three times as ``mtl-train`` subprocesses: with W&B disabled, and twice as a
-logged-in user (a key in ~/.netrc for wandb's default server) whose every connection goes to a proxy on
+Trains the tests' tiny run four times as ``mtl-train`` subprocesses: with W&B disabled, offline, and
+twice as a logged-in user (a key in ~/.netrc for wandb's default server) whose every connection goes to a proxy on
 127.0.0.1 that answers nothing -- once with a short ``wandb_init_timeout_s`` and once with the default.
-Prints each wall time and the outage runs' extra seconds over the disabled one; it asserts nothing.
+Prints each wall time and the outage runs' extra seconds over the disabled and the offline run (the
+latter is what the outage itself costs); it asserts nothing.
 Nothing leaves the machine.
 
     python bench/wandb_outage.py [--short-timeout 3]
@@ -49,6 +50,7 @@ def main() -> int:
         env["MTL_CACHE_DIR"] = str(base / "cache")
         train(base / "warm-up", env, wandb_mode="disabled")  # the dataset cache, and a warm file cache
         cases = [("W&B disabled", {"wandb_mode": "disabled"}),
+                 ("W&B offline (no server asked)", {"wandb_mode": "offline"}),
                  (f"W&B unreachable, init timeout {args.short_timeout:g} s",
                   {"wandb_mode": "auto", "wandb_init_timeout_s": args.short_timeout}),
                  (f"W&B unreachable, init timeout {default_timeout:g} s (default)", {"wandb_mode": "auto"})]
@@ -59,8 +61,8 @@ def main() -> int:
             print(f"{name:48s} wall {wall:6.1f} s  exit {code}  fell back to offline: {fell_back}")
             walls.append(wall)
         proxy.close()
-    for (name, _), wall in zip(cases[1:], walls[1:]):
-        print(f"extra delay, {name}: {wall - walls[0]:+.1f} s")
+    for (name, _), wall in zip(cases[2:], walls[2:]):
+        print(f"extra delay, {name}: {wall - walls[0]:+.1f} s over disabled, {wall - walls[1]:+.1f} s over offline")
     return 0
 
 

@@ -189,8 +189,9 @@ def test_a_logged_in_run_with_wandb_unreachable_falls_back_to_offline_and_finish
         run_dir = tmp_path / "run"
         command = train_command(*tiny_args(wandb_mode="auto", log_dir=run_dir, wandb_init_timeout_s=3,
                                            wandb_finish_timeout_s=10))
-        result = subprocess.run(command, check=False, env=outage_environment(home, proxy.url, REPO), cwd=tmp_path, timeout=600,
-                                capture_output=True, text=True)
+        env = outage_environment(home, proxy.url, REPO)
+        result = subprocess.run(command, check=False, env=env, cwd=tmp_path, timeout=600, capture_output=True,
+                                text=True)
     finally:
         proxy.close()
     output = result.stdout + result.stderr
