@@ -40,6 +40,10 @@ RUN_INVARIANT_KEYS = frozenset(
         "wandb_job_type",
         "wandb_tags",
         "wandb_run_id",
+        "wandb_system_metrics",
+        "wandb_console",
+        "wandb_init_timeout_s",
+        "wandb_finish_timeout_s",
         "progress",
         "checkpoint_interval_steps",
         "pretrained_weights_url",  # a mirror of the same hash-checked file: where weights come from
@@ -158,6 +162,15 @@ class Config(BaseModel):
     wandb_job_type: Optional[str] = Field(None, description="W&B job type (the variant).")
     wandb_tags: tuple[str, ...] = Field((), description="W&B tags (the problem).")
     wandb_run_id: Optional[str] = Field(None, description="W&B run id (default: derived from the run directory).")
+    wandb_system_metrics: bool = Field(True, description="Record system metrics (CPU, GPU, memory) in W&B.")
+    wandb_console: bool = Field(True, description="Record the console output in W&B.")
+    wandb_init_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds to reach the W&B server at start; past them the run continues offline."
+    )
+    wandb_finish_timeout_s: float = Field(
+        300.0, ge=0, description="Seconds the end of a run waits for W&B uploads (0 = no limit); "
+        "what is left is uploaded later with `wandb sync`."
+    )
 
     @field_validator("aspp_rates", "wandb_tags", mode="before")
     @classmethod

@@ -409,7 +409,7 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         progress.close()
         p.elapsed_s = clock.elapsed()
         trainer.save_last()
-        trainer.wandb.finish(exit_code=143)
+        trainer.wandb.interrupted(exit_code=143)
         return run.write_status(state="interrupted", error=f"stopped by signal {trainer.stop_signal}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
     except Diverged as exc:

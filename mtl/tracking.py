@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,23 +45,73 @@ class LocalTrace:
         atomic_write_text(self.path, "".join(json.dumps(p) + "\n" for p in kept))
 
 
-def has_wandb_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+WANDB_MODES = ("online", "offline", "disabled")
+# WANDB_MODE values wandb itself accepts under older names.
+WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+
+
+def wandb_base_url() -> str:
+    """The W&B server ``wandb.init`` talks to: WANDB_BASE_URL, wandb's settings files, or wandb's default."""
+    from wandb.sdk import wandb_setup
+
+    return wandb_setup.singleton().settings.base_url
+
+
+def wandb_credentials_source(base_url: str) -> str | None:
+    """Where wandb's own key lookup finds credentials for ``base_url`` (the environment, a netrc entry
+    for that host, wandb's settings), described without the key; None when it finds none.
+
+    No network: wandb checks the key's format here, not the key itself (the server does that at init).
+    """
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib import wbauth
+    from wandb.sdk.lib.wbauth import wbnetrc
+
     try:
-        return "api.wandb.ai" in netrc.read_text()
-    except OSError:
+        auth = wbauth.authenticate_session(host=base_url, source="mtl-train", prompt=False, update_session=False)
+    except AuthenticationError as exc:  # a key in a format the server would refuse: as good as none
+        raise ValueError(f"W&B credentials for {base_url} are unusable: {exc}") from None
+    if auth is None:
+        return None
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):  # wandb's lookup order: environment first
+        if os.environ.get(name):
+            return f"${name}"
+    netrc = wbnetrc.read_netrc_auth_with_source(host=wbauth.HostUrl(base_url))
+    return netrc.source if netrc is not None else "wandb's settings"
+
+
+def has_wandb_credentials() -> bool:
+    """Whether wandb finds usable credentials for the server it is configured for."""
+    try:
+        return wandb_credentials_source(wandb_base_url()) is not None
+    except ValueError:
         return False
 
 
-def resolve_wandb_mode(cfg: Config) -> str:
+def decide_wandb_mode(cfg: Config) -> tuple[str, str]:
+    """(mode, why): ``--wandb_mode`` first, then $WANDB_MODE, then online exactly when wandb finds
+    credentials for the server it is configured for."""
     if cfg.wandb_mode != "auto":
-        return cfg.wandb_mode
+        return cfg.wandb_mode, f"wandb_mode={cfg.wandb_mode}"
     env_mode = os.environ.get("WANDB_MODE")
-    if env_mode in ("online", "offline", "disabled"):
-        return env_mode
-    return "online" if has_wandb_credentials() else "offline"
+    if env_mode:
+        mode = WANDB_MODE_ALIASES.get(env_mode, env_mode)
+        if mode not in WANDB_MODES:
+            raise ValueError(f"WANDB_MODE={env_mode!r} is not a W&B mode; expected one of "
+                             f"{', '.join(WANDB_MODES)} (or unset it to decide from the credentials)")
+        return mode, f"WANDB_MODE={env_mode}"
+    base_url = wandb_base_url()
+    try:
+        source = wandb_credentials_source(base_url)
+    except ValueError as exc:
+        return "offline", str(exc)
+    if source is None:
+        return "offline", f"no W&B credentials for {base_url} (`wandb login` or $WANDB_API_KEY would add them)"
+    return "online", f"credentials for {base_url} found in {source}"
+
+
+def resolve_wandb_mode(cfg: Config) -> str:
+    return decide_wandb_mode(cfg)[0]
 
 
 def derive_run_id(run_dir: Path) -> str:
@@ -68,36 +119,124 @@ def derive_run_id(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
+def _short(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def _say(text: str, warning: bool = False) -> None:
+    print(f"mtl-train: {text}", file=sys.stderr if warning else sys.stdout, flush=True)
+
+
 class WandbSink:
-    """W&B mirror of the trace, with DESIGN.md's conventions (group = ablation id, job type = variant)."""
+    """W&B mirror of the trace, with DESIGN.md's conventions (group = ablation id, job type = variant).
+
+    W&B never costs a run: a server that cannot be reached at start (bounded by ``wandb_init_timeout_s``),
+    or a W&B call that fails later, switches the mirror to offline files (``wandb sync`` uploads them
+    later) with a line saying so; when even those fail, the mirror stops and the local trace, the source
+    of truth, carries on alone.
+
+    Resumed runs: the W&B run continues under the same id, so W&B still holds the points logged after the
+    checkpoint by the attempt that was stopped (W&B's history rewind is a preview feature that servers
+    refuse unless enabled, so it is not used). Every point carries ``trainer/step``; a reader rebuilds the
+    local trace from W&B's history by, per metric, keeping the last value (highest ``_step``) logged for
+    each ``trainer/step`` and dropping rows whose ``trainer/step`` exceeds the run summary's
+    ``trainer/step`` (the furthest step the latest attempt reached).
+    """
 
     def __init__(self, cfg: Config, run_dir: Path, run_id: str):
-        self.mode = resolve_wandb_mode(cfg)
+        self.cfg, self.run_dir, self._run_id = cfg, run_dir, run_id
         self.run = None
+        self.mode, why = decide_wandb_mode(cfg)
         if self.mode == "disabled":
+            _say(f"W&B disabled ({why})")
             return
         import wandb
 
         self._wandb = wandb
+        try:
+            self._start(self.mode)
+        except Exception as exc:  # noqa: BLE001 - an unreachable or refusing server must not cost the run
+            self._fall_back(f"W&B {self.mode} ({why}) could not start ({_short(exc)})")
+            return
+        if self.mode == "online":
+            _say(f"W&B online ({why}): {self.run.url}")
+        else:
+            _say(f"W&B offline ({why}); upload later with: {self.sync_command()}")
+
+    def _start(self, mode: str) -> None:
+        cfg, wandb = self.cfg, self._wandb
         self.run = wandb.init(
             project=cfg.wandb_project or os.environ.get("WANDB_PROJECT") or "mtl-ablate",
             entity=cfg.wandb_entity,
             group=cfg.wandb_group,
             job_type=cfg.wandb_job_type,
             tags=list(cfg.wandb_tags) or None,
-            name=run_dir.name,
+            name=self.run_dir.name,
             config=cfg.model_dump(mode="json"),
-            id=run_id,
+            id=self._run_id,
             resume="allow",
-            dir=str(run_dir),
-            mode=self.mode,
-            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+            dir=str(self.run_dir),
+            mode=mode,
+            settings=wandb.Settings(
+                console="auto" if cfg.wandb_console else "off",
+                x_disable_stats=not cfg.wandb_system_metrics,
+                init_timeout=cfg.wandb_init_timeout_s,
+                finish_timeout=cfg.wandb_finish_timeout_s,
+                finish_timeout_raises=True,  # so the end of the run can say what is left to sync
+                silent=True,  # wandb's own lines; ours say the mode, why, and where the run went
+            ),
         )
+        self.mode = mode
         # Points carry their own step (resumed runs may revisit steps W&B has already seen).
         self.run.define_metric("trainer/step")
         self.run.define_metric("train/*", step_metric="trainer/step")
         self.run.define_metric("val/*", step_metric="trainer/step")
+        self.run.define_metric("val_images/*", step_metric="trainer/step")
         self.run.define_metric("val/grader", step_metric="trainer/step", summary="max")
+
+    def sync_command(self) -> str:
+        return f"wandb sync {shlex.quote(str(self.run.settings.sync_dir))}"
+
+    def _fall_back(self, what: str) -> None:
+        """Drop the failing W&B run and carry on offline (or, when offline is what failed, without W&B)."""
+        failed_mode = self.mode
+        broken, self.run = self.run, None
+        try:
+            if broken is not None:
+                broken.finish(exit_code=1)
+        except Exception:  # noqa: BLE001 - it is being dropped because it failed
+            pass
+        try:
+            # A run whose start failed still holds its id in wandb's service; a fresh service frees it.
+            self._wandb.teardown()
+        except Exception:  # noqa: BLE001
+            pass
+        if failed_mode == "online":
+            try:
+                self._start("offline")
+                _say(f"{what}; continuing with W&B offline, upload later with: {self.sync_command()}",
+                     warning=True)
+                return
+            except Exception as exc:  # noqa: BLE001
+                what = f"{what}; offline start failed too ({_short(exc)})"
+        self.mode = "disabled"
+        _say(f"{what}; continuing without W&B (metrics.jsonl has every point)", warning=True)
+
+    def _guarded(self, what: str, call, *args: Any) -> None:
+        """Run one W&B call; on failure fall back and, if a mirror is left, repeat it there."""
+        if self.run is None:
+            return
+        try:
+            call(*args)
+            return
+        except Exception as exc:  # noqa: BLE001 - W&B never costs a run
+            self._fall_back(f"W&B {what} failed ({_short(exc)})")
+        if self.run is not None:
+            try:
+                call(*args)
+            except Exception as exc:  # noqa: BLE001
+                self._fall_back(f"W&B {what} failed again offline ({_short(exc)})")
 
     @property
     def run_id(self) -> str | None:
@@ -108,14 +247,14 @@ class WandbSink:
             return
         data = {k: v for k, v in point.items() if k not in ("step", "time")}
         data["trainer/step"] = point["step"]
-        self.run.log({**data, **(extra or {})})
+        self._guarded("log", lambda: self.run.log({**data, **(extra or {})}))
 
     def summary(self, values: dict[str, Any]) -> None:
-        if self.run is not None:
-            self.run.summary.update(values)
+        self._guarded("summary", lambda: self.run.summary.update(values))
 
     def images(self, panels: list[np.ndarray], depth_m: np.ndarray, step: int) -> None:
-        """Validation panels (input | predicted seg | true seg | predicted depth | true depth) and a histogram."""
+        """Validation panels (input | predicted seg | true seg | predicted depth | true depth) and a histogram,
+        on ``trainer/step`` like every other point."""
         if self.run is None:
             return
         wandb = self._wandb
@@ -125,12 +264,28 @@ class WandbSink:
         finite = depth_m[np.isfinite(depth_m)] if depth_m is not None else np.empty(0)
         if finite.size:  # a diverging model predicts NaN; the mirror must not fail the run over its histogram
             data["val/depth_histogram_m"] = wandb.Histogram(finite)
-        self.run.log(data)
+        self._guarded("images", lambda: self.run.log(data))
+
+    def interrupted(self, exit_code: int = 143) -> None:
+        """End a run stopped by a signal as preempted, not failed: W&B records a run marked preempting
+        that exits non-zero as preempted (and a sweep requeues it), and the resume continues it."""
+        self._guarded("mark_preempting", lambda: self.run.mark_preempting())
+        self.finish(exit_code=exit_code)
 
     def finish(self, exit_code: int = 0) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as exc:  # noqa: BLE001 - a late upload failure must not turn a finished run failed
+            where = shlex.quote(str(run.settings.sync_dir))
+            _say(f"W&B could not finish uploading ({_short(exc)}); its files are kept, upload them with: "
+                 f"wandb sync {where}", warning=True)
+            try:
+                self._wandb.teardown()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class Progress:

@@ -1,0 +1,215 @@
+"""The W&B mirror at its boundary: whose credentials count, what one line says, a server that cannot be
+reached, interrupted runs. No network: the only server address used is a recording stand-in on
+127.0.0.1, which answers nothing."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from conftest import REPO, TINY, tiny_args, train_command
+from faults.secrets import scan_for_secrets
+from faults.wandb_outage import (WANDB_VARIABLES, RecordingBlackHole, default_base_url, outage_environment,
+                                 write_netrc)
+
+from mtl.config import make_config
+from mtl.tracking import WandbSink, decide_wandb_mode
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A private HOME without W&B credentials, and a wandb that reads its settings afresh."""
+    import wandb
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in WANDB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    wandb.teardown()  # wandb loads its settings (WANDB_BASE_URL...) once per process
+    yield home
+    wandb.teardown()
+
+
+def auto_config(**overrides):
+    return make_config({**TINY, "wandb_mode": "auto", **overrides})
+
+
+# ------------------------------------------------------------------------------ the mode and why
+def test_an_api_key_in_the_environment_means_online(home, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    mode, why = decide_wandb_mode(auto_config())
+    assert mode == "online" and "$WANDB_API_KEY" in why and default_base_url() in why
+    assert "k" * 40 not in why
+
+
+def test_a_netrc_entry_for_wandbs_default_host_means_online(home):
+    netrc = write_netrc(home, default_base_url())
+    mode, why = decide_wandb_mode(auto_config())
+    assert (mode, why) == ("online", f"credentials for {default_base_url()} found in {netrc}")
+
+
+def test_a_self_hosted_server_needs_a_netrc_entry_for_its_own_host(home, monkeypatch):
+    write_netrc(home, default_base_url())
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    import wandb
+
+    wandb.teardown()
+    mode, why = decide_wandb_mode(auto_config())
+    assert mode == "offline" and "no W&B credentials for http://127.0.0.1:9" in why
+
+    netrc = write_netrc(home, "http://127.0.0.1:9")
+    mode, why = decide_wandb_mode(auto_config())
+    assert (mode, why) == ("online", f"credentials for http://127.0.0.1:9 found in {netrc}")
+
+
+def test_no_credentials_means_offline_and_says_for_which_server(home):
+    mode, why = decide_wandb_mode(auto_config())
+    assert mode == "offline" and why.startswith(f"no W&B credentials for {default_base_url()}")
+
+
+def test_a_malformed_key_means_offline_without_showing_the_key(home, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "short-key!")
+    mode, why = decide_wandb_mode(auto_config())
+    assert mode == "offline" and "unusable" in why and "short-key!" not in why
+
+
+def test_wandb_mode_and_the_config_key_win_over_credentials(home, monkeypatch):
+    write_netrc(home, default_base_url())
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert decide_wandb_mode(auto_config()) == ("disabled", "WANDB_MODE=disabled")
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # wandb's older name for offline
+    assert decide_wandb_mode(auto_config())[0] == "offline"
+    assert decide_wandb_mode(auto_config(wandb_mode="disabled")) == ("disabled", "wandb_mode=disabled")
+    monkeypatch.setenv("WANDB_MODE", "onlien")
+    with pytest.raises(ValueError, match="WANDB_MODE='onlien' is not a W&B mode"):
+        decide_wandb_mode(auto_config())
+
+
+def test_the_start_line_says_disabled_and_why(home, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sink = WandbSink(auto_config(), tmp_path / "run", "r1")
+    assert sink.run is None and sink.run_id is None
+    assert capsys.readouterr().out == "mtl-train: W&B disabled (WANDB_MODE=disabled)\n"
+
+
+# ------------------------------------------------------------------------------ offline run files
+def wandb_records(path: Path) -> list:
+    """The records of a ``.wandb`` file (a LevelDB-format log of protobuf records after a 7-byte header)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    records, pos, pending = [], 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            pos += block - pos % block
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def offline_run_file(run_dir: Path) -> Path:
+    """The run's offline ``.wandb`` file, complete: wandb's service writes it until it is torn down."""
+    import wandb
+
+    wandb.teardown()
+    (path,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
+    return path
+
+
+def test_an_interrupted_offline_run_is_recorded_preempted_not_failed(home, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), run_dir, "interrupted1")
+    assert sink.mode == "offline"
+    line = capsys.readouterr().out
+    assert line.startswith("mtl-train: W&B offline (no W&B credentials for ")
+    assert f"upload later with: wandb sync {run_dir / 'wandb'}/offline-run-" in line
+    sink.log({"step": 2, "epoch": 1, "time": 0.1, "train/loss": 1.0})
+    sink.interrupted(exit_code=143)
+    assert sink.run is None
+
+    records = wandb_records(offline_run_file(run_dir))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    exits = [r.exit.exit_code for r in records if r.HasField("exit")]
+    # W&B takes a run marked preempting that then exits non-zero as preempted (a sweep requeues it).
+    assert "preempting" in kinds and kinds.index("preempting") < kinds.index("exit") and exits == [143]
+
+
+def test_images_are_logged_on_the_trainer_step(home, tmp_path):
+    run_dir = tmp_path / "run"
+    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), run_dir, "images1")
+    sink.images([np.zeros((8, 40, 3), np.uint8)], np.array([1.0, 2.0, np.nan]), step=4)
+    sink.finish()
+    records = wandb_records(offline_run_file(run_dir))
+    metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records if r.HasField("metric")}
+    assert metrics["val_images/*"] == "trainer/step" and metrics["val/*"] == "trainer/step"
+    (history,) = [r.history for r in records if r.HasField("history")]
+    items = {item.key or "/".join(item.nested_key): item.value_json for item in history.item}
+    assert json.loads(items["trainer/step"]) == 4
+    assert any(key.startswith("val_images/panels") for key in items)  # a media item is nested under its key
+
+
+def test_a_failing_wandb_call_costs_the_run_nothing(home, tmp_path, capsys):
+    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), tmp_path / "run", "failing1")
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    sink.run.log = broken
+    sink.log({"step": 1, "epoch": 1, "time": 0.1, "train/loss": 1.0})
+    err = capsys.readouterr().err
+    assert "W&B log failed (OSError: disk full); continuing without W&B (metrics.jsonl has every point)" in err
+    assert sink.run is None and sink.mode == "disabled"
+    sink.log({"step": 2, "epoch": 1, "time": 0.2, "train/loss": 1.0})  # later points: nothing to fail
+    sink.summary({"best/grader": 1.0})
+    sink.interrupted()
+
+
+# ------------------------------------------------------------------------------ W&B down
+@pytest.mark.slow
+def test_a_logged_in_run_with_wandb_unreachable_falls_back_to_offline_and_finishes(home, tmp_path, cache_dir):
+    proxy = RecordingBlackHole()
+    try:
+        run_dir = tmp_path / "run"
+        command = train_command(*tiny_args(wandb_mode="auto", log_dir=run_dir, wandb_init_timeout_s=3,
+                                           wandb_finish_timeout_s=10))
+        env = outage_environment(home, proxy.url, REPO)
+        result = subprocess.run(command, check=False, env=env, cwd=tmp_path, timeout=600, capture_output=True,
+                                text=True)
+    finally:
+        proxy.close()
+    output = result.stdout + result.stderr
+    (tmp_path / "train.log").write_text(output)
+    assert result.returncode == 0, output[-3000:]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+    host = urlsplit(default_base_url()).netloc
+    assert proxy.asked_for(host)  # it did try wandb's server
+    tried = [line for line in result.stderr.splitlines() if "could not start" in line]
+    assert len(tried) == 1, output[-3000:]
+    assert tried[0].startswith(f"mtl-train: W&B online (credentials for {default_base_url()} found in "
+                               f"{home / '.netrc'}) could not start (")
+    assert f"continuing with W&B offline, upload later with: wandb sync {run_dir / 'wandb'}/offline-run-" \
+        in tried[0]
+    exits = [r.exit.exit_code for r in wandb_records(offline_run_file(run_dir)) if r.HasField("exit")]
+    assert exits == [0]
+
+    scanned, findings = scan_for_secrets([run_dir, tmp_path / "train.log"])
+    assert findings == []
+    assert scanned > 30  # the run's files, W&B's (logs, run files, metadata) and the zips' members
