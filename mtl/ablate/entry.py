@@ -2,9 +2,10 @@
 
 An entry names the question it answers, a base (a profile, or the winning config of an earlier entry),
 fixed overrides, a grid or an explicit list of variants, seeds, how runs are ranked and what the report
-shows. Every config value goes through :class:`mtl.config.Config`, so ``1e-4`` (a string to YAML)
-becomes a float and a bad value fails before anything runs, naming the file, the dotted key and what
-was expected.
+shows. Every config value goes through its type in :class:`mtl.config.Config` (a model derived from it
+with every key optional), so ``1e-4`` (a string to YAML) becomes a float and a bad value fails before
+anything runs, naming the file, the dotted key and what was expected. The Config's cross-key rules
+apply when the entry meets its base, in the plan.
 """
 
 from __future__ import annotations
