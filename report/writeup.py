@@ -220,63 +220,63 @@ def latex_table(tables: EntryTables, kind: str, shown: pd.DataFrame, caption: st
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class FigureJob:
+    """One figure of one entry: what a renderer of :data:`FIGURE_RENDERERS` draws from, and where to."""
+
+    report: EntryReport
+    subset: ResultTables
+    folder: Path
+    stem: str
+    title: str
+    dataset_root: Path | None
+
+
 def _draw_figures(report: EntryReport, subset: ResultTables, folder: Path, dataset_root: Path | None) -> None:
     # Imported here: matplotlib and the dataset readers (torch) are not needed for tables alone.
     from report import figures as fig
 
     entry = report.entry
     for kind in entry.report.figures:
-        draw = FIGURE_RENDERERS[kind]
+        job = FigureJob(report, subset, folder, f"{entry.id}.{kind}", f"{entry.item} {entry.id}", dataset_root)
         try:
-            report.figures[kind] = draw(report, subset, folder, f"{entry.id}.{kind}", f"{entry.item} {entry.id}",
-                                        dataset_root)
+            report.figures[kind] = FIGURE_RENDERERS[kind](fig, job)
         except (fig.FigureError, OSError, ValueError) as exc:
             report.problems.append(f"figure {kind} not drawn: {exc}")
 
 
-def _curves(report: EntryReport, subset: ResultTables, folder: Path, stem: str, title: str, _: Path | None) -> list[Path]:
-    from report import figures as fig
-
-    return fig.curves(subset.points, report.tables.runs, folder, stem, title)
+def _curves(fig: Any, job: FigureJob) -> list[Path]:
+    return fig.curves(job.subset.points, job.report.tables.runs, job.folder, job.stem, job.title)
 
 
-def _bars(report: EntryReport, subset: ResultTables, folder: Path, stem: str, title: str, _: Path | None) -> list[Path]:
-    from report import figures as fig
-
-    return fig.bars(report.tables.summary, folder, stem, title)
+def _bars(fig: Any, job: FigureJob) -> list[Path]:
+    return fig.bars(job.report.tables.summary, job.folder, job.stem, job.title)
 
 
-def _image_runs_and_root(report: EntryReport, subset: ResultTables, dataset_root: Path | None) -> tuple[list, Path]:
+def _image_runs_and_root(fig: Any, job: FigureJob) -> tuple[list[tuple[str, Path]], Path]:
     """The runs the image figures show and the dataset folder their test images come from."""
-    from report import figures as fig
-
-    chosen = image_runs(report.tables, subset.runs)
+    chosen = image_runs(job.report.tables, job.subset.runs)
     if not chosen:
         raise fig.FigureError("no finished run with test predictions")
-    root = dataset_root or dataset_root_of(subset.runs[subset.runs["source"] == str(chosen[0][1])].iloc[0])
+    runs = job.subset.runs
+    root = job.dataset_root or dataset_root_of(runs[runs["source"] == str(chosen[0][1])].iloc[0])
     if not root.is_dir():
         raise fig.FigureError(f"dataset folder {root} does not exist (pass --dataset-root)")
     return chosen, root
 
 
-def _qualitative(report: EntryReport, subset: ResultTables, folder: Path, stem: str, title: str,
-                 dataset_root: Path | None) -> list[Path]:
-    from report import figures as fig
-
-    chosen, root = _image_runs_and_root(report, subset, dataset_root)
+def _qualitative(fig: Any, job: FigureJob) -> list[Path]:
+    chosen, root = _image_runs_and_root(fig, job)
     common = set.intersection(*(set(fig.predicted_indices(d)) for _, d in chosen))
     indices = sorted(common)[:QUALITATIVE_IMAGES]
     if not indices:
         raise fig.FigureError("the chosen runs share no predicted test image")
-    return fig.qualitative(chosen, root, indices, folder, stem, title)
+    return fig.qualitative(chosen, root, indices, job.folder, job.stem, job.title)
 
 
-def _depth_histogram(report: EntryReport, subset: ResultTables, folder: Path, stem: str, title: str,
-                     dataset_root: Path | None) -> list[Path]:
-    from report import figures as fig
-
-    chosen, root = _image_runs_and_root(report, subset, dataset_root)
-    return fig.depth_histogram(chosen, root, folder, stem, title)
+def _depth_histogram(fig: Any, job: FigureJob) -> list[Path]:
+    chosen, root = _image_runs_and_root(fig, job)
+    return fig.depth_histogram(chosen, root, job.folder, job.stem, job.title)
 
 
 # How each figure kind of the entry format (FIGURE_KINDS: name -> caption) is drawn; a test keeps both in step.

@@ -107,11 +107,12 @@ def test_bad_entry_names_file_and_key(ablations, fields, key, words):
 @pytest.mark.parametrize(
     "fields, key, words",
     [
-        ({"variants": [{"name": "a"}, {"name": "b", "overrides": {"aug_geom_scale_min": 1.5}}]}, "variants[1].overrides",
-         ["aug_geom_scale_min", "must not exceed"]),
+        ({"variants": [{"name": "a"}, {"name": "b", "overrides": {"aug_geom_scale_min": 1.5}}]},
+         "variants[1].overrides", ["aug_geom_scale_min", "must not exceed"]),
         ({"overrides": {"decoder_se": True}}, "overrides", ["decoder_se need decoder_skip=true"]),
         ({"grid": {"decoder_skip_2x": [False, True]}}, "grid", ["decoder_skip_2x need decoder_skip=true"]),
-        ({"overrides": {"distillation_decoder": "improved"}}, "overrides", ["only applies to model_name 'distillation'"]),
+        ({"overrides": {"distillation_decoder": "improved"}}, "overrides",
+         ["only applies to model_name 'distillation'"]),
     ],
 )
 def test_a_bad_combination_fails_when_planned_naming_file_and_key(ablations, tmp_path, fields, key, words):

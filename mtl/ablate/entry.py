@@ -286,9 +286,13 @@ def _unknown_entry_key(loc: tuple[Any, ...]) -> str:
     return f"unknown key {key!r}; expected one of {', '.join(valid)}{did_you_mean(key, valid)}"
 
 
-def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
-    for part in loc:
-        data = data[part]
+def _value_at(data: Any, loc: tuple[Any, ...], fallback: Any) -> Any:
+    """The value the file gave at ``loc`` (a config value as written, not the part pydantic stopped at)."""
+    try:
+        for part in loc:
+            data = data[part]
+    except (KeyError, IndexError, TypeError):
+        return fallback
     return data
 
 
@@ -301,7 +305,8 @@ def _error_text(error: dict, loc: tuple[Any, ...], data: Any) -> tuple[str, str]
     if at >= 0 and len(loc) >= value_end and error.get("tag", "value") == "value":
         key = str(loc[at])
         sub_error = {**error, "loc": (key, *loc[value_end:])}
-        return _dotted(loc[:value_end]), value_problem(key, _value_at(data, loc[:value_end]), sub_error)
+        value = _value_at(data, loc[:value_end], error.get("input"))
+        return _dotted(loc[:value_end]), value_problem(key, value, sub_error)
     if error["type"] == "missing":
         return _dotted(loc), "required key is missing"
     text = f"got {error.get('input')!r}: {error['msg']}"
@@ -357,9 +362,9 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
         grid = _given(spec.grid, data["grid"])
         for key, values in grid.items():
             for index, value in enumerate(values):
-                if isinstance(value, Scaled) and Config.model_fields[key].annotation not in (int, float):
-                    raise EntryError(path, f"grid.{key}[{index}]",
-                                     f"'times' needs a numeric config key; {key!r} is {Config.model_fields[key].annotation}")
+                annotation = Config.model_fields[key].annotation
+                if isinstance(value, Scaled) and annotation not in (int, float):
+                    raise EntryError(path, f"grid.{key}[{index}]", f"'times' needs a numeric config key; {key!r} is {annotation}")
     variants = None
     if spec.variants is not None:
         variants = [
