@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, write_entry
 from mtl.ablate.cli import main
 from mtl.ablate.entry import EntryError, Scaled, entry_json_schema, entry_json_schema_text, load_entries, load_entry
-from mtl.ablate.planner import plan
+from mtl.ablate.planner import make_plan, plan
 
 ABLATIONS = REPO / "ablations"
 
@@ -133,6 +133,18 @@ def test_a_combination_completed_by_the_base_is_valid(ablations, tmp_path):
     assert [run.config.decoder_se for run in plan(entry, runs_dir=tmp_path)] == [False, True]
     with pytest.raises(EntryError, match="decoder_se need decoder_skip=true"):
         plan(entry, "quick", runs_dir=tmp_path)
+
+
+def test_a_combination_awaiting_the_winner_leaves_a_provisional_plan_without_runs(ablations, tmp_path):
+    # Whether decoder_se is valid depends on the winner of problem1.skip (decoder_skip or not): until it
+    # has run, `show` and dry runs say why no run can be listed instead of failing or guessing.
+    write_entry(ablations, "problem1.skip", grid={"decoder_skip": [False, True]})
+    entry = load_entry(write_entry(ablations, "problem1.se", base="best of problem1.skip",
+                                   grid={"decoder_se": [False, True]}))
+    provisional = make_plan(entry, runs_dir=tmp_path, allow_unresolved=True)
+    assert provisional.runs == [] and not provisional.resolved
+    reason = provisional.base.unresolved
+    assert "problem1.skip" in reason and "decoder_se need decoder_skip=true" in reason
 
 
 def test_unknown_profile_base(ablations):
