@@ -285,14 +285,17 @@ def value_problem(key: str, value: Any, error: dict) -> str:
     return f"config key {key!r} got {value!r}: expected {_describe_expected(key, error)}"
 
 
-def format_config_value(value: Any, separator: str = ",") -> str:
-    """A config value as text, spelled as on a command line: none, true/false, list items joined by ``separator``."""
+def format_config_value(value: Any, separator: str = ",", float_format: str = "") -> str:
+    """A config value as text, spelled as on a command line: none, true/false, list items joined by
+    ``separator``; floats exact by default (``float_format="g"`` for six significant digits, as tables show)."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
-        return separator.join(format_config_value(v, separator) for v in value)
+        return separator.join(format_config_value(v, separator, float_format) for v in value)
+    if isinstance(value, float):
+        return format(value, float_format)
     return str(value)
 
 

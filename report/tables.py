@@ -288,7 +288,7 @@ def format_value(column: str, value: Any) -> str:
         return f"{value / 1e6:.2f}"
     if column in _WHOLE:
         return str(int(value))
-    return format_config_value(value, ", ")
+    return format_config_value(value, ", ", float_format="g")
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -285,7 +285,7 @@ FIGURE_RENDERERS = {"curves": _curves, "bars": _bars, "qualitative": _qualitativ
 
 # ---------------------------------------------------------------------------------------- documents
 def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={format_config_value(v)}" for k, v in values.items()) or "(none)"
+    return ", ".join(f"{k}={format_config_value(v, float_format='g')}" for k, v in values.items()) or "(none)"
 
 
 def _winner_line(tables: EntryTables) -> str:
