@@ -12,7 +12,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mtl.config import Config, ConfigError, ConfigOverrides, did_you_mean, load_yaml, unknown_key_message, value_problem
+from mtl.config import (
+    Config,
+    ConfigError,
+    ConfigOverrides,
+    did_you_mean,
+    load_yaml,
+    unknown_key_message,
+    value_problem,
+)
 
 from .entry_format import (
     ENTRY_ID_PATTERN,
@@ -31,9 +39,24 @@ from .entry_format import (
 
 # The format's names other modules use, with the functions that read entries.
 __all__ = [
-    "FIGURE_KINDS", "Entry", "EntryError", "EntryFile", "ReportSpec", "Scaled", "entry_json_schema",
-    "entry_json_schema_text", "check_base", "entry_path", "load_entries", "load_entry", "load_profile",
-    "parse_entry", "profile_path", "root_profile", "select_entries", "validate_config_values",
+    "FIGURE_KINDS",
+    "Entry",
+    "EntryError",
+    "EntryFile",
+    "ReportSpec",
+    "Scaled",
+    "check_base",
+    "entry_json_schema",
+    "entry_json_schema_text",
+    "entry_path",
+    "load_entries",
+    "load_entry",
+    "load_profile",
+    "parse_entry",
+    "profile_path",
+    "root_profile",
+    "select_entries",
+    "validate_config_values",
 ]
 
 
