@@ -11,10 +11,21 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -188,6 +199,14 @@ class Config(BaseModel):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _none_word(cls, value: Any, info: Any) -> Any:
+        # "none"/"null" from a command line means None for the optional keys.
+        if isinstance(value, str) and value.lower() in ("none", "null") and info.field_name in _OPTIONAL_KEYS:
+            return None
+        return value
+
     @field_validator("aug_input_crop_size")
     @classmethod
     def _multiple_of_32(cls, value: int) -> int:
@@ -201,6 +220,28 @@ class Config(BaseModel):
             raise ValueError(
                 f"aug_geom_scale_min ({self.aug_geom_scale_min}) must not exceed "
                 f"aug_geom_scale_max ({self.aug_geom_scale_max})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_decoder_switches(self) -> "Config":
+        # The extra decoder fusions and SE live in the DeepLabV3+ decoder; without it they would be ignored.
+        if not self.decoder_skip:
+            enabled = [k for k in ("decoder_skip_2x", "decoder_skip_1x", "decoder_se") if getattr(self, k)]
+            if enabled:
+                raise ConfigError(
+                    f"config keys {', '.join(enabled)} need decoder_skip=true (they extend the DeepLabV3+ "
+                    f"decoder; the pass-through decoder has no fusion to extend)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_distillation_switch(self) -> "Config":
+        # distillation_decoder means nothing outside the distillation model; a non-default value is a mistake.
+        if self.distillation_decoder != "template" and self.model_name != "distillation":
+            raise ConfigError(
+                f"config key 'distillation_decoder' is {self.distillation_decoder!r} but model_name is "
+                f"{self.model_name!r}: it only applies to model_name 'distillation'"
             )
         return self
 
@@ -247,22 +288,42 @@ def _describe_expected(key: str, error: dict) -> str:
     return message
 
 
+def did_you_mean(word: str, choices: Any) -> str:
+    """``"; did you mean 'a', 'b'?"`` with the choices closest to ``word``, or "" when none is close."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def unknown_key_message(key: str, source: str = "") -> str:
     where = f" in {source}" if source else ""
-    close = difflib.get_close_matches(key, FIELD_NAMES, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown config key {key!r}{where}{hint}"
+    return f"unknown config key {key!r}{where}{did_you_mean(key, FIELD_NAMES)}"
+
+
+def value_problem(key: str, value: Any, error: dict) -> str:
+    """One pydantic error of config key ``key`` (``error["loc"]`` starting at the key) as a sentence."""
+    return f"config key {key!r} got {value!r}: expected {_describe_expected(key, error)}"
+
+
+def format_config_value(value: Any, separator: str = ",", float_format: str = "") -> str:
+    """A config value as text, spelled as on a command line: none, true/false, list items joined by
+    ``separator``; floats exact by default (``float_format="g"`` for six significant digits, as tables show)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return separator.join(format_config_value(v, separator, float_format) for v in value)
+    if isinstance(value, float):
+        return format(value, float_format)
+    return str(value)
 
 
 def make_config(values: dict[str, Any] | None = None, source: str = "", **kwargs: Any) -> Config:
     """Build a Config from a mapping, raising ConfigError with key, value, expectation and closest key."""
     values = {**(values or {}), **kwargs}
-    for key, value in list(values.items()):
+    for key in values:
         if key not in Config.model_fields:
             raise ConfigError(unknown_key_message(str(key), source))
-        # "none"/"null" from a command line means None for the optional keys.
-        if isinstance(value, str) and value.lower() in ("none", "null") and key in _OPTIONAL_KEYS:
-            values[key] = None
     try:
         return Config(**values)
     except ValidationError as exc:
@@ -272,7 +333,7 @@ def make_config(values: dict[str, Any] | None = None, source: str = "", **kwargs
             top = str(error["loc"][0]) if error["loc"] else ""
             value = values.get(top, error.get("input"))
             if top:
-                lines.append(f"config key {top!r} got {value!r}: expected {_describe_expected(top, error)}")
+                lines.append(value_problem(top, value, error))
             else:
                 lines.append(f"config: {_describe_expected(key, error)}")
         where = f" ({source})" if source else ""
@@ -355,19 +416,7 @@ def config_from_cli(argv: list[str]) -> Config:
 def cli_args(config: Config, keys: list[str] | None = None) -> list[str]:
     """The ``--key=value`` arguments that rebuild ``config`` (all keys, or just ``keys``)."""
     data = config.model_dump(mode="json")
-    args = []
-    for key in keys or list(data):
-        value = data[key]
-        if value is None:
-            text = "none"
-        elif isinstance(value, (list, tuple)):
-            text = ",".join(str(v) for v in value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        args.append(f"--{key}={text}")
-    return args
+    return [f"--{key}={format_config_value(data[key])}" for key in keys or list(data)]
 
 
 def help_text() -> str:
@@ -375,3 +424,44 @@ def help_text() -> str:
     for name, field in Config.model_fields.items():
         lines.append(f"  --{name:<28} {field.description} [default: {field.default!r}]")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ partial configs (ablation entries)
+def config_value_type(key: str) -> Any:
+    """The type of config key ``key`` with its constraints and field validators, to validate a value of it
+    on its own (a grid value); the cross-key rules need the whole Config and are not part of it."""
+    field = Config.model_fields[key]
+    markers: list[Any] = list(field.metadata)
+    if field.annotation is float:
+        markers.append(AllowInfNan(False))
+    for decorator in Config.__pydantic_decorators__.field_validators.values():
+        if key in decorator.info.fields or "*" in decorator.info.fields:
+            wrap = BeforeValidator if decorator.info.mode == "before" else AfterValidator
+            markers.append(wrap(decorator.func))
+    return Annotated[(field.annotation, *markers)]
+
+
+def _no_default_in_schema(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # unset means "the base's value", not null
+
+
+def partial_config_model(
+    name: str, doc: str, value_type: Any = None, schema_extra: dict[str, Any] | None = None, **field_options: Any
+) -> type[BaseModel]:
+    """A model with every config key optional and unset by default (extra keys forbidden), for the config
+    keys an entry, a variant or a grid sets. ``value_type(key)`` gives each key's type (default: the key's
+    own); the cross-key rules of :class:`Config` apply once the keys meet their base, not here."""
+    value_type = value_type or config_value_type
+    fields = {
+        key: (
+            value_type(key),
+            Field(None, description=field.description, json_schema_extra=_no_default_in_schema, **field_options),
+        )
+        for key, field in Config.model_fields.items()
+    }
+    config = ConfigDict(extra="forbid", json_schema_extra=schema_extra)
+    return create_model(name, __config__=config, __doc__=doc, **fields)
+
+
+# Config keys an entry or a variant sets; ``model_dump(exclude_unset=True)`` gives the values given.
+ConfigOverrides = partial_config_model("ConfigOverrides", "Config keys (see mtl-train --help) and their values.")

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from mtl.config import RUN_INVARIANT_KEYS
+from mtl.config import RUN_INVARIANT_KEYS, format_config_value
 from mtl.records import GRADER_KEY
 
 from report.store import RUN_COLUMNS, ResultTables
@@ -294,13 +294,7 @@ def format_value(column: str, value: Any) -> str:
         return f"{value / 1e6:.2f}"
     if column in _WHOLE:
         return str(int(value))
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (tuple, list)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+    return format_config_value(value, ", ", float_format="g")
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

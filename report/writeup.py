@@ -20,18 +20,13 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from mtl.config import RUN_INVARIANT_KEYS, Config
+from mtl.ablate.entry import FIGURE_KINDS
+from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
 
 from report.store import ResultTables
 from report.tables import NOISE_RULES, EntryTables, TableError, entry_tables, to_csv, to_latex, to_markdown
 
 FORMATS = ("md", "latex", "csv")
-FIGURE_TITLES = {
-    "curves": "Validation curves of every run",
-    "bars": "Metrics at the best-grader validation step per variant (mean and standard deviation over seeds)",
-    "qualitative": "Test predictions of the best run of each variant",
-    "depth_histogram": "Depth distribution of ground truth and predictions, in metres and log-metres",
-}
 MAX_IMAGE_RUNS = 4  # variants shown in the image figures: the winner first, then in table order
 QUALITATIVE_IMAGES = 3
 
@@ -225,54 +220,72 @@ def latex_table(tables: EntryTables, kind: str, shown: pd.DataFrame, caption: st
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class FigureJob:
+    """One figure of one entry: what a renderer of :data:`FIGURE_RENDERERS` draws from, and where to."""
+
+    report: EntryReport
+    subset: ResultTables
+    folder: Path
+    stem: str
+    title: str
+    dataset_root: Path | None
+
+
 def _draw_figures(report: EntryReport, subset: ResultTables, folder: Path, dataset_root: Path | None) -> None:
     # Imported here: matplotlib and the dataset readers (torch) are not needed for tables alone.
     from report import figures as fig
 
-    entry, tables = report.entry, report.tables
-    assert tables is not None
+    entry = report.entry
     for kind in entry.report.figures:
-        stem = f"{entry.id}.{kind}"
-        title = f"{entry.item} {entry.id}"
+        job = FigureJob(report, subset, folder, f"{entry.id}.{kind}", f"{entry.item} {entry.id}", dataset_root)
         try:
-            if kind == "curves":
-                report.figures[kind] = fig.curves(subset.points, tables.runs, folder, stem, title)
-            elif kind == "bars":
-                report.figures[kind] = fig.bars(tables.summary, folder, stem, title)
-            else:
-                chosen = image_runs(tables, subset.runs)
-                if not chosen:
-                    raise fig.FigureError("no finished run with test predictions")
-                root = dataset_root or dataset_root_of(subset.runs[subset.runs["source"] == str(chosen[0][1])].iloc[0])
-                if not root.is_dir():
-                    raise fig.FigureError(f"dataset folder {root} does not exist (pass --dataset-root)")
-                if kind == "qualitative":
-                    common = set.intersection(*(set(fig.predicted_indices(d)) for _, d in chosen))
-                    indices = sorted(common)[:QUALITATIVE_IMAGES]
-                    if not indices:
-                        raise fig.FigureError("the chosen runs share no predicted test image")
-                    report.figures[kind] = fig.qualitative(chosen, root, indices, folder, stem, title)
-                elif kind == "depth_histogram":
-                    report.figures[kind] = fig.depth_histogram(chosen, root, folder, stem, title)
-                else:
-                    raise fig.FigureError(f"unknown figure kind {kind!r}")
+            report.figures[kind] = FIGURE_RENDERERS[kind](fig, job)
         except (fig.FigureError, OSError, ValueError) as exc:
             report.problems.append(f"figure {kind} not drawn: {exc}")
 
 
+def _curves(fig: Any, job: FigureJob) -> list[Path]:
+    return fig.curves(job.subset.points, job.report.tables.runs, job.folder, job.stem, job.title)
+
+
+def _bars(fig: Any, job: FigureJob) -> list[Path]:
+    return fig.bars(job.report.tables.summary, job.folder, job.stem, job.title)
+
+
+def _image_runs_and_root(fig: Any, job: FigureJob) -> tuple[list[tuple[str, Path]], Path]:
+    """The runs the image figures show and the dataset folder their test images come from."""
+    chosen = image_runs(job.report.tables, job.subset.runs)
+    if not chosen:
+        raise fig.FigureError("no finished run with test predictions")
+    runs = job.subset.runs
+    root = job.dataset_root or dataset_root_of(runs[runs["source"] == str(chosen[0][1])].iloc[0])
+    if not root.is_dir():
+        raise fig.FigureError(f"dataset folder {root} does not exist (pass --dataset-root)")
+    return chosen, root
+
+
+def _qualitative(fig: Any, job: FigureJob) -> list[Path]:
+    chosen, root = _image_runs_and_root(fig, job)
+    common = set.intersection(*(set(fig.predicted_indices(d)) for _, d in chosen))
+    indices = sorted(common)[:QUALITATIVE_IMAGES]
+    if not indices:
+        raise fig.FigureError("the chosen runs share no predicted test image")
+    return fig.qualitative(chosen, root, indices, job.folder, job.stem, job.title)
+
+
+def _depth_histogram(fig: Any, job: FigureJob) -> list[Path]:
+    chosen, root = _image_runs_and_root(fig, job)
+    return fig.depth_histogram(chosen, root, job.folder, job.stem, job.title)
+
+
+# How each figure kind of the entry format (FIGURE_KINDS: name -> caption) is drawn; a test keeps both in step.
+FIGURE_RENDERERS = {"curves": _curves, "bars": _bars, "qualitative": _qualitative, "depth_histogram": _depth_histogram}
+
+
 # ---------------------------------------------------------------------------------------- documents
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_value(v)}" for k, v in values.items()) or "(none)"
+    return ", ".join(f"{k}={format_config_value(v, float_format='g')}" for k, v in values.items()) or "(none)"
 
 
 def _winner_line(tables: EntryTables) -> str:
@@ -315,8 +328,8 @@ def render_markdown(sections: Sequence[EntryReport], out_dir: Path, runs_label: 
             parts += [_winner_line(section.tables), ""]
         for kind, paths in section.figures.items():
             png = next(p for p in paths if p.suffix == ".png")
-            parts += [f"![{FIGURE_TITLES.get(kind, kind)}]({png.relative_to(out_dir).as_posix()})", "",
-                      f"*{FIGURE_TITLES.get(kind, kind)}.*", ""]
+            parts += [f"![{FIGURE_KINDS[kind]}]({png.relative_to(out_dir).as_posix()})", "",
+                      f"*{FIGURE_KINDS[kind]}.*", ""]
         for problem in section.problems:
             parts += [f"> **Missing:** {problem}", ""]
         parts += [f"<!-- CONCLUSION({entry.id}): answer the question from the table and figures above. -->",
@@ -365,7 +378,7 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
             pdf = next(p for p in paths if p.suffix == ".pdf")
             parts += [r"\begin{figure}[htbp]", r"\centering",
                       rf"\includegraphics[width=\linewidth]{{{pdf.relative_to(out_dir).as_posix()}}}",
-                      rf"\caption{{{latex_escape(entry.id)}: {latex_escape(FIGURE_TITLES.get(kind, kind))}.}}",
+                      rf"\caption{{{latex_escape(entry.id)}: {latex_escape(FIGURE_KINDS[kind])}.}}",
                       rf"\label{{fig:{entry.id}.{kind}}}", r"\end{figure}", ""]
         for problem in section.problems:
             parts += [rf"\noindent\textbf{{Missing:}} {latex_escape(problem)}", ""]

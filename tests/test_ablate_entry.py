@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO, write_entry
 from mtl.ablate.cli import main
 from mtl.ablate.entry import EntryError, Scaled, entry_json_schema, entry_json_schema_text, load_entries, load_entry
+from mtl.ablate.planner import make_plan, plan
 
 ABLATIONS = REPO / "ablations"
 
@@ -76,8 +77,12 @@ def test_scaled_grid_values_need_a_numeric_key(ablations):
          "variants[1].overrides.batch_size", ["'big'"]),
         ({"variants": [{"name": "a", "overides": {}}]}, "variants[0].overides", ["did you mean 'overrides'"]),
         ({"overrides": {"aug_input_crop_size": 100}}, "overrides.aug_input_crop_size", ["multiple of 32"]),
-        ({"variants": [{"name": "a", "overrides": {"aug_geom_scale_min": 1.5}}]}, "variants[0].overrides",
-         ["aug_geom_scale_min", "must not exceed"]),
+        ({"grid": {"optimzer_lr": [0.1]}}, "grid.optimzer_lr", ["unknown config key", "did you mean 'optimizer_lr'"]),
+        ({"grid": {"optimizer_lr": [{"times": 2, "plus": 1}]}}, "grid.optimizer_lr[0].plus", ["unknown key 'plus'"]),
+        ({"grid": {"optimizer_lr": []}}, "grid.optimizer_lr", ["at least 1 item"]),
+        ({"grid": {}}, "grid", ["at least one key"]),
+        ({"overrides": {"aspp_rates": "3,6"}}, "overrides.aspp_rates", ["'3,6'", "exactly three values"]),
+        ({"overrides": {"optimizer_lr": "inf"}}, "overrides.optimizer_lr", ["'inf'", "finite"]),
         ({"grid": {"pretrained": [True]}, "variants": [{"name": "a"}]}, "", ["either 'grid' or 'variants'"]),
         ({"seeds": [0, 0]}, "seeds", ["distinct"]),
         ({"seeds": "zero"}, "seeds", ["'zero'"]),
@@ -97,6 +102,49 @@ def test_bad_entry_names_file_and_key(ablations, fields, key, words):
     assert message.startswith(str(path))
     for word in words:
         assert word in message, message
+
+
+@pytest.mark.parametrize(
+    "fields, key, words",
+    [
+        ({"variants": [{"name": "a"}, {"name": "b", "overrides": {"aug_geom_scale_min": 1.5}}]},
+         "variants[1].overrides", ["aug_geom_scale_min", "must not exceed"]),
+        ({"overrides": {"decoder_se": True}}, "overrides", ["decoder_se need decoder_skip=true"]),
+        ({"grid": {"decoder_skip_2x": [False, True]}}, "grid", ["decoder_skip_2x need decoder_skip=true"]),
+        ({"overrides": {"distillation_decoder": "improved"}}, "overrides",
+         ["only applies to model_name 'distillation'"]),
+    ],
+)
+def test_a_bad_combination_fails_when_planned_naming_file_and_key(ablations, tmp_path, fields, key, words):
+    # Each value is fine on its own, so the entry loads; its combination with the base is checked by the plan.
+    path = write_entry(ablations, "problem1.bad", **fields)
+    entry = load_entry(path)
+    with pytest.raises(EntryError) as info:
+        plan(entry, runs_dir=tmp_path)
+    assert (info.value.file, info.value.key) == (str(path), key)
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+def test_a_combination_completed_by_the_base_is_valid(ablations, tmp_path):
+    # decoder_se needs decoder_skip, which here comes from the base (a profile; a 'best of' winner alike).
+    (ablations / "profiles" / "skip.yaml").write_text("decoder_skip: true\n")
+    entry = load_entry(write_entry(ablations, "problem1.se", base="skip", grid={"decoder_se": [False, True]}))
+    assert [run.config.decoder_se for run in plan(entry, runs_dir=tmp_path)] == [False, True]
+    with pytest.raises(EntryError, match="decoder_se need decoder_skip=true"):
+        plan(entry, "quick", runs_dir=tmp_path)
+
+
+def test_a_combination_awaiting_the_winner_leaves_a_provisional_plan_without_runs(ablations, tmp_path):
+    # Whether decoder_se is valid depends on the winner of problem1.skip (decoder_skip or not): until it
+    # has run, `show` and dry runs say why no run can be listed instead of failing or guessing.
+    write_entry(ablations, "problem1.skip", grid={"decoder_skip": [False, True]})
+    entry = load_entry(write_entry(ablations, "problem1.se", base="best of problem1.skip",
+                                   grid={"decoder_se": [False, True]}))
+    provisional = make_plan(entry, runs_dir=tmp_path, allow_unresolved=True)
+    assert provisional.runs == [] and not provisional.resolved
+    reason = provisional.base.unresolved
+    assert "problem1.skip" in reason and "decoder_se need decoder_skip=true" in reason
 
 
 def test_unknown_profile_base(ablations):

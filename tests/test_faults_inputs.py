@@ -14,8 +14,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtl.ablate.entry import EntryError, EntryFile, load_entry, parse_entry
-from mtl.config import FIELD_NAMES, Config, ConfigError, cli_args, config_from_cli, make_config
+from mtl.ablate.entry import EntryError, EntryFile, Scaled, load_entry, parse_entry
+from mtl.config import FIELD_NAMES, Config, ConfigError, ConfigOverrides, cli_args, config_from_cli, make_config
 
 FUZZ = settings(max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -154,9 +154,15 @@ def test_any_entry_document_is_an_entry_or_an_entry_error_naming_the_key(doc):
         candidates = set(map(str, doc)) | set(REQUIRED) | {"grid", "variants"}
         assert _names_a_key(str(exc), candidates), str(exc)
         return
-    # An accepted entry's configs are valid configs.
-    for values_ in [entry.overrides] + [v.overrides for v in entry.variants or []]:
-        assert isinstance(make_config(values_), Config)
+    # An accepted entry's config values are valid values of their keys (they validate to themselves);
+    # only their combination with a base, the Config's cross-key rules, is left to the plan.
+    grid_values = [{k: v} for k, vs in (entry.grid or {}).items() for v in vs if not isinstance(v, Scaled)]
+    for values_ in [entry.overrides, *grid_values] + [v.overrides for v in entry.variants or []]:
+        assert ConfigOverrides.model_validate(values_).model_dump(exclude_unset=True) == values_
+        try:
+            assert isinstance(make_config(values_), Config)
+        except ConfigError as exc:
+            assert all(line.strip().startswith("config: ") for line in str(exc).splitlines()[1:]), str(exc)
 
 
 @FUZZ

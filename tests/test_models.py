@@ -178,15 +178,19 @@ def test_distillation_designs_differ():
     assert "SelfAttention" in template_types and "SelfAttention" in improved_types
 
 
+@pytest.mark.parametrize("architecture", ["deeplabv3p", "branched", "distillation"])
 @pytest.mark.parametrize("key", ["decoder_se", "decoder_skip_2x", "decoder_skip_1x"])
-def test_decoder_extensions_need_the_deeplabv3p_decoder(key):
-    with pytest.raises(ConfigError, match=key):
-        build_model(config("deeplabv3p", **{key: True}))
+def test_decoder_extensions_need_the_deeplabv3p_decoder(architecture, key):
+    # A cross-key rule of the Config: the config is refused before any model is built.
+    with pytest.raises(ConfigError, match=f"{key} need decoder_skip=true"):
+        config(architecture, **{key: True})
 
 
-def test_distillation_design_rejected_for_other_models():
-    with pytest.raises(ConfigError, match="distillation_decoder"):
-        build_model(make_config(model_name="branched", distillation_decoder="improved"))
+@pytest.mark.parametrize("model_name", ["deeplabv3p", "branched"])
+def test_distillation_design_rejected_for_other_models(model_name):
+    with pytest.raises(ConfigError, match="'distillation_decoder' is 'improved' but model_name is"):
+        make_config(model_name=model_name, distillation_decoder="improved")
+    assert make_config(model_name="distillation", distillation_decoder="improved").distillation_decoder == "improved"
 
 
 def test_model_summary_counts_parameters_and_flops():

@@ -115,15 +115,15 @@ def test_single_seed_table_with_a_failed_run_and_none_values(tmp_path):
     assert to_markdown(tables.runs_display) == """\
 | run           | variant   |   seed | aspp   | aspp_rates   |   grader |   IoU |   SI-logRMSE |   step |   epoch | state    | winner   | note                           |
 |:--------------|:----------|-------:|:-------|:-------------|---------:|------:|-------------:|-------:|--------:|:---------|:---------|:-------------------------------|
-| b-s0-ed79dedc | b         |      0 | False  | none         |        – |     – |            – |      – |       – | failed   |          | never validated (state failed) |
-| a-s0-a42ef57f | a         |      0 | True   | 6, 12, 18    |    30.00 | 70.25 |        40.12 |     10 |       1 | finished | yes      |                                |
+| b-s0-ed79dedc | b         |      0 | false  | none         |        – |     – |            – |      – |       – | failed   |          | never validated (state failed) |
+| a-s0-a42ef57f | a         |      0 | true   | 6, 12, 18    |    30.00 | 70.25 |        40.12 |     10 |       1 | finished | yes      |                                |
 """
     assert to_latex(tables.runs_display) == r"""\begin{tabular}{llrllrrrrrlll}
 \toprule
 run & variant & seed & aspp & aspp\_rates & grader & IoU & SI-logRMSE & step & epoch & state & winner & note \\
 \midrule
-b-s0-ed79dedc & b & 0 & False & none & -- & -- & -- & -- & -- & failed &  & never validated (state failed) \\
-a-s0-a42ef57f & a & 0 & True & 6, 12, 18 & 30.00 & 70.25 & 40.12 & 10 & 1 & finished & yes &  \\
+b-s0-ed79dedc & b & 0 & false & none & -- & -- & -- & -- & -- & failed &  & never validated (state failed) \\
+a-s0-a42ef57f & a & 0 & true & 6, 12, 18 & 30.00 & 70.25 & 40.12 & 10 & 1 & finished & yes &  \\
 \bottomrule
 \end{tabular}
 """

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from mtl.ablate.entry import ReportSpec, load_entries
+from mtl.ablate.entry import FIGURE_KINDS, ReportSpec, load_entries
 from mtl.data.miniscapes import write_depth, write_rgb, write_semseg
 from report.commands import main as report_main
 from report.planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.store import LocalStore
-from report.writeup import write_report
+from report.writeup import FIGURE_RENDERERS, write_report
 
 
 def _entry(folder, entry_id, item, question, body):
@@ -99,6 +99,11 @@ def test_write_report_sections_tables_figures_and_placeholders(project):
     assert "> **Missing:** no runs recorded yet" in md
 
 
+def test_every_figure_kind_an_entry_may_name_has_a_renderer():
+    assert FIGURE_RENDERERS.keys() == FIGURE_KINDS.keys()
+    assert ReportSpec(figures=list(FIGURE_KINDS)).figures == list(FIGURE_KINDS)
+
+
 def test_figure_that_cannot_be_drawn_is_a_reported_problem(project):
     depth = load_entries(project["ablations"])["problem1.depth"]
     depth = depth.model_copy(update={"report": ReportSpec(figures=["qualitative", "depth_histogram"])})
@@ -120,5 +125,5 @@ def test_report_command(project, capsys, monkeypatch, tmp_path):
     assert report_main(["report", "--all", *common]) == 1  # problem2.branched has no runs
     assert "problem: problem2.branched: no runs recorded yet" in capsys.readouterr().err
     assert report_main(["report", "problem1.optt", *common]) == 2
-    assert "unknown entry 'problem1.optt'; did you mean problem1.opt" in capsys.readouterr().err
+    assert "unknown entry 'problem1.optt'; did you mean 'problem1.opt'" in capsys.readouterr().err
     assert report_main(["report", *common]) == 2

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from mtl.config import format_config_value
 from mtl.records import read_run
 
 from .planner import RunSpec
@@ -52,14 +53,7 @@ def format_number(value: Any, digits: int = 2) -> str:
 
 
 def format_params(values: dict[str, Any]) -> str:
-    parts = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
+    return " ".join(f"{key}={format_config_value(value)}" for key, value in values.items())
 
 
 def run_label(spec: RunSpec) -> str:

@@ -1,195 +1,63 @@
-"""The ablation entry format: one YAML file per assignment question under ``ablations/``.
-
-An entry names the question it answers, a base (a profile, or the winning config of an earlier entry),
-fixed overrides, a grid or an explicit list of variants, seeds, how runs are ranked and what the report
-shows. Every config value goes through :class:`mtl.config.Config`, so ``1e-4`` (a string to YAML)
-becomes a float and a bad value fails before anything runs, naming the file, the dotted key and what
-was expected.
+"""Reading ablation entries and profiles: an entry file becomes a validated :class:`Entry` or an
+:class:`EntryError` naming the file, the dotted key and what was expected; bases are checked (a known
+profile or entry, no 'best of' cycle). The format itself lives in :mod:`mtl.ablate.entry_format`.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
-from mtl.config import Config, ConfigError, load_yaml, make_config, unknown_key_message
+from mtl.config import (
+    Config,
+    ConfigError,
+    ConfigOverrides,
+    did_you_mean,
+    load_yaml,
+    unknown_key_message,
+    value_problem,
+)
 
-ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
-BEST_OF_PREFIX = "best of "
-PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
-# Variant names become directory names and W&B job types.
-VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$"
-FIGURE_KINDS = ("curves", "bars", "qualitative", "depth_histogram")
-DEFAULT_RANK_METRIC = "val/grader"
+from .entry_format import (
+    ENTRY_ID_PATTERN,
+    FIGURE_KINDS,
+    Entry,
+    EntryError,
+    EntryFile,
+    RankBy,
+    ReportSpec,
+    Scaled,
+    Variant,
+    VariantSpec,
+    entry_json_schema,
+    entry_json_schema_text,
+)
 
-
-class EntryError(ValueError):
-    """An entry (or profile) that cannot be used; the message names the file, the key and the expectation."""
-
-    def __init__(self, file: str | Path, key: str, problem: str):
-        self.file, self.key, self.problem = str(file), key, problem
-        where = f"key {key!r}" if key else "(whole file)"
-        super().__init__(f"{self.file}: {where}: {problem}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Scaled(_Strict):
-    """A grid value relative to the base: the base value of the key times ``times`` (e.g. a bracket around a
-    learning rate inherited from an earlier entry)."""
-
-    times: float = Field(gt=0, description="Multiplier applied to the key's value in the base config.")
-
-
-class Variant(_Strict):
-    name: str = Field(pattern=VARIANT_NAME_PATTERN, max_length=64, description="Variant name (run directory prefix, W&B job type).")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Config keys set by this variant.")
-
-    @field_validator("name")
-    @classmethod
-    def _not_null_word(cls, name: str) -> str:
-        # The name travels as --wandb_job_type=<name>, where "none"/"null" would mean "no job type".
-        if name.lower() in ("none", "null"):
-            raise ValueError(f"{name!r} is reserved (it reads as 'no value' on a command line); pick another name")
-        return name
-
-
-class RankBy(_Strict):
-    metric: str = Field(DEFAULT_RANK_METRIC, pattern=r"^val/", description="Validation metric a run is ranked by.")
-    mode: Literal["max", "min"] = Field("max", description="Whether higher (max) or lower (min) is better.")
-
-
-class ReportSpec(_Strict):
-    columns: list[str] = Field(default_factory=list, description="Config keys shown as table columns.")
-    figures: list[Literal["curves", "bars", "qualitative", "depth_histogram"]] = Field(
-        default_factory=lambda: ["curves", "bars"], description="Figures the report draws for this entry."
-    )
-
-    @field_validator("columns")
-    @classmethod
-    def _known_columns(cls, columns: list[str]) -> list[str]:
-        for column in columns:
-            if column not in Config.model_fields:
-                raise ValueError(unknown_key_message(column))
-        return columns
-
-
-class EntryFile(_Strict):
-    """What an ``ablations/<id>.yaml`` file holds."""
-
-    model_config = ConfigDict(extra="forbid", title="mtl-ablate entry")
-
-    question: str = Field(min_length=1, description="The assignment question, paraphrased.")
-    item: str = Field(pattern=r"^\d+(\.\d+)*[a-z]?$", description="Assignment item numbering, e.g. 1.1b (quote it when YAML would read a number: '1.3').")
-    order: Optional[str] = Field(
-        None, min_length=1, description="Sort key; default derived from the file name (problemN) and the item."
-    )
-    base: str = Field(
-        description="A profile name (quick, full, ...) or 'best of <entry id>': the winning config of an earlier entry."
-    )
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Config keys fixed for every run of this entry.")
-    grid: Optional[dict[str, list[Union[Scaled, Any]]]] = Field(
-        None, description="Config key -> list of values; the runs are the cartesian product."
-    )
-    variants: Optional[list[Variant]] = Field(None, min_length=1, description="Explicit list of named variants.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; every variant runs once per seed.")
-    rank_by: RankBy = Field(default_factory=RankBy, description="How the winner of this entry is chosen.")
-    report: ReportSpec = Field(default_factory=ReportSpec, description="What the report shows for this entry.")
-
-    @field_validator("base")
-    @classmethod
-    def _base_form(cls, base: str) -> str:
-        if base.startswith(BEST_OF_PREFIX):
-            if not re.match(ENTRY_ID_PATTERN, base[len(BEST_OF_PREFIX):]):
-                raise ValueError(f"'best of' needs an entry id after it, got {base!r}")
-        elif not re.match(PROFILE_NAME_PATTERN, base):
-            raise ValueError(f"expected a profile name or 'best of <entry id>', got {base!r}")
-        return base
-
-    @field_validator("grid")
-    @classmethod
-    def _grid_lists(cls, grid: Optional[dict[str, list[Any]]]) -> Optional[dict[str, list[Any]]]:
-        if grid is not None:
-            if not grid:
-                raise ValueError("a grid needs at least one key")
-            for key, values in grid.items():
-                if not values:
-                    raise ValueError(f"grid key {key!r} needs at least one value")
-        return grid
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if any(s < 0 for s in seeds):
-            raise ValueError("seeds must be >= 0")
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct, got {seeds}")
-        return seeds
-
-    @model_validator(mode="after")
-    def _grid_or_variants(self) -> "EntryFile":
-        if self.grid is not None and self.variants is not None:
-            raise ValueError("give either 'grid' or 'variants', not both")
-        if self.variants is not None:
-            names = [v.name for v in self.variants]
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            if duplicates:
-                raise ValueError(f"variant names must be distinct; repeated: {', '.join(duplicates)}")
-        return self
-
-    @property
-    def best_of(self) -> Optional[str]:
-        """The earlier entry whose winner is the base, or None when the base is a profile."""
-        return self.base[len(BEST_OF_PREFIX):] if self.base.startswith(BEST_OF_PREFIX) else None
-
-
-class Entry(EntryFile):
-    """A validated entry, with its id (the file name without ``.yaml``) and the file it came from."""
-
-    id: str
-    path: Path
-
-    @property
-    def problem(self) -> str:
-        """The problem tag (``problem1`` for ``problem1.lr``): the W&B tag of its runs."""
-        return self.id.split(".", 1)[0]
-
-    @property
-    def ablations_dir(self) -> Path:
-        return self.path.parent
-
-    @property
-    def sort_key(self) -> tuple[str, str]:
-        return (self.order or default_order(self.id, self.item), self.id)
-
-    def run_count(self) -> int:
-        """Runs per profile: variants times seeds (independent of the base)."""
-        if self.grid is not None:
-            variants = 1
-            for values in self.grid.values():
-                variants *= len(values)
-        else:
-            variants = len(self.variants) if self.variants is not None else 1
-        return variants * len(self.seeds)
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def default_order(entry_id: str, item: str) -> str:
-    """A sort key from the file name's problem number and the item, numbers zero-padded ("001/001.001b")."""
-    match = re.match(r"^problem(\d+)", entry_id)
-    problem = int(match.group(1)) if match else 999
-    padded = re.sub(r"\d+", lambda m: f"{int(m.group()):03d}", item)
-    return f"{problem:03d}/{padded}"
+# The format's names other modules use, with the functions that read entries.
+__all__ = [
+    "FIGURE_KINDS",
+    "Entry",
+    "EntryError",
+    "EntryFile",
+    "ReportSpec",
+    "Scaled",
+    "check_base",
+    "entry_json_schema",
+    "entry_json_schema_text",
+    "entry_path",
+    "load_entries",
+    "load_entry",
+    "load_profile",
+    "parse_entry",
+    "profile_path",
+    "root_profile",
+    "select_entries",
+    "validate_config_values",
+]
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -204,101 +72,93 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 
 _ENTRY_KEYS = {
     "": tuple(EntryFile.model_fields),
-    "variants": tuple(Variant.model_fields),
+    "variants": tuple(VariantSpec.model_fields),
     "rank_by": tuple(RankBy.model_fields),
     "report": tuple(ReportSpec.model_fields),
 }
+_GRID_MEMBERS = ("scaled", "value")
+
+
+def _config_key_at(loc: tuple[Any, ...]) -> int:
+    """Where in ``loc`` a config key sits when the error is about a config key or value (-1 otherwise):
+    ``overrides.<key>``, ``variants[i].overrides.<key>``, ``grid.<key>`` (unknown key) or ``grid.<key>[i]``."""
+    if loc[:1] == ("overrides",) and len(loc) >= 2:
+        return 1
+    if loc[:1] == ("variants",) and loc[2:3] == ("overrides",) and len(loc) >= 4:
+        return 3
+    if loc[:1] == ("grid",) and len(loc) >= 2:
+        return 1
+    return -1
 
 
 def _unknown_entry_key(loc: tuple[Any, ...]) -> str:
-    parent = next((str(p) for p in loc[:-1] if isinstance(p, str)), "")
-    if parent == "grid":  # a Scaled value with a stray key
-        valid = tuple(Scaled.model_fields)
-    else:
-        valid = _ENTRY_KEYS.get(parent, _ENTRY_KEYS[""])
     key = str(loc[-1])
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown key {key!r}; expected one of {', '.join(valid)}{hint}"
+    if _config_key_at(loc) == len(loc) - 1:
+        return unknown_key_message(key)
+    parent = next((str(p) for p in loc[:-1] if isinstance(p, str)), "")
+    valid = tuple(Scaled.model_fields) if parent == "grid" else _ENTRY_KEYS.get(parent, _ENTRY_KEYS[""])
+    return f"unknown key {key!r}; expected one of {', '.join(valid)}{did_you_mean(key, valid)}"
 
 
-def _pydantic_errors(file: Path, exc: ValidationError) -> EntryError:
-    messages = []
-    first_key = ""
+def _value_at(data: Any, loc: tuple[Any, ...], fallback: Any) -> Any:
+    """The value the file gave at ``loc`` (a config value as written, not the part pydantic stopped at)."""
+    try:
+        for part in loc:
+            data = data[part]
+    except (KeyError, IndexError, TypeError):
+        return fallback
+    return data
+
+
+def _error_text(error: dict, loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
+    """(dotted key, problem) of one pydantic error of an entry document."""
+    at = _config_key_at(loc)
+    value_end = at + 2 if loc[:1] == ("grid",) else at + 1  # a grid value is one item of the key's list
+    if error["type"] == "extra_forbidden":
+        return _dotted(loc), _unknown_entry_key(loc)
+    if at >= 0 and len(loc) >= value_end and error.get("tag", "value") == "value":
+        key = str(loc[at])
+        sub_error = {**error, "loc": (key, *loc[value_end:])}
+        value = _value_at(data, loc[:value_end], error.get("input"))
+        return _dotted(loc[:value_end]), value_problem(key, value, sub_error)
+    if error["type"] == "missing":
+        return _dotted(loc), "required key is missing"
+    text = f"got {error.get('input')!r}: {error['msg']}"
+    field = EntryFile.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    if field is not None and field.description:
+        text += f" ({field.description})"
+    return _dotted(loc), text
+
+
+def _pydantic_errors(file: Path, exc: ValidationError, data: Any) -> EntryError:
+    found = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        # Union[Scaled, Any] reports under the member name (never the first part: that is a top-level key,
-        # which may itself be spelled "Scaled"); the user only sees the grid key and index.
-        loc = loc[:1] + tuple(p for p in loc[1:] if p not in ("Scaled", "any"))
-        key = _dotted(loc)
-        first_key = first_key or key
-        if error["type"] == "extra_forbidden":
-            text = _unknown_entry_key(loc)
-        elif error["type"] == "missing":
-            text = "required key is missing"
-        else:
-            text = f"got {error.get('input')!r}: {error['msg']}"
-            field = EntryFile.model_fields.get(str(loc[0])) if len(loc) == 1 else None
-            if field is not None and field.description:
-                text += f" ({field.description})"
-        messages.append(f"{key or '(entry)'}: {text}" if len(exc.errors()) > 1 else text)
-    if len(messages) == 1:
-        return EntryError(file, first_key, messages[0])
-    return EntryError(file, first_key, "\n  " + "\n  ".join(messages))
+        # A grid value's errors name the union member it was read as; the user only sees key and index.
+        if loc[:1] == ("grid",) and len(loc) > 3 and loc[3] in _GRID_MEMBERS:
+            error = {**error, "tag": loc[3]}
+            loc = loc[:3] + loc[4:]
+        found.append(_error_text(error, loc, data))
+    first_key = found[0][0]
+    if len(found) == 1:
+        return EntryError(file, first_key, found[0][1])
+    return EntryError(file, first_key, "\n  " + "\n  ".join(f"{key or '(entry)'}: {text}" for key, text in found))
 
 
-def _config_problem(text: str) -> str:
-    """The useful part of a ConfigError message (drop its 'invalid config:' header)."""
-    lines = [line.strip() for line in text.splitlines()]
-    return "; ".join(lines[1:]) if len(lines) > 1 and lines[0].startswith("invalid config") else text
-
-
-def _has_field_error(key: str, value: Any) -> bool:
-    """Whether ``key: value`` is wrong on its own (not merely in combination with a default of another key)."""
-    try:
-        Config(**{key: value})
-    except ValidationError as exc:
-        return any(error["loc"] for error in exc.errors())
-    return False
-
-
-def coerce_config_value(key: str, value: Any, file: str | Path, dotted: str) -> Any:
-    """Validate one config value through the Config schema and return it converted (``"1e-4"`` -> 0.0001)."""
-    if key not in Config.model_fields:
-        raise EntryError(file, dotted, unknown_key_message(key))
-    try:
-        config = make_config({key: value})
-    except ConfigError as exc:
-        if _has_field_error(key, value):
-            raise EntryError(file, dotted, _config_problem(str(exc))) from None
-        return value  # only a cross-key rule failed against a default; checked with the full combination
-    return getattr(config, key)
-
-
-def coerce_config_mapping(values: dict[str, Any], file: str | Path, dotted: str) -> dict[str, Any]:
-    """Validate and convert every key of a mapping of config values, then the mapping as a whole."""
-    if not isinstance(values, dict):
-        raise EntryError(file, dotted, f"expected a mapping of config keys, got {values!r}")
-    coerced = {key: coerce_config_value(str(key), value, file, f"{dotted}.{key}") for key, value in values.items()}
-    check_combination(coerced, file, dotted)
-    return coerced
-
-
-def check_combination(values: dict[str, Any], file: str | Path, dotted: str) -> Config:
-    try:
-        return make_config(values)
-    except ConfigError as exc:
-        raise EntryError(file, dotted, _config_problem(str(exc))) from None
-
-
-_NUMERIC_TYPES = (int, float)
+def _given(values: BaseModel, raw: dict[str, Any]) -> dict[str, Any]:
+    """The values a file set, in the file's order (a model dumps in schema order)."""
+    return {str(key): getattr(values, str(key)) for key in raw}
 
 
 # ---------------------------------------------------------------------------------------------- loading
 
 
 def parse_entry(data: Any, path: str | Path) -> Entry:
-    """Validate the parsed YAML of one entry file; values are converted through the Config schema."""
+    """Validate the parsed YAML of one entry file; config values are converted through their Config types.
+
+    Each config value is checked on its own here; the combination (cross-key rules of the Config) is
+    checked when the entry is planned on its base.
+    """
     path = Path(path)
     if not isinstance(data, dict):
         raise EntryError(path, "", f"expected a mapping of entry keys, got {type(data).__name__}")
@@ -308,50 +168,26 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
     try:
         spec = EntryFile.model_validate(data)
     except ValidationError as exc:
-        raise _pydantic_errors(path, exc) from None
+        raise _pydantic_errors(path, exc, data) from None
 
-    overrides = coerce_config_mapping(spec.overrides, path, "overrides")
+    overrides = _given(spec.overrides, data.get("overrides") or {})
     grid = None
     if spec.grid is not None:
-        grid = {}
-        for key, values in spec.grid.items():
-            converted = []
+        grid = _given(spec.grid, data["grid"])
+        for key, values in grid.items():
             for index, value in enumerate(values):
-                dotted = f"grid.{key}[{index}]"
-                if isinstance(value, Scaled):
-                    field = Config.model_fields.get(key)
-                    if field is None:
-                        raise EntryError(path, dotted, unknown_key_message(key))
-                    if field.annotation not in _NUMERIC_TYPES:
-                        raise EntryError(path, dotted, f"'times' needs a numeric config key; {key!r} is {field.annotation}")
-                    converted.append(value)
-                else:
-                    converted.append(coerce_config_value(key, value, path, dotted))
-            grid[key] = converted
-        _check_grid_combinations(overrides, grid, path)
+                annotation = Config.model_fields[key].annotation
+                if isinstance(value, Scaled) and annotation not in (int, float):
+                    raise EntryError(path, f"grid.{key}[{index}]",
+                                     f"'times' needs a numeric config key; {key!r} is {annotation}")
     variants = None
     if spec.variants is not None:
-        variants = []
-        for index, variant in enumerate(spec.variants):
-            dotted = f"variants[{index}].overrides"
-            values = coerce_config_mapping(variant.overrides, path, dotted)
-            check_combination({**overrides, **values}, path, dotted)
-            variants.append(Variant(name=variant.name, overrides=values))
-    for index, column in enumerate(spec.report.columns):
-        if column not in Config.model_fields:
-            raise EntryError(path, f"report.columns[{index}]", unknown_key_message(column))
+        variants = [
+            Variant(name=variant.name, overrides=_given(variant.overrides, raw.get("overrides") or {}))
+            for variant, raw in zip(spec.variants, data["variants"])
+        ]
     fields = {**spec.model_dump(exclude={"overrides", "grid", "variants"}), "rank_by": spec.rank_by, "report": spec.report}
     return Entry(**fields, overrides=overrides, grid=grid, variants=variants, id=entry_id, path=path)
-
-
-def _check_grid_combinations(overrides: dict[str, Any], grid: dict[str, list[Any]], path: Path) -> None:
-    import itertools
-
-    absolute = {k: [v for v in vs if not isinstance(v, Scaled)] for k, vs in grid.items()}
-    keys = [k for k, vs in absolute.items() if vs]
-    for combo in itertools.product(*(absolute[k] for k in keys)):
-        values = dict(zip(keys, combo))
-        check_combination({**overrides, **values}, path, "grid")
 
 
 def load_entry(path: str | Path) -> Entry:
@@ -393,8 +229,7 @@ def check_base(entry: Entry, entries: dict[str, Entry]) -> None:
     while current.best_of is not None:
         target = current.best_of
         if target not in entries:
-            close = difflib.get_close_matches(target, list(entries), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(target, entries)
             raise EntryError(current.path, "base", f"unknown entry {target!r} (no {target}.yaml next to it){hint}")
         if target in chain:
             cycle = " -> ".join(chain + [target])
@@ -433,10 +268,9 @@ def profile_path(ablations_dir: str | Path, name: str, file: str | Path | None =
     path = profiles_dir(ablations_dir) / f"{name}.yaml"
     if not path.exists():
         known = available_profiles(ablations_dir)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise EntryError(
-            file or path, key, f"unknown profile {name!r}: expected one of {', '.join(known) or '(none)'}{hint}"
+            file or path, key,
+            f"unknown profile {name!r}: expected one of {', '.join(known) or '(none)'}{did_you_mean(name, known)}"
         )
     return path
 
@@ -448,45 +282,21 @@ def load_profile(ablations_dir: str | Path, name: str) -> dict[str, Any]:
         raw = load_yaml(path)
     except ConfigError as exc:
         raise EntryError(path, "", str(exc)) from None
-    return coerce_config_mapping(raw, path, "")
+    return validate_config_values(raw, path)
 
 
-# ---------------------------------------------------------------------------------------------- JSON Schema
-
-
-def entry_json_schema() -> dict[str, Any]:
-    """JSON Schema of the entry format, for editors: the entry models, with the config keys spelled out."""
-    schema = EntryFile.model_json_schema()
-    config_schema = Config.model_json_schema()
-    config_properties = config_schema["properties"]
-    defs = schema.setdefault("$defs", {})
-    for name, definition in config_schema.get("$defs", {}).items():
-        defs.setdefault(name, definition)
-    overrides_schema = {
-        "type": "object",
-        "description": "Config keys (see mtl-train --help) and their values.",
-        "properties": config_properties,
-        "additionalProperties": False,
-    }
-    schema["properties"]["overrides"] = {**overrides_schema, "description": schema["properties"]["overrides"]["description"]}
-    defs["Variant"]["properties"]["overrides"] = {**overrides_schema, "description": defs["Variant"]["properties"]["overrides"]["description"]}
-    grid_properties = {
-        key: {"type": "array", "minItems": 1, "items": {"anyOf": [{"$ref": "#/$defs/Scaled"}, prop]}}
-        for key, prop in config_properties.items()
-    }
-    schema["properties"]["grid"] = {
-        "description": schema["properties"]["grid"]["description"],
-        "anyOf": [
-            {"type": "object", "properties": grid_properties, "additionalProperties": False, "minProperties": 1},
-            {"type": "null"},
-        ],
-    }
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
-
-
-def entry_json_schema_text() -> str:
-    return json.dumps(entry_json_schema(), indent=2, sort_keys=False) + "\n"
+def validate_config_values(values: dict[str, Any], file: str | Path, dotted: str = "") -> dict[str, Any]:
+    """Config keys and values checked one by one and converted (``"1e-4"`` -> 0.0001), in the given order."""
+    try:
+        model = ConfigOverrides.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0])
+        where = f"{dotted}.{key}" if dotted else key
+        if error["type"] == "extra_forbidden":
+            raise EntryError(file, where, unknown_key_message(key)) from None
+        raise EntryError(file, where, value_problem(key, values[key], error)) from None
+    return _given(model, values)
 
 
 def select_entries(entries: dict[str, "Entry"], ids: list[str]) -> list["Entry"]:
@@ -497,8 +307,6 @@ def select_entries(entries: dict[str, "Entry"], ids: list[str]) -> list["Entry"]
         if entry_id.endswith(".yaml"):
             entry_id = Path(entry_id).name[: -len(".yaml")]
         if entry_id not in entries:
-            close = difflib.get_close_matches(entry_id, list(entries), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown entry {entry_id!r}{hint}")
+            raise ValueError(f"unknown entry {entry_id!r}{did_you_mean(entry_id, entries)}")
         selected.append(entries[entry_id])
     return selected

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
-from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
+from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, format_config_value, make_config
 from mtl.records import YAML_LOADER, read_jsonl
 
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
@@ -135,19 +135,19 @@ def make_plan(
         else:
             base.winner = winner
             base.values.update(winner.hyperparameters)
-    runs = _expand_runs(entry, base, runs_dir)
+    try:
+        runs = _expand_runs(entry, base, runs_dir)
+    except EntryError as exc:
+        # The config values were checked one by one when the entry was read; what fails here is their
+        # combination, which a provisional base (the profile without the winner) cannot decide.
+        if base.unresolved is None:
+            raise
+        base.unresolved += f"; the runs cannot be planned before it is: {exc.problem}"
+        runs = []
     return Plan(entry=entry, base=base, runs=runs)
 
 
 # ---------------------------------------------------------------------------------------------- variants
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "+".join(_format_value(v) for v in value)
-    return str(value)
 
 
 def _scaled_value(entry: Entry, key: str, index: int, scaled: Scaled, reference: Config) -> Any:
@@ -183,7 +183,7 @@ def expand_variants(entry: Entry, base_values: dict[str, Any]) -> list[tuple[str
     variants = []
     for combo in itertools.product(*axes):
         overrides = dict(zip(entry.grid, combo))
-        name = ",".join(f"{k}={_format_value(v)}" for k, v in overrides.items())
+        name = ",".join(f"{k}={format_config_value(v, '+')}" for k, v in overrides.items())
         variants.append((name, overrides))
     return variants
 
@@ -206,7 +206,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
                 "wandb_job_type": variant,
                 "wandb_tags": (entry.problem,),
             }
-            where = "grid" if entry.grid is not None else "variants" if entry.variants is not None else "overrides"
+            where = _where(entry, variant)
             try:
                 config = make_config(values, source=f"{entry.path}, variant {variant!r}")
             except ConfigError as exc:
@@ -233,6 +233,15 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
         hp = run.config.hyperparameters()
         run.varied = {k: hp[k] for k in varied_keys}
     return runs
+
+
+def _where(entry: Entry, variant: str) -> str:
+    """The entry key whose values make a run's config: its grid, its variant's overrides or its overrides."""
+    if entry.grid is not None:
+        return "grid"
+    if entry.variants is not None:
+        return f"variants[{[v.name for v in entry.variants].index(variant)}].overrides"
+    return "overrides"
 
 
 def varied_parameters(runs: list[RunSpec]) -> list[str]:

@@ -10,10 +10,8 @@ from mtl.models.heads import (
     SEMSEG_CHANNELS,
     build_aspp,
     build_decoder,
-    check_decoder_switches,
     encoder_from_config,
     pyramid_with_image,
-    reject_distillation_switch,
     skip_channels,
 )
 from mtl.models.parts import resize_to
@@ -44,8 +42,6 @@ class TaskBranch(nn.Module):
 class BranchedDeepLabV3p(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        reject_distillation_switch(cfg)
-        check_decoder_switches(cfg)
         self.encoder = encoder_from_config(cfg)
         bottleneck = self.encoder.out_channels[self.encoder.output_stride]
         skips = skip_channels(self.encoder)

@@ -14,7 +14,6 @@ from mtl.models.branched import TaskBranch
 from mtl.models.heads import (
     DEPTH_CHANNELS,
     SEMSEG_CHANNELS,
-    check_decoder_switches,
     encoder_from_config,
     pyramid_with_image,
     skip_channels,
@@ -105,7 +104,6 @@ class DistillationDeepLabV3p(nn.Module):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        check_decoder_switches(cfg)
         self.design = cfg.distillation_decoder
         self.encoder = encoder_from_config(cfg)
         bottleneck = self.encoder.out_channels[self.encoder.output_stride]

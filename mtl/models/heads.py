@@ -9,24 +9,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mtl.config import Config, ConfigError
+from mtl.config import Config
 from mtl.models.encoder import ResNet34Encoder, build_encoder
 from mtl.models.parts import ASPP, ASPPPassThrough, DecoderDeepLabV3p, DecoderPassThrough, default_aspp_rates
 
 SEMSEG_CHANNELS = 19  # the Cityscapes evaluation classes
 DEPTH_CHANNELS = 1
 IMAGE_CHANNELS = 3
-
-
-def check_decoder_switches(cfg: Config) -> None:
-    """The extra decoder fusions and SE live in the DeepLabV3+ decoder; without it they would be ignored."""
-    if not cfg.decoder_skip:
-        enabled = [k for k in ("decoder_skip_2x", "decoder_skip_1x", "decoder_se") if getattr(cfg, k)]
-        if enabled:
-            raise ConfigError(
-                f"config keys {', '.join(enabled)} need decoder_skip=true (they extend the DeepLabV3+ "
-                f"decoder; the pass-through decoder has no fusion to extend)"
-            )
 
 
 def encoder_from_config(cfg: Config) -> ResNet34Encoder:
@@ -50,7 +39,6 @@ def build_aspp(cfg: Config, in_channels: int) -> nn.Module:
 
 
 def build_decoder(cfg: Config, bottleneck_channels: int, skips: dict[int, int], num_outputs: int) -> nn.Module:
-    check_decoder_switches(cfg)
     if not cfg.decoder_skip:
         return DecoderPassThrough(bottleneck_channels, num_outputs)
     return DecoderDeepLabV3p(
@@ -62,12 +50,3 @@ def build_decoder(cfg: Config, bottleneck_channels: int, skips: dict[int, int], 
         skip_1x_channels=skips[1] if cfg.decoder_skip_1x else None,
         se=cfg.decoder_se,
     )
-
-
-def reject_distillation_switch(cfg: Config) -> None:
-    """``distillation_decoder`` means nothing outside the distillation model; a non-default value is a mistake."""
-    if cfg.distillation_decoder != "template":
-        raise ConfigError(
-            f"config key 'distillation_decoder' is {cfg.distillation_decoder!r} but model_name is "
-            f"{cfg.model_name!r}: it only applies to model_name 'distillation'"
-        )

@@ -1,0 +1,253 @@
+"""The ablation entry format (its models and JSON Schema): one YAML file per assignment question under
+``ablations/``; :mod:`mtl.ablate.entry` reads the files.
+
+An entry names the question it answers, a base (a profile, or the winning config of an earlier entry),
+fixed overrides, a grid or an explicit list of variants, seeds, how runs are ranked and what the report
+shows. Every config value goes through its type in :class:`mtl.config.Config` (a model derived from it
+with every key optional), so ``1e-4`` (a string to YAML) becomes a float and a bad value fails before
+anything runs, naming the file, the dotted key and what was expected. The Config's cross-key rules
+apply when the entry meets its base, in the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from mtl.config import (
+    Config,
+    ConfigOverrides,
+    config_value_type,
+    partial_config_model,
+    unknown_key_message,
+)
+
+ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
+BEST_OF_PREFIX = "best of "
+PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+# Variant names become directory names and W&B job types.
+VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$"
+DEFAULT_RANK_METRIC = "val/grader"
+# The figures an entry may ask for, and what each shows (the write-up's caption); report.writeup draws them.
+FIGURE_KINDS = {
+    "curves": "Validation curves of every run",
+    "bars": "Metrics at the best-grader validation step per variant (mean and standard deviation over seeds)",
+    "qualitative": "Test predictions of the best run of each variant",
+    "depth_histogram": "Depth distribution of ground truth and predictions, in metres and log-metres",
+}
+FigureKind = Literal[tuple(FIGURE_KINDS)]  # type: ignore[valid-type]
+
+
+class EntryError(ValueError):
+    """An entry (or profile) that cannot be used; the message names the file, the key and the expectation."""
+
+    def __init__(self, file: str | Path, key: str, problem: str):
+        self.file, self.key, self.problem = str(file), key, problem
+        where = f"key {key!r}" if key else "(whole file)"
+        super().__init__(f"{self.file}: {where}: {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scaled(_Strict):
+    """A grid value relative to the base: the base value of the key times ``times`` (e.g. a bracket around a
+    learning rate inherited from an earlier entry)."""
+
+    times: float = Field(gt=0, description="Multiplier applied to the key's value in the base config.")
+
+
+def _grid_member(value: Any) -> str:
+    # A mapping can only be a relative value: no config key takes one.
+    return "scaled" if isinstance(value, (dict, Scaled)) else "value"
+
+
+def _grid_values(key: str) -> Any:
+    value = Annotated[config_value_type(key), Tag("value")]
+    return list[Annotated[Union[Annotated[Scaled, Tag("scaled")], value], Discriminator(_grid_member)]]
+
+
+# Config key -> its values in a grid: values of the key's type, or {times: x} relative to the base.
+ConfigGrid = partial_config_model(
+    "ConfigGrid", "Config keys and the values each takes; the runs are the cartesian product.", _grid_values,
+    schema_extra={"minProperties": 1}, min_length=1,
+)
+
+
+class Variant(_Strict):
+    """A named variant with its validated config values (as held by an :class:`Entry`)."""
+
+    name: str = Field(pattern=VARIANT_NAME_PATTERN, max_length=64, description="Variant name (run directory prefix, W&B job type).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Config keys set by this variant.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_null_word(cls, name: str) -> str:
+        # The name travels as --wandb_job_type=<name>, where "none"/"null" would mean "no job type".
+        if name.lower() in ("none", "null"):
+            raise ValueError(f"{name!r} is reserved (it reads as 'no value' on a command line); pick another name")
+        return name
+
+
+class VariantSpec(Variant):
+    """A variant as written in an entry file."""
+
+    overrides: ConfigOverrides = Field(default_factory=ConfigOverrides, description="Config keys set by this variant.")
+
+
+class RankBy(_Strict):
+    metric: str = Field(DEFAULT_RANK_METRIC, pattern=r"^val/", description="Validation metric a run is ranked by.")
+    mode: Literal["max", "min"] = Field("max", description="Whether higher (max) or lower (min) is better.")
+
+
+class ReportSpec(_Strict):
+    columns: list[str] = Field(default_factory=list, description="Config keys shown as table columns.")
+    figures: list[FigureKind] = Field(
+        default_factory=lambda: ["curves", "bars"], description="Figures the report draws for this entry."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, columns: list[str]) -> list[str]:
+        for column in columns:
+            if column not in Config.model_fields:
+                raise ValueError(unknown_key_message(column))
+        return columns
+
+
+class EntryFile(_Strict):
+    """What an ``ablations/<id>.yaml`` file holds."""
+
+    model_config = ConfigDict(extra="forbid", title="mtl-ablate entry")
+
+    question: str = Field(min_length=1, description="The assignment question, paraphrased.")
+    item: str = Field(pattern=r"^\d+(\.\d+)*[a-z]?$", description="Assignment item numbering, e.g. 1.1b (quote it when YAML would read a number: '1.3').")
+    order: Optional[str] = Field(
+        None, min_length=1, description="Sort key; default derived from the file name (problemN) and the item."
+    )
+    base: str = Field(
+        description="A profile name (quick, full, ...) or 'best of <entry id>': the winning config of an earlier entry."
+    )
+    overrides: ConfigOverrides = Field(
+        default_factory=ConfigOverrides, description="Config keys fixed for every run of this entry."
+    )
+    grid: Optional[ConfigGrid] = Field(  # type: ignore[valid-type]
+        None, description="Config key -> list of values; the runs are the cartesian product."
+    )
+    variants: Optional[list[VariantSpec]] = Field(None, min_length=1, description="Explicit list of named variants.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; every variant runs once per seed.")
+    rank_by: RankBy = Field(default_factory=RankBy, description="How the winner of this entry is chosen.")
+    report: ReportSpec = Field(default_factory=ReportSpec, description="What the report shows for this entry.")
+
+    @field_validator("base")
+    @classmethod
+    def _base_form(cls, base: str) -> str:
+        if base.startswith(BEST_OF_PREFIX):
+            if not re.match(ENTRY_ID_PATTERN, base[len(BEST_OF_PREFIX):]):
+                raise ValueError(f"'best of' needs an entry id after it, got {base!r}")
+        elif not re.match(PROFILE_NAME_PATTERN, base):
+            raise ValueError(f"expected a profile name or 'best of <entry id>', got {base!r}")
+        return base
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, grid: Any) -> Any:
+        # Each key's list needs a value (min_length); the grid itself needs a key.
+        if grid is not None and not (grid.model_fields_set if isinstance(grid, BaseModel) else grid):
+            raise ValueError("a grid needs at least one key")
+        return grid
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds):
+            raise ValueError("seeds must be >= 0")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _grid_or_variants(self) -> "EntryFile":
+        if self.grid is not None and self.variants is not None:
+            raise ValueError("give either 'grid' or 'variants', not both")
+        if self.variants is not None:
+            names = [v.name for v in self.variants]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"variant names must be distinct; repeated: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def best_of(self) -> Optional[str]:
+        """The earlier entry whose winner is the base, or None when the base is a profile."""
+        return self.base[len(BEST_OF_PREFIX):] if self.base.startswith(BEST_OF_PREFIX) else None
+
+
+class Entry(EntryFile):
+    """A validated entry, with its id (the file name without ``.yaml``) and the file it came from."""
+
+    # The config values of the file, validated and converted, in the order the file gives them.
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    grid: Optional[dict[str, list[Any]]] = None
+    variants: Optional[list[Variant]] = None
+    id: str
+    path: Path
+
+    @property
+    def problem(self) -> str:
+        """The problem tag (``problem1`` for ``problem1.lr``): the W&B tag of its runs."""
+        return self.id.split(".", 1)[0]
+
+    @property
+    def ablations_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (self.order or default_order(self.id, self.item), self.id)
+
+    def run_count(self) -> int:
+        """Runs per profile: variants times seeds (independent of the base)."""
+        if self.grid is not None:
+            variants = 1
+            for values in self.grid.values():
+                variants *= len(values)
+        else:
+            variants = len(self.variants) if self.variants is not None else 1
+        return variants * len(self.seeds)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def default_order(entry_id: str, item: str) -> str:
+    """A sort key from the file name's problem number and the item, numbers zero-padded ("001/001.001b")."""
+    match = re.match(r"^problem(\d+)", entry_id)
+    problem = int(match.group(1)) if match else 999
+    padded = re.sub(r"\d+", lambda m: f"{int(m.group()):03d}", item)
+    return f"{problem:03d}/{padded}"
+
+
+# ---------------------------------------------------------------------------------------------- JSON Schema
+
+
+def entry_json_schema() -> dict[str, Any]:
+    """JSON Schema of the entry format, for editors (config keys and their types included)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **EntryFile.model_json_schema()}
+
+
+def entry_json_schema_text() -> str:
+    return json.dumps(entry_json_schema(), indent=2, sort_keys=False) + "\n"
