@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from mtl.config import Config
 from mtl.data.miniscapes import decode_depth
 from mtl.io import atomic_open
 from mtl.records import read_jsonl
+from mtl.safezip import MAX_SMALL_MEMBER_BYTES, MAX_SOURCE_ZIP_BYTES, ArchiveError, open_zip, read_member, read_png
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_ZIP_CMD = "cmd.txt"
@@ -106,17 +106,39 @@ def write_submission(path: Path, *, predictions_dir: Path, test_indices: list[in
         archive.writestr("metrics.csv", metrics_csv(metrics_path))
 
 
-def _read_png(archive: zipfile.ZipFile, name: str) -> Image.Image:
-    image = Image.open(io.BytesIO(archive.read(name)))
-    image.load()
-    return image
-
-
 def read_prediction(archive: zipfile.ZipFile, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(semseg class ids uint8, depth metres float32) of test image ``index``."""
-    semseg = np.asarray(_read_png(archive, f"predictions/semseg/{index}.png"))
-    depth = decode_depth(np.asarray(_read_png(archive, f"predictions/depth/{index}.png")))
+    """(semseg class ids uint8, depth metres float32) of test image ``index``; sizes and pixel counts are
+    bounded before anything is inflated or decoded (:mod:`mtl.safezip`)."""
+    semseg = np.asarray(read_png(archive, f"predictions/semseg/{index}.png"))
+    depth = decode_depth(np.asarray(read_png(archive, f"predictions/depth/{index}.png")))
     return semseg, depth
+
+
+def read_source_zip(archive: zipfile.ZipFile, label: str) -> dict[str, bytes]:
+    """The small members of a submission's source.zip (its sources and cmd.txt), each read bounded."""
+    data = read_member(archive, "source.zip", MAX_SOURCE_ZIP_BYTES, label)
+    inner_label = f"{label} member source.zip"
+    with open_zip(io.BytesIO(data), inner_label) as source:
+        return {info.filename: read_member(source, info, MAX_SMALL_MEMBER_BYTES, inner_label)
+                for info in source.infolist() if not info.is_dir()}
+
+
+def read_cmd(archive: zipfile.ZipFile, label: str) -> dict[str, Any]:
+    """The hyperparameters recorded in source.zip's cmd.txt (``key: <json>`` a line)."""
+    members = read_source_zip(archive, label)
+    if SOURCE_ZIP_CMD not in members:
+        raise ArchiveError(f"{label}: source.zip has no {SOURCE_ZIP_CMD}")
+    values = {}
+    for number, line in enumerate(members[SOURCE_ZIP_CMD].decode("utf-8", "replace").splitlines(), 1):
+        key, sep, value = line.partition(": ")
+        try:
+            values[key] = json.loads(value) if sep else None
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep:
+            raise ArchiveError(f"{label}: source.zip {SOURCE_ZIP_CMD} line {number} is not 'key: <json value>': "
+                               f"{line[:80]!r}")
+    return values
 
 
 def prediction_indices(names: list[str], task: str) -> set[int]:
@@ -133,9 +155,9 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
     """Every problem with the archive's structure and predictions; an empty list means valid."""
     path = Path(path)
     try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        return [f"{path}: not a readable zip archive ({exc})"]
+        archive = open_zip(path, str(path))
+    except ArchiveError as exc:
+        return [str(exc)]
     problems: list[str] = []
     with archive:
         names = archive.namelist()
@@ -155,18 +177,17 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
                 problems.append(f"{path}: missing member {member}")
         if "source.zip" in names:
             try:
-                with zipfile.ZipFile(io.BytesIO(archive.read("source.zip"))) as source:
-                    inner = source.namelist()
+                inner = list(read_source_zip(archive, str(path)))
                 if SOURCE_ZIP_CMD not in inner or not any(n.startswith("mtl/") for n in inner):
                     problems.append(f"{path}: source.zip must hold mtl/ sources and {SOURCE_ZIP_CMD}")
-            except zipfile.BadZipFile:
-                problems.append(f"{path}: source.zip is not a zip archive")
+            except ArchiveError as exc:
+                problems.append(str(exc))
         for index in sorted(expected & semseg & depth):
             try:
-                seg_img = _read_png(archive, f"predictions/semseg/{index}.png")
-                dep_img = _read_png(archive, f"predictions/depth/{index}.png")
-            except Exception as exc:  # noqa: BLE001 - any decoding failure is a finding, not a crash
-                problems.append(f"{path}: prediction {index} does not decode ({exc})")
+                seg_img = read_png(archive, f"predictions/semseg/{index}.png", str(path))
+                dep_img = read_png(archive, f"predictions/depth/{index}.png", str(path))
+            except ArchiveError as exc:  # too big, damaged or not decodable: a finding, not a crash
+                problems.append(str(exc))
                 continue
             if seg_img.mode != "P":
                 problems.append(f"{path}: predictions/semseg/{index}.png is mode {seg_img.mode}, expected P")

@@ -102,10 +102,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_grade(args: argparse.Namespace) -> int:
     from mtl.data.miniscapes import DatasetError
-    from report.grade import GradeError, grade
+    from report.grade import GradeError, grade, trained_dataset_root
 
     try:
-        metrics = grade(args.submission, args.dataset_root)
+        dataset_root, how = args.dataset_root, "--dataset-root"
+        if dataset_root is None:
+            dataset_root, how = trained_dataset_root(args.submission)
+        print(f"grading {args.submission} against {dataset_root} ({how})", file=sys.stderr)
+        metrics = grade(args.submission, dataset_root)
     except (GradeError, DatasetError) as exc:
         return _fail("grade", exc)
     if args.json:
@@ -162,7 +166,8 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("grade", help="validate a submission.zip and score it against a dataset's test labels")
     p.add_argument("submission", type=Path)
-    p.add_argument("--dataset-root", type=Path, required=True, help="dataset whose test split has labels")
+    p.add_argument("--dataset-root", type=Path,
+                   help="dataset whose test split has labels (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_grade)
 
