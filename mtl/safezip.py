@@ -11,6 +11,7 @@ the limit.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -113,7 +114,12 @@ def read_png(archive: zipfile.ZipFile, name: str, label: str | None = None,
     label = label or archive_label(archive)
     data = read_member(archive, name, MAX_PNG_BYTES, label)
     try:
-        image = Image.open(io.BytesIO(data), formats=["PNG"])  # lazy: reads the header only
+        with warnings.catch_warnings():  # PIL's bomb warning (over 89 Mpx): the stricter check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["PNG"])  # lazy: reads the header only
+    except Image.DecompressionBombError as exc:  # PIL's own refusal (over 179 Mpx), also before decoding
+        raise ArchiveError(f"{label}: member {name} is over the limit of {max_pixels} pixels for a prediction; "
+                           f"refused before decoding ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for a damaged header
         raise ArchiveError(f"{label}: member {name} is not a readable PNG ({exc})") from exc
     width, height = image.size

@@ -19,12 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from mtl.data.miniscapes import list_indices, read_depth, read_semseg, sample_path
-from mtl.metrics import MetricAccumulator
 from mtl.safezip import ArchiveError, open_zip
-from mtl.submission import read_cmd, read_prediction, validate_submission
+from mtl.submission import directory_problems, read_cmd, read_prediction, validate_submission
 
 CROP_MULTIPLE = 32
 
@@ -34,6 +30,8 @@ class GradeError(ValueError):
 
 
 def test_indices_with_labels(dataset_root: Path) -> list[int]:
+    from mtl.data.miniscapes import list_indices
+
     test_dir = dataset_root / "test"
     if not (test_dir / "rgb").is_dir():
         raise GradeError(f"{test_dir}/rgb does not exist: {dataset_root} is not a MiniScapes-layout dataset")
@@ -44,7 +42,9 @@ def test_indices_with_labels(dataset_root: Path) -> list[int]:
     return list_indices(test_dir / "rgb", ".jpg")
 
 
-def _cropped(label: Any, shape: tuple[int, int], index: int, what: str) -> torch.Tensor:
+def _cropped(label: Any, shape: tuple[int, int], index: int, what: str) -> Any:
+    import torch
+
     height, width = label.shape
     expected = (height - height % CROP_MULTIPLE, width - width % CROP_MULTIPLE)
     if tuple(shape) not in (expected, (height, width)):
@@ -58,6 +58,24 @@ def grade(submission: str | Path, dataset_root: str | Path) -> dict[str, float]:
     submission, dataset_root = Path(submission), Path(dataset_root)
     if not submission.is_file():
         raise GradeError(f"submission {submission} does not exist")
+    # Before torch is imported (it alone maps most of a GiB): a hostile archive is refused cheaply.
+    problems = directory_problems(submission)
+    if problems:
+        raise GradeError("refusing the submission:\n  " + "\n  ".join(problems))
+    from mtl.data.miniscapes import DatasetError
+
+    try:
+        return _grade(submission, dataset_root)
+    except DatasetError as exc:
+        raise GradeError(str(exc)) from exc
+
+
+def _grade(submission: Path, dataset_root: Path) -> dict[str, float]:
+    import torch
+
+    from mtl.data.miniscapes import read_depth, read_semseg, sample_path
+    from mtl.metrics import MetricAccumulator
+
     indices = test_indices_with_labels(dataset_root)
     problems = validate_submission(submission, test_indices=indices)
     if problems:
@@ -96,6 +114,9 @@ def trained_dataset_root(submission: str | Path) -> tuple[Path, str]:
     submission = Path(submission)
     if not submission.is_file():
         raise GradeError(f"submission {submission} does not exist")
+    problems = directory_problems(submission)
+    if problems:
+        raise GradeError("refusing the submission:\n  " + "\n  ".join(problems))
     try:
         with open_zip(submission, str(submission)) as archive:
             recorded = {k: v for k, v in read_cmd(archive, str(submission)).items() if _is_dataset_key(k)}
