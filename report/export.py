@@ -139,13 +139,15 @@ def report_members(report_dir: Path) -> list[Member]:
 
 
 def manifest(members: list[Member], exported: list[str], skipped: dict[str, str], team: str,
-             problems: list[str] = ()) -> Member:  # type: ignore[assignment]
+             problems: Iterable[str] = ()) -> Member:
+    problems = list(problems)
     data = {
         "team": team,
+        "complete": not (skipped or problems),  # False: what is missing is listed below
         "members": {m.name: {"sha256": m.sha256, "bytes": m.size} for m in members},
         "exported_runs": exported,
         "runs_not_exported": skipped,
-        "report_problems": list(problems),
+        "report_problems": problems,
     }
     return Member.from_bytes("MANIFEST.json", (json.dumps(data, indent=2) + "\n").encode(), stored=False)
 
