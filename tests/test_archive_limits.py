@@ -247,3 +247,19 @@ def test_grade_uses_the_dataset_root_of_the_run_config_beside_the_archive(tmp_pa
     other = _dataset(tmp_path / "other")
     result = _grade_command(str(submission), "--dataset-root", str(other))  # the override wins
     assert result.returncode == 0 and f"against {other} (--dataset-root)" in result.stderr
+
+
+def test_a_directory_that_understates_a_member_is_caught_not_trusted(tmp_path):
+    """The central directory claims 100 bytes for a member that inflates to 8 MiB: the read stops at
+    the claimed size and the member is refused as damaged, not returned and not inflated whole."""
+    path = tmp_path / "liar.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metrics.csv", b"step,grader\n" * (8 * MiB // 12))
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 24:central + 28] = struct.pack("<I", 100)  # uncompressed size in the central directory
+    path.write_bytes(bytes(data))
+    with open_zip(path, "liar.zip") as archive:
+        assert archive.getinfo("metrics.csv").file_size == 100
+        with pytest.raises(ArchiveError, match=r"liar.zip: member metrics.csv cannot be read \(Bad CRC-32"):
+            read_member(archive, "metrics.csv", 64 * MiB)
