@@ -121,22 +121,28 @@ def read_prediction(archive: zipfile.ZipFile, index: int) -> tuple[np.ndarray, n
     return semseg, depth
 
 
-def read_source_zip(archive: zipfile.ZipFile, label: str) -> dict[str, bytes]:
-    """The small members of a submission's source.zip (its sources and cmd.txt), each read bounded."""
+# cmd.txt is a few KiB of ``key: value`` lines.
+MAX_CMD_BYTES = 1 << 20
+
+
+def read_source_zip(archive: zipfile.ZipFile, label: str) -> tuple[list[str], bytes | None]:
+    """(member names, cmd.txt or None) of a submission's source.zip, read bounded; the sources themselves
+    are not inflated (only their names are checked)."""
     data = read_member(archive, "source.zip", MAX_SOURCE_ZIP_BYTES, label)
     inner_label = f"{label} member source.zip"
     with open_zip(io.BytesIO(data), inner_label) as source:
-        return {info.filename: read_member(source, info, MAX_SMALL_MEMBER_BYTES, inner_label)
-                for info in source.infolist() if not info.is_dir()}
+        names = source.namelist()
+        cmd = read_member(source, SOURCE_ZIP_CMD, MAX_CMD_BYTES, inner_label) if SOURCE_ZIP_CMD in names else None
+    return names, cmd
 
 
 def read_cmd(archive: zipfile.ZipFile, label: str) -> dict[str, Any]:
     """The hyperparameters recorded in source.zip's cmd.txt (``key: <json>`` a line)."""
-    members = read_source_zip(archive, label)
-    if SOURCE_ZIP_CMD not in members:
+    _, cmd = read_source_zip(archive, label)
+    if cmd is None:
         raise ArchiveError(f"{label}: source.zip has no {SOURCE_ZIP_CMD}")
     values = {}
-    for number, line in enumerate(members[SOURCE_ZIP_CMD].decode("utf-8", "replace").splitlines(), 1):
+    for number, line in enumerate(cmd.decode("utf-8", "replace").splitlines(), 1):
         key, sep, value = line.partition(": ")
         try:
             values[key] = json.loads(value) if sep else None
@@ -217,7 +223,7 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
                 problems.append(f"{path}: missing member {member}")
         if "source.zip" in names:
             try:
-                inner = list(read_source_zip(archive, str(path)))
+                inner, _ = read_source_zip(archive, str(path))
                 if SOURCE_ZIP_CMD not in inner or not any(n.startswith("mtl/") for n in inner):
                     problems.append(f"{path}: source.zip must hold mtl/ sources and {SOURCE_ZIP_CMD}")
             except ArchiveError as exc:
