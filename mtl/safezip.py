@@ -120,7 +120,7 @@ def read_png(archive: zipfile.ZipFile, name: str, label: str | None = None,
     except Image.DecompressionBombError as exc:  # PIL's own refusal (over 179 Mpx), also before decoding
         raise ArchiveError(f"{label}: member {name} is over the limit of {max_pixels} pixels for a prediction; "
                            f"refused before decoding ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a damaged header
+    except Exception as exc:  # PIL raises many types for a damaged or truncated PNG
         raise ArchiveError(f"{label}: member {name} is not a readable PNG ({exc})") from exc
     width, height = image.size
     if width * height > max_pixels:
@@ -128,6 +128,6 @@ def read_png(archive: zipfile.ZipFile, name: str, label: str | None = None,
                            f"of {max_pixels} pixels for a prediction; refused before decoding")
     try:
         image.load()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # PIL raises many types for a damaged or truncated PNG
         raise ArchiveError(f"{label}: member {name} does not decode ({exc})") from exc
     return image

@@ -22,8 +22,16 @@ import numpy as np
 
 from mtl.config import Config
 from mtl.records import read_jsonl
-from mtl.safezip import (MAX_PNG_BYTES, MAX_SMALL_MEMBER_BYTES, MAX_SOURCE_ZIP_BYTES, ArchiveError, check_member,
-                         open_zip, read_member, read_png)
+from mtl.safezip import (
+    MAX_PNG_BYTES,
+    MAX_SMALL_MEMBER_BYTES,
+    MAX_SOURCE_ZIP_BYTES,
+    ArchiveError,
+    check_member,
+    open_zip,
+    read_member,
+    read_png,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_ZIP_CMD = "cmd.txt"
