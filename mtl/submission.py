@@ -4,6 +4,9 @@ Structure (DESIGN.md section 3): ``predictions/semseg/<i>.png``, ``predictions/d
 every test image, ``checkpoints/<name>.ckpt`` (the single best-grader checkpoint), ``source.zip``
 (the ``mtl/`` sources that ran plus ``cmd.txt``) and ``metrics.csv``. The archive is written once and
 never repacked.
+
+Reading is bounded (:mod:`mtl.safezip`) because a submission to validate or grade may be hostile, and
+validating imports neither torch nor pandas: a hostile archive is refused before they are loaded.
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 
 from mtl.config import Config
-from mtl.data.miniscapes import decode_depth
-from mtl.io import atomic_open
 from mtl.records import read_jsonl
+from mtl.safezip import (
+    MAX_PNG_BYTES,
+    MAX_SMALL_MEMBER_BYTES,
+    MAX_SOURCE_ZIP_BYTES,
+    ArchiveError,
+    check_member,
+    open_zip,
+    read_member,
+    read_png,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_ZIP_CMD = "cmd.txt"
@@ -90,6 +99,8 @@ def source_zip_differences(source_zip: Path, cfg: Config) -> list[str]:
 
 
 def metrics_csv(metrics_path: Path) -> bytes:
+    import pandas as pd  # (lazy: validating and grading do not need it)
+
     frame = pd.DataFrame(read_jsonl(metrics_path))
     return frame.to_csv(index=False).encode()
 
@@ -97,6 +108,8 @@ def metrics_csv(metrics_path: Path) -> bytes:
 def write_submission(path: Path, *, predictions_dir: Path, test_indices: list[int], checkpoint: Path,
                      checkpoint_name: str, source_zip: Path, metrics_path: Path) -> None:
     """Write submission.zip atomically from files already in the run directory."""
+    from mtl.io import atomic_open  # (lazy: it imports torch, which validating does not need)
+
     with atomic_open(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         for index in test_indices:
             for task in ("semseg", "depth"):
@@ -106,17 +119,47 @@ def write_submission(path: Path, *, predictions_dir: Path, test_indices: list[in
         archive.writestr("metrics.csv", metrics_csv(metrics_path))
 
 
-def _read_png(archive: zipfile.ZipFile, name: str) -> Image.Image:
-    image = Image.open(io.BytesIO(archive.read(name)))
-    image.load()
-    return image
-
-
 def read_prediction(archive: zipfile.ZipFile, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(semseg class ids uint8, depth metres float32) of test image ``index``."""
-    semseg = np.asarray(_read_png(archive, f"predictions/semseg/{index}.png"))
-    depth = decode_depth(np.asarray(_read_png(archive, f"predictions/depth/{index}.png")))
+    """(semseg class ids uint8, depth metres float32) of test image ``index``; sizes and pixel counts are
+    bounded before anything is inflated or decoded (:mod:`mtl.safezip`)."""
+    from mtl.data.miniscapes import decode_depth  # (lazy: it imports torch)
+
+    semseg = np.asarray(read_png(archive, f"predictions/semseg/{index}.png"))
+    depth = decode_depth(np.asarray(read_png(archive, f"predictions/depth/{index}.png")))
     return semseg, depth
+
+
+# cmd.txt is a few KiB of ``key: value`` lines.
+MAX_CMD_BYTES = 1 << 20
+
+
+def read_source_zip(archive: zipfile.ZipFile, label: str) -> tuple[list[str], bytes | None]:
+    """(member names, cmd.txt or None) of a submission's source.zip, read bounded; the sources themselves
+    are not inflated (only their names are checked)."""
+    data = read_member(archive, "source.zip", MAX_SOURCE_ZIP_BYTES, label)
+    inner_label = f"{label} member source.zip"
+    with open_zip(io.BytesIO(data), inner_label) as source:
+        names = source.namelist()
+        cmd = read_member(source, SOURCE_ZIP_CMD, MAX_CMD_BYTES, inner_label) if SOURCE_ZIP_CMD in names else None
+    return names, cmd
+
+
+def read_cmd(archive: zipfile.ZipFile, label: str) -> dict[str, Any]:
+    """The hyperparameters recorded in source.zip's cmd.txt (``key: <json>`` a line)."""
+    _, cmd = read_source_zip(archive, label)
+    if cmd is None:
+        raise ArchiveError(f"{label}: source.zip has no {SOURCE_ZIP_CMD}")
+    values = {}
+    for number, line in enumerate(cmd.decode("utf-8", "replace").splitlines(), 1):
+        key, sep, value = line.partition(": ")
+        try:
+            values[key] = json.loads(value) if sep else None
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep:
+            raise ArchiveError(f"{label}: source.zip {SOURCE_ZIP_CMD} line {number} is not 'key: <json value>': "
+                               f"{line[:80]!r}")
+    return values
 
 
 def prediction_indices(names: list[str], task: str) -> set[int]:
@@ -129,14 +172,47 @@ def prediction_indices(names: list[str], task: str) -> set[int]:
     return found
 
 
+# The one best checkpoint (DeepLabV3+/ResNet-34 weights are ~100 MiB; with optimizer state ~300 MiB).
+# Validating and grading never inflate it; the limit only bounds what a hostile directory may claim.
+MAX_CHECKPOINT_BYTES = 4 << 30
+
+
+def member_limit(name: str) -> int:
+    """The most bytes member ``name`` of a submission.zip may inflate to."""
+    if name.startswith("predictions/") and name.endswith(".png"):
+        return MAX_PNG_BYTES
+    if name == "source.zip":
+        return MAX_SOURCE_ZIP_BYTES
+    if name.startswith("checkpoints/"):
+        return MAX_CHECKPOINT_BYTES
+    return MAX_SMALL_MEMBER_BYTES
+
+
+def directory_problems(path: str | Path) -> list[str]:
+    """Limits broken by what the archive's central directory declares (duplicate names, each member's
+    inflated size and compression ratio), found before a single member is inflated."""
+    path = Path(path)
+    try:
+        archive = open_zip(path, str(path))
+    except ArchiveError as exc:
+        return [str(exc)]
+    problems = []
+    with archive:
+        for info in archive.infolist():
+            try:
+                check_member(info, member_limit(info.filename), str(path))
+            except ArchiveError as exc:
+                problems.append(str(exc))
+    return problems
+
+
 def validate_submission(path: str | Path, test_indices: list[int] | None = None) -> list[str]:
     """Every problem with the archive's structure and predictions; an empty list means valid."""
     path = Path(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        return [f"{path}: not a readable zip archive ({exc})"]
-    problems: list[str] = []
+    problems = directory_problems(path)
+    if problems:
+        return problems  # hostile or unreadable: nothing more is read from it
+    archive = open_zip(path, str(path))
     with archive:
         names = archive.namelist()
         semseg, depth = prediction_indices(names, "semseg"), prediction_indices(names, "depth")
@@ -155,18 +231,17 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
                 problems.append(f"{path}: missing member {member}")
         if "source.zip" in names:
             try:
-                with zipfile.ZipFile(io.BytesIO(archive.read("source.zip"))) as source:
-                    inner = source.namelist()
+                inner, _ = read_source_zip(archive, str(path))
                 if SOURCE_ZIP_CMD not in inner or not any(n.startswith("mtl/") for n in inner):
                     problems.append(f"{path}: source.zip must hold mtl/ sources and {SOURCE_ZIP_CMD}")
-            except zipfile.BadZipFile:
-                problems.append(f"{path}: source.zip is not a zip archive")
+            except ArchiveError as exc:
+                problems.append(str(exc))
         for index in sorted(expected & semseg & depth):
             try:
-                seg_img = _read_png(archive, f"predictions/semseg/{index}.png")
-                dep_img = _read_png(archive, f"predictions/depth/{index}.png")
-            except Exception as exc:  # noqa: BLE001 - any decoding failure is a finding, not a crash
-                problems.append(f"{path}: prediction {index} does not decode ({exc})")
+                seg_img = read_png(archive, f"predictions/semseg/{index}.png", str(path))
+                dep_img = read_png(archive, f"predictions/depth/{index}.png", str(path))
+            except ArchiveError as exc:  # too big, damaged or not decodable: a finding, not a crash
+                problems.append(str(exc))
                 continue
             if seg_img.mode != "P":
                 problems.append(f"{path}: predictions/semseg/{index}.png is mode {seg_img.mode}, expected P")

@@ -2,7 +2,8 @@
 
 ``mtl.ablate.cli`` calls :func:`register` with its subparsers; ``python -m report`` runs the same
 commands on their own. Every handler returns the exit code: 0 done, 1 done with problems (a figure not
-drawn, an entry without runs, a run not exported), 2 refused (bad input, unknown entry, a secret found).
+drawn, an entry without runs, a run not exported; ``export`` warns and exits 0 for these unless
+``--strict``), 2 refused (bad input, unknown entry, a secret found, a hostile archive).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mtl.ablate.entry import EntryError
     from report.cache import default_cache_dir
-    from report.export import ExportError, export
+    from report.export import ExportError, IncompleteExportError, export
     from report.leaks import LeakError
     from report.store import StoreError
     from report.writeup import ReportError
@@ -89,25 +90,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         entries = _entries(args.ablations_dir, args.ids, not args.ids)
         result = export(args.team, args.runs_dir, entries, args.out, dataset_root=args.dataset_root,
-                        draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir())
+                        draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir(),
+                        strict=args.strict)
+    except IncompleteExportError as exc:
+        for line in exc.missing:
+            print(f"missing: {line}", file=sys.stderr)
+        print("mtl-ablate export: --strict and the archive would be incomplete: nothing written", file=sys.stderr)
+        return EXIT_PROBLEMS
     except (EntryError, StoreError, ReportError, ExportError, LeakError, ValueError) as exc:
         return _fail("export", exc)
     print(result.path)
     print(f"{len(result.exported_runs)} submission.zip file(s), {len(result.members)} members")
-    for run, why in result.skipped_runs.items():
-        print(f"not exported: {run} ({why})", file=sys.stderr)
-    for problem in result.problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    return EXIT_PROBLEMS if result.skipped_runs or result.problems else EXIT_OK
+    for line in result.missing:
+        print(f"missing: {line}", file=sys.stderr)
+    if result.missing:
+        print(f"warning: the archive is incomplete ({len(result.missing)} item(s) missing, listed above and in its "
+              "MANIFEST.json); --strict refuses such an archive", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from mtl.data.miniscapes import DatasetError
-    from report.grade import GradeError, grade
+    from report.grade import GradeError, grade, trained_dataset_root
 
     try:
-        metrics = grade(args.submission, args.dataset_root)
-    except (GradeError, DatasetError) as exc:
+        dataset_root, how = args.dataset_root, "--dataset-root"
+        if dataset_root is None:
+            dataset_root, how = trained_dataset_root(args.submission)
+        print(f"grading {args.submission} against {dataset_root} ({how})", file=sys.stderr)
+        metrics = grade(args.submission, dataset_root)
+    except GradeError as exc:
         return _fail("grade", exc)
     if args.json:
         per_class = {k[len("iou_class/"):]: v for k, v in metrics.items() if k.startswith("iou_class/")}
@@ -203,12 +214,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("ids", nargs="*", metavar="ID", help="entries to include (default: all)")
     p.add_argument("--team", required=True, help="team name, part of the archive's file name")
     p.add_argument("--out", type=Path, default=Path("reports"), help="folder for the archive (default: reports/)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 and write nothing if anything is missing (default: write it, warn, exit 0)")
     where(p)
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("grade", help="validate a submission.zip and score it against a dataset's test labels")
     p.add_argument("submission", type=Path)
-    p.add_argument("--dataset-root", type=Path, required=True, help="dataset whose test split has labels")
+    p.add_argument("--dataset-root", type=Path,
+                   help="dataset whose test split has labels (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_grade)
 

@@ -10,12 +10,18 @@ Archive layout::
 Before anything is written, every file going in is scanned for secrets and personal paths
 (:mod:`report.leaks`, nested zips included); any finding refuses the export and names the file, the
 member and the line. The archive is written to a temporary file beside the target, read back and
-checked member by member against the sha256 of its source, and only then renamed into place.
+checked member by member against the sha256 of its source, and only then renamed into place. Every
+submission.zip is streamed from disk in chunks (hashed, scanned, copied, read back), never loaded whole,
+so memory stays flat in the number of runs.
+
+An export with something missing (a run not finished, an entry without runs, a figure not drawn) is
+written with MANIFEST.json listing what is missing, unless ``strict``, which refuses and writes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -23,9 +29,10 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
-from report.leaks import Finding, LeakError, scan_bytes
+from mtl.safezip import CHUNK_BYTES
+from report.leaks import Finding, LeakError, scan_bytes, scan_file
 from report.store import LocalStore
 from report.writeup import FORMATS, write_report
 
@@ -40,22 +47,57 @@ class ExportError(RuntimeError):
 
 @dataclass
 class Member:
+    """One file of the archive: small ones held as bytes, submission.zips left on disk and streamed."""
     name: str  # path inside the archive
-    data: bytes
     stored: bool  # ZIP_STORED (copied as is) rather than deflated
+    sha256: str
+    size: int
+    data: bytes | None = None
+    path: Path | None = None
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes, stored: bool) -> "Member":
+        return cls(name, stored, hashlib.sha256(data).hexdigest(), len(data), data=data)
+
+    @classmethod
+    def from_file(cls, name: str, path: Path, stored: bool) -> "Member":
+        digest, size = file_sha256(path)
+        return cls(name, stored, digest, size, path=path)
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")  # type: ignore[arg-type]
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """(sha256, size) of a file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
 
 
 @dataclass
 class ExportResult:
-    path: Path
+    path: Path | None  # None: not written (a strict export with something missing)
     members: list[Member]
     exported_runs: list[str]
     skipped_runs: dict[str, str] = field(default_factory=dict)  # run -> why it has no submission in the archive
     problems: list[str] = field(default_factory=list)  # report problems (figures not drawn, entries without runs)
+
+    @property
+    def missing(self) -> list[str]:
+        """What a complete archive would hold and this one does not, one line each."""
+        return [f"run {run} not exported: {why}" for run, why in self.skipped_runs.items()] + list(self.problems)
+
+
+class IncompleteExportError(ExportError):
+    """``strict`` export with something missing: nothing was written; ``missing`` says what."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = missing
+        super().__init__("not writing an incomplete archive (strict): " + "; ".join(missing))
 
 
 def archive_name(team: str) -> str:
@@ -80,9 +122,10 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
                 continue
             submission = run_dir / "submission.zip"
             if not submission.is_file():
-                raise ExportError(f"run {run_dir} is finished but has no submission.zip; rerun it with "
-                                  f"`mtl-ablate run {section.entry.id}` (it rebuilds the archive)")
-            members.append(Member(f"submissions/{key}/submission.zip", submission.read_bytes(), stored=True))
+                raise ExportError(f"run {run_dir} is finished but has no submission.zip (deleted or lost), so it "
+                                  "cannot be exported")
+            # Left on disk: memory stays flat in the number of runs, the bytes are copied as they are.
+            members.append(Member.from_file(f"submissions/{key}/submission.zip", submission, stored=True))
             exported.append(key)
     return members, exported, skipped
 
@@ -91,24 +134,31 @@ def report_members(report_dir: Path) -> list[Member]:
     members = []
     for path in sorted(p for p in report_dir.rglob("*") if p.is_file()):
         name = "report/" + path.relative_to(report_dir).as_posix()
-        members.append(Member(name, path.read_bytes(), stored=path.suffix in _STORED_SUFFIXES))
+        members.append(Member.from_bytes(name, path.read_bytes(), stored=path.suffix in _STORED_SUFFIXES))
     return members
 
 
-def manifest(members: list[Member], exported: list[str], skipped: dict[str, str], team: str) -> Member:
+def manifest(members: list[Member], exported: list[str], skipped: dict[str, str], team: str,
+             problems: Iterable[str] = ()) -> Member:
+    problems = list(problems)
     data = {
         "team": team,
-        "members": {m.name: {"sha256": m.sha256, "bytes": len(m.data)} for m in members},
+        "complete": not (skipped or problems),  # False: what is missing is listed below
+        "members": {m.name: {"sha256": m.sha256, "bytes": m.size} for m in members},
         "exported_runs": exported,
         "runs_not_exported": skipped,
+        "report_problems": problems,
     }
-    return Member("MANIFEST.json", (json.dumps(data, indent=2) + "\n").encode(), stored=False)
+    return Member.from_bytes("MANIFEST.json", (json.dumps(data, indent=2) + "\n").encode(), stored=False)
 
 
 def scan(members: list[Member]) -> list[Finding]:
     findings: list[Finding] = []
     for member in members:
-        findings += scan_bytes(member.data, member.name)
+        if member.data is not None:
+            findings += scan_bytes(member.data, member.name)
+        else:
+            findings += scan_file(member.path, member.name)  # type: ignore[arg-type]
     return findings
 
 
@@ -125,7 +175,15 @@ def write_archive(path: Path, members: list[Member]) -> None:
                     info = zipfile.ZipInfo(member.name, date_time=_FIXED_TIME)
                     info.compress_type = zipfile.ZIP_STORED if member.stored else zipfile.ZIP_DEFLATED
                     info.external_attr = 0o644 << 16
-                    archive.writestr(info, member.data)
+                    info.file_size = member.size  # lets zipfile choose zip64 up front for big members
+                    digest = hashlib.sha256()
+                    with member.open() as source, archive.open(info, "w") as target:
+                        while chunk := source.read(CHUNK_BYTES):
+                            digest.update(chunk)
+                            target.write(chunk)
+                    if digest.hexdigest() != member.sha256:
+                        raise ExportError(f"{member.path or member.name} changed while it was being exported; "
+                                          "export again once nothing writes to it")
             handle.flush()
             os.fsync(handle.fileno())
         verify_archive(tmp, members)
@@ -144,14 +202,20 @@ def verify_archive(path: Path, members: list[Member]) -> None:
             info = infos[member.name]
             if member.stored and info.compress_type != zipfile.ZIP_STORED:
                 raise ExportError(f"{path}: {member.name} was recompressed")
-            if hashlib.sha256(archive.read(member.name)).hexdigest() != member.sha256:
+            digest = hashlib.sha256()
+            with archive.open(info) as stream:
+                while chunk := stream.read(CHUNK_BYTES):
+                    digest.update(chunk)
+            if digest.hexdigest() != member.sha256:
                 raise ExportError(f"{path}: {member.name} does not read back byte for byte (sha256 differs)")
 
 
 def export(team: str, runs_dir: str | Path, entries: Iterable[Any], out_dir: str | Path = "reports",
            dataset_root: Path | None = None, draw_figures: bool = True,
-           cache_dir: Path | None = None) -> ExportResult:
-    """Build ``<out_dir>/dlad_ex2_report.<team>.zip`` from the run records of ``entries``."""
+           cache_dir: Path | None = None, strict: bool = False) -> ExportResult:
+    """Build ``<out_dir>/dlad_ex2_report.<team>.zip`` from the run records of ``entries``. What is missing
+    (runs not finished, entries without runs, figures not drawn) is listed in MANIFEST.json and in the
+    result; with ``strict`` it refuses instead (:class:`IncompleteExportError`) and writes nothing."""
     name = archive_name(team)
     runs_dir = Path(runs_dir)
     results = LocalStore(runs_dir, cache_dir=cache_dir).load()
@@ -163,7 +227,10 @@ def export(team: str, runs_dir: str | Path, entries: Iterable[Any], out_dir: str
         members = report_members(report_dir)
     submissions, exported, skipped = submission_members(report.sections)
     members += submissions
-    members.append(manifest(members, exported, skipped, team))
+    incomplete = ExportResult(None, members, exported, skipped, report.problems)
+    if strict and incomplete.missing:
+        raise IncompleteExportError(incomplete.missing)
+    members.append(manifest(members, exported, skipped, team, report.problems))
     findings = scan(members)
     if findings:
         raise LeakError(findings)

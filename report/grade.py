@@ -6,19 +6,21 @@ metric code of validation. Predictions cover the test image cropped from the top
 are multiples of 32 (DESIGN.md section 3), so the labels are cropped the same way. The predicted depth is
 the 8-bit disparity code of the archive, so SI-logRMSE includes its quantisation (validation scores the
 network's float output).
+
+Grading never trusts the archive: member sizes, compression ratios, duplicate names and PNG pixel counts
+are checked before anything is inflated or decoded (:mod:`mtl.safezip`), so a hostile archive is refused
+with a message, in bounded memory. Without ``--dataset-root`` the dataset is the one the run was trained
+on: the dataset keys of source.zip's cmd.txt, with the run's config.yaml beside the archive (if there)
+for the folder, a run-invariant key that cmd.txt leaves out.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from mtl.data.miniscapes import list_indices, read_depth, read_semseg, sample_path
-from mtl.metrics import MetricAccumulator
-from mtl.submission import read_prediction, validate_submission
+from mtl.safezip import ArchiveError, open_zip
+from mtl.submission import directory_problems, read_cmd, read_prediction, validate_submission
 
 CROP_MULTIPLE = 32
 
@@ -28,6 +30,8 @@ class GradeError(ValueError):
 
 
 def test_indices_with_labels(dataset_root: Path) -> list[int]:
+    from mtl.data.miniscapes import list_indices
+
     test_dir = dataset_root / "test"
     if not (test_dir / "rgb").is_dir():
         raise GradeError(f"{test_dir}/rgb does not exist: {dataset_root} is not a MiniScapes-layout dataset")
@@ -38,7 +42,9 @@ def test_indices_with_labels(dataset_root: Path) -> list[int]:
     return list_indices(test_dir / "rgb", ".jpg")
 
 
-def _cropped(label: Any, shape: tuple[int, int], index: int, what: str) -> torch.Tensor:
+def _cropped(label: Any, shape: tuple[int, int], index: int, what: str) -> Any:
+    import torch
+
     height, width = label.shape
     expected = (height - height % CROP_MULTIPLE, width - width % CROP_MULTIPLE)
     if tuple(shape) not in (expected, (height, width)):
@@ -52,14 +58,39 @@ def grade(submission: str | Path, dataset_root: str | Path) -> dict[str, float]:
     submission, dataset_root = Path(submission), Path(dataset_root)
     if not submission.is_file():
         raise GradeError(f"submission {submission} does not exist")
+    # Before torch is imported (it alone maps most of a GiB): a hostile archive is refused cheaply.
+    problems = directory_problems(submission)
+    if problems:
+        raise GradeError("refusing the submission:\n  " + "\n  ".join(problems))
+    from mtl.data.miniscapes import DatasetError
+
+    try:
+        return _grade(submission, dataset_root)
+    except DatasetError as exc:
+        raise GradeError(str(exc)) from exc
+
+
+def _grade(submission: Path, dataset_root: Path) -> dict[str, float]:
+    import torch
+
+    from mtl.data.miniscapes import read_depth, read_semseg, sample_path
+    from mtl.metrics import MetricAccumulator
+
     indices = test_indices_with_labels(dataset_root)
     problems = validate_submission(submission, test_indices=indices)
     if problems:
         raise GradeError("invalid submission:\n  " + "\n  ".join(problems))
     metrics = MetricAccumulator("cpu")
-    with zipfile.ZipFile(submission) as archive:
+    try:
+        archive = open_zip(submission, str(submission))
+    except ArchiveError as exc:
+        raise GradeError(str(exc)) from exc
+    with archive:
         for index in indices:
-            semseg, depth = read_prediction(archive, index)
+            try:
+                semseg, depth = read_prediction(archive, index)
+            except ArchiveError as exc:
+                raise GradeError(str(exc)) from exc
             gt_semseg = _cropped(read_semseg(sample_path(dataset_root, "test", "semseg", index)), semseg.shape, index,
                                  "predictions/semseg")
             gt_depth = _cropped(read_depth(sample_path(dataset_root, "test", "depth", index)), depth.shape, index,
@@ -67,3 +98,53 @@ def grade(submission: str | Path, dataset_root: str | Path) -> dict[str, float]:
             metrics.update_semseg(torch.from_numpy(semseg.astype("int64")), gt_semseg.long())
             metrics.update_depth(torch.from_numpy(depth)[None], gt_depth[None])
     return metrics.compute()
+
+
+def _is_dataset_key(key: str) -> bool:
+    return key == "dataset" or key.startswith("synthetic_")
+
+
+def trained_dataset_root(submission: str | Path) -> tuple[Path, str]:
+    """(dataset folder, how it was found) of the run that wrote ``submission``: the dataset keys of its
+    source.zip cmd.txt, and the folder from the run's config.yaml beside it when there is one. The
+    synthetic dataset is rebuilt in its cache folder if missing (it is deterministic in its keys)."""
+    from mtl.config import ConfigError, load_yaml, make_config
+    from mtl.data import DatasetError, resolve_dataset_root
+
+    submission = Path(submission)
+    if not submission.is_file():
+        raise GradeError(f"submission {submission} does not exist")
+    problems = directory_problems(submission)
+    if problems:
+        raise GradeError("refusing the submission:\n  " + "\n  ".join(problems))
+    try:
+        with open_zip(submission, str(submission)) as archive:
+            recorded = {k: v for k, v in read_cmd(archive, str(submission)).items() if _is_dataset_key(k)}
+    except ArchiveError as exc:
+        raise GradeError(f"{exc}; pass --dataset-root to name the dataset") from exc
+    if "dataset" not in recorded:
+        raise GradeError(f"{submission}: source.zip cmd.txt does not record the dataset; pass --dataset-root")
+    values, how = dict(recorded), f"the dataset recorded in {submission.name}'s source.zip cmd.txt"
+    config_path = submission.parent / "config.yaml"
+    if config_path.is_file():
+        try:
+            config = load_yaml(config_path)
+        except ConfigError as exc:
+            raise GradeError(f"{exc}; pass --dataset-root to name the dataset") from exc
+        differing = sorted(k for k in recorded if k in config and config[k] != recorded[k])
+        if differing:
+            raise GradeError(f"{config_path} and {submission.name}'s cmd.txt disagree on {', '.join(differing)}: "
+                             "the archive is not this run's; pass --dataset-root")
+        if config.get("dataset_root"):
+            values["dataset_root"] = config["dataset_root"]
+            how = f"dataset_root of {config_path}"
+    try:
+        cfg = make_config(values, source=f"{submission} cmd.txt")
+        if cfg.dataset != "synthetic" and cfg.dataset_root is None:
+            raise GradeError(f"{submission} was trained on dataset {cfg.dataset!r}, whose folder is not recorded "
+                             f"in the archive (no config.yaml beside it); pass --dataset-root")
+        if cfg.dataset == "synthetic" and cfg.dataset_root is None:
+            how = f"the synthetic dataset of {submission.name}'s cmd.txt, cached under its synthetic_* keys"
+        return resolve_dataset_root(cfg), how
+    except (ConfigError, DatasetError) as exc:
+        raise GradeError(f"{exc} (the dataset of {submission}); pass --dataset-root") from exc

@@ -6,7 +6,8 @@ a key/secret/token name or in a well-known vendor format, private keys (``-----B
 KEY-----``), ``.netrc`` files themselves, and absolute home paths (``/home/<user>/``, ``/Users/<user>/``,
 ``/root/``, ``C:\\Users\\<user>\\``) that name the person and their machine.
 
-Zip archives are scanned member by member, recursively (submission.zip holds source.zip, and a torch
+Zip archives are scanned member by member from disk, recursively, within the size, ratio, depth and
+total limits below (an archive to export may be hostile too) (submission.zip holds source.zip, and a torch
 checkpoint is itself a zip). In a torch checkpoint only the pickled object graph (``data.pkl``, where
 every string lives) is scanned, not the raw tensor storages (``<name>/data/<n>``): those are numbers.
 """
@@ -14,12 +15,25 @@ every string lives) is scanned, not the raw tensor storages (``<name>/data/<n>``
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+from mtl.safezip import MAX_SMALL_MEMBER_BYTES, ArchiveError, check_member, read_member, refuse_duplicates
 
 NETRC_NAMES = (".netrc", "_netrc")
+# submission.zip > checkpoint (a torch zip) is 2 deep, submission.zip > source.zip 2 as well; an export
+# scans report files and submission.zips at depth 0. Deeper nesting has no legitimate use here.
+MAX_NESTING_DEPTH = 4
+# Inflated bytes actually scanned in one file: sources, CSVs, a checkpoint's pickled graph come to a few
+# MiB a run (tensor storages are skipped, not read); 1 GiB is far beyond that and bounds a zip bomb's time.
+MAX_SCAN_BYTES = 1 << 30
+# A nested archive too big to read whole (a checkpoint: ~100-300 MiB for the models here) is walked in
+# place, never loaded; its size is still bounded, as walking a deflated member costs time in its size.
+MAX_NESTED_ZIP_BYTES = 8 << 30
 _TOKEN = rb"[A-Za-z0-9_\\\-]"
 _U = rb"\\?_"  # an underscore, also as LaTeX writes it (\_), so the .tex write-up is covered too
 PATTERNS: list[tuple[str, re.Pattern[bytes]]] = [
@@ -68,49 +82,104 @@ def _mask(text: str) -> str:
 
 def scan_bytes(data: bytes, file: str, member: str = "") -> list[Finding]:
     """Findings in ``data`` (any content); zip archives are opened and scanned member by member."""
-    findings: list[Finding] = []
-    name = member.rsplit("!", 1)[-1] if member else file
-    if Path(name).name in NETRC_NAMES:
-        findings.append(Finding(file, member, 0, ".netrc file (holds login credentials)", Path(name).name))
-    if data[:4] == b"PK\x03\x04" or name.endswith(".zip"):
-        nested = _scan_zip(data, file, member)
-        if nested is not None:
-            return findings + nested
-    if not _ANCHORS.search(data):
+    return _Scan().content(data, file, member, depth=0)
+
+
+def scan_file(path: Path, name: str | None = None) -> list[Finding]:
+    """Findings in the file at ``path``; a zip is read from disk member by member (never loaded whole),
+    each member bounded as :class:`_Scan` says."""
+    name = name or str(path)
+    scan = _Scan()
+    with open(path, "rb") as handle:
+        if handle.read(4) == b"PK\x03\x04" or path.name.endswith(".zip"):
+            handle.seek(0)
+            nested = scan.zip(handle, name, "", depth=0)
+            if nested is not None:
+                return scan.netrc(name, "") + nested
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_SMALL_MEMBER_BYTES:
+            raise ArchiveError(f"{name}: {size} bytes, over the limit of {MAX_SMALL_MEMBER_BYTES} bytes for a file "
+                               "scanned for secrets")
+        handle.seek(0)
+        return scan.content(handle.read(), name, "", depth=0)
+
+
+class _Scan:
+    """One scan of one file. Limits (each refusal names the file, the member and the limit): nested zips
+    at most MAX_NESTING_DEPTH deep, each scanned member at most MAX_SMALL_MEMBER_BYTES inflated, at most
+    MAX_SCAN_BYTES inflated in all, and every member checked against its directory entry first."""
+
+    def __init__(self) -> None:
+        self.scanned = 0
+
+    def netrc(self, file: str, member: str) -> list[Finding]:
+        name = member.rsplit("!", 1)[-1] if member else file
+        if Path(name).name in NETRC_NAMES:
+            return [Finding(file, member, 0, ".netrc file (holds login credentials)", Path(name).name)]
+        return []
+
+    def content(self, data: bytes, file: str, member: str, depth: int) -> list[Finding]:
+        findings = self.netrc(file, member)
+        name = member.rsplit("!", 1)[-1] if member else file
+        if data[:4] == b"PK\x03\x04" or name.endswith(".zip"):
+            nested = self.zip(io.BytesIO(data), file, member, depth)
+            if nested is not None:
+                return findings + nested
+        if not _ANCHORS.search(data):
+            return findings
+        for kind, pattern in PATTERNS:
+            for match in pattern.finditer(data):
+                line = data.count(b"\n", 0, match.start()) + 1
+                excerpt = _mask(match.group(0).decode("latin-1"))
+                findings.append(Finding(file, member, line, kind, excerpt))
+        return sorted(findings, key=lambda f: (f.line, f.kind))
+
+    def zip(self, source: IO[bytes], file: str, member: str, depth: int) -> list[Finding] | None:
+        """Findings of every member of the zip in ``source``; None if it is not a zip after all."""
+        label = f"{file} member {member}" if member else file
+        try:
+            archive = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, EOFError):
+            return None  # a file that merely starts like a zip: the caller scans it as bytes
+        if depth >= MAX_NESTING_DEPTH:
+            archive.close()
+            raise ArchiveError(f"{label}: a zip nested {depth + 1} deep, over the limit of {MAX_NESTING_DEPTH} "
+                               "nested archives scanned for secrets")
+        refuse_duplicates(archive, label)
+        findings: list[Finding] = []
+        with archive:
+            infos = archive.infolist()
+            torch_storages = _torch_storage_members([i.filename for i in infos])
+            for info in infos:
+                if info.is_dir() or info.filename in torch_storages:
+                    continue
+                path = f"{member}!{info.filename}" if member else info.filename
+                findings += self.member(archive, info, file, path, label, depth)
         return findings
-    for kind, pattern in PATTERNS:
-        for match in pattern.finditer(data):
-            line = data.count(b"\n", 0, match.start()) + 1
-            excerpt = _mask(match.group(0).decode("latin-1"))
-            findings.append(Finding(file, member, line, kind, excerpt))
-    return sorted(findings, key=lambda f: (f.line, f.kind))
 
-
-def _scan_zip(data: bytes, file: str, member: str) -> list[Finding] | None:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        return None  # not a zip after all (a file that merely starts like one): scan it as bytes
-    findings: list[Finding] = []
-    with archive:
-        names = archive.namelist()
-        torch_storages = _torch_storage_members(names)
-        for inner in names:
-            if inner.endswith("/") or inner in torch_storages:
-                continue
-            path = f"{member}!{inner}" if member else inner
-            findings += scan_bytes(archive.read(inner), file, path)
-    return findings
+    def member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, file: str, path: str, label: str,
+               depth: int) -> list[Finding]:
+        if info.file_size > MAX_SMALL_MEMBER_BYTES:
+            # Too big to read whole: only a nested archive (a checkpoint) may be, and it is walked in place.
+            check_member(info, MAX_NESTED_ZIP_BYTES, label)
+            with archive.open(info) as stream:
+                nested = self.zip(stream, file, path, depth + 1) if stream.read(4) == b"PK\x03\x04" else None
+            if nested is None:
+                raise ArchiveError(f"{label}: member {info.filename} inflates to {info.file_size} bytes, over the "
+                                   f"limit of {MAX_SMALL_MEMBER_BYTES} bytes for a member scanned for secrets")
+            return self.netrc(file, path) + nested
+        data = read_member(archive, info, MAX_SMALL_MEMBER_BYTES, label)
+        self.scanned += len(data)
+        if self.scanned > MAX_SCAN_BYTES:
+            raise ArchiveError(f"{file}: more than {MAX_SCAN_BYTES} bytes inflated while scanning it for secrets "
+                               f"(reached at member {path}); refused as a likely zip bomb")
+        return self.content(data, file, path, depth + 1)
 
 
 def _torch_storage_members(names: list[str]) -> set[str]:
     """Raw tensor storages of a torch.save archive (``<root>/data/<n>`` beside ``<root>/data.pkl``)."""
     roots = {n[: -len("data.pkl")] for n in names if n.endswith("data.pkl")}
     return {n for n in names for root in roots if n.startswith(root + "data/") and n[len(root) + 5:].isdigit()}
-
-
-def scan_file(path: Path, name: str | None = None) -> list[Finding]:
-    return scan_bytes(path.read_bytes(), name or str(path))
 
 
 class LeakError(RuntimeError):

@@ -182,3 +182,53 @@ def test_archive_name_rules():
     assert archive_name("team_7") == "dlad_ex2_report.team_7.zip"
     with pytest.raises(ExportError, match="team name"):
         archive_name("../x")
+
+
+def _export_command(project, *extra):
+    return report_main(["export", "--team", "t", "--runs-dir", str(project["runs"]), "--ablations-dir",
+                        str(project["ablations"]), "--out", str(project["out"]), "--no-figures", "--no-cache", *extra])
+
+
+def test_partial_export_warns_and_exits_0_unless_strict(project, capsys):
+    (project["ablations"] / "problem1.momentum.yaml").write_text(
+        "question: Does momentum help?\nitem: 1.1b\nbase: quick\n"
+        "variants:\n  - name: m0\n    overrides: {optimizer_momentum: 0.0}\n")
+    archive = project["out"] / "dlad_ex2_report.t.zip"
+    assert _export_command(project, "--strict") == 1
+    err = capsys.readouterr().err
+    assert "missing: problem1.momentum: no runs recorded yet" in err
+    assert "--strict and the archive would be incomplete: nothing written" in err
+    assert not project["out"].exists() or not any(project["out"].iterdir())  # no archive, no temp file
+
+    assert _export_command(project) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == str(archive)
+    assert "missing: problem1.momentum: no runs recorded yet" in captured.err
+    assert "warning: the archive is incomplete (1 item(s) missing" in captured.err
+    with zipfile.ZipFile(archive) as written:
+        manifest = json.loads(written.read("MANIFEST.json"))
+        assert manifest["complete"] is False
+        assert manifest["report_problems"] == ["problem1.momentum: no runs recorded yet (`mtl-ablate run problem1.momentum`)"]
+        assert len([n for n in written.namelist() if n.endswith("submission.zip")]) == 2
+
+
+def test_complete_export_is_strict_clean(project, capsys):
+    assert _export_command(project, "--strict") == 0
+    assert "missing" not in capsys.readouterr().err
+
+
+def test_a_submission_changed_during_export_is_refused(project, monkeypatch):
+    import report.export as export_module
+
+    real_scan = export_module.scan
+
+    def scan_then_change(members):  # the file changes after it was hashed, before it is copied
+        findings = real_scan(members)
+        with open(project["sgd"] / "submission.zip", "ab") as handle:
+            handle.write(b"appended")
+        return findings
+
+    monkeypatch.setattr(export_module, "scan", scan_then_change)
+    with pytest.raises(ExportError, match=r"submission.zip changed while it was being exported"):
+        export("t", project["runs"], _entries(project), project["out"], draw_figures=False)
+    assert not list(project["out"].glob("*.zip"))
