@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from conftest import REPO
+from support import REPO
 from mtl.ablate.backends import Placement
 from mtl.ablate.display import Monitor, results_table
 from mtl.ablate.entry import load_entry

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import REPO, write_entry
+from support import REPO, write_entry
 from mtl.ablate.cli import main
 from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan

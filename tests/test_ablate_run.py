@@ -18,7 +18,7 @@ import filelock
 import pytest
 import yaml
 
-from conftest import REPO, TINY, wait_for_epoch
+from support import REPO, TINY, wait_for_epoch
 from mtl.ablate.backends import SlurmOptions, SubmititBackend
 from mtl.ablate.cli import main
 from mtl.ablate.display import Monitor, make_console

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, wait_for_epoch
+from support import REPO, wait_for_epoch
 from faults.checks import check_run_dir
 from faults.runs import FAULT_CONFIG
 

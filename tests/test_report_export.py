@@ -16,7 +16,7 @@ from mtl.ablate.entry import load_entries
 from report.commands import main as report_main
 from report.export import ExportError, archive_name, export
 from report.leaks import LeakError, scan_bytes
-from report.planting import plant_predictions, plant_run, plant_submission, validation_point
+from planting import plant_predictions, plant_run, plant_submission, validation_point
 
 WANDB_KEY = "0123456789abcdef0123456789abcdef01234567"
 NGROK_TOKEN = "2AbCdEfGhIjKlMnOpQrStUvWxYz_1a2B3c4D5e6F7g8H9i0J"

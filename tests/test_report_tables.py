@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from report import commands, writeup
-from report.planting import plant_run, validation_point
+from planting import plant_run, validation_point
 from report.store import LocalStore
 from report.tables import NOISE_RULES, TableError, entry_tables, to_csv, to_latex, to_markdown
 

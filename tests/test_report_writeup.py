@@ -11,7 +11,7 @@ import pytest
 from mtl.ablate.entry import ReportSpec, load_entries
 from mtl.data.miniscapes import write_depth, write_rgb, write_semseg
 from report.commands import main as report_main
-from report.planting import plant_predictions, plant_run, plant_submission, validation_point
+from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.store import LocalStore
 from report.writeup import write_report
 

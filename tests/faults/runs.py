@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TINY
+from support import TINY
 
 from faults.launcher import run_train, warm_up
 
