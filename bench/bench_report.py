@@ -40,7 +40,7 @@ ENTRIES, SEEDS = 10, 5
 class Timer:
     """Wall and CPU seconds of a block (CPU time is the fairer figure on a shared machine)."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -90,7 +90,8 @@ def main() -> None:
         if not runs.exists():
             started = time.perf_counter()
             plant(runs, ablations, args.runs, args.points)
-            print(f"planted {args.runs} runs x {args.points} validation points in {time.perf_counter() - started:.1f} s")
+            seconds = time.perf_counter() - started
+            print(f"planted {args.runs} runs x {args.points} validation points in {seconds:.1f} s")
         entries = load_entries(ablations)
 
         with Timer() as timer:

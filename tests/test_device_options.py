@@ -16,8 +16,16 @@ import torch.nn.functional as F
 
 from mtl.config import make_config
 from mtl.data.transforms import DepthUnit
-from mtl.engine import EpochSampler, RunDirectory, Trainer, build_optimizer, build_scheduler, evaluate, make_loader, \
-    to_device
+from mtl.engine import (
+    EpochSampler,
+    RunDirectory,
+    Trainer,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    make_loader,
+    to_device,
+)
 from mtl.losses import MultiTaskLoss
 from mtl.models import build_model
 from mtl.tracking import WandbSink

@@ -13,12 +13,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from support import REPO, tiny_args, train_command
 from mtl.data.miniscapes import decode_depth, encode_depth, read_depth, write_depth, write_rgb, write_semseg
 from mtl.records import read_run
+from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
 from report.grade import GradeError, grade
-from planting import plant_predictions, plant_run, plant_submission, validation_point
+from support import REPO, tiny_args, train_command
 
 HEIGHT, WIDTH = 40, 70  # not multiples of 32: predictions cover the top-left 32x64
 

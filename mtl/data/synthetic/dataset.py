@@ -16,7 +16,15 @@ from typing import Any, Optional, Union
 import numpy as np
 from filelock import FileLock
 
-from mtl.data.miniscapes import CLASS_NAMES, NUM_CLASSES, DatasetError, sample_path, write_depth, write_rgb, write_semseg
+from mtl.data.miniscapes import (
+    CLASS_NAMES,
+    NUM_CLASSES,
+    DatasetError,
+    sample_path,
+    write_depth,
+    write_rgb,
+    write_semseg,
+)
 from mtl.data.synthetic.params import GENERATOR_VERSION, SyntheticParams
 from mtl.data.synthetic.render import render_scene
 from mtl.io import atomic_write_bytes

@@ -31,7 +31,7 @@ class SyntheticParams:
             raise ValueError(f"synthetic seed must be >= 0, got {self.seed}")
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "SyntheticParams":
+    def from_config(cls, cfg: Any) -> SyntheticParams:
         return cls(
             num_train=cfg.synthetic_num_train,
             num_val=cfg.synthetic_num_val,
