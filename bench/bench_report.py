@@ -22,11 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "tests"):  # the planted run directories are the tests' fixtures (tests/planting.py)
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from mtl.ablate.entry import load_entries  # noqa: E402
 from mtl.data.miniscapes import CLASS_NAMES  # noqa: E402
-from report.planting import plant_run, training_point, validation_point  # noqa: E402
+from planting import plant_run, training_point, validation_point  # noqa: E402
 from report.store import LocalStore  # noqa: E402
 from report.tables import entry_tables, to_csv, to_latex, to_markdown  # noqa: E402
 from report.writeup import write_report  # noqa: E402
@@ -37,7 +40,7 @@ ENTRIES, SEEDS = 10, 5
 class Timer:
     """Wall and CPU seconds of a block (CPU time is the fairer figure on a shared machine)."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -87,7 +90,8 @@ def main() -> None:
         if not runs.exists():
             started = time.perf_counter()
             plant(runs, ablations, args.runs, args.points)
-            print(f"planted {args.runs} runs x {args.points} validation points in {time.perf_counter() - started:.1f} s")
+            seconds = time.perf_counter() - started
+            print(f"planted {args.runs} runs x {args.points} validation points in {seconds:.1f} s")
         entries = load_entries(ablations)
 
         with Timer() as timer:

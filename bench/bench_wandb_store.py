@@ -1,5 +1,5 @@
 """Benchmark of the W&B result store against a stand-in of wandb's public API with a fixed delay per
-request (report.wandb_fake): 1,000 runs x 100 validation points by default, 50 ms per request.
+request (tests/wandb_fake.py): 1,000 runs x 100 validation points by default, 50 ms per request.
 
 Each listing page is one request, a lazily listed run costs one more the first time its config or
 summary is read, and each history scan is one request (``--requests-per-scan 2`` counts wandb 0.31's
@@ -21,11 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "tests"):  # the stand-in W&B API is a test fixture (tests/wandb_fake.py)
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from mtl.config import Config  # noqa: E402
 from report.store import build_tables  # noqa: E402
-from report.wandb_fake import FakeWandbApi, FakeWandbRun  # noqa: E402
+from wandb_fake import FakeWandbApi, FakeWandbRun  # noqa: E402
 from report.wandb_store import LISTING_PAGE_SIZE, SCAN_WORKERS, WandbStore, wandb_run_input  # noqa: E402
 
 ENTRIES, SEEDS = 10, 5

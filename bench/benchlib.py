@@ -8,6 +8,7 @@ printed too, but only the ratios are comparable between runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -57,10 +58,8 @@ def machine_line() -> str:
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     else:
         parts.append("no GPU")
-    try:
+    with contextlib.suppress(OSError):  # no load average on this platform
         parts.append(f"load average {os.getloadavg()[0]:.1f}")
-    except OSError:
-        pass
     return ", ".join(parts)
 
 

@@ -36,6 +36,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+
 from faults.checks import check_run_dir, run_differences  # noqa: E402
 from faults.datasets import DAMAGES, damaged_copy  # noqa: E402
 from faults.launcher import run_train  # noqa: E402
@@ -139,9 +140,9 @@ def bad_data(tally: Tally, base: Path) -> None:
 
 
 def bad_input(tally: Tally, base: Path) -> None:
-    import test_faults_inputs as inputs
     from hypothesis import given, settings
 
+    import test_faults_inputs as inputs
     from mtl.ablate.entry import EntryError, load_entry, parse_entry
     from mtl.config import ConfigError, config_from_cli, make_config
 

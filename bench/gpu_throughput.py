@@ -6,9 +6,9 @@ optimizer step) with the config switches ``amp``, ``channels_last`` and ``compil
 achieved TFLOP/s (forward FLOPs from ``mtl.models.model_summary``, x3 for forward + backward) and that
 as a share of the device's dense peak (from a table of datasheet figures, or ``--peak-tflops``), plus
 the speed-up over fp32. All variants are set up and warmed up first, then take turns for ``--rounds``
-rounds (order reversed every round), so drift during the run hits each alike. Needs CUDA: without it the script says so and
-exits 0 (``--device cpu`` runs the same code on the CPU as a smoke check; its figures mean nothing
-for a GPU).
+rounds (order reversed every round), so drift during the run hits each alike. Needs CUDA: without it the
+script says so and exits 0 (``--device cpu`` runs the same code on the CPU as a smoke check; its figures
+mean nothing for a GPU).
 
     python bench/gpu_throughput.py [--batch 8] [--steps 10] [--rounds 4] [--warmup 5] [--variants fp32,bf16,...]
 """
@@ -19,11 +19,19 @@ import argparse
 import time
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 
-from benchlib import SHARED_DATASET, bench_config, build_trainer, load_batches, median, paired_ratios, print_header, \
-    scratch_dir
+import benchlib  # noqa: F401  (puts the repository on the path)
+from benchlib import (
+    SHARED_DATASET,
+    bench_config,
+    build_trainer,
+    load_batches,
+    median,
+    paired_ratios,
+    print_header,
+    scratch_dir,
+)
 
 VARIANTS = {
     "fp32": {"amp": "none", "channels_last": False, "compile": False},

@@ -29,11 +29,21 @@ import time
 import warnings
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 
-from benchlib import SHARED_DATASET, bench_config, build_trainer, load_batches, median, print_header, \
-    scratch_dir, set_threads, timed, usable_cores
+import benchlib  # noqa: F401  (puts the repository on the path)
+from benchlib import (
+    SHARED_DATASET,
+    bench_config,
+    build_trainer,
+    load_batches,
+    median,
+    print_header,
+    scratch_dir,
+    set_threads,
+    timed,
+    usable_cores,
+)
 
 GOAL_RATIO = 1.5
 ALL_AUGMENTATION = {"aug_geom_scale_min": 0.5, "aug_geom_scale_max": 2.0, "aug_geom_tilt_max_deg": 10.0,
@@ -80,7 +90,7 @@ def loader_rate(dataset, cfg, workers: int, batches: int, epoch: int) -> tuple[f
     loader = make_loader(dataset, cfg.replace(workers=workers), train=True, sampler=sampler)
     start = time.perf_counter()
     first = timed_start = None
-    for count, batch in enumerate(loader, start=1):
+    for count, _batch in enumerate(loader, start=1):
         if count == 1:
             first = time.perf_counter() - start
         if count == skip:

@@ -25,9 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 
+import benchlib  # noqa: F401  (puts the repository on the path)
 from benchlib import REPO, SHARED_DATASET, bench_config, build_trainer, load_batches, print_header, scratch_dir
 from mtl.config import config_from_cli
 

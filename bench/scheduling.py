@@ -25,9 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts the repository on the path)
 from rich.console import Console
 
+import benchlib  # noqa: F401  (puts the repository on the path)
 from benchlib import abba, bench_config, print_header, scratch_dir, usable_cores
 from mtl.ablate.backends import LocalBackend, placements
 from mtl.ablate.display import Monitor

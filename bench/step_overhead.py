@@ -12,7 +12,8 @@ time (steadier on a shared machine; wall time also counts the trace's fsync). Go
 ``--tiny-model`` swaps the network for two small convolutions (a step of a few milliseconds), which
 exposes the engine's fixed cost per step: the worst case, and the figure that carries over to a fast GPU.
 
-    python bench/step_overhead.py [--crop 64] [--batch 4] [--steps 10] [--rounds 8] [--threads 1] [--tiny-model] [--profile]
+    python bench/step_overhead.py [--crop 64] [--batch 4] [--steps 10] [--rounds 8] [--threads 1]
+                                  [--tiny-model] [--profile]
 """
 
 from __future__ import annotations
@@ -25,12 +26,23 @@ import io
 import pstats
 from pathlib import Path
 
-import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 import torch.nn.functional as F
 
-from benchlib import abba, bench_config, build_trainer, load_batches, median, paired_ratios, print_header, \
-    scratch_dir, set_threads, spread, timed_wall_cpu
+import benchlib  # noqa: F401  (puts the repository on the path)
+from benchlib import (
+    abba,
+    bench_config,
+    build_trainer,
+    load_batches,
+    median,
+    paired_ratios,
+    print_header,
+    scratch_dir,
+    set_threads,
+    spread,
+    timed_wall_cpu,
+)
 
 GOAL_RATIO = 1.05
 

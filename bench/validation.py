@@ -31,13 +31,24 @@ import warnings
 from pathlib import Path
 from typing import ClassVar
 
-import benchlib  # noqa: F401  (puts the repository on the path)
 import torch
 
+import benchlib  # noqa: F401  (puts the repository on the path)
 import mtl.evaluation
 import mtl.runtime
-from benchlib import SHARED_DATASET, abba, bench_config, build_trainer, load_batches, median, paired_ratios, \
-    print_header, scratch_dir, set_threads, spread
+from benchlib import (
+    SHARED_DATASET,
+    abba,
+    bench_config,
+    build_trainer,
+    load_batches,
+    median,
+    paired_ratios,
+    print_header,
+    scratch_dir,
+    set_threads,
+    spread,
+)
 from mtl.metrics import MetricAccumulator
 
 GOAL_SHARE = 0.05
@@ -166,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             return seconds
 
         real, null = abba(with_metrics, lambda: run_evaluate(null_cls), args.rounds)
-        print(f"class ids by {'argmax(dim=1) (the earlier code)' if args.semseg_ids == 'argmax' else 'max(dim=1).indices (the code as it is)'}")
+        ids_by = "max(dim=1).indices (the code as it is)"
+        if args.semseg_ids == "argmax":
+            ids_by = "argmax(dim=1) (the earlier code)"
+        print(f"class ids by {ids_by}")
         verdicts = []
         for index, clock in ((0, "wall"), (1, "CPU")):
             with_m, without = [t[index] for t in real], [t[index] for t in null]

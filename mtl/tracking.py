@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shlex
 import sys
@@ -22,12 +21,6 @@ from mtl.io import append_line, atomic_write_text
 from mtl.records import read_jsonl
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return value  # json writes NaN/Infinity, which read_jsonl and pandas accept
-    return value
-
-
 class LocalTrace:
     """Append-only ``metrics.jsonl`` (fsync per point)."""
 
@@ -35,7 +28,7 @@ class LocalTrace:
         self.path = path
 
     def log(self, point: dict[str, Any]) -> None:
-        append_line(self.path, json.dumps({k: _json_value(v) for k, v in point.items()}))
+        append_line(self.path, json.dumps(point))  # NaN/Infinity as json writes them: read_jsonl and pandas accept them
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop points logged after the checkpoint; training re-creates them."""

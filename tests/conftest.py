@@ -1,40 +1,19 @@
-"""Shared fixtures: every test runs offline with W&B disabled and a private dataset cache."""
+"""Shared fixtures: every test runs offline with W&B disabled and a private dataset cache. Shared code
+that is not a fixture lives in support.py."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from support import ABLATIONS
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MTL_OFFLINE", "1")  # no test downloads ImageNet weights from the internet
-
-REPO = Path(__file__).resolve().parents[1]
-ABLATIONS = REPO / "ablations"
-
-# A tiny synthetic dataset and model budget: every key a real run takes, sized for seconds on a CPU.
-TINY = {
-    "dataset": "synthetic",
-    "synthetic_num_train": 8,
-    "synthetic_num_val": 4,
-    "synthetic_num_test": 4,
-    "synthetic_height": 64,
-    "synthetic_width": 96,
-    "aug_input_crop_size": 64,
-    "num_epochs": 2,
-    "batch_size": 2,
-    "batch_size_validation": 4,
-    "workers": 0,
-    "workers_validation": 0,
-    "num_threads": 1,
-    "wandb_mode": "disabled",
-    "progress": "plain",
-}
 
 
 @pytest.fixture(scope="session")
@@ -45,43 +24,9 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
-def tiny_args(**overrides) -> list[str]:
-    values = {**TINY, **overrides}
-    return [f"--{k}={v}" for k, v in values.items()]
-
-
-def train_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mtl.cli", *args]
-
-
-def wait_for_epoch(run_dir: Path, process, timeout: float = 240, poll: float = 0.2) -> None:
-    """Wait until ``run_dir`` has checkpointed an epoch; fail if ``process`` (an mtl-ablate run) ends first."""
-    import json
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if json.loads((run_dir / "status.json").read_text()).get("epoch", 0) >= 1:
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"mtl-ablate ended early:\n{process.communicate()[0]}")
-        time.sleep(poll)
-    pytest.fail(f"{run_dir.name} never checkpointed an epoch")
-
-
 @pytest.fixture
 def ablations(tmp_path) -> Path:
     """An empty entry folder with the real profiles."""
     folder = tmp_path / "ablations"
     shutil.copytree(ABLATIONS / "profiles", folder / "profiles")
     return folder
-
-
-def write_entry(folder: Path, entry_id: str, **fields) -> Path:
-    data = {"question": "Does it help?", "item": "1.1", "base": "quick", **fields}
-    path = folder / f"{entry_id}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path

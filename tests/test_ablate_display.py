@@ -7,12 +7,12 @@ import json
 
 from rich.console import Console
 
-from conftest import REPO
 from mtl.ablate.backends import Placement
 from mtl.ablate.display import Monitor, results_table
 from mtl.ablate.entry import load_entry
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import RunOutcome
+from support import REPO
 from test_ablate_planner import plant_run
 
 

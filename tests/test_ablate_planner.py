@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from conftest import REPO, write_entry
 from mtl.ablate.cli import main
 from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
 from mtl.config import make_config
+from support import REPO, write_entry
 
 ABLATIONS = REPO / "ablations"
 
@@ -193,17 +193,17 @@ def test_list_counts_run_directories(tmp_path, capsys):
     runs = plan(entries["problem1.optimizer"], "quick", tmp_path)
     plant_run(runs[0], [10.0])
     assert main(["list", "--runs-dir", str(tmp_path)]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if "problem1.optimizer" in l)
+    line = next(row for row in capsys.readouterr().out.splitlines() if "problem1.optimizer" in row)
     assert "1/2" in line and "partial" in line
     plant_run(runs[1], [12.0], state="failed")
     main(["list", "--runs-dir", str(tmp_path)])
-    line = next(l for l in capsys.readouterr().out.splitlines() if "problem1.optimizer" in l)
+    line = next(row for row in capsys.readouterr().out.splitlines() if "problem1.optimizer" in row)
     assert "1/2" in line and "failed" in line
     plant_run(runs[1], [12.0])
     main(["list", "--runs-dir", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
-    assert "done" in next(l for l in lines if "problem1.optimizer" in l)
-    assert "not run" in next(l for l in lines if "problem1.lr " in l)
+    assert "done" in next(row for row in lines if "problem1.optimizer" in row)
+    assert "not run" in next(row for row in lines if "problem1.lr " in row)
 
 
 def test_with_deps_puts_the_best_of_chain_first():

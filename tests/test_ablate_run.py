@@ -18,7 +18,6 @@ import filelock
 import pytest
 import yaml
 
-from conftest import REPO, TINY, wait_for_epoch
 from mtl.ablate.backends import SlurmOptions, SubmititBackend
 from mtl.ablate.cli import main
 from mtl.ablate.display import Monitor, make_console
@@ -26,6 +25,7 @@ from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import Scheduler, lock_held, log_path
 from mtl.records import read_run
+from support import REPO, TINY, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY
+from support import REPO, TINY
 from mtl.config import make_config
 from mtl.data.miniscapes import write_depth, write_rgb, write_semseg
 from mtl.safezip import MAX_COMPRESSION_RATIO, MAX_PNG_BYTES, MAX_PNG_PIXELS, ArchiveError, open_zip, read_member

@@ -6,7 +6,8 @@ from mtl.config import Config, ConfigError, cli_args, config_from_cli, load_yaml
 
 def test_defaults_are_the_template_baseline():
     cfg = Config()
-    assert (cfg.optimizer, cfg.optimizer_lr, cfg.optimizer_momentum, cfg.optimizer_weight_decay) == ("sgd", 0.01, 0.9, 1e-4)
+    optimizer = (cfg.optimizer, cfg.optimizer_lr, cfg.optimizer_momentum, cfg.optimizer_weight_decay)
+    assert optimizer == ("sgd", 0.01, 0.9, 1e-4)
     assert (cfg.num_epochs, cfg.batch_size, cfg.batch_size_validation, cfg.aug_input_crop_size) == (16, 4, 8, 256)
     assert (cfg.loss_weight_semseg, cfg.loss_weight_depth) == (0.5, 0.5)
     assert cfg.dilation_flags == (False, False, False) and cfg.output_stride == 32

@@ -16,6 +16,7 @@ from mtl.data import build_datasets, load_depth_unit, synthetic
 from mtl.data.miniscapes import DEPTH_MAX_M, DEPTH_MIN_M, NUM_CLASSES, DatasetError, MiniScapes, read_depth, read_semseg
 from mtl.data.statistics import compute_statistics
 from mtl.data.synthetic import SyntheticParams, build_synthetic, ensure_synthetic, generate, render_scene
+from mtl.data.synthetic import dataset as synthetic_dataset
 
 TINY = SyntheticParams(num_train=6, num_val=3, num_test=3, height=64, width=128, seed=0)
 
@@ -125,7 +126,7 @@ def test_build_is_atomic_and_reuses_a_finished_dataset(tmp_path, monkeypatch):
         raise KeyboardInterrupt  # a build killed half way
 
     small = SyntheticParams(2, 1, 1, 64, 96, 0)
-    monkeypatch.setattr(synthetic, "generate", failing_generate)
+    monkeypatch.setattr(synthetic_dataset, "generate", failing_generate)  # what build_synthetic calls
     with pytest.raises(KeyboardInterrupt):
         build_synthetic(target, small)
     assert not target.exists()

@@ -183,7 +183,7 @@ def test_compile_trains_like_the_plain_path(plain_losses, tmp_path):
 @pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")  # a CPU-only machine has nothing to pin into
 def test_loader_options_deliver_the_same_batches(cache_dir):
     from mtl.data import build_datasets
-    from conftest import TINY
+    from support import TINY
 
     cfg = make_config({**TINY, "workers": 0})
     dataset = build_datasets(cfg)["train"]

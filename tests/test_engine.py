@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, tiny_args, train_command
 from mtl.records import read_run
 from mtl.submission import validate_submission
+from support import REPO, tiny_args, train_command
 
 pytestmark = pytest.mark.slow
 

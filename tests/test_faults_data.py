@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from faults.datasets import DAMAGES, damaged_copy
 from faults.launcher import run_train
 from faults.runs import FAULT_CONFIG, fault_args
-
 from mtl.data.integrity import check_dataset
 from mtl.data.integrity import main as integrity_main
 from mtl.data.synthetic import SyntheticParams, build_synthetic

@@ -14,6 +14,7 @@ import signal
 from collections import Counter
 
 import pytest
+
 from faults.preemption import preempt
 from faults.runs import FREQUENT_CHECKPOINTS, NUM_EPOCHS, fault_args, reference_run
 

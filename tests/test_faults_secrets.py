@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from faults.launcher import run_train
 from faults.runs import FAULT_CONFIG
 from faults.secrets import fake_credentials, scan_for_secrets, secret_values
-
 from mtl.ablate.cli import main as ablate_main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan

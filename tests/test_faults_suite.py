@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, wait_for_epoch
+
 from faults.checks import check_run_dir
 from faults.runs import FAULT_CONFIG
-
 from mtl.ablate.cli import main as ablate_main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import log_path
 from mtl.records import read_run
+from support import REPO, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from mtl.ablate.entry import load_entries
+from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
 from report.export import ExportError, archive_name, export
 from report.leaks import LeakError, scan_bytes
-from report.planting import plant_predictions, plant_run, plant_submission, validation_point
 
 WANDB_KEY = "0123456789abcdef0123456789abcdef01234567"
 NGROK_TOKEN = "2AbCdEfGhIjKlMnOpQrStUvWxYz_1a2B3c4D5e6F7g8H9i0J"
@@ -27,7 +27,8 @@ def _write_entries(folder, question="Which optimizer is better?"):
     (folder / "profiles" / "quick.yaml").write_text("num_epochs: 2\n")
     (folder / "problem1.optimizer.yaml").write_text(
         f"question: {json.dumps(question)}\nitem: 1.1a\nbase: quick\n"
-        "variants:\n  - name: sgd\n    overrides: {optimizer: sgd}\n  - name: adam\n    overrides: {optimizer: adam, optimizer_lr: 1.0e-4}\n"
+        "variants:\n  - name: sgd\n    overrides: {optimizer: sgd}\n"
+        "  - name: adam\n    overrides: {optimizer: adam, optimizer_lr: 1.0e-4}\n"
         "report:\n  columns: [optimizer, optimizer_lr]\n  figures: [curves]\n")
     return folder
 
@@ -68,14 +69,16 @@ def test_clean_export_holds_each_submission_byte_for_byte(project):
             assert manifest["members"][name]["sha256"] == hashlib.sha256(archive.read(name)).hexdigest()
         assert {"report/report.md", "report/report.tex", "report/tables/problem1.optimizer.runs.csv"} <= set(names)
         assert "CONCLUSION(problem1.optimizer)" in archive.read("report/report.md").decode()
-    assert sorted(result.exported_runs) == sorted(f"problem1.optimizer/{d.name}" for d in (project["sgd"], project["adam"]))
+    exported = sorted(f"problem1.optimizer/{d.name}" for d in (project["sgd"], project["adam"]))
+    assert sorted(result.exported_runs) == exported
 
 
 def test_unfinished_runs_are_listed_not_exported(project):
     failed = _plant(project["runs"], "adam", {"optimizer": "adam", "num_epochs": 3}, 1.0, state="failed",
                     submission=False)
     result = export("t", project["runs"], _entries(project), project["out"], draw_figures=False)
-    assert result.skipped_runs == {f"problem1.optimizer/{failed.name}": "state failed: no submission.zip until it finishes"}
+    reason = "state failed: no submission.zip until it finishes"
+    assert result.skipped_runs == {f"problem1.optimizer/{failed.name}": reason}
     with zipfile.ZipFile(result.path) as archive:
         assert json.loads(archive.read("MANIFEST.json"))["runs_not_exported"] == result.skipped_runs
 

@@ -13,12 +13,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_args, train_command
 from mtl.data.miniscapes import decode_depth, encode_depth, read_depth, write_depth, write_rgb, write_semseg
 from mtl.records import read_run
+from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
 from report.grade import GradeError, grade
-from report.planting import plant_predictions, plant_run, plant_submission, validation_point
+from support import REPO, tiny_args, train_command
 
 HEIGHT, WIDTH = 40, 70  # not multiples of 32: predictions cover the top-left 32x64
 
@@ -137,7 +137,7 @@ def test_grade_agrees_with_the_engine_when_test_is_the_validation_split(tmp_path
     differs only by the archive's 8-bit disparity encoding (validation scores the float output)."""
     from mtl.config import make_config
     from mtl.data import resolve_dataset_root
-    from conftest import TINY
+    from support import TINY
 
     source = resolve_dataset_root(make_config(TINY))
     root = tmp_path / "data"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from report.planting import plant_run, validation_point
+from planting import plant_run, validation_point
 from report.store import STATUS_WANDB_URL, LocalStore, StoreError
 from report.tables import entry_tables, to_markdown
 from report.writeup import render_tables, write_tables

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from planting import plant_run, validation_point
 from report import commands, writeup
-from report.planting import plant_run, validation_point
 from report.store import LocalStore
 from report.tables import NOISE_RULES, TableError, entry_tables, to_csv, to_latex, to_markdown
 
@@ -27,7 +27,8 @@ def seeded(tmp_path):
         for seed, (grader, iou, si) in enumerate(seeds):
             # The first point is worse in every metric, so the second is the best-grader point.
             plant_run(tmp_path, ENTRY, variant, seed, overrides={"optimizer": optimizer, "optimizer_lr": lr},
-                      points=[validation_point(10, 1, grader - 1, iou - 1, si + 1), validation_point(20, 2, grader, iou, si)],
+                      points=[validation_point(10, 1, grader - 1, iou - 1, si + 1),
+                              validation_point(20, 2, grader, iou, si)],
                       model={"params": 21_500_000, "gflops": 9.25})
     return LocalStore(tmp_path).load()
 
@@ -41,7 +42,7 @@ RUNS_MD = """\
 | adam-s1-105cd1ae | adam      |      1 | adam        | 0.0001         |    21.00 | 67.00 |        46.00 |     20 |       2 |        21.50 |     9.25 | yes      |
 | mom-s0-4b07e831  | mom       |      0 | sgd         | 0.001          |    19.00 | 65.00 |        46.00 |     20 |       2 |        21.50 |     9.25 |          |
 | mom-s1-ab7b6984  | mom       |      1 | sgd         | 0.001          |    21.00 | 66.00 |        45.00 |     20 |       2 |        21.50 |     9.25 |          |
-"""
+"""  # noqa: E501 (expected output)
 
 # sgd: graders 10, 12 -> mean 11, std sqrt(2); Welch p = 0.032 against adam's 20, 21 -> not noise.
 # mom: graders 19, 21 -> mean 20, std sqrt(2); Welch p = 0.71 -> within noise.
@@ -59,7 +60,7 @@ mom & sgd & 0.001 & 2 & 2 & 20.00 & 1.41 & 65.50 & 0.71 & 45.50 & 0.71 & -0.50 &
 \bottomrule
 \end{tabular}
 \end{table}
-"""
+"""  # noqa: E501 (expected output)
 
 VARIANTS_CSV = """\
 variant,optimizer,optimizer_lr,seeds,finished,grader,grader_std,iou,iou_std,si_logrmse,si_logrmse_std,delta,within_noise,winner
@@ -117,7 +118,7 @@ def test_single_seed_table_with_a_failed_run_and_none_values(tmp_path):
 |:--------------|:----------|-------:|:-------|:-------------|---------:|------:|-------------:|-------:|--------:|:---------|:---------|:-------------------------------|
 | b-s0-ed79dedc | b         |      0 | false  | none         |        – |     – |            – |      – |       – | failed   |          | never validated (state failed) |
 | a-s0-a42ef57f | a         |      0 | true   | 6, 12, 18    |    30.00 | 70.25 |        40.12 |     10 |       1 | finished | yes      |                                |
-"""
+"""  # noqa: E501 (expected output)
     assert to_latex(tables.runs_display) == r"""\begin{tabular}{llrllrrrrrlll}
 \toprule
 run & variant & seed & aspp & aspp\_rates & grader & IoU & SI-logRMSE & step & epoch & state & winner & note \\

@@ -8,9 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from report.planting import plant_run, training_point, validation_point
+from planting import plant_run, training_point, validation_point
 from report.store import LocalStore, StoreError
-from report.wandb_fake import FakeWandbApi, FakeWandbRun
+from wandb_fake import FakeWandbApi, FakeWandbRun
 from report.wandb_store import WandbStore, last_point_per_step
 
 ABLATION = "problem1.lr"

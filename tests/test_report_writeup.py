@@ -10,8 +10,8 @@ import pytest
 
 from mtl.ablate.entry import FIGURE_KINDS, ReportSpec, load_entries
 from mtl.data.miniscapes import write_depth, write_rgb, write_semseg
+from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
-from report.planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.store import LocalStore
 from report.writeup import FIGURE_RENDERERS, write_report
 
@@ -28,7 +28,8 @@ def project(tmp_path):
     # File names sort a_... before b_...; the items put the depth entry (1.2) after the optimizer one (1.10
     # sorts after 1.2 numerically only: 1.2 < 1.10).
     _entry(ablations, "problem1.depth", "1.10", "Metres or log-metres & why?",
-           "base: quick\ngrid:\n  depth_unit: [meters, log]\nreport:\n  figures: [curves, qualitative, depth_histogram]\n")
+           "base: quick\ngrid:\n  depth_unit: [meters, log]\n"
+           "report:\n  figures: [curves, qualitative, depth_histogram]\n")
     _entry(ablations, "problem1.opt", "1.2", "Which optimizer?",
            "base: quick\nseeds: [0, 1]\nvariants:\n  - name: sgd\n    overrides: {optimizer: sgd}\n"
            "  - name: adam\n    overrides: {optimizer: adam, optimizer_lr: 1.0e-4}\nreport:\n  figures: [bars]\n")
@@ -48,7 +49,8 @@ def project(tmp_path):
     common = {"num_epochs": 2, "dataset_root": str(data)}
     for unit, grader in (("meters", 20.0), ("log", 24.0)):
         run_dir = plant_run(runs, "problem1.depth", f"depth_unit={unit}", 0, overrides={**common, "depth_unit": unit},
-                            points=[validation_point(10, 1, grader - 2, 60.0, 40.0), validation_point(20, 2, grader, 62.0, 38.0)])
+                            points=[validation_point(10, 1, grader - 2, 60.0, 40.0),
+                                    validation_point(20, 2, grader, 62.0, 38.0)])
         plant_predictions(run_dir, {i: (rng.integers(0, 19, (32, 64), dtype=np.uint8), rng.uniform(4, 120, (32, 64)))
                                     for i in range(1)})
         plant_submission(run_dir)

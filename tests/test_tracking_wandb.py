@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY, tiny_args, train_command
+from support import REPO, TINY, tiny_args, train_command
 from faults.secrets import scan_for_secrets
 from faults.wandb_outage import (WANDB_VARIABLES, RecordingBlackHole, default_base_url, outage_environment,
                                  write_netrc)

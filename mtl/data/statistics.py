@@ -17,7 +17,6 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mtl.io import atomic_write_bytes
 from mtl.data.miniscapes import (
     DEPTH_DECODE_TABLE,
     DEPTH_MEAN_M,
@@ -27,6 +26,7 @@ from mtl.data.miniscapes import (
     read_depth_codes,
     sample_path,
 )
+from mtl.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

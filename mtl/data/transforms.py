@@ -272,7 +272,7 @@ class DepthUnit:
         return f"DepthUnit({self.unit!r}, mean={self.mean}, std={self.std})"
 
     @classmethod
-    def from_statistics(cls, unit: str, stats: dict) -> "DepthUnit":
+    def from_statistics(cls, unit: str, stats: dict) -> DepthUnit:
         """Build from a statistics dict (``{"meters": {"mean", "std"}, "log": {"mean", "std"}, ...}``)."""
         try:
             entry = stats[unit]

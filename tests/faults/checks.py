@@ -34,7 +34,7 @@ class DirCheck:
     problems: list[str] = field(default_factory=list)
     temporaries: list[Path] = field(default_factory=list)
 
-    def __iadd__(self, other: "DirCheck") -> "DirCheck":
+    def __iadd__(self, other: DirCheck) -> DirCheck:
         self.files_checked += other.files_checked
         self.problems += other.problems
         self.temporaries += other.temporaries

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TINY
-
 from faults.launcher import run_train, warm_up
+from support import TINY
 
 FAULT_CONFIG = {**TINY, "synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2,
                 "synthetic_width": 64}

@@ -78,7 +78,7 @@ def _install_full_disk(target: str, occurrence: int) -> None:
     mtl.io.os = _OsWithFullDisk(os, is_target)
 
     def open_for_append(path, mode="r", *args, **kwargs):
-        handle = builtins.open(path, mode, *args, **kwargs)
+        handle = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 (the caller closes it, as with open)
         return _FullDiskFile(handle) if "a" in mode and is_target(Path(path).name) else handle
 
     mtl.io.open = open_for_append  # module global: shadows the builtin for append_line only

@@ -1,0 +1,144 @@
+"""Writing a synthetic dataset in the MiniScapes layout, and building it once (atomically, under a lock)
+in the cache folder keyed by its parameters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from filelock import FileLock
+
+from mtl.data.miniscapes import (
+    CLASS_NAMES,
+    NUM_CLASSES,
+    DatasetError,
+    sample_path,
+    write_depth,
+    write_rgb,
+    write_semseg,
+)
+from mtl.data.synthetic.params import GENERATOR_VERSION, SyntheticParams
+from mtl.data.synthetic.render import render_scene
+from mtl.io import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "synthetic.json"
+
+
+def generate(root: Union[str, Path], params: SyntheticParams, progress: bool = False) -> dict[str, Any]:
+    """Write the dataset (train/val/test with rgb, semseg and depth), ``statistics.json`` and a manifest into
+    ``root`` (which must be empty or absent). Fails if some class is absent from some split."""
+    from mtl.data.statistics import write_statistics
+
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise DatasetError(f"synthetic dataset target {root} is not empty")
+    started = time.perf_counter()
+    class_pixels: dict[str, list[int]] = {}
+    for split, count in params.split_sizes().items():
+        for modality in ("rgb", "semseg", "depth"):
+            (root / split / modality).mkdir(parents=True, exist_ok=True)
+        totals = np.zeros(256, np.int64)
+        for index in range(count):
+            rgb, ids, depth = render_scene(params.seed, split, index, params.height, params.width, count)
+            write_rgb(sample_path(root, split, "rgb", index), rgb)
+            write_semseg(sample_path(root, split, "semseg", index), ids)
+            write_depth(sample_path(root, split, "depth", index), depth, valid=depth > 0)
+            totals += np.bincount(ids.ravel(), minlength=256)
+            if progress and (index + 1) % 50 == 0:
+                print(f"  {split}: {index + 1}/{count}", file=sys.stderr)
+        absent = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if totals[c] == 0]
+        if absent:
+            raise RuntimeError(
+                f"synthetic {split} split lacks classes {absent}; every split must show all {NUM_CLASSES}"
+            )
+        class_pixels[split] = totals[:NUM_CLASSES].tolist()
+    statistics = write_statistics(root)
+    manifest = {
+        "generator": "mtl.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "params": params.to_dict(),
+        "class_names": list(CLASS_NAMES),
+        "class_pixels": class_pixels,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    atomic_write_bytes(root / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    return {"manifest": manifest, "statistics": statistics}
+
+
+def read_manifest(root: Union[str, Path]) -> Optional[dict[str, Any]]:
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"synthetic manifest {path} cannot be read: {exc}") from None
+
+
+def _is_complete(root: Path, params: SyntheticParams) -> bool:
+    manifest = read_manifest(root)
+    if manifest is None:
+        return False
+    built = (manifest.get("params"), manifest.get("generator_version"))
+    if built != (params.to_dict(), GENERATOR_VERSION):
+        raise DatasetError(
+            f"synthetic dataset {root} was built with params {built[0]} (generator version {built[1]}), "
+            f"but {params.to_dict()} (version {GENERATOR_VERSION}) were asked for; use another folder or delete it"
+        )
+    return True
+
+
+def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: bool = False) -> Path:
+    """Build the dataset at ``root`` unless it is already there. The build goes to a temporary folder beside
+    it that is renamed into place, under a file lock, so a killed build never leaves half a dataset and two
+    processes building at once do the work once."""
+    root = Path(root).expanduser().absolute()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if _is_complete(root, params):
+            return root
+        if root.exists():
+            if not root.is_dir() or any(root.iterdir()):
+                raise DatasetError(
+                    f"{root} exists and is not a synthetic dataset (no {MANIFEST_NAME}); "
+                    "expected an empty or missing folder"
+                )
+            root.rmdir()
+        # Left-overs of builds that were killed (only lock holders create these, so none is in use).
+        for stale in root.parent.glob(f".{root.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            result = generate(tmp, params, progress=progress)
+            os.rename(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("built synthetic dataset %s in %.1f s", root, result["manifest"]["seconds"])
+        return root
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl-ablate").expanduser()
+
+
+def default_root(params: SyntheticParams) -> Path:
+    return cache_dir() / f"synthetic-{params.short_hash()}"
+
+
+def ensure_synthetic(cfg: Any) -> Path:
+    """The synthetic dataset for ``cfg``: at ``cfg.dataset_root`` if set, else in the cache folder keyed by
+    its parameters; built on first use."""
+    params = SyntheticParams.from_config(cfg)
+    root = Path(cfg.dataset_root) if cfg.dataset_root else default_root(params)
+    return build_synthetic(root, params)
