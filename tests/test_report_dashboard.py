@@ -108,7 +108,7 @@ def test_the_specification_is_json(entries):
 
 
 def test_save_with_credentials_sends_each_workspace_and_reports_failures(entries, ablations, capsys, monkeypatch):
-    monkeypatch.setenv("WANDB_API_KEY", "not-a-real-key")  # never sent: the save itself is replaced below
+    monkeypatch.setenv("WANDB_API_KEY", "f" * 40)  # well-formed but fake, never sent: the save itself is replaced below
     sent = []
 
     def save(workspace):
