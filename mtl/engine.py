@@ -10,15 +10,12 @@ most the work since the last checkpoint.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,16 +32,14 @@ from mtl.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from mtl.losses import MultiTaskLoss
 from mtl.metrics import MetricAccumulator
 from mtl.models import build_model, model_summary
+from mtl.rundir import RunDirectory, now_iso
+from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences, write_submission
 from mtl.tracking import LocalTrace, Progress, WandbSink, derive_run_id
 
 TRAIN_LOG_INTERVAL = 10  # optimizer steps between training points (and non-finite-loss checks)
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-class RunRefused(RuntimeError):
-    """The run directory holds a different run (code or hyperparameters), or another process owns it."""
 
 
 class Diverged(RuntimeError):
@@ -63,10 +58,6 @@ class Position:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -289,55 +280,6 @@ def check_data_before_training(datasets: dict[str, Any]) -> None:
         raise DatasetError("; ".join(problems[:3]) + more)
 
 
-# --------------------------------------------------------------------------------- run folder
-class RunDirectory:
-    """The files of one run (DESIGN.md section 4) and the rules for reopening it."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.checkpoints = self.path / "checkpoints"
-        self.last = self.checkpoints / "last.pt"
-        self.best = self.checkpoints / "best.pt"
-        self.predictions = self.path / "predictions"
-        self.submission = self.path / "submission.zip"
-        self.source_zip = self.path / "source.zip"
-        self.status_path = self.path / "status.json"
-        self.config_path = self.path / "config.yaml"
-        self.trace = LocalTrace(self.path / "metrics.jsonl")
-
-    def read_status(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def write_status(self, **fields: Any) -> dict[str, Any]:
-        status = {**self.read_status(), **fields, "updated_at": now_iso()}
-        atomic_write_text(self.status_path, json.dumps(status, indent=2) + "\n")
-        return status
-
-    def check_same_run(self, cfg: Config) -> None:
-        """Refuse to reuse a directory that holds a run of other code or hyperparameters."""
-        if not self.source_zip.exists():
-            return
-        problems = source_zip_differences(self.source_zip, cfg)
-        if problems:
-            raise RunRefused(
-                f"run directory {self.path} holds a different run; refusing to resume:\n  "
-                + "\n  ".join(problems[:20])
-                + "\nUse another --log_dir, or delete the directory to start over.")
-
-    def is_finished(self) -> bool:
-        return self.read_status().get("state") == "finished" and self.submission.exists()
-
-    def remove_stale_temporaries(self) -> None:
-        """Delete the ``.<name>.<random>.tmp`` files of writes that a kill cut short (a checkpoint's is as
-        large as the checkpoint). Only the holder of the directory lock may call this: no write is live."""
-        for path in self.path.rglob(".*.tmp"):
-            if path.is_file() and "wandb" not in path.relative_to(self.path).parts:
-                path.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------------- training
 class StopRequested(Exception):
     """SIGTERM/SIGINT arrived; the loop checkpoints and exits."""
@@ -356,13 +298,18 @@ class Trainer:
     trace: LocalTrace
     wandb: WandbSink
     position: Position = field(default_factory=Position)
-    stop_signal: int | None = None
+    stop: StopSignals = field(default_factory=StopSignals)
     scaler: torch.amp.GradScaler | None = None
     # Training losses summed since the last logged point (total, semseg, depth) and their count. They
     # travel in the checkpoint, so a point logged after a mid-interval resume averages the same steps.
     loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     loss_count: int = 0
     checkpoint_step: int | None = None  # step of the checkpoint in last.pt (None: none yet)
+
+    @property
+    def stop_signal(self) -> int | None:
+        """The latest stop signal received (also while the run was being set up), None if none."""
+        return self.stop.last
 
     @property
     def module(self) -> torch.nn.Module:
@@ -465,25 +412,6 @@ class Clock:
         return self.already + time.monotonic() - self.start
 
 
-# SIGTERM/SIGINT that arrived while the run was being set up (``mtl-train`` records them from its first
-# line on): the trainer takes them over, checkpoints and exits 143 instead of dying half-started.
-pending_stop_signals: list[int] = []
-
-
-def remember_stop_signal(signum: int, _frame: Any = None) -> None:
-    pending_stop_signals.append(signum)
-
-
-def _install_signal_handlers(trainer: Trainer) -> None:
-    def handler(signum, _frame):
-        trainer.stop_signal = signum
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    if pending_stop_signals:
-        trainer.stop_signal = pending_stop_signals[-1]
-
-
 def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     batches = dataset_len // cfg.batch_size
     if batches == 0:
@@ -491,29 +419,20 @@ def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     return min(batches, cfg.limit_train_batches) if cfg.limit_train_batches else batches
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) the run in ``cfg.log_dir``; returns the final status."""
-    import filelock
+def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip if finished) the run in ``cfg.log_dir``; returns the final status.
 
+    ``stop``: the stop signals received so far (``mtl-train`` installs them on its first line); the
+    trainer takes them over once it is set up. RunLocked when another process owns the directory."""
     run = RunDirectory(cfg.log_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(run.path / ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise RunRefused(f"run directory {run.path} is in use by another process (lock {run.path / '.lock'})") \
-            from None
-    try:
+    with run.exclusive():
+        run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
         if run.is_finished():
-            run.check_same_run(cfg)
             return run.read_status()
-        run.check_same_run(cfg)
-        return _train_locked(cfg, run)
-    finally:
-        lock.release()
+        return _train_locked(cfg, run, stop or StopSignals())
 
 
-def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
+def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals) -> dict[str, Any]:
     run.remove_stale_temporaries()
     atomic_write_text(run.config_path, cfg.to_yaml())
     if not run.source_zip.exists():
@@ -541,7 +460,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
     scheduler = build_scheduler(cfg, optimizer)
     run_id = cfg.wandb_run_id or status.get("wandb_run_id") or derive_run_id(run.path)
     trainer = Trainer(cfg=cfg, run=run, device=device, model=model, optimizer=optimizer, scheduler=scheduler,
-                      loss_fn=MultiTaskLoss(cfg, depth_unit), depth_unit=depth_unit, trace=run.trace,
+                      loss_fn=MultiTaskLoss(cfg, depth_unit), depth_unit=depth_unit, trace=LocalTrace(run.metrics), stop=stop,
                       wandb=WandbSink(cfg, run.path, run_id),
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
     run.write_status(wandb_run_id=trainer.wandb.run_id)
@@ -549,7 +468,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         trainer.restore(torch.load(run.last, map_location=device, weights_only=False))
     # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
-    run.trace.truncate_after(trainer.position.step)
+    trainer.trace.truncate_after(trainer.position.step)
     if status.get("model") is None:
         sample = datasets["val"][0]["image"]
         summary = model_summary(cfg, sample.shape[-2], sample.shape[-1])
@@ -565,7 +484,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
     batches = _batches_per_epoch(len(datasets["train"]), cfg)
     progress = Progress(cfg.progress, cfg.num_epochs * batches, trainer.position.step)
     clock = Clock(trainer.position.elapsed_s)
-    _install_signal_handlers(trainer)
+    stop.install()  # from here on the loop checks them between steps
     try:
         if trainer.stop_signal is not None:  # arrived during set-up: checkpoint where we stand, train nothing
             raise StopRequested()
@@ -580,7 +499,7 @@ def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
                                                    cfg, visualize)
             p.elapsed_s = clock.elapsed()
             point = {"step": p.step, "epoch": p.epoch + 1, "time": round(p.elapsed_s, 3), **point}
-            run.trace.log(point)
+            trainer.trace.log(point)
             trainer.wandb.log(point)
             if not math.isfinite(point["val/loss"]):  # finite but huge weights can still predict NaN/Inf
                 raise Diverged(f"non-finite validation loss ({point['val/loss']}) at step {p.step}, "
@@ -641,4 +560,4 @@ def _finish(cfg: Config, run: RunDirectory, datasets: dict, model: torch.nn.Modu
     indices = predict(model, test_loader, depth_unit, device, cfg, run.predictions)
     write_submission(run.submission, predictions_dir=run.predictions, test_indices=sorted(indices),
                      checkpoint=run.best, checkpoint_name=run.path.name, source_zip=run.source_zip,
-                     metrics_path=run.trace.path)
+                     metrics_path=run.metrics)

@@ -22,7 +22,7 @@ from PIL import Image
 from mtl.config import Config
 from mtl.data.miniscapes import decode_depth
 from mtl.io import atomic_open
-from mtl.records import read_jsonl
+from mtl.rundir import read_jsonl
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_ZIP_CMD = "cmd.txt"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, write_entry
-from mtl.ablate.cli import main
+from mtl.suite import main
 from mtl.ablate.entry import EntryError, Scaled, entry_json_schema, entry_json_schema_text, load_entries, load_entry
 
 ABLATIONS = REPO / "ablations"

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from conftest import REPO, tiny_args, train_command
-from mtl.records import read_run
+from mtl.rundir import read_run
 from mtl.submission import validate_submission
 
 pytestmark = pytest.mark.slow

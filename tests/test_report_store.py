@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtl.records import read_run
+from mtl.rundir import read_run
 from report.planting import plant_run, training_point, validation_point
 from report.store import LocalStore, StoreError, WandbStore, best_with_note, local_run_input
 

@@ -33,6 +33,7 @@ import numpy as np
 from filelock import FileLock
 
 from mtl.io import atomic_write_bytes
+from mtl.rundir import default_cache_dir as cache_dir
 from mtl.data.miniscapes import (
     CLASS_NAMES,
     DEPTH_MAX_M,
@@ -1108,10 +1109,6 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
             raise
         logger.info("built synthetic dataset %s in %.1f s", root, result["manifest"]["seconds"])
         return root
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl-ablate").expanduser()
 
 
 def default_root(params: SyntheticParams) -> Path:
