@@ -139,12 +139,14 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
     """A real engine Trainer (model, optimizer, scheduler, loss, depth unit, local trace, disabled W&B
     sink) set up the way ``mtl.engine._build_trainer`` sets one up, for in-memory benchmarking."""
     from mtl.data import build_datasets, load_depth_unit
-    from mtl.engine import RunDirectory, Trainer
+    from mtl.engine import Trainer
     from mtl.optim import build_optimizer, build_scheduler
+    from mtl.rundir import RunDirectory
     from mtl.runtime import seed_everything
     from mtl.losses import MultiTaskLoss
     from mtl.models import build_model
-    from mtl.tracking import WandbSink
+    from mtl.rundir import RunDirectory
+    from mtl.tracking import LocalTrace, WandbSink
 
     device = device or torch.device("cpu")
     seed_everything(cfg.seed, cfg.deterministic)
@@ -158,7 +160,7 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
     run.path.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg=cfg, run=run, device=device, model=model, optimizer=optimizer,
                       scheduler=build_scheduler(cfg, optimizer), loss_fn=MultiTaskLoss(cfg, depth_unit),
-                      depth_unit=depth_unit, trace=run.trace, wandb=WandbSink(cfg, run.path, "bench"),
+                      depth_unit=depth_unit, trace=LocalTrace(run.metrics), wandb=WandbSink(cfg, run.path, "bench"),
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
     return trainer, datasets
 

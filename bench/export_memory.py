@@ -107,7 +107,7 @@ def measure_export(work: Path, runs: int, submission: Path, code: Path) -> dict:
     root = work / f"n{runs}"
     write_entries(root / "ablations", runs)
     plant_runs(root / "runs", runs, submission)
-    command = [sys.executable, "-m", "mtl.ablate.cli", "export", "--team", "bench", "--runs-dir", str(root / "runs"),
+    command = [sys.executable, "-m", "mtl.suite", "export", "--team", "bench", "--runs-dir", str(root / "runs"),
                "--ablations-dir", str(root / "ablations"), "--out", str(root / "out"), "--no-figures", "--no-cache"]
     env = {**os.environ, "PYTHONPATH": str(code), "WANDB_MODE": "disabled", "MTL_CACHE_DIR": str(work / "cache")}
     started = time.perf_counter()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import random
 import signal
@@ -36,7 +35,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-
+from mtl import rundir  # noqa: E402
 from faults.checks import check_run_dir, run_differences  # noqa: E402
 from faults.datasets import DAMAGES, damaged_copy  # noqa: E402
 from faults.launcher import run_train  # noqa: E402
@@ -78,8 +77,8 @@ def preemption(tally: Tally, base: Path, reference: Path, wall_s: float) -> None
                   f"({time.monotonic() - started:.0f} s)", problems, sum(c.files_checked for c in chains))
 
 
-STORAGE_FAULTS = [("last.pt", 3, True), ("metrics.jsonl", 3, True), ("submission.zip", 1, True),
-                  ("status.json", 4, False), ("best.pt", 1, True), ("config.yaml", 1, True)]
+STORAGE_FAULTS = [(rundir.LAST_CHECKPOINT, 3, True), (rundir.METRICS_FILE, 3, True), (rundir.SUBMISSION_FILE, 1, True),
+                  (rundir.STATUS_FILE, 4, False), (rundir.BEST_CHECKPOINT, 1, True), (rundir.CONFIG_FILE, 1, True)]
 
 
 def storage(tally: Tally, base: Path, reference: Path) -> None:
@@ -92,7 +91,7 @@ def storage(tally: Tally, base: Path, reference: Path) -> None:
         run_dir = base / f"storage-{index}"
         argv = [*fault_args(), FREQUENT_CHECKPOINTS, f"--log_dir={run_dir}"]
         code, _ = run_train(argv, base / f"storage-{index}.log", setup=setup)
-        status = json.loads((run_dir / "status.json").read_text())
+        status = rundir.read_status_strict(run_dir)
         check = check_run_dir(run_dir)
         files += check.files_checked
         problems += check.problems + [f"{label}: temporary file {p} left behind" for p in check.temporaries]
@@ -129,7 +128,7 @@ def bad_data(tally: Tally, base: Path) -> None:
         run_dir = base / f"data-run-{index}"
         code, _ = run_train([*fault_args(workers=1, workers_validation=1), "--dataset=miniscapes",
                              f"--dataset_root={root}", f"--log_dir={run_dir}"], base / f"data-run-{index}.log")
-        status = json.loads((run_dir / "status.json").read_text())
+        status = rundir.read_status_strict(run_dir)
         error = status.get("error") or ""
         if code == 1 and status.get("step") == 0 and damage.named_in(error, root) and "\n" not in error:
             refused += 1
@@ -193,11 +192,11 @@ def divergence(tally: Tally, base: Path) -> None:
     run_dir = base / "diverges"
     code, _ = run_train([*fault_args(optimizer_lr=1e6), FREQUENT_CHECKPOINTS, f"--log_dir={run_dir}"],
                         base / "diverges.log")
-    status = json.loads((run_dir / "status.json").read_text())
+    status = rundir.read_status_strict(run_dir)
     problems = [] if code == 3 and status["state"] == "diverged" else [f"lr 1e6: exit {code}, state {status['state']}"]
     kept = status.get("checkpoint_step")
     if kept is not None:
-        state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        state = torch.load(rundir.RunDirectory(run_dir).last, map_location="cpu", weights_only=False)
         if state["step"] != kept or not all(torch.isfinite(t).all() for t in state["model"].values()
                                             if t.is_floating_point()):
             problems.append(f"the kept checkpoint is not the finite one of step {kept}")
@@ -206,7 +205,7 @@ def divergence(tally: Tally, base: Path) -> None:
 
 
 def secrets(tally: Tally, base: Path) -> None:
-    from mtl.ablate.cli import main as ablate_main
+    from mtl.suite import main as ablate_main
     from mtl.ablate.entry import load_entries
     from mtl.ablate.planner import plan
     from mtl.config import cli_args

@@ -1,7 +1,7 @@
 """Overhead of the engine's training loop over a bare PyTorch loop on the same model and batches.
 
 The engine side is the real ``Trainer.train_epoch``: to_device, autocast, ``MultiTaskLoss`` weighting,
-on-device loss sums, a point every 10 steps to the local trace (``metrics.jsonl``, fsync'ed) and to the
+on-device loss sums, a point every 10 steps to the local trace (fsync'ed) and to the
 W&B sink (disabled here: W&B's own cost is not the engine's), the progress display (plain lines, sent to
 /dev/null) and the checkpoint/stop checks. The bare side is forward, the same two losses written out by
 hand, backward and step. Both share one model, one optimizer and the same in-memory batches (real

@@ -1,33 +1,26 @@
 """``mtl-train``: one multi-task run, configured by ``--key value`` / ``--key=value`` / ``--config FILE``.
 
-Exit codes: 0 finished (or already finished), 1 failed, 2 bad config or refused resume, 3 diverged,
-4 run directory in use, 143 stopped by SIGTERM/SIGINT after writing a checkpoint.
+Exit codes (``mtl.rundir.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
+resume, 3 diverged, 4 run directory in use, 143 stopped by SIGTERM/SIGINT after writing a checkpoint.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import traceback
 
 from mtl.config import ConfigError, config_from_cli, help_text
+from mtl.rundir import ExitCode, RunDirectory, RunLocked, RunRefused, State
+from mtl.stopping import StopSignals
 
-EXIT_FAILED, EXIT_REFUSED, EXIT_DIVERGED, EXIT_LOCKED, EXIT_STOPPED = 1, 2, 3, 4, 143
 USAGE = "usage: mtl-train [--config FILE.yaml ...] [--key value | --key=value ...]\n\nkeys:\n"
-
-
-_stop_signals: list[int] = []  # SIGTERM/SIGINT received before the engine is imported
-
-
-def _remember_stop_signal(signum: int, _frame: object) -> None:
-    _stop_signals.append(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     # From the first line on, a SIGTERM (preemption) or SIGINT is remembered rather than fatal, so the
     # run stops cleanly -- checkpoint, status "interrupted", exit 143 -- whenever it arrives.
-    signal.signal(signal.SIGTERM, _remember_stop_signal)
-    signal.signal(signal.SIGINT, _remember_stop_signal)
+    stop = StopSignals()
+    stop.install()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE + help_text())
@@ -36,41 +29,40 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_cli(argv)
     except ConfigError as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
 
-    from mtl import engine
-    from mtl.engine import RunDirectory, RunRefused, train
+    from mtl.engine import train
 
-    signal.signal(signal.SIGTERM, engine.remember_stop_signal)
-    signal.signal(signal.SIGINT, engine.remember_stop_signal)
-    engine.pending_stop_signals.extend(_stop_signals)
-    if engine.pending_stop_signals:
-        print(f"mtl-train: stopped by signal {engine.pending_stop_signals[-1]} before the run started; "
+    if stop.received:
+        print(f"mtl-train: stopped by signal {stop.last} before the run started; "
               "nothing was written", file=sys.stderr)
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     try:
-        status = train(cfg)
+        status = train(cfg, stop)
+    except RunLocked as exc:
+        print(f"mtl-train: {exc}", file=sys.stderr)
+        return ExitCode.LOCKED
     except RunRefused as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
-        return EXIT_LOCKED if "in use by another process" in str(exc) else EXIT_REFUSED
-    except Exception as exc:  # noqa: BLE001 - record any failure in status.json, then exit non-zero
+        return ExitCode.REFUSED
+    except Exception as exc:  # noqa: BLE001 - record any failure in the run's status, then exit non-zero
         message = error_message(exc)
         try:
-            RunDirectory(cfg.log_dir).write_status(state="failed", error=message, traceback=traceback.format_exc())
+            RunDirectory(cfg.log_dir).write_status(state=State.FAILED, error=message, traceback=traceback.format_exc())
         except OSError as status_error:  # the disk that failed the run may refuse this write too
-            print(f"mtl-train: could not record the failure in status.json: {status_error}", file=sys.stderr)
+            print(f"mtl-train: could not record the failure in the run status: {status_error}", file=sys.stderr)
         print(f"mtl-train: run failed: {message}", file=sys.stderr)
         traceback.print_exc()
-        return EXIT_FAILED
+        return ExitCode.FAILED
     state = status.get("state")
     best = status.get("best") or {}
-    if state == "finished":
+    if state == State.FINISHED:
         print(f"mtl-train: finished {cfg.log_dir}: best grader {best.get('grader', float('nan')):.2f} "
               f"(IoU {best.get('iou', float('nan')):.2f}, SI-logRMSE {best.get('si_logrmse', float('nan')):.2f}) "
               f"at step {best.get('step')}")
-        return 0
+        return ExitCode.FINISHED
     print(f"mtl-train: {state}: {status.get('error')}", file=sys.stderr)
-    return {"diverged": EXIT_DIVERGED, "interrupted": EXIT_STOPPED}.get(state, EXIT_FAILED)
+    return {State.DIVERGED: ExitCode.DIVERGED, State.INTERRUPTED: ExitCode.STOPPED}.get(state, ExitCode.FAILED)
 
 
 def error_message(exc: BaseException) -> str:

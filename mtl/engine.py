@@ -11,14 +11,10 @@ seeds, clock), ``mtl.optim``, ``mtl.data.loading``, ``mtl.evaluation``, ``mtl.vi
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,16 +31,14 @@ from mtl.losses import MultiTaskLoss
 from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
+from mtl.rundir import RunDirectory, now_iso
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
+from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
 from mtl.tracking import LocalTrace, Progress, WandbSink, derive_run_id
 from mtl.visualize import validation_panels
 
 TRAIN_LOG_INTERVAL = 10  # optimizer steps between training points (and non-finite-loss checks)
-
-
-class RunRefused(RuntimeError):
-    """The run directory holds a different run (code or hyperparameters), or another process owns it."""
 
 
 class Diverged(RuntimeError):
@@ -62,57 +56,6 @@ class Position:
     best: dict[str, Any] | None = None
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------------- run folder
-class RunDirectory:
-    """The files of one run (DESIGN.md section 4) and the rules for reopening it."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.checkpoints = self.path / "checkpoints"
-        self.last = self.checkpoints / "last.pt"
-        self.best = self.checkpoints / "best.pt"
-        self.predictions = self.path / "predictions"
-        self.submission = self.path / "submission.zip"
-        self.source_zip = self.path / "source.zip"
-        self.status_path = self.path / "status.json"
-        self.config_path = self.path / "config.yaml"
-        self.trace = LocalTrace(self.path / "metrics.jsonl")
-
-    def read_status(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def write_status(self, **fields: Any) -> dict[str, Any]:
-        status = {**self.read_status(), **fields, "updated_at": now_iso()}
-        atomic_write_text(self.status_path, json.dumps(status, indent=2) + "\n")
-        return status
-
-    def check_same_run(self, cfg: Config) -> None:
-        """Refuse to reuse a directory that holds a run of other code or hyperparameters."""
-        if not self.source_zip.exists():
-            return
-        problems = source_zip_differences(self.source_zip, cfg)
-        if problems:
-            raise RunRefused(
-                f"run directory {self.path} holds a different run; refusing to resume:\n  "
-                + "\n  ".join(problems[:20])
-                + "\nUse another --log_dir, or delete the directory to start over.")
-
-    def is_finished(self) -> bool:
-        return self.read_status().get("state") == "finished" and self.submission.exists()
-
-    def remove_stale_temporaries(self) -> None:
-        """Delete the ``.<name>.<random>.tmp`` files of writes that a kill cut short (a checkpoint's is as
-        large as the checkpoint). Only the holder of the directory lock may call this: no write is live."""
-        for path in self.path.rglob(".*.tmp"):
-            if path.is_file() and "wandb" not in path.relative_to(self.path).parts:
-                path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------- training
@@ -133,13 +76,18 @@ class Trainer:
     trace: LocalTrace
     wandb: WandbSink
     position: Position = field(default_factory=Position)
-    stop_signal: int | None = None
+    stop: StopSignals = field(default_factory=StopSignals)
     scaler: torch.amp.GradScaler | None = None
     # Training losses summed since the last logged point (total, semseg, depth) and their count. They
     # travel in the checkpoint, so a point logged after a mid-interval resume averages the same steps.
     loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     loss_count: int = 0
     checkpoint_step: int | None = None  # step of the checkpoint in last.pt (None: none yet)
+
+    @property
+    def stop_signal(self) -> int | None:
+        """The latest stop signal received (also while the run was being set up), None if none."""
+        return self.stop.last
 
     @property
     def module(self) -> torch.nn.Module:
@@ -265,25 +213,6 @@ class Trainer:
                               eta_s=progress.eta_seconds())
 
 
-# SIGTERM/SIGINT that arrived while the run was being set up (``mtl-train`` records them from its first
-# line on): the trainer takes them over, checkpoints and exits 143 instead of dying half-started.
-pending_stop_signals: list[int] = []
-
-
-def remember_stop_signal(signum: int, _frame: Any = None) -> None:
-    pending_stop_signals.append(signum)
-
-
-def _install_signal_handlers(trainer: Trainer) -> None:
-    def handler(signum, _frame):
-        trainer.stop_signal = signum
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    if pending_stop_signals:
-        trainer.stop_signal = pending_stop_signals[-1]
-
-
 def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     batches = dataset_len // cfg.batch_size
     if batches == 0:
@@ -291,32 +220,23 @@ def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     return min(batches, cfg.limit_train_batches) if cfg.limit_train_batches else batches
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) the run in ``cfg.log_dir``; returns the final status."""
-    import filelock
+def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip if finished) the run in ``cfg.log_dir``; returns the final status.
 
+    ``stop``: the stop signals received so far (``mtl-train`` installs them on its first line); the
+    trainer takes them over once it is set up. RunLocked when another process owns the directory."""
     run = RunDirectory(cfg.log_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(run.path / ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise RunRefused(f"run directory {run.path} is in use by another process (lock {run.path / '.lock'})") \
-            from None
-    try:
+    with run.exclusive():
+        run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
         if run.is_finished():
-            run.check_same_run(cfg)
             return run.read_status()
-        run.check_same_run(cfg)
-        return _train_locked(cfg, run)
-    finally:
-        lock.release()
+        return _train_locked(cfg, run, stop or StopSignals())
 
 
-def _train_locked(cfg: Config, run: RunDirectory) -> dict[str, Any]:
+def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals) -> dict[str, Any]:
     device = _set_up_process(cfg, run)
     status = _mark_running(cfg, run)
-    trainer, datasets = _build_trainer(cfg, run, device, status)
+    trainer, datasets = _build_trainer(cfg, run, device, status, stop)
     _restore(trainer, datasets, status)
     return _fit(trainer, datasets)
 
@@ -345,8 +265,8 @@ def _mark_running(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0))
 
 
-def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device,
-                   status: dict[str, Any]) -> tuple[Trainer, dict[str, Any]]:
+def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device, status: dict[str, Any],
+                   stop: StopSignals) -> tuple[Trainer, dict[str, Any]]:
     """Checked datasets, then model, optimizer, schedule, loss and W&B sink in a fresh Trainer."""
     datasets = build_datasets(cfg)
     check_data_before_training(datasets)
@@ -358,8 +278,8 @@ def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device,
     scheduler = build_scheduler(cfg, optimizer)
     run_id = cfg.wandb_run_id or status.get("wandb_run_id") or derive_run_id(run.path)
     trainer = Trainer(cfg=cfg, run=run, device=device, model=model, optimizer=optimizer, scheduler=scheduler,
-                      loss_fn=MultiTaskLoss(cfg, depth_unit), depth_unit=depth_unit, trace=run.trace,
-                      wandb=WandbSink(cfg, run.path, run_id),
+                      loss_fn=MultiTaskLoss(cfg, depth_unit), depth_unit=depth_unit, trace=LocalTrace(run.metrics),
+                      wandb=WandbSink(cfg, run.path, run_id), stop=stop,
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
     run.write_status(wandb_run_id=trainer.wandb.run_id)
     return trainer, datasets
@@ -372,7 +292,7 @@ def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any])
         trainer.restore(torch.load(run.last, map_location=trainer.device, weights_only=False))
     # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
-    run.trace.truncate_after(trainer.position.step)
+    trainer.trace.truncate_after(trainer.position.step)
     if status.get("model") is None:
         sample = datasets["val"][0]["image"]
         summary = model_summary(cfg, sample.shape[-2], sample.shape[-1])
@@ -392,7 +312,7 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
     batches = _batches_per_epoch(len(datasets["train"]), cfg)
     progress = Progress(cfg.progress, cfg.num_epochs * batches, p.step)
     clock = Clock(p.elapsed_s)
-    _install_signal_handlers(trainer)
+    trainer.stop.install()  # from here on the loop checks them between steps
     try:
         if trainer.stop_signal is not None:  # arrived during set-up: checkpoint where we stand, train nothing
             raise StopRequested()

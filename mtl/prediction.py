@@ -15,7 +15,7 @@ from mtl.runtime import autocast
 from mtl.submission import write_submission
 
 if TYPE_CHECKING:
-    from mtl.engine import RunDirectory
+    from mtl.rundir import RunDirectory
 
 
 @torch.no_grad()
@@ -52,4 +52,4 @@ def predict_and_pack(cfg: Config, run: "RunDirectory", datasets: dict[str, Any],
     indices = predict(model, test_loader, depth_unit, device, cfg, run.predictions)
     write_submission(run.submission, predictions_dir=run.predictions, test_indices=sorted(indices),
                      checkpoint=run.best, checkpoint_name=run.path.name, source_zip=run.source_zip,
-                     metrics_path=run.trace.path)
+                     metrics_path=run.metrics)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mtl.config import Config
-from mtl.records import read_jsonl
+from mtl.rundir import read_jsonl
 from mtl.safezip import (
     MAX_PNG_BYTES,
     MAX_SMALL_MEMBER_BYTES,

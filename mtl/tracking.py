@@ -1,6 +1,6 @@
 """Where a run's numbers go: the local trace (always) and W&B (online, offline or disabled).
 
-``metrics.jsonl`` is the source of truth; W&B mirrors it. Both receive the same dict per point.
+The local trace (the run directory's metric lines, ``mtl.rundir``) is the source of truth; W&B mirrors it. Both receive the same dict per point.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import numpy as np
 
 from mtl.config import Config
 from mtl.io import append_line, atomic_write_text
-from mtl.records import read_jsonl
+from mtl.rundir import read_jsonl
 
 
 class LocalTrace:
-    """Append-only ``metrics.jsonl`` (fsync per point)."""
+    """The run's append-only metric lines (fsync per point), at ``RunDirectory.metrics``."""
 
     def __init__(self, path: Path):
         self.path = path

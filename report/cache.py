@@ -1,9 +1,9 @@
 """A cache of run summaries, so a report over many runs re-reads only the runs that changed.
 
-Reading a run costs parsing its config.yaml and every validation line of metrics.jsonl (about 5 ms for
+Reading a run costs parsing its config and every validation line of its metric trace (about 5 ms for
 a run of 100 points); a finished run never changes. Each run's summary (its row of the runs table and
 its validation points as a float array) is kept in ``<cache>/<hash of the run path>.npz``, next to the
-size and modification time of the three files it came from and a hash of the code that built it. Any
+size and modification time of the three record files it came from and a hash of the code that built it. Any
 difference (a new point, a new status, edited code) and the run is read again. A cache file that does
 not load is read again too and overwritten: the run directory stays the source of truth.
 
@@ -18,33 +18,29 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-SOURCE_FILES = ("config.yaml", "status.json", "metrics.jsonl")
+from mtl.rundir import RECORD_FILES
+from mtl.rundir import default_cache_dir as cache_root
 
 
 def default_cache_dir() -> Path:
-    # The same root as mtl.data.synthetic.cache_dir() (not imported: it would load torch).
-    return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl-ablate").expanduser() / "report-runs"
+    return cache_root() / "report-runs"
 
 
-def _code_version() -> str:
-    """The summary depends on how rows are built (report.store) and how the best point is chosen (mtl.records)."""
-    import mtl.records
-    import report.store
-
+def code_version(code_files: Iterable[str | Path]) -> str:
+    """A hash of the code that builds the summaries (``code_files``, given by their user) and of this module."""
     digest = hashlib.sha256()
-    for module in (report.store, mtl.records):
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
+    for path in (*code_files, __file__):
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def signature(run_dir: Path) -> list[Any]:
     sig: list[Any] = []
-    for name in SOURCE_FILES:
+    for name in RECORD_FILES:
         try:
             stat = (run_dir / name).stat()
             sig.append([name, stat.st_size, stat.st_mtime_ns])
@@ -54,9 +50,11 @@ def signature(run_dir: Path) -> list[Any]:
 
 
 class SummaryCache:
-    def __init__(self, folder: str | Path):
+    """Summaries under ``folder``; ``code_files``: the modules whose code decides what a summary holds."""
+
+    def __init__(self, folder: str | Path, code_files: Iterable[str | Path]):
         self.folder = Path(folder)
-        self.version = _code_version()
+        self.version = code_version(code_files)
         self.hits = self.misses = 0
 
     def _path(self, run_dir: Path) -> Path:

@@ -1,6 +1,6 @@
 """The ``report``, ``export`` and ``grade`` subcommands of ``mtl-ablate``.
 
-``mtl.ablate.cli`` calls :func:`register` with its subparsers; ``python -m report`` runs the same
+``mtl.suite`` (the ``mtl-ablate`` console script) calls :func:`register` with its subparsers; ``python -m report`` runs the same
 commands on their own. Every handler returns the exit code: 0 done, 1 done with problems (a figure not
 drawn, an entry without runs, a run not exported; ``export`` warns and exits 0 for these unless
 ``--strict``), 2 refused (bad input, unknown entry, a secret found, a hostile archive).
@@ -11,26 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
+
+from mtl.rundir import default_ablations_dir, default_runs_dir
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_REFUSED = 0, 1, 2
 # Spelled out here so that building the parser imports neither pandas nor matplotlib (mtl-ablate starts
 # fast); tests check they match report.writeup.FORMATS and report.tables.NOISE_RULES.
 FORMAT_CHOICES = ("md", "latex", "csv")
 NOISE_RULE_CHOICES = ("welch", "max_std")
-
-
-def _default_ablations_dir() -> Path:
-    from mtl.ablate.cli import default_ablations_dir
-
-    return default_ablations_dir()
-
-
-def _default_runs_dir() -> Path:
-    return Path(os.environ.get("MTL_RUNS_DIR") or "runs")
 
 
 def _entries(ablations_dir: Path, ids: list[str], every: bool) -> list[Any]:
@@ -187,9 +178,9 @@ def _json_number(value: Any) -> Any:
 def register(subparsers: Any) -> None:
     """Add ``report``, ``export`` and ``grade`` to an argparse subparsers object."""
     def where(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--ablations-dir", type=Path, default=_default_ablations_dir(),
+        parser.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
                             help="folder of entries (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
-        parser.add_argument("--runs-dir", type=Path, default=_default_runs_dir(),
+        parser.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                             help="root of the run directories (default: $MTL_RUNS_DIR or ./runs)")
         parser.add_argument("--dataset-root", type=Path,
                             help="dataset for the image figures (default: each run's dataset_root or synthetic cache)")

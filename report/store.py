@@ -8,7 +8,7 @@ the same frames:
            epoch, params, gflops, note, source, url`` followed by every config key (one column each);
            ``url`` is the run's W&B page, or empty when the run was not logged online.
            The metric columns hold the best-grader validation point (ties to the earliest step,
-           :func:`mtl.records.best_point`); a run that never validated has NaN there and a note.
+           :func:`mtl.rundir.best_point`); a run that never validated has NaN there and a note.
 ``points`` one row per validation point of every run: ``ablation, run, variant, seed, step, epoch``
            and every ``val/`` metric without its prefix (``grader``, ``iou``, ``si_logrmse``,
            ``loss``, ``iou_class/road``, ...). Non-finite values are NaN.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import operator
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -28,18 +27,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mtl.records import GRADER_KEY, YAML_LOADER, best_point, find_run_dirs
+from mtl import rundir
+from mtl.rundir import GRADER_KEY, RunDirectory, best_point, find_run_dirs, is_finite_number, parse_run_name, \
+    read_config, read_status_strict
 
 VAL_PREFIX = "val/"
 IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
-# status.json key with the run's W&B page, written by the trainer when the run logs online.
+# Status key with the run's W&B page, written by the trainer when the run logs online.
 STATUS_WANDB_URL = "wandb_url"
 
-# The run name convention of mtl-ablate: <variant>-s<seed>-<config hash>.
-RUN_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]+)$")
 
 
 class StoreError(RuntimeError):
@@ -102,16 +101,12 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _finite(value: float) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
-
-
 # ---------------------------------------------------------------------------------------- rows
 def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, Any] | None, str]:
     """The best-grader validation point and a note on what was unusual (never validated, NaN, ties)."""
     notes = []
     graders = [_number(p.get(GRADER_KEY)) for p in points]
-    non_finite = sum(1 for g in graders if not _finite(g))
+    non_finite = sum(1 for g in graders if not is_finite_number(g))
     best = best_point(points, GRADER_KEY)
     if not points:
         notes.append(f"never validated (state {state})")
@@ -253,7 +248,8 @@ class LocalStore:
         if cache_dir is not None:
             from report.cache import SummaryCache
 
-            self.cache: Any = SummaryCache(cache_dir)
+            # A summary depends on how rows are built (here) and how the best point is chosen (mtl.rundir).
+            self.cache: Any = SummaryCache(cache_dir, code_files=(__file__, rundir.__file__))
         else:
             self.cache = None
 
@@ -297,15 +293,16 @@ class LocalStore:
 
 
 def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(config, status, validation points) of a run directory: what :func:`mtl.records.read_run` reads,
+    """(config, status, validation points) of a run directory: what :func:`mtl.rundir.read_run` reads,
     parsing only the metric lines that carry ``val/grader`` (training points are never reported).
 
     As in ``read_jsonl``, a torn final line is ignored and a bad earlier validation line is an error.
     """
-    config_path, status_path, metrics_path = run_dir / "config.yaml", run_dir / "status.json", run_dir / "metrics.jsonl"
+    run = RunDirectory(run_dir)
+    config_path, metrics_path = run.config_path, run.metrics
     try:
-        config = yaml.load(config_path.read_text(), Loader=YAML_LOADER) or {}
-        status = json.loads(status_path.read_text()) if status_path.exists() else {"state": "not started"}
+        config = read_config(run_dir) or {}
+        status = read_status_strict(run_dir)
         text = metrics_path.read_text() if metrics_path.exists() else ""
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
@@ -344,9 +341,9 @@ def local_run_input(run_dir: Path) -> RunInput:
     """A run directory as a RunInput: ablation = the ``wandb_group`` key, else the parent folder name;
     variant = ``wandb_job_type``, else the ``<variant>-s<seed>-<hash>`` part of the folder name."""
     config, status, points = read_run_for_report(run_dir)
-    match = RUN_NAME.match(run_dir.name)
-    variant = config.get("wandb_job_type") or (match["variant"] if match else run_dir.name)
-    seed = config.get("seed", int(match["seed"]) if match else None)
+    name = parse_run_name(run_dir.name)
+    variant = config.get("wandb_job_type") or (name.variant if name else run_dir.name)
+    seed = config.get("seed", name.seed if name else None)
     model = status.get("model")
     return RunInput(
         ablation=config.get("wandb_group") or run_dir.parent.name,
@@ -367,5 +364,5 @@ def _wandb_url(status: dict[str, Any], run_dir: Path) -> str | None:
     if url is None:
         return None
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise StoreError(f"{run_dir / 'status.json'}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}")
+        raise StoreError(f"{run_dir / rundir.STATUS_FILE}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}")
     return url

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
-from mtl.records import GRADER_KEY
+from mtl.rundir import GRADER_KEY
 
 from report.store import RUN_COLUMNS, ResultTables
 

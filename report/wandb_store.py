@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mtl.records import GRADER_KEY
+from mtl.rundir import GRADER_KEY
 
 from report.store import VAL_PREFIX, ResultTables, RunInput, StoreError, build_tables
 

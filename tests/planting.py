@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mtl.config import make_config
+from mtl.rundir import RunDirectory, run_name
 
 
 def validation_point(step: int, epoch: int, grader: float, iou: float, si_logrmse: float,
                      **extra: float) -> dict[str, Any]:
-    """A metrics.jsonl validation line (val/ keys) with the given values."""
+    """A validation line of a run's metric trace (val/ keys) with the given values."""
     point = {"step": step, "epoch": epoch, "time": float(step), "val/grader": grader, "val/iou": iou,
              "val/si_logrmse": si_logrmse, "val/loss": 1.0, "val/loss_semseg": 0.5, "val/loss_depth": 0.5}
     point.update({f"val/{k}": v for k, v in extra.items()})
@@ -28,14 +29,15 @@ def plant_run(runs_root: str | Path, ablation: str, variant: str, seed: int, *,
               overrides: dict[str, Any] | None = None, points: Iterable[dict[str, Any]] = (),
               state: str = "finished", model: dict[str, Any] | None = None,
               status_extra: dict[str, Any] | None = None) -> Path:
-    """Write ``<runs_root>/<ablation>/<variant>-s<seed>-<hash>/`` with config.yaml, status.json and
-    metrics.jsonl; returns the run directory."""
+    """Write ``<runs_root>/<ablation>/<variant>-s<seed>-<hash>/`` with its config, status and metric trace;
+    returns the run directory."""
     values = {**(overrides or {}), "seed": seed, "wandb_group": ablation, "wandb_job_type": variant}
     cfg = make_config(values)
-    run_dir = Path(runs_root) / ablation / f"{variant}-s{seed}-{cfg.config_hash()}"
+    run_dir = Path(runs_root) / ablation / run_name(variant, seed, cfg.config_hash())
+    run = RunDirectory(run_dir)
     cfg = cfg.replace(log_dir=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    run.config_path.write_text(cfg.to_yaml())
     points = list(points)
     last = points[-1] if points else {"step": 0, "epoch": 0}
     status = {
@@ -46,8 +48,8 @@ def plant_run(runs_root: str | Path, ablation: str, variant: str, seed: int, *,
         "eta_s": None, "pid": 1, "host": "planted", "model": model, "wandb_run_id": None,
         **(status_extra or {}),
     }
-    (run_dir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    run.status_path.write_text(json.dumps(status, indent=2) + "\n")
+    run.metrics.write_text("".join(json.dumps(p) + "\n" for p in points))
     return run_dir
 
 
@@ -77,5 +79,5 @@ def plant_submission(run_dir: Path, checkpoint_bytes: bytes = b"planted checkpoi
     indices = sorted(int(p.stem) for p in (run_dir / "predictions" / "semseg").glob("*.png"))
     path = run_dir / "submission.zip"
     write_submission(path, predictions_dir=run_dir / "predictions", test_indices=indices, checkpoint=checkpoint,
-                     checkpoint_name="best", source_zip=source_zip, metrics_path=run_dir / "metrics.jsonl")
+                     checkpoint_name="best", source_zip=source_zip, metrics_path=RunDirectory(run_dir).metrics)
     return path

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from mtl.ablate.cli import main
+from mtl.suite import main
 from mtl.ablate.entry import EntryError, Scaled, entry_json_schema, entry_json_schema_text, load_entries, load_entry
 from mtl.ablate.planner import make_plan, plan
 from support import REPO, write_entry

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mtl.ablate.cli import main
+from mtl.suite import main
 from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
 from mtl.config import make_config

@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from mtl.ablate.backends import SlurmOptions, SubmititBackend
-from mtl.ablate.cli import main
+from mtl.suite import main
 from mtl.ablate.display import Monitor, make_console
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import Scheduler, lock_held, log_path
-from mtl.records import read_run
+from mtl.rundir import read_run
 from support import REPO, TINY, wait_for_epoch
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
     lock.acquire()
     try:
         # One slot, so the runs go in order; kill mtl-ablate and its training once "killed" checkpointed.
-        process = subprocess.Popen([sys.executable, "-m", "mtl.ablate.cli", *args], cwd=REPO, start_new_session=True,
+        process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_for_epoch(killed.run_dir, process)

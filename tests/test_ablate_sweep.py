@@ -13,7 +13,7 @@ import yaml
 from sweeps import RunState, SweepConfig, next_run, schema_violations_from_proposed_config
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from mtl.ablate.cli import main
+from mtl.suite import main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import make_plan, plan
 from mtl.ablate.sweep import sweep_configs

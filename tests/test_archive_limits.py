@@ -94,9 +94,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def _run_measured(args: list[str]) -> tuple[int, str, float]:
-    """(exit code, stderr, peak RSS in MiB) of ``python -m mtl.ablate.cli ARGS``, that process alone."""
+    """(exit code, stderr, peak RSS in MiB) of ``python -m mtl.suite ARGS``, that process alone."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    result = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "mtl.ablate.cli", *args],
+    result = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "mtl.suite", *args],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     stderr, _, peak = result.stderr.rpartition("PEAK_RSS_KB ")
     return result.returncode, stderr, int(peak) / 1024  # Linux reports kilobytes
@@ -215,7 +215,7 @@ def test_leak_scan_refuses_a_bomb_member(tmp_path):
 
 def _grade_command(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "mtl.ablate.cli", "grade", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "mtl.suite", "grade", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -23,7 +23,8 @@ from mtl.optim import build_optimizer, build_scheduler
 from mtl.runtime import to_device
 from mtl.losses import MultiTaskLoss
 from mtl.models import build_model
-from mtl.tracking import WandbSink
+from mtl.rundir import RunDirectory
+from mtl.tracking import LocalTrace, WandbSink
 
 DEPTH_UNIT = DepthUnit("meters", 27.0727, 29.1264)
 BASE = {"aug_input_crop_size": 32, "batch_size": 4, "optimizer_lr": 0.05, "device": "cpu", "wandb_mode": "disabled",
@@ -83,7 +84,7 @@ def make_trainer(tmp_path, model: torch.nn.Module, **options) -> Trainer:
     run = RunDirectory(tmp_path / "run")
     return Trainer(cfg=cfg, run=run, device=torch.device("cpu"), model=model, optimizer=optimizer,
                    scheduler=build_scheduler(cfg, optimizer), loss_fn=MultiTaskLoss(cfg, DEPTH_UNIT),
-                   depth_unit=DEPTH_UNIT, trace=run.trace, wandb=WandbSink(cfg, run.path, "test"),
+                   depth_unit=DEPTH_UNIT, trace=LocalTrace(run.metrics), wandb=WandbSink(cfg, run.path, "test"),
                    scaler=torch.amp.GradScaler("cpu") if cfg.amp == "fp16" else None)
 
 

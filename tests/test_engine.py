@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from mtl.records import read_run
+from mtl.rundir import read_run
 from mtl.submission import validate_submission
 from support import REPO, tiny_args, train_command
 

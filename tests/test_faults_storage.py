@@ -16,7 +16,7 @@ from faults.checks import check_run_dir, run_differences
 from faults.launcher import run_train
 from faults.runs import FREQUENT_CHECKPOINTS, fault_args, reference_run
 from faults.storage import fail_write, limit_file_size
-from mtl.records import read_jsonl
+from mtl.rundir import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -24,11 +24,11 @@ import yaml
 
 from faults.checks import check_run_dir
 from faults.runs import FAULT_CONFIG
-from mtl.ablate.cli import main as ablate_main
+from mtl.suite import main as ablate_main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import log_path
-from mtl.records import read_run
+from mtl.rundir import read_run
 from support import REPO, wait_for_epoch
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def suite(tmp_path, cache_dir):
 
 
 def start_ablate(args, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mtl.ablate.cli", *args], cwd=REPO, env=env, start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

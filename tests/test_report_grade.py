@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mtl.data.miniscapes import decode_depth, encode_depth, read_depth, write_depth, write_rgb, write_semseg
-from mtl.records import read_run
+from mtl.rundir import read_run
 from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
 from report.grade import GradeError, grade

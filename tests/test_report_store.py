@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from mtl.records import read_run
+from mtl.rundir import read_run
 from planting import plant_run, training_point, validation_point
 from report.store import LocalStore, StoreError, best_with_note, local_run_input
 

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-import mtl
 from mtl.config import Config, cli_args
-
-REPO_ROOT = Path(mtl.__file__).resolve().parent.parent
+from mtl.rundir import REPO_ROOT
 
 
 def train_command(config: Config) -> list[str]:

@@ -1,4 +1,7 @@
-"""``mtl-ablate``: list, show, run, follow and export the ablation entries of ``ablations/``.
+"""The suite's subcommands of ``mtl-ablate``: list, show, run, follow and sweep the entries of ``ablations/``.
+
+The console script itself is :mod:`mtl.suite`, which adds the report's subcommands (``report.commands``)
+through ``extra_commands``; this module does not import the report package.
 
 Exit codes: 0 success (for ``run``: every run finished), 1 some run failed or did not finish,
 2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 130/143 stopped by
@@ -8,34 +11,25 @@ SIGINT/SIGTERM after the running trainings checkpointed.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
 
-from .backends import REPO_ROOT, LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
-from .display import Monitor, format_duration, format_number, format_params, make_console, read_status, results_table
+from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
+
+from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
+from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
-from .planner import Plan, UnresolvedBase, make_plan, recorded_state
+from .planner import Plan, UnresolvedBase, make_plan
 from .scheduler import Scheduler, planned_action
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
-RUN_DIR_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$")
 
 
 class UsageError(Exception):
     """Bad input from the user: printed without a traceback, exit code 2."""
-
-
-def default_ablations_dir() -> Path:
-    return Path(os.environ.get("MTL_ABLATIONS_DIR") or REPO_ROOT / "ablations")
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("MTL_RUNS_DIR") or "runs")
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -65,14 +59,6 @@ def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list
     return ordered
 
 
-def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
 def disk_summary(entry: Entry, runs_dir: Path) -> tuple[str, int, int]:
     """(state, finished, expected) counted from the entry's run directories under any profile.
 
@@ -82,9 +68,9 @@ def disk_summary(entry: Entry, runs_dir: Path) -> tuple[str, int, int]:
     folder = runs_dir / entry.id
     if folder.is_dir():
         for child in folder.iterdir():
-            match = RUN_DIR_NAME.match(child.name)
-            if child.is_dir() and match:
-                key = (match.group("variant"), int(match.group("seed")))
+            name = parse_run_name(child.name)
+            if child.is_dir() and name:
+                key = (name.variant, name.seed)
                 pairs.setdefault(key, set()).add(recorded_state(child))
     expected = entry.run_count()
     finished = sum(1 for states in pairs.values() if "finished" in states)
@@ -141,7 +127,7 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         differences = {k: v for k, v in run.differences.items()}
         action = planned_action(run, getattr(args, "retry_failed", False), getattr(args, "force", False))
         table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
-                      recorded_state(run.run_dir), action if not run.provisional else "wait for the base")
+                      recorded_state(run.run_dir), str(action) if not run.provisional else "wait for the base")
     console.print(table)
     console.print(f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True)
 
@@ -271,7 +257,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
+    """The parser of the suite's subcommands; each of ``extra_commands`` adds more to its subparsers."""
     parser = argparse.ArgumentParser(
         prog="mtl-ablate",
         description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
@@ -325,32 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")
     p.set_defaults(func=cmd_schema)
 
-    register = _report_commands()
-    if register is not None:
+    for register in extra_commands:
         register(subparsers)
     return parser
 
 
-def _report_commands() -> Optional[Any]:
-    """The report/export/grade subcommands of the ``report`` package, once it provides them."""
-    try:
-        from report.commands import register as register_report_commands
-    except ModuleNotFoundError as exc:
-        if exc.name in ("report", "report.commands"):
-            return None
-        raise
-    return register_report_commands
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
+def run(argv: Optional[list[str]] = None, extra_commands: Sequence[Callable[[Any], None]] = ()) -> int:
+    """Parse ``argv`` and run the subcommand; bad input is printed without a traceback (exit 2)."""
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (EntryError, UsageError) as exc:
         print(f"mtl-ablate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,12 @@
 """What ``mtl-ablate`` shows: a live table of the runs while they train, and the best-grader results table.
 
-Progress is read from each run's ``status.json`` (written atomically by ``mtl-train``), never from its
+Progress is read from each run's status (written atomically by ``mtl-train``), never from its
 console output. On a terminal the table updates in place; otherwise one plain line is printed whenever
 a run changes state or finishes an epoch, so logs stay readable.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from mtl.config import format_config_value
-from mtl.records import read_run
+from mtl.rundir import State, has_status, read_run, read_status
 
 from .planner import RunSpec
 
@@ -28,13 +27,6 @@ def make_console() -> Console:
     if not console.is_terminal:
         console = Console(width=200)  # files and pipes: do not wrap table rows at 80 columns
     return console
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def format_duration(seconds: Optional[float]) -> str:
@@ -160,7 +152,7 @@ def results_table(specs: list[RunSpec], title: str = "best-grader validation poi
             format_number(best.get("val/si_logrmse")),
             str(best.get("step", "-")),
             str(best.get("epoch", "-")),
-            record.state if (spec.run_dir / "status.json").exists() else "not run",
+            record.state if has_status(spec.run_dir) else State.NOT_RUN,
         ]
         table.add_row(*([spec.entry_id] if len(entries) > 1 else []), *cells)
     return table

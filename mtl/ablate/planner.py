@@ -10,31 +10,18 @@ profile still decides where and how a run executes. The run directory is
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, format_config_value, make_config
-from mtl.records import YAML_LOADER, read_jsonl
+from mtl.rundir import RunDirectory, State, is_finite_number, read_config, read_jsonl, recorded_state, run_name
 
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
 # States after which a run will not change without being asked to (retry or force).
-SETTLED_STATES = ("finished", "failed", "diverged")
-
-
-def recorded_state(run_dir: Path) -> str:
-    """The state in a run directory's status.json: not run, running, finished, failed, diverged, interrupted."""
-    try:
-        return json.loads((run_dir / "status.json").read_text()).get("state", "unknown")
-    except FileNotFoundError:
-        return "not run"
-    except json.JSONDecodeError:
-        return "unknown"  # status.json is written atomically, so this is a foreign or damaged file
+SETTLED_STATES = (State.FINISHED, State.FAILED, State.DIVERGED)
 
 
 class UnresolvedBase(RuntimeError):
@@ -211,7 +198,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
                 config = make_config(values, source=f"{entry.path}, variant {variant!r}")
             except ConfigError as exc:
                 raise EntryError(entry.path, where, str(exc)) from None
-            name = f"{variant}-s{seed}-{config.config_hash()}"
+            name = run_name(variant, seed, config.config_hash())
             run_dir = runs_dir / entry.id / name
             config = config.replace(log_dir=str(run_dir))
             hp = config.hyperparameters()
@@ -261,14 +248,10 @@ def _run_hint(entry_id: str, profile: Optional[str]) -> str:
 
 def points_score(points: list[dict[str, Any]], metric: str, mode: str) -> Optional[float]:
     """A run's best value of ``metric`` over its validation points (highest for max, lowest for min)."""
-    values = [p[metric] for p in points if _finite(p.get(metric))]
+    values = [p[metric] for p in points if is_finite_number(p.get(metric))]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def resolve_winner(
@@ -296,9 +279,9 @@ def resolve_winner(
     metric, mode = source.rank_by.metric, source.rank_by.mode
     scores: dict[str, list[tuple[float, RunSpec]]] = {}
     for run in source_plan.runs:
-        if states[run.name] != "finished":
+        if states[run.name] != State.FINISHED:
             continue
-        score = points_score(read_jsonl(run.run_dir / "metrics.jsonl"), metric, mode)
+        score = points_score(read_jsonl(RunDirectory(run.run_dir).metrics), metric, mode)
         if score is not None:
             scores.setdefault(run.variant, []).append((score, run))
     if not scores:
@@ -312,8 +295,8 @@ def resolve_winner(
     # Ties go to the variant listed first in the entry (dict order follows the plan).
     best_variant = pick(means, key=lambda v: means[v])
     best_run = pick(scores[best_variant], key=lambda item: item[0])[1]
-    config_file = best_run.run_dir / "config.yaml"
-    recorded = yaml.load(config_file.read_text(), Loader=YAML_LOADER) or {}
+    config_file = RunDirectory(best_run.run_dir).config_path
+    recorded = read_config(best_run.run_dir) or {}
     values = {k: v for k, v in recorded.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
     try:
         resolved = make_config(values, source=str(config_file))

@@ -9,6 +9,7 @@ and counts as "locked" here, not as a failure.
 
 from __future__ import annotations
 
+import enum
 import shutil
 import signal
 import time
@@ -16,14 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import filelock
-
-from mtl.records import read_run
+from mtl import rundir
+from mtl.rundir import ExitCode, State, lock_held, read_run, recorded_state
 
 from .backends import Placement
-from .planner import RunSpec, recorded_state
+from .planner import RunSpec
 
-EXIT_STATES = {0: "finished", 1: "failed", 2: "refused", 3: "diverged", 4: "locked", 143: "interrupted", -15: "interrupted"}
+# mtl-train's exit code -> the run's outcome (a SIGTERM that killed it before its handler was installed: -15).
+EXIT_STATES = {
+    ExitCode.FINISHED: State.FINISHED, ExitCode.FAILED: State.FAILED, ExitCode.REFUSED: "refused",
+    ExitCode.DIVERGED: State.DIVERGED, ExitCode.LOCKED: "locked", ExitCode.STOPPED: State.INTERRUPTED,
+    -signal.SIGTERM: State.INTERRUPTED,
+}
 FAILED_STATES = ("failed", "diverged", "refused", "killed")
 
 
@@ -42,34 +47,46 @@ class RunOutcome:
 
 def log_path(spec: RunSpec) -> Path:
     """Console output of a run's ``mtl-train`` processes (appended per attempt), kept beside its run directory."""
-    return spec.run_dir.parent / ".logs" / f"{spec.name}.log"
+    return rundir.log_path(spec.run_dir)
 
 
-def lock_held(run_dir: Path) -> bool:
-    """Whether a live process holds the run directory's lock (``mtl-train`` keeps it for its whole life)."""
-    if not run_dir.is_dir():
-        return False
-    lock = filelock.FileLock(str(run_dir / ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        return True
-    lock.release()
-    return False
+class ActionKind(enum.Enum):
+    START = "start"
+    RESUME = "resume"
+    RESTART = "restart"  # --force: delete the directory, start over
+    RETRY = "retry"  # failed or diverged earlier, --retry-failed
+    SKIP = "skip"
+    LOCKED = "locked"  # another process is training it
 
 
-def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> str:
+@dataclass(frozen=True)
+class Action:
+    """What ``run`` will do with a run; ``reason`` says why a run is skipped (its recorded state)."""
+
+    kind: ActionKind
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.kind is not ActionKind.SKIP:
+            return self.kind.value
+        if self.reason == State.FINISHED:
+            return f"skip ({self.reason})"
+        return f"skip ({self.reason}; --retry-failed retries)"
+
+
+def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> Action:
     """What ``run`` will do with a run: start, resume, restart (--force), or skip it (and why)."""
     if lock_held(spec.run_dir):
-        return "locked"
+        return Action(ActionKind.LOCKED)
     state = recorded_state(spec.run_dir)
     if force and spec.run_dir.exists():
-        return "restart"
-    if state == "finished":
-        return "skip (finished)"
-    if state in ("failed", "diverged"):
-        return "retry" if retry_failed else f"skip ({state}; --retry-failed retries)"
-    return "start" if state == "not run" and not (spec.run_dir / "checkpoints").exists() else "resume"
+        return Action(ActionKind.RESTART)
+    if state == State.FINISHED:
+        return Action(ActionKind.SKIP, state)
+    if state in (State.FAILED, State.DIVERGED):
+        return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
+    fresh = state == State.NOT_RUN and not rundir.RunDirectory(spec.run_dir).checkpoints.exists()
+    return Action(ActionKind.START if fresh else ActionKind.RESUME)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -104,16 +121,16 @@ class Scheduler:
     def triage(self, spec: RunSpec) -> Optional[RunOutcome]:
         """An outcome for a run that must not be launched now, or None to launch it."""
         action = planned_action(spec, self.retry_failed, self.force)
-        if action == "locked":
+        if action.kind is ActionKind.LOCKED:
             return RunOutcome(spec, "locked", message="another process is training this run (its lock is held)")
-        if action == "skip (finished)":
+        if action.kind is ActionKind.SKIP and action.reason == State.FINISHED:
             return RunOutcome(spec, "finished", message="already finished")
-        if action.startswith("skip"):
+        if action.kind is ActionKind.SKIP:
             record = read_run(spec.run_dir)
             return RunOutcome(
                 spec, record.state, message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}"
             )
-        if action == "restart" and spec.run_dir.exists():
+        if action.kind is ActionKind.RESTART and spec.run_dir.exists():
             shutil.rmtree(spec.run_dir)  # --force: start from scratch, whatever the directory held
         return None
 
@@ -124,7 +141,7 @@ class Scheduler:
             state = "killed"
         else:
             state = "failed"
-        if state == "finished" and recorded_state(spec.run_dir) != "finished":
+        if state == State.FINISHED and recorded_state(spec.run_dir) != State.FINISHED:
             state = "failed"  # exit 0 without a finished record breaks the mtl-train contract
         status = read_run(spec.run_dir).status if spec.run_dir.exists() else {}
         detail = status.get("error") or getattr(job, "error", None) or ""

@@ -2,7 +2,7 @@
 
 ``check_run_dir`` opens every file the run-directory contract names (DESIGN.md section 4) the way its
 readers do: status.json and config.yaml parse (the config through the schema), metrics.jsonl through
-``mtl.records.read_jsonl``, checkpoints through ``torch.load``, zips with every member's CRC checked,
+``mtl.rundir.read_jsonl``, checkpoints through ``torch.load``, zips with every member's CRC checked,
 prediction PNGs decoded. W&B's own files under ``wandb/`` are W&B's to keep consistent and are not
 opened. A hidden ``.<name>.<random>.tmp`` is a write a kill cut short: it is not a run file (readers
 never see it), so it is reported apart, and a restarted run must clear it away.
@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from mtl.config import make_config
-from mtl.records import read_jsonl, read_run
+from mtl.rundir import read_jsonl, read_run
 
 TOP_LEVEL_FILES = {"status.json", "config.yaml", "metrics.jsonl", "source.zip", "submission.zip", ".lock"}
 CHECKPOINT_KEYS = {"last.pt": ("model", "optimizer", "scheduler", "rng", "epoch", "batch_in_epoch", "step"),

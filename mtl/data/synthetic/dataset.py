@@ -28,6 +28,7 @@ from mtl.data.miniscapes import (
 from mtl.data.synthetic.params import GENERATOR_VERSION, SyntheticParams
 from mtl.data.synthetic.render import render_scene
 from mtl.io import atomic_write_bytes
+from mtl.rundir import default_cache_dir as cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,6 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
             raise
         logger.info("built synthetic dataset %s in %.1f s", root, result["manifest"]["seconds"])
         return root
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl-ablate").expanduser()
 
 
 def default_root(params: SyntheticParams) -> Path:
