@@ -28,8 +28,8 @@ for path in (REPO, REPO / "tests"):  # the stand-in W&B API is a test fixture (t
 
 from mtl.config import Config  # noqa: E402
 from report.store import build_tables  # noqa: E402
-from wandb_fake import FakeWandbApi, FakeWandbRun  # noqa: E402
 from report.wandb_store import LISTING_PAGE_SIZE, SCAN_WORKERS, WandbStore, wandb_run_input  # noqa: E402
+from wandb_fake import FakeWandbApi, FakeWandbRun  # noqa: E402
 
 ENTRIES, SEEDS = 10, 5
 CLASSES = [f"class{i}" for i in range(19)]

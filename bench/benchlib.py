@@ -140,12 +140,11 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
     sink) set up the way ``mtl.engine._build_trainer`` sets one up, for in-memory benchmarking."""
     from mtl.data import build_datasets, load_depth_unit
     from mtl.engine import Trainer
+    from mtl.losses import MultiTaskLoss
+    from mtl.models import build_model
     from mtl.optim import build_optimizer, build_scheduler
     from mtl.rundir import RunDirectory
     from mtl.runtime import seed_everything
-    from mtl.losses import MultiTaskLoss
-    from mtl.models import build_model
-    from mtl.rundir import RunDirectory
     from mtl.tracking import LocalTrace, WandbSink
 
     device = device or torch.device("cpu")

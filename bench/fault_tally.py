@@ -35,7 +35,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from mtl import rundir  # noqa: E402
+
 from faults.checks import check_run_dir, run_differences  # noqa: E402
 from faults.datasets import DAMAGES, damaged_copy  # noqa: E402
 from faults.launcher import run_train  # noqa: E402
@@ -43,6 +43,7 @@ from faults.preemption import preempt  # noqa: E402
 from faults.runs import FAULT_CONFIG, FREQUENT_CHECKPOINTS, fault_args, reference_run  # noqa: E402
 from faults.secrets import fake_credentials, scan_for_secrets, secret_values  # noqa: E402
 from faults.storage import fail_write, limit_file_size  # noqa: E402
+from mtl import rundir  # noqa: E402
 
 TRIALS = int(os.environ.get("MTL_FAULT_TRIALS", "10"))
 SIGTERM_TRIALS = int(os.environ.get("MTL_FAULT_SIGTERM_TRIALS", str(TRIALS)))
@@ -205,10 +206,10 @@ def divergence(tally: Tally, base: Path) -> None:
 
 
 def secrets(tally: Tally, base: Path) -> None:
-    from mtl.suite import main as ablate_main
     from mtl.ablate.entry import load_entries
     from mtl.ablate.planner import plan
     from mtl.config import cli_args
+    from mtl.suite import main as ablate_main
 
     ablations, runs_dir, out = base / "ablations", base / "runs", base / "export"
     (ablations / "profiles").mkdir(parents=True)

@@ -24,10 +24,9 @@ for path in (REPO, REPO / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from support import TINY  # noqa: E402
 from faults.wandb_outage import RecordingBlackHole, outage_environment  # noqa: E402
-
 from mtl.config import Config  # noqa: E402
+from support import TINY  # noqa: E402
 
 
 def train(run_dir: Path, env: dict[str, str], **overrides) -> tuple[float, int, str]:

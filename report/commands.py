@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -220,7 +221,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("dashboard", help="a W&B workspace per entry: its runs by variant, curves, varied keys")
     p.add_argument("ids", nargs="*", metavar="ID")
     p.add_argument("--all", action="store_true", help="every entry, in assignment order")
-    p.add_argument("--ablations-dir", type=Path, default=_default_ablations_dir(),
+    p.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
                    help="folder of entries (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
     p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
                    help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)")

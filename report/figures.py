@@ -20,13 +20,19 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mtl.data.miniscapes import (  # noqa: E402
-    DEPTH_MAX_M, DEPTH_MIN_M, list_indices, read_depth, read_rgb, read_semseg, sample_path,
+    DEPTH_MAX_M,
+    DEPTH_MIN_M,
+    list_indices,
+    read_depth,
+    read_rgb,
+    read_semseg,
+    sample_path,
 )
 from mtl.visualize import DISPARITY_MAX, DISPARITY_MIN, colorize, disparity  # noqa: E402
 

@@ -28,8 +28,16 @@ import pandas as pd
 import yaml
 
 from mtl import rundir
-from mtl.rundir import GRADER_KEY, RunDirectory, best_point, find_run_dirs, is_finite_number, parse_run_name, \
-    read_config, read_status_strict
+from mtl.rundir import (
+    GRADER_KEY,
+    RunDirectory,
+    best_point,
+    find_run_dirs,
+    is_finite_number,
+    parse_run_name,
+    read_config,
+    read_status_strict,
+)
 
 VAL_PREFIX = "val/"
 IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]

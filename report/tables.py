@@ -24,7 +24,6 @@ import pandas as pd
 
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
 from mtl.rundir import GRADER_KEY
-
 from report.store import RUN_COLUMNS, ResultTables
 
 NOISE_RULES = {

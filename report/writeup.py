@@ -22,7 +22,6 @@ import pandas as pd
 
 from mtl.ablate.entry import FIGURE_KINDS
 from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
-
 from report.store import ResultTables
 from report.tables import NOISE_RULES, EntryTables, TableError, entry_tables, to_csv, to_latex, to_markdown
 

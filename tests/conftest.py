@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,12 @@ def ablations(tmp_path) -> Path:
     folder = tmp_path / "ablations"
     shutil.copytree(ABLATIONS / "profiles", folder / "profiles")
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_wandb_setup():
+    """wandb keeps one settings object per process, read from the environment when first used (a test's
+    fake key among them); tear it down after each test so no test sees another's W&B environment."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()

@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from mtl.suite import main
 from mtl.ablate.entry import EntryError, Scaled, entry_json_schema, entry_json_schema_text, load_entries, load_entry
 from mtl.ablate.planner import make_plan, plan
+from mtl.suite import main
 from support import REPO, write_entry
 
 ABLATIONS = REPO / "ablations"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from mtl.suite import main
 from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
 from mtl.config import make_config
+from mtl.suite import main
 from support import REPO, write_entry
 
 ABLATIONS = REPO / "ablations"

@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from mtl.ablate.backends import SlurmOptions, SubmititBackend
-from mtl.suite import main
 from mtl.ablate.display import Monitor, make_console
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import Scheduler, lock_held, log_path
 from mtl.rundir import read_run
+from mtl.suite import main
 from support import REPO, TINY, wait_for_epoch
 
 pytestmark = pytest.mark.slow

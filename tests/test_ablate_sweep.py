@@ -13,11 +13,11 @@ import yaml
 from sweeps import RunState, SweepConfig, next_run, schema_violations_from_proposed_config
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from mtl.suite import main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import make_plan, plan
 from mtl.ablate.sweep import sweep_configs
 from mtl.config import config_from_cli
+from mtl.suite import main
 from support import REPO
 from test_ablate_planner import plant_run
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import REPO, TINY
 from mtl.config import make_config
 from mtl.data.miniscapes import write_depth, write_rgb, write_semseg
 from mtl.safezip import MAX_COMPRESSION_RATIO, MAX_PNG_BYTES, MAX_PNG_PIXELS, ArchiveError, open_zip, read_member
@@ -27,6 +26,7 @@ from mtl.submission import build_source_zip, write_submission
 from report import leaks
 from report.grade import GradeError, grade
 from report.leaks import scan_bytes
+from support import REPO, TINY
 
 MiB = 1 << 20
 HEIGHT, WIDTH = 64, 96  # multiples of 32: predictions cover the whole image

@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from mtl.config import make_config
-from mtl.data.transforms import DepthUnit
 from mtl.data.loading import EpochSampler, make_loader
-from mtl.engine import RunDirectory, Trainer
+from mtl.data.transforms import DepthUnit
+from mtl.engine import Trainer
 from mtl.evaluation import evaluate
-from mtl.optim import build_optimizer, build_scheduler
-from mtl.runtime import to_device
 from mtl.losses import MultiTaskLoss
 from mtl.models import build_model
+from mtl.optim import build_optimizer, build_scheduler
 from mtl.rundir import RunDirectory
+from mtl.runtime import to_device
 from mtl.tracking import LocalTrace, WandbSink
 
 DEPTH_UNIT = DepthUnit("meters", 27.0727, 29.1264)

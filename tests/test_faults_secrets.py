@@ -9,10 +9,10 @@ import yaml
 from faults.launcher import run_train
 from faults.runs import FAULT_CONFIG
 from faults.secrets import fake_credentials, scan_for_secrets, secret_values
-from mtl.suite import main as ablate_main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.config import cli_args
+from mtl.suite import main as ablate_main
 
 pytestmark = pytest.mark.slow
 

@@ -24,11 +24,11 @@ import yaml
 
 from faults.checks import check_run_dir
 from faults.runs import FAULT_CONFIG
-from mtl.suite import main as ablate_main
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import log_path
 from mtl.rundir import read_run
+from mtl.suite import main as ablate_main
 from support import REPO, wait_for_epoch
 
 pytestmark = pytest.mark.slow

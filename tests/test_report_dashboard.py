@@ -7,10 +7,10 @@ import json
 import pytest
 import wandb_workspaces.reports.v2 as wr
 
-from support import write_entry
 from mtl.ablate.entry import load_entries
 from report import commands
 from report.dashboard import BEST_GRADER_SUMMARY, dashboard_spec, varied_keys
+from support import write_entry
 
 
 @pytest.fixture()

@@ -10,8 +10,8 @@ import pytest
 
 from planting import plant_run, training_point, validation_point
 from report.store import LocalStore, StoreError
-from wandb_fake import FakeWandbApi, FakeWandbRun
 from report.wandb_store import WandbStore, last_point_per_step
+from wandb_fake import FakeWandbApi, FakeWandbRun
 
 ABLATION = "problem1.lr"
 

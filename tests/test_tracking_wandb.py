@@ -12,13 +12,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from support import REPO, TINY, tiny_args, train_command
-from faults.secrets import scan_for_secrets
-from faults.wandb_outage import (WANDB_VARIABLES, RecordingBlackHole, default_base_url, outage_environment,
-                                 write_netrc)
 
+from faults.secrets import scan_for_secrets
+from faults.wandb_outage import WANDB_VARIABLES, RecordingBlackHole, default_base_url, outage_environment, write_netrc
 from mtl.config import make_config
 from mtl.tracking import WandbSink, decide_wandb_mode
+from support import REPO, TINY, tiny_args, train_command
 
 
 @pytest.fixture
