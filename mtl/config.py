@@ -263,8 +263,8 @@ class Config(BaseModel):
         text = json.dumps(self.hyperparameters(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, exclude: tuple[str, ...] = ()) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=set(exclude)), sort_keys=False)
 
     def replace(self, **overrides: Any) -> "Config":
         return make_config({**self.model_dump(), **overrides})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl.config import Config
-from mtl.data import build_datasets, load_depth_unit
+from mtl.data import build_datasets, load_depth_unit, resolve_dataset_root
 from mtl.data.integrity import check_data_before_training
 from mtl.data.loading import EpochSampler, make_loader
 from mtl.data.transforms import DepthUnit
@@ -31,7 +32,9 @@ from mtl.losses import MultiTaskLoss
 from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
-from mtl.rundir import RunDirectory, now_iso
+from mtl.records import read_points
+from mtl.recovery import Records, check_best_in_trace, check_same_dataset, dataset_fingerprint, inspect, training_done
+from mtl.rundir import BEST_CHECKPOINT, CHECKPOINTS_DIR, STATUS_FILE, SUBMISSION_FILE, RunDirectory, State, now_iso
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
 from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
@@ -83,6 +86,7 @@ class Trainer:
     loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     loss_count: int = 0
     checkpoint_step: int | None = None  # step of the checkpoint in last.pt (None: none yet)
+    dataset: str | None = None  # fingerprint of the dataset's files, checked on resume
 
     @property
     def stop_signal(self) -> int | None:
@@ -103,7 +107,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "step": p.step, "elapsed_s": p.elapsed_s,
             "best": p.best, "rng": rng_states(), "config": self.cfg.hyperparameters(),
-            "loss_sums": list(self.loss_sums), "loss_count": self.loss_count,
+            "loss_sums": list(self.loss_sums), "loss_count": self.loss_count, "dataset": self.dataset,
         }
 
     def check_finite(self) -> None:
@@ -196,19 +200,23 @@ class Trainer:
                                                      cfg.visualize_num_images)
             if panels:
                 self.wandb.images(panels, depth_values, p.step)
-        if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):
+        improved = math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"])
+        if improved:
             p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
                       "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}
-            # Hyperparameters only: paths (a home folder) must not travel in the grader archive.
-            atomic_torch_save({"model": self.module.state_dict(), "config": cfg.hyperparameters(),
-                               "best": p.best}, self.run.best)
-            self.wandb.summary({f"best/{k}": v for k, v in p.best.items()})
         progress.message(f"epoch {p.epoch + 1}/{cfg.num_epochs}: grader {point['val/grader']:.2f} "
                          f"IoU {point['val/iou']:.2f} SI-logRMSE {point['val/si_logrmse']:.2f}")
         self.scheduler.step()
         p.epoch += 1
         p.batch_in_epoch = 0
+        # last.pt before best.pt: a kill between the two leaves last.pt holding the validated model and its
+        # best point, from which the next start rewrites best.pt (mtl.recovery); never a best.pt ahead of it.
         self.save_last()
+        if improved:
+            # Hyperparameters only: paths (a home folder) must not travel in the grader archive.
+            atomic_torch_save({"model": self.module.state_dict(), "config": cfg.hyperparameters(),
+                               "best": p.best}, self.run.best)
+            self.wandb.summary({f"best/{k}": v for k, v in p.best.items()})
         self.run.write_status(epoch=p.epoch, step=p.step, best=p.best, elapsed_s=round(p.elapsed_s, 3),
                               eta_s=progress.eta_seconds())
 
@@ -220,31 +228,80 @@ def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     return min(batches, cfg.limit_train_batches) if cfg.limit_train_batches else batches
 
 
+def say(message: str) -> None:
+    """A step taken on the run's records (rebuilding a file), on stderr beside the run's other lines."""
+    print(f"mtl-train: {message}", file=sys.stderr, flush=True)
+
+
 def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) the run in ``cfg.log_dir``; returns the final status.
+    """Train (or resume, or skip if finished, or rebuild a finished run's lost files) the run in
+    ``cfg.log_dir``; returns the final status.
 
     ``stop``: the stop signals received so far (``mtl-train`` installs them on its first line); the
-    trainer takes them over once it is set up. RunLocked when another process owns the directory."""
+    trainer takes them over once it is set up. RunLocked when another process owns the directory;
+    RunRefused when the records forbid training (another run, another dataset, a recorded best point
+    whose checkpoints are gone)."""
     run = RunDirectory(cfg.log_dir)
     with run.exclusive():
         run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
         if run.is_finished():
             return run.read_status()
-        return _train_locked(cfg, run, stop or StopSignals())
+        records = inspect(run, cfg.num_epochs, say)
+        dataset = dataset_fingerprint(resolve_dataset_root(cfg))
+        if records.last is not None:
+            check_same_dataset(records.last.get("dataset"), dataset, resolve_dataset_root(cfg), run.last)
+        if training_done(records):
+            return _rebuild_finished(cfg, run, records, dataset)
+        return _train_locked(cfg, run, stop or StopSignals(), records, dataset)
 
 
-def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals) -> dict[str, Any]:
+def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Records,
+                  dataset: str) -> dict[str, Any]:
     device = _set_up_process(cfg, run)
-    status = _mark_running(cfg, run)
+    status = _mark_running(cfg, run, records, dataset)
     trainer, datasets = _build_trainer(cfg, run, device, status, stop)
+    trainer.dataset = dataset
     _restore(trainer, datasets, status)
     return _fit(trainer, datasets)
+
+
+def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, dataset: str) -> dict[str, Any]:
+    """Training is done and recorded (trace and best.pt): rebuild what is missing, train nothing."""
+    assert records.best is not None and records.final_point is not None
+    check_best_in_trace(run, records.best, read_points(run.metrics))
+    device = _set_up_process(cfg, run)
+    previous = run.read_status()
+    if not run.submission.exists() or previous.get("model") is None:
+        datasets = build_datasets(cfg)
+        check_data_before_training(datasets)
+        depth_unit = load_depth_unit(cfg, datasets["train"].root)
+        model = build_model(cfg).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if not run.submission.exists():
+            say(f"rebuilding {SUBMISSION_FILE} from {CHECKPOINTS_DIR}/{BEST_CHECKPOINT} (prediction runs again)")
+            predict_and_pack(cfg, run, datasets, model, depth_unit, device)
+        if previous.get("model") is None:
+            sample = datasets["val"][0]["image"]
+            summary = model_summary(cfg, sample.shape[-2], sample.shape[-1])
+            previous["model"] = {"params": summary["params"], "gflops": summary["gflops"],
+                                 "input": [int(sample.shape[-2]), int(sample.shape[-1])]}
+    final = records.final_point
+    if previous.get("state") != State.FINISHED or previous.get("best") != records.best:
+        say(f"rebuilding {STATUS_FILE} from the trace and {CHECKPOINTS_DIR}/{BEST_CHECKPOINT}")
+    return run.write_status(
+        state=State.FINISHED, error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
+        code_version=previous.get("code_version") or code_version(), started_at=previous.get("started_at"),
+        finished_at=previous.get("finished_at") or now_iso(), epoch=final.get("epoch"), step=final.get("step"),
+        best=records.best, model=previous["model"], elapsed_s=final.get("time", previous.get("elapsed_s")),
+        eta_s=0.0, dataset=dataset)
 
 
 def _set_up_process(cfg: Config, run: RunDirectory) -> torch.device:
     """Clear cut-short writes, record config and code, seed, and pick the device."""
     run.remove_stale_temporaries()
-    atomic_write_text(run.config_path, cfg.to_yaml())
+    # Without log_dir: the run directory is where the file lies, so a copied runs folder never points back.
+    atomic_write_text(run.config_path, cfg.to_yaml(exclude=("log_dir",)))
     if not run.source_zip.exists():
         atomic_write_bytes(run.source_zip, build_source_zip(cfg))
     if cfg.num_threads:
@@ -255,14 +312,19 @@ def _set_up_process(cfg: Config, run: RunDirectory) -> torch.device:
     return device
 
 
-def _mark_running(cfg: Config, run: RunDirectory) -> dict[str, Any]:
-    """The status of a running attempt, keeping what earlier attempts recorded (start, progress, model)."""
+def _mark_running(cfg: Config, run: RunDirectory, records: Records, dataset: str) -> dict[str, Any]:
+    """The status of a running attempt, keeping what earlier attempts recorded (start, progress, model);
+    progress and best point come from last.pt when there is one (the status may be behind it or lost)."""
     previous = run.read_status()
+    if records.last is not None:
+        previous = {**previous, "epoch": records.last["epoch"], "step": records.last["step"],
+                    "best": records.last["best"]}
     return run.write_status(
         state="running", error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
         code_version=code_version(), started_at=previous.get("started_at") or now_iso(), finished_at=None,
         pid=os.getpid(), host=socket.gethostname(), epoch=previous.get("epoch", 0), step=previous.get("step", 0),
-        best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0))
+        best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0),
+        dataset=dataset)
 
 
 def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device, status: dict[str, Any],
@@ -345,4 +407,5 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         trainer.wandb.finish(exit_code=1)
         raise
     trainer.wandb.finish()
-    return run.write_status(state="finished", finished_at=now_iso(), eta_s=0.0)
+    return run.write_status(state="finished", finished_at=now_iso(), eta_s=0.0, epoch=p.epoch, step=p.step,
+                            best=p.best)

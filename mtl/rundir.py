@@ -159,19 +159,26 @@ def is_finished(run_dir: Path) -> bool:
 
 # ------------------------------------------------------------------------------------------ lock
 def lock_held(run_dir: Path) -> bool:
-    """Whether a live process holds the run directory's lock (``mtl-train`` keeps it for its whole life)."""
-    import filelock
+    """Whether a live process holds the run directory's lock (``mtl-train`` keeps it for its whole life).
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return False
-    lock = filelock.FileLock(str(run_dir / LOCK_FILE))
+    Creates nothing and opens nothing for writing, so it works on a read-only runs folder: no lock file
+    means nobody holds it (the holder creates it), and ``flock`` (what filelock uses on POSIX) takes a
+    read-only descriptor."""
+    import fcntl
+
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    lock.release()
-    return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 class RunDirectory:

@@ -1,0 +1,69 @@
+"""Reading a run's records back, validated: the one reader that report, planner, status and export share.
+
+A damaged line or file is named the same way everywhere ("<path>: line 7 is not valid JSON") and never
+silently changes a result; only a torn final line of the trace (a write cut short by a kill) is ignored.
+A recorded best point must be one of the trace's validation points: if status.json says otherwise, the
+records disagree and the reader says so rather than picking one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mtl.rundir import GRADER_KEY, METRICS_FILE, STATUS_FILE, State, read_jsonl
+
+
+class RecordError(ValueError):
+    """A run's records are damaged or disagree; the message names the file (and line)."""
+
+
+def read_points(path: Path) -> list[dict[str, Any]]:
+    """The trace's points; RecordError naming the file and line for a damaged line (a torn last line is
+    ignored) or a line that is not a JSON object."""
+    try:
+        points = read_jsonl(Path(path))
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    for number, point in enumerate(points, start=1):
+        if not isinstance(point, dict):
+            raise RecordError(f"{path}: line {number} is not a JSON object (got {type(point).__name__})")
+    return points
+
+
+def read_status_checked(run_dir: Path) -> dict[str, Any]:
+    """The run's status, ``{"state": "not started"}`` without one; RecordError naming the file when it is
+    empty, not JSON, or not an object (status.json is written atomically, so that is damage)."""
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {"state": State.NOT_STARTED}
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise RecordError(f"{path}: is empty (damaged; `mtl-ablate repair` rebuilds it from the checkpoints)")
+    try:
+        status = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: is not valid JSON ({exc.msg} at line {exc.lineno}); damaged, "
+                          "`mtl-ablate repair` rebuilds it from the checkpoints") from None
+    if not isinstance(status, dict):
+        raise RecordError(f"{path}: expected a JSON object, got {type(status).__name__}")
+    return status
+
+
+def check_best_recorded(run_dir: Path, status: dict[str, Any], points: list[dict[str, Any]]) -> None:
+    """A best point in the status must be a validation point of the trace with the same grader."""
+    best = status.get("best")
+    if not isinstance(best, dict):
+        return
+    step, grader = best.get("step"), best.get("grader")
+    if any(p.get("step") == step and p.get(GRADER_KEY) == grader for p in points):
+        return
+    raise RecordError(f"{Path(run_dir) / METRICS_FILE}: holds no validation point at step {step} with grader "
+                      f"{grader}, the best point recorded in {Path(run_dir) / STATUS_FILE}; the records disagree "
+                      "(a damaged or replaced trace)")

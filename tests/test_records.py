@@ -1,0 +1,168 @@
+"""A run's records are the truth: a finished run is never trained again, what is lost is rebuilt from
+what remains (each step named), what cannot be is refused naming the file, and checkpoints agree with
+the trace whatever instant a kill lands. Real ``mtl-train`` / ``mtl-ablate`` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mtl import rundir
+from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
+from support import REPO, tiny_args, train_command, write_entry
+
+pytestmark = pytest.mark.slow
+
+
+def mtl_train(log_dir: Path, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = [*prefix, *train_command(*tiny_args(), f"--log_dir={log_dir}", *extra)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+
+
+def checked(result: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
+    assert result.returncode == code, f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    run = rundir.RunDirectory(run_dir)
+    return {"metrics": run.metrics.read_bytes(), "best": run.best.read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir) -> Path:
+    """A finished tiny run, copied by each test that damages it."""
+    log_dir = tmp_path_factory.mktemp("records") / "base"
+    checked(mtl_train(log_dir))
+    return log_dir
+
+
+def damaged_copy(finished: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    return run_dir
+
+
+def test_config_yaml_does_not_record_the_run_directory(finished):
+    assert "log_dir" not in yaml.safe_load((finished / rundir.CONFIG_FILE).read_text())
+
+
+def test_lost_last_checkpoint_and_emptied_status_are_rebuilt_not_retrained(finished, tmp_path):
+    run_dir = damaged_copy(finished, tmp_path)
+    before = snapshot(run_dir)
+    original = json.loads((run_dir / rundir.STATUS_FILE).read_text())
+    run = rundir.RunDirectory(run_dir)
+    run.last.unlink()
+    run.status_path.write_text("")
+    result = checked(mtl_train(run_dir))
+    assert "rebuilding status.json" in result.stderr
+    assert snapshot(run_dir) == before
+    status = json.loads(run.status_path.read_text())
+    for key in ("state", "epoch", "step", "best", "num_epochs", "config_hash"):
+        assert status[key] == original[key], key
+
+
+def test_lost_submission_is_rebuilt_from_best_checkpoint(finished, tmp_path):
+    run_dir = damaged_copy(finished, tmp_path)
+    before = snapshot(run_dir)
+    run = rundir.RunDirectory(run_dir)
+    run.last.unlink()
+    run.submission.unlink()
+    result = checked(mtl_train(run_dir))
+    assert "rebuilding submission.zip from checkpoints/best.pt" in result.stderr
+    assert snapshot(run_dir) == before and run.submission.exists()
+
+
+def test_lost_best_checkpoint_is_refused_naming_it(finished, tmp_path):
+    run_dir = damaged_copy(finished, tmp_path)
+    run = rundir.RunDirectory(run_dir)
+    run.best.unlink()
+    run.submission.unlink()
+    metrics = run.metrics.read_bytes()
+    result = checked(mtl_train(run_dir), rundir.ExitCode.REFUSED)
+    assert f"{run.best} is missing" in result.stderr
+    assert run.metrics.read_bytes() == metrics
+    assert json.loads(run.status_path.read_text())["state"] == rundir.State.FINISHED
+
+
+def test_changed_dataset_is_refused_on_resume(finished, tmp_path, cache_dir):
+    run_dir = damaged_copy(finished, tmp_path)
+    run = rundir.RunDirectory(run_dir)
+    state = torch.load(run.last, weights_only=False)
+    state["dataset"] = "0" * 16
+    torch.save(state, run.last)
+    run.submission.unlink()
+    result = checked(mtl_train(run_dir), rundir.ExitCode.REFUSED)
+    assert "changed since this run started" in result.stderr
+
+
+KILL_AFTER_WRITE = """
+import os, sys
+import mtl.io, mtl.engine
+real = mtl.io.atomic_torch_save
+def save(obj, path):
+    real(obj, path)
+    if os.path.basename(str(path)) == sys.argv[1]:
+        os._exit(9)
+mtl.engine.atomic_torch_save = save
+from mtl.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("killed_after", ["last.pt", "best.pt"])
+def test_kill_between_checkpoint_writes_leaves_records_that_agree(killed_after, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(num_epochs=1), f"--log_dir={run_dir}"]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_WRITE, killed_after, *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr
+    run = rundir.RunDirectory(run_dir)
+    assert (killed_after == "best.pt") == run.best.exists()  # last.pt is written first
+    result = checked(subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True, timeout=300))
+    if killed_after == "last.pt":
+        assert "rebuilding checkpoints/best.pt from checkpoints/last.pt" in result.stderr
+    status = read_status_checked(run_dir)
+    best = torch.load(run.best, weights_only=False)["best"]
+    assert status["state"] == rundir.State.FINISHED and status["best"] == best
+    check_best_recorded(run_dir, status, read_points(run.metrics))
+
+
+def test_damaged_records_are_named(finished, tmp_path):
+    run_dir = damaged_copy(finished, tmp_path)
+    run = rundir.RunDirectory(run_dir)
+    lines = run.metrics.read_text().splitlines(keepends=True)
+    run.metrics.write_text("".join(lines[:1] + ['{"step": 3, "val/gr\n'] + lines[1:]))
+    with pytest.raises(RecordError, match=r"metrics.jsonl: line 2 is not valid JSON"):
+        read_points(run.metrics)
+    run.metrics.write_text("".join(lines) + '{"step": 99, "val/grad')  # torn final line: ignored
+    assert len(read_points(run.metrics)) == len(lines)
+    run.status_path.write_text("")
+    with pytest.raises(RecordError, match=r"status.json: is empty"):
+        read_status_checked(run_dir)
+    status = json.loads((finished / rundir.STATUS_FILE).read_text())
+    kept = [line for line in lines if f'"step": {status["best"]["step"]},' not in line]
+    run.metrics.write_text("".join(kept))
+    with pytest.raises(RecordError, match=r"holds no validation point at step"):
+        check_best_recorded(run_dir, status, read_points(run.metrics))
+
+
+def test_lock_held_creates_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert not rundir.lock_held(run_dir)
+    assert not (run_dir / rundir.LOCK_FILE).exists()
+    with rundir.RunDirectory(run_dir).exclusive():
+        held = subprocess.run([sys.executable, "-c", "import sys; from mtl.rundir import lock_held; "
+                               "print(lock_held(sys.argv[1]))", str(run_dir)], cwd=REPO,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert held.stdout.strip() == "True", held.stderr
+    assert not rundir.lock_held(run_dir)
