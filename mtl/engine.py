@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,7 +34,16 @@ from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
 from mtl.records import read_points
 from mtl.recovery import Records, check_best_in_trace, check_same_dataset, dataset_fingerprint, inspect, training_done
-from mtl.rundir import BEST_CHECKPOINT, CHECKPOINTS_DIR, STATUS_FILE, SUBMISSION_FILE, RunDirectory, State, now_iso
+from mtl.rundir import (
+    BEST_CHECKPOINT,
+    CHECKPOINTS_DIR,
+    STATUS_FILE,
+    SUBMISSION_FILE,
+    RunDirectory,
+    RunRefused,
+    State,
+    now_iso,
+)
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
 from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
@@ -255,6 +264,22 @@ def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
         return _train_locked(cfg, run, stop or StopSignals(), records, dataset)
 
 
+def repair(cfg: Config, say: Callable[[str], None] = say) -> dict[str, Any]:
+    """Rebuild what a run whose training is done has lost (status, submission, best.pt after a kill),
+    training nothing; returns its status. RunRefused naming what cannot be rebuilt, or when training is
+    not done (``mtl-ablate run`` resumes such a run)."""
+    run = RunDirectory(cfg.log_dir)
+    with run.exclusive():
+        run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
+        records = inspect(run, cfg.num_epochs, say)
+        if run.is_finished():
+            return run.read_status()
+        if not training_done(records):
+            raise RunRefused(f"{run.path}: training is not done (no validation point of epoch {cfg.num_epochs} "
+                             f"in {run.metrics}); nothing to repair: `mtl-ablate run` resumes it")
+        return _rebuild_finished(cfg, run, records, dataset_fingerprint(resolve_dataset_root(cfg)), say)
+
+
 def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Records,
                   dataset: str) -> dict[str, Any]:
     device = _set_up_process(cfg, run)
@@ -265,7 +290,8 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     return _fit(trainer, datasets)
 
 
-def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, dataset: str) -> dict[str, Any]:
+def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, dataset: str,
+                      say: Callable[[str], None] = say) -> dict[str, Any]:
     """Training is done and recorded (trace and best.pt): rebuild what is missing, train nothing."""
     assert records.best is not None and records.final_point is not None
     check_best_in_trace(run, records.best, read_points(run.metrics))

@@ -234,6 +234,20 @@ class RunDirectory:
         finally:
             lock.release()
 
+    def clear(self) -> None:
+        """Delete everything in the directory but its lock file, so a run starts over from nothing. Only the
+        holder of the lock may call this (the lock file stays: deleting it would let another process take a
+        second lock on a new file)."""
+        import shutil
+
+        for child in self.path.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
     def remove_stale_temporaries(self) -> None:
         """Delete the ``.<name>.<random>.tmp`` files of writes that a kill cut short (a checkpoint's is as
         large as the checkpoint). Only the holder of the directory lock may call this: no write is live."""

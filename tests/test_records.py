@@ -17,7 +17,7 @@ import yaml
 
 from mtl import rundir
 from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
-from support import REPO, tiny_args, train_command, write_entry
+from support import REPO, tiny_args, train_command
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
 
-from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
+from mtl.records import RecordError, read_status_checked
+from mtl.rundir import (
+    RunRefused,
+    State,
+    default_ablations_dir,
+    default_runs_dir,
+    lock_held,
+    parse_run_name,
+    recorded_state,
+)
 
 from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
@@ -26,6 +36,7 @@ from .planner import Plan, UnresolvedBase, make_plan
 from .scheduler import Scheduler, planned_action
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+BASE_POLL_S = 5.0  # how often `run` looks again at a base another process is training
 
 
 class UsageError(Exception):
@@ -151,7 +162,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         for column in ("variant", "seed", "state", "epoch", "best grader", "IoU", "SI-logRMSE", "elapsed", "ETA", "error"):
             table.add_column(column, overflow="fold")
         for run in plan.runs:
-            status = read_status(run.run_dir)
+            try:
+                status = read_status_checked(run.run_dir)
+            except RecordError as exc:  # named in the error column, the same words as every reader
+                status = {"state": State.UNKNOWN, "error": str(exc)}
             best = status.get("best") or {}
             epoch = f"{status['epoch']}/{status.get('num_epochs', '?')}" if "epoch" in status else "-"
             state = recorded_state(run.run_dir)
@@ -202,10 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend, slots = _make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
-        try:
-            plan = _plan(entry, args, allow_unresolved=False)
-        except UnresolvedBase as exc:
-            raise UsageError(f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}") from None
+        plan = _plan_waiting_for_base(entry, args, console)
         console.print(
             f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; runs in {args.runs_dir.absolute() / entry.id}",
             markup=False, highlight=False,
@@ -221,6 +232,60 @@ def cmd_run(args: argparse.Namespace) -> int:
         if scheduler.stop_signal is not None:
             console.print(f"stopped by signal {scheduler.stop_signal}; run the same command again to resume")
             return 128 + scheduler.stop_signal
+    return exit_code
+
+
+def trained_elsewhere(folder: Path) -> list[str]:
+    """The run directories below ``folder`` that another live process is training."""
+    if not folder.is_dir():
+        return []
+    return sorted(child.name for child in folder.iterdir()
+                  if child.is_dir() and lock_held(child) and recorded_state(child) == State.RUNNING)
+
+
+def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any) -> Plan:
+    """The entry's plan; while its 'best of' base cannot be resolved because another process is training
+    the base's runs, wait for them (saying so once) rather than fail."""
+    said = False
+    while True:
+        try:
+            return _plan(entry, args, allow_unresolved=False)
+        except UnresolvedBase as exc:
+            busy = trained_elsewhere(args.runs_dir / exc.entry_id)
+            if not busy:
+                raise UsageError(f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: "
+                                 f"{exc}") from None
+            if not said:
+                console.print(f"{entry.id}: waiting for its base: another process is training {len(busy)} run(s) "
+                              f"of {exc.entry_id} ({', '.join(busy)})", markup=False, highlight=False, soft_wrap=True)
+                said = True
+            time.sleep(BASE_POLL_S)
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Rebuild what finished runs lost (status, submission, best.pt after a kill) from what remains."""
+    from mtl.engine import repair  # (lazy: torch)
+
+    console = make_console()
+    entries = _entries(args)
+    selected = _select(entries, args.ids) if args.ids else list(entries.values())
+    exit_code = EXIT_OK
+    for entry in selected:
+        plan = _plan(entry, args, allow_unresolved=True)
+        for run in plan.runs:
+            if run.provisional or not run.run_dir.is_dir():
+                continue
+
+            def say(text: str, label: str = f"{entry.id} {run.name}") -> None:
+                console.print(f"{label}: {text}", markup=False, highlight=False, soft_wrap=True)
+
+            try:
+                status = repair(run.config, say)
+            except (RunRefused, RecordError, OSError) as exc:
+                say(f"cannot repair: {exc}")
+                exit_code = EXIT_RUN_FAILED
+                continue
+            say(f"{status.get('state')}, records agree")
     return exit_code
 
 
@@ -296,6 +361,11 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per SLURM job (default 8)")
     p.add_argument("--slurm-mem-gb", type=int, help="memory per SLURM job in GB")
     p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("repair", parents=[where, profile],
+                              help="rebuild what finished runs lost (status, submission) from their checkpoints and trace")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.set_defaults(func=cmd_repair)
 
     p = subparsers.add_parser("status", parents=[where, profile], help="state, progress and best grader of each run")
     p.add_argument("ids", nargs="*", metavar="ID")

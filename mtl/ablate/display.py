@@ -110,6 +110,13 @@ class Monitor:
             self._live.stop()
             self._live = None
 
+    def note(self, text: str) -> None:
+        """A line about the run as a whole (waiting for another process), also above the live table."""
+        if self.live_mode:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self._say(text)
+
     # -------------------------------------------------------------------------------------- output
     def _say(self, text: str) -> None:
         if not self.live_mode:

@@ -2,15 +2,16 @@
 
 Idempotence comes from the run directories: a run whose status is ``finished`` is skipped, an
 interrupted or killed one is started again (``mtl-train`` resumes from its last checkpoint), a failed
-or diverged one is retried only when asked. A run whose directory lock is held belongs to another live
-process and is left alone; if two schedulers race past that check, the loser's ``mtl-train`` exits 4
-and counts as "locked" here, not as a failure.
+or diverged one is retried only when asked. A run that another live process is training (its lock held,
+its status running) is waited for, then taken as that process left it; if two schedulers race past the
+check, the loser's ``mtl-train`` exits 4 and waits the same way. A lock held by something that is not
+training the run counts as "locked" after a short grace. ``--force`` clears a directory only while
+holding its lock, so two at once cannot delete under each other.
 """
 
 from __future__ import annotations
 
 import enum
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mtl import rundir
-from mtl.rundir import ExitCode, State, lock_held, read_run, recorded_state
+from mtl.rundir import ExitCode, RunDirectory, RunLocked, State, lock_held, read_run, read_status, recorded_state
 
 from .backends import Placement
 from .planner import RunSpec
@@ -81,8 +82,10 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
     state = recorded_state(spec.run_dir)
     if force and spec.run_dir.exists():
         return Action(ActionKind.RESTART)
-    if state == State.FINISHED:
+    if state == State.FINISHED and rundir.RunDirectory(spec.run_dir).submission.exists():
         return Action(ActionKind.SKIP, state)
+    if state == State.FINISHED:  # its submission is lost: mtl-train rebuilds it from best.pt
+        return Action(ActionKind.RESUME)
     if state in (State.FAILED, State.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
     fresh = state == State.NOT_RUN and not rundir.RunDirectory(spec.run_dir).checkpoints.exists()
@@ -106,6 +109,7 @@ class Scheduler:
         retry_failed: bool = False,
         force: bool = False,
         poll_interval: float = 1.0,
+        lock_grace_s: float = 10.0,
     ):
         if not slots:
             raise ValueError("no device slot to run on")
@@ -115,14 +119,18 @@ class Scheduler:
         self.retry_failed = retry_failed
         self.force = force
         self.poll_interval = poll_interval
+        self.lock_grace_s = lock_grace_s
+        # Runs another process holds: run directory -> (spec, when first seen held).
+        self.waiting: dict[Path, tuple[RunSpec, float]] = {}
         self.stop_signal: Optional[int] = None
 
     # ------------------------------------------------------------------------------------------ planning
-    def triage(self, spec: RunSpec) -> Optional[RunOutcome]:
-        """An outcome for a run that must not be launched now, or None to launch it."""
-        action = planned_action(spec, self.retry_failed, self.force)
+    def triage(self, spec: RunSpec, force: Optional[bool] = None) -> Optional[RunOutcome]:
+        """An outcome for a run that must not be launched now, or None to launch it (or to wait for it:
+        then it is in ``waiting``)."""
+        action = planned_action(spec, self.retry_failed, self.force if force is None else force)
         if action.kind is ActionKind.LOCKED:
-            return RunOutcome(spec, "locked", message="another process is training this run (its lock is held)")
+            return self.wait_for(spec)
         if action.kind is ActionKind.SKIP and action.reason == State.FINISHED:
             return RunOutcome(spec, "finished", message="already finished")
         if action.kind is ActionKind.SKIP:
@@ -131,8 +139,44 @@ class Scheduler:
                 spec, record.state, message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}"
             )
         if action.kind is ActionKind.RESTART and spec.run_dir.exists():
-            shutil.rmtree(spec.run_dir)  # --force: start from scratch, whatever the directory held
+            try:  # --force: start from scratch, whatever the directory held -- under its lock
+                with RunDirectory(spec.run_dir).exclusive():
+                    RunDirectory(spec.run_dir).clear()
+            except RunLocked:
+                return self.wait_for(spec)
         return None
+
+    def wait_for(self, spec: RunSpec) -> Optional[RunOutcome]:
+        """Wait for a run whose lock another process holds; say so once."""
+        if spec.run_dir not in self.waiting:
+            status = read_status(spec.run_dir)
+            running = status.get("state") == State.RUNNING
+            where = f" (pid {status.get('pid')} on {status.get('host')})" if running else ""
+            self.monitor.note(f"{spec.entry_id} {spec.variant} s{spec.seed}: another process is training it{where}; "
+                              "waiting for it to finish")
+            self.waiting[spec.run_dir] = (spec, time.time())
+        return None
+
+    def poll_waiting(self) -> tuple[list[RunSpec], list[RunOutcome]]:
+        """Runs released since (to launch, or settled as the other process left them), and the ones held
+        past the grace by something that is not training them."""
+        launch, settled = [], []
+        for run_dir, (spec, since) in list(self.waiting.items()):
+            if lock_held(run_dir):
+                if recorded_state(run_dir) != State.RUNNING and time.time() - since > self.lock_grace_s:
+                    del self.waiting[run_dir]
+                    settled.append(RunOutcome(spec, "locked", message="another process holds this run's lock "
+                                              f"({RunDirectory(run_dir).lock_path}) without training it"))
+                continue
+            del self.waiting[run_dir]
+            # Released: whatever the other process did is the run's state now; --force does not apply
+            # again to a run another process just trained from scratch.
+            early = self.triage(spec, force=False)
+            if early is not None:
+                settled.append(early)
+            elif run_dir not in self.waiting:
+                launch.append(spec)
+        return launch, settled
 
     def outcome_of(self, spec: RunSpec, code: int, job: Any) -> RunOutcome:
         if code in EXIT_STATES:
@@ -173,28 +217,33 @@ class Scheduler:
 
         for spec in specs:
             early = self.triage(spec)
-            if early is None:
-                pending.append(spec)
-            else:
+            if early is not None:
                 settle(early)
+            elif spec.run_dir not in self.waiting:
+                pending.append(spec)
 
         free = list(self.slots)
         running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         stopping = False
         try:
-            while pending or running:
+            while pending or running or self.waiting:
+                released, settled_elsewhere = self.poll_waiting()
+                pending.extend(released)
+                for outcome in settled_elsewhere:
+                    settle(outcome)
                 if self.stop_signal is not None and not stopping:
                     stopping = True  # each run checkpoints and exits 143; wait for them below
                     for job, _, _ in running.values():
                         job.terminate()
-                    for spec in pending:
+                    for spec in [*pending, *(s for s, _ in self.waiting.values())]:
                         settle(RunOutcome(spec, "not started", message="stopped before it started"))
                     pending = []
+                    self.waiting.clear()
                 while pending and free:
                     spec = pending.pop(0)
                     if lock_held(spec.run_dir):  # taken since triage by another mtl-ablate
-                        settle(RunOutcome(spec, "locked", message="another process is training this run"))
+                        self.wait_for(spec)
                         continue
                     placement = free.pop(0)
                     job = self.backend.start(spec.config, placement, log_path(spec))
@@ -205,9 +254,12 @@ class Scheduler:
                     if code is not None:
                         del running[key]
                         free.append(placement)
+                        if code == ExitCode.LOCKED and not stopping:  # lost a race to another process
+                            self.wait_for(spec)
+                            continue
                         settle(self.outcome_of(spec, code, job))
                 self.monitor.refresh()
-                if pending or running:
+                if pending or running or self.waiting:
                     time.sleep(self.poll_interval)
         finally:
             for s, handler in previous.items():
