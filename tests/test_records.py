@@ -17,7 +17,7 @@ import yaml
 
 from mtl import rundir
 from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
-from support import REPO, tiny_args, train_command
+from support import REPO, TINY, tiny_args, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +166,60 @@ def test_lock_held_creates_nothing(tmp_path):
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert held.stdout.strip() == "True", held.stderr
     assert not rundir.lock_held(run_dir)
+
+
+SUITE_PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"},
+                 "synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64}
+
+
+def mtl_ablate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cache_dir):
+    from mtl.ablate.entry import load_entries
+    from mtl.ablate.planner import make_plan
+
+    ablations, runs_dir = tmp_path / "ablations", tmp_path / "runs"
+    (ablations / "profiles").mkdir(parents=True)
+    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(SUITE_PROFILE))
+    (ablations / "problem1.rec.yaml").write_text(yaml.safe_dump({"question": "Kept?", "item": "1.1", "base": "tiny"}))
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
+    checked(mtl_ablate("run", "problem1.rec", *where, "--devices", "cpu"))
+    (spec,) = make_plan(load_entries(ablations)["problem1.rec"], None, runs_dir).runs
+    run = rundir.RunDirectory(spec.run_dir)
+    before, original = snapshot(run.path), json.loads(run.status_path.read_text())
+
+    # Finished means finished: last.pt lost, status emptied -> rebuilt by `run`, nothing trained again.
+    run.last.unlink()
+    run.status_path.write_text("")
+    status_out = checked(mtl_ablate("status", "problem1.rec", *where)).stdout
+    assert "status.json:isempty" in "".join(status_out.replace("│", "").split())  # folded in its table cell
+    checked(mtl_ablate("run", "problem1.rec", *where, "--devices", "cpu"))
+    assert snapshot(run.path) == before
+    restored = json.loads(run.status_path.read_text())
+    assert {k: restored[k] for k in ("state", "step", "best")} == {k: original[k] for k in ("state", "step", "best")}
+    assert "rebuilding status.json" in rundir.log_path(run.path).read_text()
+
+    # A lost submission: `repair` rebuilds it from best.pt, naming the step.
+    run.submission.unlink()
+    repaired = checked(mtl_ablate("repair", "problem1.rec", *where)).stdout
+    assert "rebuilding submission.zip from checkpoints/best.pt" in repaired and run.submission.exists()
+    assert snapshot(run.path) == before
+
+    # Read commands on a read-only runs folder: they create nothing (no lock file either).
+    run.lock_path.unlink()
+    listing = tree(runs_dir)
+    subprocess.run(["chmod", "-R", "a-w", str(runs_dir)], check=True)
+    try:
+        for command in (["show", "problem1.rec"], ["status"], ["list"], ["run", "problem1.rec", "--dry-run"],
+                        ["report", "problem1.rec", "--no-figures", "--out", str(tmp_path / "report")]):
+            checked(mtl_ablate(*command, *where))
+        assert tree(runs_dir) == listing
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(runs_dir)], check=True)
