@@ -235,6 +235,11 @@ class WandbSink:
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
+    @property
+    def url(self) -> str | None:
+        """The run's W&B page while it logs online (an offline run has none until it is synced)."""
+        return self.run.url if self.run is not None and self.mode == "online" else None
+
     def log(self, point: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         if self.run is None:
             return

@@ -30,6 +30,7 @@ import yaml
 from mtl import rundir
 from mtl.rundir import (
     GRADER_KEY,
+    STATUS_WANDB_URL,
     RunDirectory,
     best_point,
     find_run_dirs,
@@ -44,9 +45,6 @@ IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
-# Status key with the run's W&B page, written by the trainer when the run logs online.
-STATUS_WANDB_URL = "wandb_url"
-
 
 
 class StoreError(RuntimeError):
