@@ -72,7 +72,7 @@ class ResultTables:
     runs: pd.DataFrame
     points: pd.DataFrame
 
-    def for_ablation(self, ablation: str) -> "ResultTables":
+    def for_ablation(self, ablation: str) -> ResultTables:
         return ResultTables(
             runs=self.runs[self.runs["ablation"] == ablation].reset_index(drop=True),
             points=self.points[self.points["ablation"] == ablation].reset_index(drop=True),
@@ -234,7 +234,9 @@ def _run_block(points: list[dict[str, Any]], keys: list[str]) -> np.ndarray:
         rows = [getter(p) for p in points]
         return np.array(rows, dtype=np.float64).reshape(len(points), len(keys))
     except (KeyError, TypeError, ValueError):
-        return np.array([[_number(p.get(k)) for k in keys] for p in points], dtype=np.float64).reshape(len(points), len(keys))
+        return np.array([[_number(p.get(k)) for k in keys] for p in points], dtype=np.float64).reshape(
+            len(points), len(keys)
+        )
 
 
 def _strip(key: str) -> str:
@@ -370,5 +372,7 @@ def _wandb_url(status: dict[str, Any], run_dir: Path) -> str | None:
     if url is None:
         return None
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise StoreError(f"{run_dir / rundir.STATUS_FILE}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}")
+        raise StoreError(
+            f"{run_dir / rundir.STATUS_FILE}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}"
+        )
     return url
