@@ -31,7 +31,7 @@ from mtl.losses import MultiTaskLoss
 from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
-from mtl.rundir import RunDirectory, now_iso
+from mtl.rundir import STATUS_WANDB_URL, RunDirectory, now_iso
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
 from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
@@ -281,7 +281,7 @@ def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device, status:
                       loss_fn=MultiTaskLoss(cfg, depth_unit), depth_unit=depth_unit, trace=LocalTrace(run.metrics),
                       wandb=WandbSink(cfg, run.path, run_id), stop=stop,
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
-    run.write_status(wandb_run_id=trainer.wandb.run_id)
+    run.write_status(wandb_run_id=trainer.wandb.run_id, **{STATUS_WANDB_URL: trainer.wandb.url})
     return trainer, datasets
 
 

@@ -44,6 +44,8 @@ LOGS_DIR = ".logs"
 RECORD_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
 
 GRADER_KEY = "val/grader"
+# Status key with the run's W&B page, written by the trainer when the run logs online (reports link to it).
+STATUS_WANDB_URL = "wandb_url"
 # libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
 # thousands of runs. PyYAML built without libyaml still gives the same result.
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

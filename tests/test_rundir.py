@@ -50,9 +50,9 @@ def test_lock_is_exclusive_and_typed(tmp_path):
     assert not rundir.lock_held(run.path)
     with run.exclusive():
         assert rundir.lock_held(run.path)
-        with pytest.raises(RunLocked, match="in use by another process") as caught:
-            with RunDirectory(run.path).exclusive():
-                pass
+        with pytest.raises(RunLocked, match="in use by another process") as caught, \
+                RunDirectory(run.path).exclusive():
+            pass
         assert isinstance(caught.value, RunRefused)
     assert not rundir.lock_held(run.path)
 

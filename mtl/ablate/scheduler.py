@@ -129,7 +129,9 @@ class Scheduler:
         if action.kind is ActionKind.SKIP:
             record = read_run(spec.run_dir)
             return RunOutcome(
-                spec, record.state, message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}"
+                spec,
+                record.state,
+                message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}",
             )
         if action.kind is ActionKind.RESTART and spec.run_dir.exists():
             shutil.rmtree(spec.run_dir)  # --force: start from scratch, whatever the directory held
