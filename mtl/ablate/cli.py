@@ -254,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import MissingCredentials, create_sweeps, write_sweeps
+    from .sweep import MissingCredentials, create_sweep, sweep_config, write_sweep
 
     console = make_console()
     entries = _entries(args)
@@ -263,18 +263,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = _plan(entry, args, allow_unresolved=False)
     except UnresolvedBase as exc:
         raise UsageError(f"{entry.id}: its base cannot be resolved: {exc}") from None
-    out_dir = args.out or args.runs_dir / entry.id / "sweep-configs"
-    for path in write_sweeps(plan, out_dir):
-        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    # The agents plan the entry again: from the same entries, and runs where `run` puts them.
+    ablations_dir = None if args.ablations_dir == default_ablations_dir() else args.ablations_dir.absolute()
+    config = sweep_config(plan, args.runs_dir, ablations_dir, args.project, args.entity)
+    path = write_sweep(config, args.out or args.runs_dir / entry.id / "sweep-configs")
+    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     if args.create:
         try:
-            sweep_ids = create_sweeps(plan, args.project, args.entity)
+            sweep_id = create_sweep(config)
         except MissingCredentials as exc:
             raise UsageError(str(exc)) from None
-        for sweep_id in sweep_ids:
-            console.print(f"created sweep {sweep_id}; start agents with `wandb agent {sweep_id}`", markup=False)
+        console.print(f"created sweep {sweep_id}; start agents in this checkout with `wandb agent {sweep_id}`",
+                      markup=False)
     else:
-        console.print("register with `mtl-ablate sweep --create` (or `wandb sweep FILE`), then run `wandb agent ID`")
+        console.print(f"register it with `mtl-ablate sweep {entry.id} --create` (or `wandb sweep {path}`), "
+                      "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -346,12 +349,14 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("ids", nargs="*", metavar="ID")
     p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("sweep", parents=[where, profile], help="write W&B grid sweep configs for an entry")
+    p = subparsers.add_parser("sweep", parents=[where, profile],
+                              help="write the W&B grid sweep of an entry (its runs as grid points)")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--out", type=Path, help="folder for the sweep YAML files (default: <runs-dir>/<ID>/sweep-configs)")
-    p.add_argument("--create", action="store_true", help="also register the sweeps with W&B (needs credentials)")
-    p.add_argument("--project", help="W&B project for --create (default: $WANDB_PROJECT)")
-    p.add_argument("--entity", help="W&B entity for --create")
+    p.add_argument("--out", type=Path, help="folder for the sweep YAML file (default: <runs-dir>/<ID>/sweep-configs)")
+    p.add_argument("--create", action="store_true", help="also register the sweep with W&B (needs credentials)")
+    p.add_argument("--project",
+                   help="W&B project of the sweep (default: the profile's wandb_project, $WANDB_PROJECT or mtl-ablate)")
+    p.add_argument("--entity", help="W&B entity of the sweep (default: yours)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")
