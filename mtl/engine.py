@@ -60,7 +60,7 @@ class Position:
 
 # --------------------------------------------------------------------------------- training
 class StopRequested(Exception):
-    """SIGTERM/SIGINT arrived; the loop checkpoints and exits."""
+    """A stop signal (``mtl.stopping.STOP_SIGNALS``) arrived; the loop checkpoints and exits."""
 
 
 @dataclass
@@ -304,7 +304,7 @@ def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any])
 
 def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
     """The epochs still to do, then the submission; ends in the final status (finished, interrupted or
-    diverged). SIGTERM/SIGINT from here on checkpoints where training stands."""
+    diverged). A stop signal from here on checkpoints where training stands."""
     cfg, run, p = trainer.cfg, trainer.run, trainer.position
     sampler = EpochSampler(len(datasets["train"]), cfg.seed)
     train_loader = make_loader(datasets["train"], cfg, train=True, sampler=sampler)
@@ -330,7 +330,7 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         p.elapsed_s = clock.elapsed()
         trainer.save_last()
         trainer.wandb.interrupted(exit_code=143)
-        return run.write_status(state="interrupted", error=f"stopped by signal {trainer.stop_signal}; "
+        return run.write_status(state="interrupted", error=f"stopped by {trainer.stop.describe()}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
     except Diverged as exc:
         progress.close()

@@ -4,8 +4,8 @@ The console script itself is :mod:`mtl.suite`, which adds the report's subcomman
 through ``extra_commands``; this module does not import the report package.
 
 Exit codes: 0 success (for ``run``: every run finished), 1 some run failed or did not finish,
-2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 130/143 stopped by
-SIGINT/SIGTERM after the running trainings checkpointed.
+2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 128+N stopped by
+a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the running trainings checkpointed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 from rich.table import Table
 
 from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
+from mtl.stopping import describe_signal
 
 from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
@@ -247,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if any(o.state != "finished" for o in outcomes):
             exit_code = EXIT_RUN_FAILED
         if scheduler.stop_signal is not None:
-            console.print(f"stopped by signal {scheduler.stop_signal}; run the same command again to resume")
+            console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
             return 128 + scheduler.stop_signal
     return exit_code
 
