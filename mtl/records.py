@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mtl.rundir import GRADER_KEY, METRICS_FILE, STATUS_FILE, State, read_jsonl
+import yaml
+
+from mtl.rundir import CONFIG_FILE, GRADER_KEY, METRICS_FILE, STATUS_FILE, RunRecord, State, read_config, read_jsonl
 
 
 class RecordError(ValueError):
@@ -67,3 +69,17 @@ def check_best_recorded(run_dir: Path, status: dict[str, Any], points: list[dict
     raise RecordError(f"{Path(run_dir) / METRICS_FILE}: holds no validation point at step {step} with grader "
                       f"{grader}, the best point recorded in {Path(run_dir) / STATUS_FILE}; the records disagree "
                       "(a damaged or replaced trace)")
+
+
+def read_record(run_dir: Path) -> RunRecord:
+    """A run's config, status and trace, validated (RecordError naming the damaged file and line); the
+    status's best point must be one of the trace's validation points."""
+    run_dir = Path(run_dir)
+    status = read_status_checked(run_dir)
+    points = read_points(run_dir / METRICS_FILE)
+    check_best_recorded(run_dir, status, points)
+    try:
+        config = read_config(run_dir) if (run_dir / CONFIG_FILE).exists() else {}
+    except yaml.YAMLError as exc:
+        raise RecordError(f"{run_dir / CONFIG_FILE}: is not valid YAML ({exc})") from None
+    return RunRecord(path=run_dir, config=config if isinstance(config, dict) else {}, status=status, points=points)

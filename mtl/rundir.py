@@ -137,9 +137,10 @@ def now_iso() -> str:
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The run's status; {} when it has none yet or it does not parse (it is written atomically)."""
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+        status = json.loads((Path(run_dir) / STATUS_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+    return status if isinstance(status, dict) else {}
 
 
 def recorded_state(run_dir: Path) -> str:

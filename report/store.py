@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from mtl import rundir
+from mtl.records import RecordError, check_best_recorded, read_status_checked
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
@@ -37,7 +38,6 @@ from mtl.rundir import (
     is_finite_number,
     parse_run_name,
     read_config,
-    read_status_strict,
 )
 
 VAL_PREFIX = "val/"
@@ -304,19 +304,28 @@ def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], 
     """(config, status, validation points) of a run directory: what :func:`mtl.rundir.read_run` reads,
     parsing only the metric lines that carry ``val/grader`` (training points are never reported).
 
-    As in ``read_jsonl``, a torn final line is ignored and a bad earlier validation line is an error.
+    As in ``mtl.records``, a torn final line is ignored, any other damaged line is an error naming it
+    (a training line too: it may have been a validation point), and so is a best point in the status that
+    the trace does not hold.
     """
     run = RunDirectory(run_dir)
     config_path, metrics_path = run.config_path, run.metrics
     try:
+        status = read_status_checked(run_dir)
         config = read_config(run_dir) or {}
-        status = read_status_strict(run_dir)
         text = metrics_path.read_text() if metrics_path.exists() else ""
+    except RecordError as exc:
+        raise StoreError(str(exc)) from None
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
     if not isinstance(config, dict):
         raise StoreError(f"{config_path}: expected a mapping of config keys, got {type(config).__name__}")
-    return config, status, _validation_points(text, metrics_path)
+    points = _validation_points(text, metrics_path)
+    try:
+        check_best_recorded(run_dir, status, points)
+    except RecordError as exc:
+        raise StoreError(str(exc)) from None
+    return config, status, points
 
 
 def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:
@@ -327,6 +336,10 @@ def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             lines.pop()
     wanted = [line for line in lines if _GRADER_FIELD in line]
+    for number, line in enumerate(lines, start=1):  # cheap shape check of the lines not parsed below
+        stripped = line.strip()
+        if stripped and not (stripped[0] == "{" and stripped[-1] == "}") and _GRADER_FIELD not in line:
+            raise StoreError(f"{path}: line {number} is not valid JSON (a damaged or cut line)")
     try:  # one parse for all lines; on failure find the bad line for the message
         parsed = json.loads("[" + ",".join(wanted) + "]")
     except json.JSONDecodeError:

@@ -127,6 +127,8 @@ def test_planned_actions_and_their_wording(tmp_path):
     RunDirectory(tmp_path / "cut").checkpoints.mkdir(parents=True)
     assert str(action("cut")) == "resume"
     RunDirectory(tmp_path / "done").write_status(state=State.FINISHED)
+    assert str(action("done")) == "resume"  # its submission is lost: mtl-train rebuilds it
+    RunDirectory(tmp_path / "done").submission.write_bytes(b"")
     assert action("done").kind is ActionKind.SKIP and str(action("done")) == "skip (finished)"
     assert str(action("done", force=True)) == "restart"
     RunDirectory(tmp_path / "bad").write_status(state=State.DIVERGED)

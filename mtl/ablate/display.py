@@ -17,7 +17,8 @@ from rich.live import Live
 from rich.table import Table
 
 from mtl.config import format_config_value
-from mtl.rundir import State, has_status, read_run, read_status
+from mtl.records import RecordError, read_record
+from mtl.rundir import State, has_status, read_status
 
 from .planner import RunSpec
 
@@ -148,7 +149,12 @@ def results_table(specs: list[RunSpec], title: str = "best-grader validation poi
         numeric = column in ("seed", "grader", "IoU", "SI-logRMSE", "step", "epoch")
         table.add_column(column, justify="right" if numeric else "left")
     for spec in specs:
-        record = read_run(spec.run_dir)
+        try:
+            record = read_record(spec.run_dir)
+        except RecordError as exc:  # named in the state column: a damaged record has no result to show
+            table.add_row(*([spec.entry_id] if len(entries) > 1 else []), spec.variant, str(spec.seed),
+                          format_params(spec.varied), "-", "-", "-", "-", "-", f"damaged: {exc}")
+            continue
         best = record.best() or {}
         cells = [
             spec.variant,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, format_config_value, make_config
-from mtl.rundir import RunDirectory, State, is_finite_number, read_config, read_jsonl, recorded_state, run_name
+from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
+from mtl.rundir import RunDirectory, State, is_finite_number, read_config, recorded_state, run_name
 
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
@@ -275,6 +276,12 @@ def resolve_winner(
     source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain, _profile_name=profile_name)
     # Status and metrics only (JSON); the YAML config is read for the winner alone.
     states = {run.name: recorded_state(run.run_dir) for run in source_plan.runs}
+    for run in source_plan.runs:
+        if states[run.name] == State.UNKNOWN:  # a damaged status is named, not taken for "not finished"
+            try:
+                read_status_checked(run.run_dir)
+            except RecordError as exc:
+                raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
     unsettled = [name for name, state in states.items() if state not in SETTLED_STATES]
     if unsettled:
         raise UnresolvedBase(
@@ -287,7 +294,12 @@ def resolve_winner(
     for run in source_plan.runs:
         if states[run.name] != State.FINISHED:
             continue
-        score = points_score(read_jsonl(RunDirectory(run.run_dir).metrics), metric, mode)
+        try:  # damaged or disagreeing records must not silently change the winner
+            points = read_points(RunDirectory(run.run_dir).metrics)
+            check_best_recorded(run.run_dir, read_status_checked(run.run_dir), points)
+        except RecordError as exc:
+            raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
+        score = points_score(points, metric, mode)
         if score is not None:
             scores.setdefault(run.variant, []).append((score, run))
     if not scores:

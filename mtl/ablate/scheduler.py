@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mtl import rundir
-from mtl.rundir import ExitCode, RunDirectory, RunLocked, State, lock_held, read_run, read_status, recorded_state
+from mtl.rundir import ExitCode, RunDirectory, RunLocked, State, lock_held, read_status, recorded_state
 from mtl.stopping import STOP_SIGNALS
 
 from .backends import Placement
@@ -135,12 +135,9 @@ class Scheduler:
         if action.kind is ActionKind.SKIP and action.reason == State.FINISHED:
             return RunOutcome(spec, "finished", message="already finished")
         if action.kind is ActionKind.SKIP:
-            record = read_run(spec.run_dir)
-            return RunOutcome(
-                spec,
-                record.state,
-                message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}",
-            )
+            error = read_status(spec.run_dir).get("error") or ""
+            return RunOutcome(spec, action.reason,
+                              message=f"{action.reason} earlier (use --retry-failed to retry): {error}")
         if action.kind is ActionKind.RESTART and spec.run_dir.exists():
             try:  # --force: start from scratch, whatever the directory held -- under its lock
                 with RunDirectory(spec.run_dir).exclusive():
@@ -190,7 +187,7 @@ class Scheduler:
             state = "failed"
         if state == State.FINISHED and recorded_state(spec.run_dir) != State.FINISHED:
             state = "failed"  # exit 0 without a finished record breaks the mtl-train contract
-        status = read_run(spec.run_dir).status if spec.run_dir.exists() else {}
+        status = read_status(spec.run_dir)  # the error only (a damaged trace is for the results to name)
         detail = status.get("error") or getattr(job, "error", None) or ""
         if state in ("failed", "refused", "killed", "locked") and not detail:
             detail = _tail(log_path(spec))
