@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 
 from mtl.io import atomic_torch_save
-from mtl.records import read_points
+from mtl.records import RecordError, read_points
 from mtl.rundir import GRADER_KEY, RunDirectory, RunRefused, read_status
 
 DATASET_SPLITS = ("train", "val", "test")
@@ -84,7 +84,10 @@ def inspect(run: RunDirectory, num_epochs: int, say: Callable[[str], None]) -> R
     last_state = _load(run.last) if run.last.exists() else None
     last = _position(last_state) if last_state is not None else None
     best = _load(run.best).get("best") if run.best.exists() else None
-    points = read_points(run.metrics)
+    try:
+        points = read_points(run.metrics)
+    except RecordError as exc:  # refused, not failed: a damaged trace must not flip a finished run's state
+        raise RunRefused(f"{exc}; the trace cannot be trusted to rebuild or resume from: {RETRAIN_HINT}") from None
     validation = [p for p in points if GRADER_KEY in p]
     final = next((p for p in reversed(validation) if p.get("epoch") == num_epochs), None)
     if last is not None and last["best"] is not None and last["best"] != best:
