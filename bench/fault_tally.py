@@ -4,7 +4,7 @@
     MTL_FAULT_TRIALS=50 python bench/fault_tally.py  # more kills of each signal
     MTL_FAULT_SEED=7 ...                            # other kill moments (default: a random seed, printed)
     MTL_FAULT_ONLY=input,secrets ...                # some areas only (preemption, storage, data, input,
-                                                    # divergence, secrets, signals)
+                                                    # divergence, secrets, signals, records)
 
 Uses the fault helpers of the tests (tests/faults/): training processes forked from a server that
 imported torch once, a check of every run file after every kill, bit-for-bit comparison with an
@@ -255,6 +255,24 @@ def secrets(tally: Tally, base: Path) -> None:
               f"{len(secret_values())} planted credentials: {len(findings)} found", problems)
 
 
+def records(tally: Tally, base: Path, reference: Path) -> None:
+    """Finished runs with files deleted or damaged, kills between the two checkpoint writes, suites racing."""
+    from faults.records import DAMAGES, concurrent_suites, damaged_records, kill_between_checkpoints
+    from faults.runs import FAULT_CONFIG
+
+    rebuilt, refused, problems = damaged_records(reference, base)
+    expected_refused = sum(1 for d in DAMAGES if d[2])
+    tally.add("records", f"{len(DAMAGES)} finished runs with files deleted or damaged: rebuilt byte-identical "
+              f"{rebuilt}/{len(DAMAGES) - expected_refused}, refused naming the file {refused}/{expected_refused}, "
+              "retrained 0", problems)
+    agreed, problems = kill_between_checkpoints(base)
+    tally.add("records", f"kill between the checkpoint writes (after last.pt, after best.pt): best.pt, status and "
+              f"trace agree after resume {agreed}/2", problems)
+    profile = {k: v for k, v in FAULT_CONFIG.items() if k != "num_threads"}
+    text, problems = concurrent_suites(base, profile)
+    tally.add("records", f"two `mtl-ablate run --force` at once, then two `run` at once: {text}", problems)
+
+
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mtl-fault-tally-") as tmp:
@@ -269,7 +287,8 @@ def main() -> int:
         areas = {"preemption": lambda: preemption(tally, base, reference, wall_s),
                  "storage": lambda: storage(tally, base, reference), "data": lambda: bad_data(tally, base),
                  "input": lambda: bad_input(tally, base), "divergence": lambda: divergence(tally, base),
-                 "secrets": lambda: secrets(tally, base), "signals": lambda: process_group(tally, base)}
+                 "secrets": lambda: secrets(tally, base), "signals": lambda: process_group(tally, base),
+                 "records": lambda: records(tally, base, reference)}
         chosen = os.environ.get("MTL_FAULT_ONLY", ",".join(areas)).split(",")
         for name in chosen:
             if name not in areas:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "PIL.Image", "yaml", "filelock",
            "mtl.cli", "mtl.engine", "mtl.data.synthetic", "mtl.data.integrity", "mtl.submission",
            "faults.launcher", "faults.storage", "faults.checks", "faults.preemption", "faults.runs",
+           "faults.records",
            # A child imports its parent's main module again: pytest's, or the bench script's.
            "pytest", "hypothesis"]
 
