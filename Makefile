@@ -12,7 +12,7 @@ ENTRY  ?= problem1.lr
 # install, `make clean install TORCH_INDEX_URL=...` replaces it.
 TORCH_INDEX_URL ?=
 
-.PHONY: install demo test summary clean
+.PHONY: install demo test lint summary clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,13 @@ demo: install
 	$(BIN)/mtl-ablate run $(ENTRY) --with-deps --profile $(PROFILE) --runs-dir $(RUNS)
 	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports
 
-test: install
+test: install lint
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+# The import layers (pyproject.toml [tool.importlinter]) and ruff's rules; part of `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 summary: install
 	$(BIN)/python -m mtl.models.summary --height 256 --width 512

@@ -99,7 +99,7 @@ def check_data_before_training(datasets: dict[str, Any]) -> None:
     train or val file surfaces when it is first read, as a DatasetError naming the file."""
     from PIL import Image
 
-    for name, dataset in datasets.items():
+    for dataset in datasets.values():
         modalities = ("rgb", "semseg", "depth") if dataset.has_labels else ("rgb",)
         for index in dataset.indices:
             sizes = {}
