@@ -32,7 +32,7 @@ from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
 from mtl.run_summary import write_run_summary
-from mtl.rundir import RunDirectory, now_iso
+from mtl.rundir import STATUS_WANDB_URL, RunDirectory, now_iso
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
 from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
@@ -61,7 +61,7 @@ class Position:
 
 # --------------------------------------------------------------------------------- training
 class StopRequested(Exception):
-    """SIGTERM/SIGINT arrived; the loop checkpoints and exits."""
+    """A stop signal (``mtl.stopping.STOP_SIGNALS``) arrived; the loop checkpoints and exits."""
 
 
 @dataclass
@@ -284,7 +284,7 @@ def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device, status:
                       loss_fn=MultiTaskLoss(cfg, depth_unit), depth_unit=depth_unit, trace=LocalTrace(run.metrics),
                       wandb=WandbSink(cfg, run.path, run_id), stop=stop,
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
-    run.write_status(wandb_run_id=trainer.wandb.run_id)
+    run.write_status(wandb_run_id=trainer.wandb.run_id, **{STATUS_WANDB_URL: trainer.wandb.url})
     return trainer, datasets
 
 
@@ -307,7 +307,7 @@ def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any])
 
 def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
     """The epochs still to do, then the submission; ends in the final status (finished, interrupted or
-    diverged). SIGTERM/SIGINT from here on checkpoints where training stands."""
+    diverged). A stop signal from here on checkpoints where training stands."""
     cfg, run, p = trainer.cfg, trainer.run, trainer.position
     sampler = EpochSampler(len(datasets["train"]), cfg.seed)
     train_loader = make_loader(datasets["train"], cfg, train=True, sampler=sampler)
@@ -333,7 +333,7 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         p.elapsed_s = clock.elapsed()
         trainer.save_last()
         trainer.wandb.interrupted(exit_code=143)
-        return _end_status(run, state="interrupted", error=f"stopped by signal {trainer.stop_signal}; "
+        return _end_status(run, state="interrupted", error=f"stopped by {trainer.stop.describe()}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
     except Diverged as exc:
         progress.close()

@@ -1,9 +1,9 @@
 """The ``report``, ``export`` and ``grade`` subcommands of ``mtl-ablate``.
 
-``mtl.suite`` (the ``mtl-ablate`` console script) calls :func:`register` with its subparsers; ``python -m report`` runs the same
-commands on their own. Every handler returns the exit code: 0 done, 1 done with problems (a figure not
-drawn, an entry without runs, a run not exported; ``export`` warns and exits 0 for these unless
-``--strict``), 2 refused (bad input, unknown entry, a secret found, a hostile archive).
+``mtl.suite`` (the ``mtl-ablate`` console script) calls :func:`register` with its subparsers;
+``python -m report`` runs the same commands on their own. Every handler returns the exit code: 0 done, 1 done with
+problems (a figure not drawn, an entry without runs, a run not exported; ``export`` warns and exits 0 for
+these unless ``--strict``), 2 refused (bad input, unknown entry, a secret found, a hostile archive).
 """
 
 from __future__ import annotations
@@ -186,8 +186,11 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--dataset-root", type=Path,
                             help="dataset for the image figures (default: each run's dataset_root or synthetic cache)")
         parser.add_argument("--no-figures", action="store_true", help="tables and write-up only")
-        parser.add_argument("--no-cache", action="store_true",
-                            help="read every run again instead of the summaries cached under $MTL_CACHE_DIR/report-runs")
+        parser.add_argument(
+            "--no-cache",
+            action="store_true",
+            help="read every run again instead of the summaries cached under $MTL_CACHE_DIR/report-runs",
+        )
 
     p = subparsers.add_parser("report", help="tables, figures and the write-up skeleton of entries")
     p.add_argument("ids", nargs="*", metavar="ID")
@@ -223,8 +226,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--all", action="store_true", help="every entry, in assignment order")
     p.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
                    help="folder of entries (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
-    p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
-                   help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)")
+    p.add_argument(
+        "--wandb",
+        metavar="[ENTITY/]PROJECT",
+        help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)",
+    )
     p.add_argument("--save", action="store_true",
                    help="save the workspaces to W&B (needs credentials); without it they are only printed")
     p.set_defaults(func=cmd_dashboard)

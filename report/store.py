@@ -31,6 +31,7 @@ from mtl import rundir
 from mtl.run_summary import SummaryError, read_run_summary
 from mtl.rundir import (
     GRADER_KEY,
+    STATUS_WANDB_URL,
     RunDirectory,
     best_point,
     find_run_dirs,
@@ -45,9 +46,6 @@ IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
-# Status key with the run's W&B page, written by the trainer when the run logs online.
-STATUS_WANDB_URL = "wandb_url"
-
 
 
 class StoreError(RuntimeError):
@@ -271,7 +269,9 @@ def _run_block(points: list[dict[str, Any]], keys: list[str]) -> np.ndarray:
         rows = [getter(p) for p in points]
         return np.array(rows, dtype=np.float64).reshape(len(points), len(keys))
     except (KeyError, TypeError, ValueError):
-        return np.array([[_number(p.get(k)) for k in keys] for p in points], dtype=np.float64).reshape(len(points), len(keys))
+        return np.array([[_number(p.get(k)) for k in keys] for p in points], dtype=np.float64).reshape(
+            len(points), len(keys)
+        )
 
 
 def _strip(key: str) -> str:
@@ -443,5 +443,7 @@ def _wandb_url(status: dict[str, Any], run_dir: Path) -> str | None:
     if url is None:
         return None
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise StoreError(f"{run_dir / rundir.STATUS_FILE}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}")
+        raise StoreError(
+            f"{run_dir / rundir.STATUS_FILE}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}"
+        )
     return url

@@ -181,7 +181,9 @@ def write_tables(tables: EntryTables, rendered: dict[tuple[str, str], str], fold
         if "latex" in formats:
             written.setdefault("latex", []).append(_write(Path(f"{stem}.tex"), rendered[(kind, "latex")]))
         if "csv" in formats:
-            written.setdefault("csv", []).append(_write(Path(f"{stem}.csv"), to_csv(raw.drop(columns=["source"], errors="ignore"))))
+            written.setdefault("csv", []).append(
+                _write(Path(f"{stem}.csv"), to_csv(raw.drop(columns=["source"], errors="ignore")))
+            )
     return written
 
 
@@ -402,7 +404,9 @@ def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | P
     sections = []
     for entry in ordered:
         try:
-            sections.append(build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule))
+            sections.append(
+                build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule)
+            )
         except TableError as exc:
             raise ReportError(f"entry {entry.id}: {exc}") from None
     files = [p for s in sections for group in (*s.table_files.values(), *s.figures.values()) for p in group]

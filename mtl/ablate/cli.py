@@ -4,8 +4,8 @@ The console script itself is :mod:`mtl.suite`, which adds the report's subcomman
 through ``extra_commands``; this module does not import the report package.
 
 Exit codes: 0 success (for ``run``: every run finished), 1 some run failed or did not finish,
-2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 130/143 stopped by
-SIGINT/SIGTERM after the running trainings checkpointed.
+2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 128+N stopped by
+a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the running trainings checkpointed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 from rich.table import Table
 
 from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
+from mtl.stopping import describe_signal
 
 from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
@@ -111,7 +112,11 @@ def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Pla
 
 def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) -> None:
     entry = plan.entry
-    console.print(f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
     if entry.overrides:
         console.print(f"  overrides: {format_params(entry.overrides)}", markup=False, highlight=False, soft_wrap=True)
@@ -129,7 +134,9 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
                       recorded_state(run.run_dir), str(action) if not run.provisional else "wait for the base")
     console.print(table)
-    console.print(f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -148,7 +155,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     for entry in selected:
         plan = _plan(entry, args, allow_unresolved=True)
         table = Table(title=f"{entry.id} ({plan.base.profile} profile)")
-        for column in ("variant", "seed", "state", "epoch", "best grader", "IoU", "SI-logRMSE", "elapsed", "ETA", "error"):
+        for column in (
+            "variant",
+            "seed",
+            "state",
+            "epoch",
+            "best grader",
+            "IoU",
+            "SI-logRMSE",
+            "elapsed",
+            "ETA",
+            "error",
+        ):
             table.add_column(column, overflow="fold")
         for run in plan.runs:
             status = read_status(run.run_dir)
@@ -164,7 +182,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         console.print(table)
         if plan.base.unresolved:
-            console.print(f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
+            )
     return EXIT_OK
 
 
@@ -205,27 +225,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             plan = _plan(entry, args, allow_unresolved=False)
         except UnresolvedBase as exc:
-            raise UsageError(f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}") from None
+            raise UsageError(
+                f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}"
+            ) from None
         console.print(
-            f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; runs in {args.runs_dir.absolute() / entry.id}",
-            markup=False, highlight=False,
+            f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; "
+            f"runs in {args.runs_dir.absolute() / entry.id}",
+            markup=False,
+            highlight=False,
         )
         scheduler = Scheduler(backend, slots, Monitor(console), retry_failed=args.retry_failed, force=args.force)
         outcomes = scheduler.run(plan.runs)
         console.print(results_table(plan.runs, title=f"{entry.id}: best-grader validation point of each run"))
         for outcome in outcomes:
             if outcome.state != "finished":
-                console.print(f"  {outcome.spec.name}: {outcome.state}: {outcome.message}", markup=False, highlight=False, soft_wrap=True)
+                console.print(
+                    f"  {outcome.spec.name}: {outcome.state}: {outcome.message}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
         if any(o.state != "finished" for o in outcomes):
             exit_code = EXIT_RUN_FAILED
         if scheduler.stop_signal is not None:
-            console.print(f"stopped by signal {scheduler.stop_signal}; run the same command again to resume")
+            console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
             return 128 + scheduler.stop_signal
     return exit_code
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import MissingCredentials, create_sweeps, write_sweeps
+    from .sweep import MissingCredentials, create_sweep, sweep_config, write_sweep
 
     console = make_console()
     entries = _entries(args)
@@ -234,18 +263,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = _plan(entry, args, allow_unresolved=False)
     except UnresolvedBase as exc:
         raise UsageError(f"{entry.id}: its base cannot be resolved: {exc}") from None
-    out_dir = args.out or args.runs_dir / entry.id / "sweep-configs"
-    for path in write_sweeps(plan, out_dir):
-        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    # The agents plan the entry again: from the same entries, and runs where `run` puts them.
+    ablations_dir = None if args.ablations_dir == default_ablations_dir() else args.ablations_dir.absolute()
+    config = sweep_config(plan, args.runs_dir, ablations_dir, args.project, args.entity)
+    path = write_sweep(config, args.out or args.runs_dir / entry.id / "sweep-configs")
+    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     if args.create:
         try:
-            sweep_ids = create_sweeps(plan, args.project, args.entity)
+            sweep_id = create_sweep(config)
         except MissingCredentials as exc:
             raise UsageError(str(exc)) from None
-        for sweep_id in sweep_ids:
-            console.print(f"created sweep {sweep_id}; start agents with `wandb agent {sweep_id}`", markup=False)
+        console.print(f"created sweep {sweep_id}; start agents in this checkout with `wandb agent {sweep_id}`",
+                      markup=False)
     else:
-        console.print("register with `mtl-ablate sweep --create` (or `wandb sweep FILE`), then run `wandb agent ID`")
+        console.print(f"register it by adding --create (or with `wandb sweep {path}`), "
+                      "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -264,8 +296,12 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
     )
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
-                       help="folder of entries and profiles (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
+    where.add_argument(
+        "--ablations-dir",
+        type=Path,
+        default=default_ablations_dir(),
+        help="folder of entries and profiles (default: $MTL_ABLATIONS_DIR or the repository's ablations/)",
+    )
     where.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                        help="root of the run directories (default: $MTL_RUNS_DIR or ./runs)")
     profile = argparse.ArgumentParser(add_help=False)
@@ -277,19 +313,31 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--full", action="store_true", help="do not shorten the questions")
     p.set_defaults(func=cmd_list)
 
-    p = subparsers.add_parser("show", parents=[where, profile], help="the resolved runs of entries and their differences from the base")
+    p = subparsers.add_parser(
+        "show", parents=[where, profile], help="the resolved runs of entries and their differences from the base"
+    )
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(func=cmd_show)
 
-    p = subparsers.add_parser("run", parents=[where, profile], help="train the runs of entries (skips finished runs, resumes interrupted ones)")
+    p = subparsers.add_parser(
+        "run",
+        parents=[where, profile],
+        help="train the runs of entries (skips finished runs, resumes interrupted ones)",
+    )
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
-    p.add_argument("--force", action="store_true", help="delete the selected runs' directories (finished ones too) and train them again")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the selected runs' directories (finished ones too) and train them again",
+    )
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
     p.add_argument("--with-deps", action="store_true", help="first run the entries that 'best of' bases depend on")
-    p.add_argument("--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit")
+    p.add_argument(
+        "--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit"
+    )
     p.add_argument("--slurm-partition", help="SLURM partition")
     p.add_argument("--slurm-timeout-min", type=int, default=720, help="SLURM job time limit in minutes (default 720)")
     p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per SLURM job (default 1; 0 for CPU jobs)")
@@ -301,12 +349,14 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("ids", nargs="*", metavar="ID")
     p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("sweep", parents=[where, profile], help="write W&B grid sweep configs for an entry")
+    p = subparsers.add_parser("sweep", parents=[where, profile],
+                              help="write the W&B grid sweep of an entry (its runs as grid points)")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--out", type=Path, help="folder for the sweep YAML files (default: <runs-dir>/<ID>/sweep-configs)")
-    p.add_argument("--create", action="store_true", help="also register the sweeps with W&B (needs credentials)")
-    p.add_argument("--project", help="W&B project for --create (default: $WANDB_PROJECT)")
-    p.add_argument("--entity", help="W&B entity for --create")
+    p.add_argument("--out", type=Path, help="folder for the sweep YAML file (default: <runs-dir>/<ID>/sweep-configs)")
+    p.add_argument("--create", action="store_true", help="also register the sweep with W&B (needs credentials)")
+    p.add_argument("--project",
+                   help="W&B project of the sweep (default: the profile's wandb_project, $WANDB_PROJECT or mtl-ablate)")
+    p.add_argument("--entity", help="W&B entity of the sweep (default: yours)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")

@@ -143,7 +143,9 @@ def _scaled_value(entry: Entry, key: str, index: int, scaled: Scaled, reference:
     if Config.model_fields[key].annotation is int:
         if not math.isclose(value, round(value)):
             raise EntryError(
-                entry.path, f"grid.{key}[{index}]", f"base value {base_value} times {scaled.times} = {value} is not an integer"
+                entry.path,
+                f"grid.{key}[{index}]",
+                f"base value {base_value} times {scaled.times} = {value} is not an integer",
             )
         value = int(round(value))
     return value
@@ -255,7 +257,11 @@ def points_score(points: list[dict[str, Any]], metric: str, mode: str) -> Option
 
 
 def resolve_winner(
-    entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = (), profile_name: Optional[str] = None
+    entry: Entry,
+    profile: Optional[str],
+    runs_dir: Path,
+    chain: tuple[str, ...] = (),
+    profile_name: Optional[str] = None,
 ) -> Winner:
     """The winning config of ``entry.best_of`` under the same profile, read from its run records."""
     source_id = entry.best_of
