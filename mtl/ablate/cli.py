@@ -283,7 +283,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         console.print(f"created sweep {sweep_id}; start agents in this checkout with `wandb agent {sweep_id}`",
                       markup=False)
     else:
-        console.print(f"register it with `mtl-ablate sweep {entry.id} --create` (or `wandb sweep {path}`), "
+        console.print(f"register it by adding --create (or with `wandb sweep {path}`), "
                       "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
     return EXIT_OK
 
