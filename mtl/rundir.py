@@ -30,6 +30,7 @@ from mtl.io import atomic_write_text
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"  # derived from the trace and status (mtl.run_summary) for fast reports
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -245,6 +246,7 @@ class RunDirectory:
         self.config_path = self.path / CONFIG_FILE
         self.status_path = self.path / STATUS_FILE
         self.metrics = self.path / METRICS_FILE
+        self.summary_path = self.path / SUMMARY_FILE
         self.checkpoints = self.path / CHECKPOINTS_DIR
         self.last = self.checkpoints / LAST_CHECKPOINT
         self.best = self.checkpoints / BEST_CHECKPOINT

@@ -82,9 +82,20 @@ def plant_optimizer_runs(runs_dir: Path, sgd: float, adam: float) -> None:
 
 
 # ------------------------------------------------------------------------------ the sweep's form
+def plant_chain_before(entry_id: str, runs_dir: Path) -> None:
+    """Finished runs for every entry before ``entry_id`` in the 'best of' chain (the last variant wins)."""
+    for entry in load_entries(ABLATIONS).values():
+        if entry.id == entry_id:
+            return
+        runs = plan(entry, "quick", runs_dir)
+        variants = list(dict.fromkeys(r.variant for r in runs))
+        for run in runs:
+            plant_run(run, [10.0 + variants.index(run.variant)])
+
+
 def test_named_variants_are_one_sweep_with_a_variant_parameter(tmp_path):
-    local = make_plan(load_entries(ABLATIONS)["problem2.branched"], "quick", tmp_path, allow_unresolved=True)
-    local.base.unresolved = None  # the form does not depend on the winner; the profile alone plans it
+    plant_chain_before("problem2.branched", tmp_path)
+    local = make_plan(load_entries(ABLATIONS)["problem2.branched"], "quick", tmp_path)
     config = sweep_config(local, "runs")
     assert schema_violations_from_proposed_config(config) == []
     SweepConfig(config)  # the sweeps package's own validation and defaults

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
 from mtl.stopping import describe_signal
 
+from .arguments import SuggestingParser
 from .backends import LocalBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
@@ -95,14 +97,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
     table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir})")
-    for column in ("entry", "item", "question", "base", "runs", "state"):
-        table.add_column(column, overflow="fold")
+    # Ids stay whole (they are typed back); the question folds to the width left.
+    longest_id = max((len(entry_id) for entry_id in entries), default=5)
+    table.add_column("entry", no_wrap=True, min_width=longest_id)
+    table.add_column("item", no_wrap=True)
+    table.add_column("question (base)", overflow="fold", ratio=1)
+    table.add_column("runs", no_wrap=True)
+    table.add_column("state", no_wrap=True)
     for entry in entries.values():
         state, finished, expected = disk_summary(entry, args.runs_dir)
         question = " ".join(entry.question.split())
         if len(question) > 90 and not args.full:
             question = question[:87] + "..."
-        table.add_row(entry.id, entry.item, question, entry.base, f"{finished}/{expected}", state)
+        table.add_row(entry.id, entry.item, Text(f"{question}\n(base: {entry.base})"), f"{finished}/{expected}", state)
     console.print(table)
     return EXIT_OK
 
@@ -296,7 +303,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         console.print(f"created sweep {sweep_id}; start agents in this checkout with `wandb agent {sweep_id}`",
                       markup=False)
     else:
-        console.print(f"register it with `mtl-ablate sweep {entry.id} --create` (or `wandb sweep {path}`), "
+        console.print(f"register it by adding --create (or with `wandb sweep {path}`), "
                       "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
     return EXIT_OK
 
@@ -311,7 +318,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     """The parser of the suite's subcommands; each of ``extra_commands`` adds more to its subparsers."""
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="mtl-ablate",
         description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
     )
