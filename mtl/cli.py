@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignals()
     stop.install()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
+    if "-h" in argv or "--help" in argv:  # anywhere on the line: `mtl-train --log_dir X --help` asks for help too
         print(USAGE + help_text())
         return 0
     try:

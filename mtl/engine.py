@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 import os
 import socket
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
 
+from mtl import recovery
 from mtl.config import Config
 from mtl.data import build_datasets, load_depth_unit, resolve_dataset_root
 from mtl.data.integrity import check_data_before_training
@@ -33,7 +33,8 @@ from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
 from mtl.records import read_points
-from mtl.recovery import Records, check_best_in_trace, check_same_dataset, dataset_fingerprint, inspect, training_done
+from mtl.recovery import Records, say
+from mtl.run_summary import write_run_summary
 from mtl.rundir import (
     BEST_CHECKPOINT,
     CHECKPOINTS_DIR,
@@ -129,6 +130,7 @@ class Trainer:
 
     def save_last(self) -> None:
         self.check_finite()
+        self.trace.sync()  # the points up to this checkpoint must survive a crash that keeps the checkpoint
         atomic_torch_save(self.checkpoint_state(), self.run.last)
         self.checkpoint_step = self.position.step
 
@@ -229,6 +231,7 @@ class Trainer:
             self.wandb.summary({f"best/{k}": v for k, v in p.best.items()})
         self.run.write_status(epoch=p.epoch, step=p.step, best=p.best, elapsed_s=round(p.elapsed_s, 3),
                               eta_s=progress.eta_seconds())
+        write_run_summary(self.run)
 
 
 def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
@@ -236,11 +239,6 @@ def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     if batches == 0:
         raise ValueError(f"training split has {dataset_len} images, fewer than batch_size {cfg.batch_size}")
     return min(batches, cfg.limit_train_batches) if cfg.limit_train_batches else batches
-
-
-def say(message: str) -> None:
-    """A step taken on the run's records (rebuilding a file), on stderr beside the run's other lines."""
-    print(f"mtl-train: {message}", file=sys.stderr, flush=True)
 
 
 def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
@@ -256,11 +254,11 @@ def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
         run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
         if run.is_finished():
             return run.read_status()
-        records = inspect(run, cfg.num_epochs, say)
-        dataset = dataset_fingerprint(resolve_dataset_root(cfg))
+        records = recovery.inspect(run, cfg.num_epochs, say)
+        dataset = recovery.dataset_fingerprint(resolve_dataset_root(cfg))
         if records.last is not None:
-            check_same_dataset(records.last.get("dataset"), dataset, resolve_dataset_root(cfg), run.last)
-        if training_done(records):
+            recovery.check_same_dataset(records.last.get("dataset"), dataset, resolve_dataset_root(cfg), run.last)
+        if recovery.training_done(records):
             return _rebuild_finished(cfg, run, records, dataset)
         return _train_locked(cfg, run, stop or StopSignals(), records, dataset)
 
@@ -272,13 +270,13 @@ def repair(cfg: Config, say: Callable[[str], None] = say) -> dict[str, Any]:
     run = RunDirectory(cfg.log_dir)
     with run.exclusive():
         run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
-        records = inspect(run, cfg.num_epochs, say)
+        records = recovery.inspect(run, cfg.num_epochs, say)
         if run.is_finished():
             return run.read_status()
-        if not training_done(records):
+        if not recovery.training_done(records):
             raise RunRefused(f"{run.path}: training is not done (no validation point of epoch {cfg.num_epochs} "
                              f"in {run.metrics}); nothing to repair: `mtl-ablate run` resumes it")
-        return _rebuild_finished(cfg, run, records, dataset_fingerprint(resolve_dataset_root(cfg)), say)
+        return _rebuild_finished(cfg, run, records, recovery.dataset_fingerprint(resolve_dataset_root(cfg)), say)
 
 
 def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Records,
@@ -295,7 +293,7 @@ def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, dataset:
                       say: Callable[[str], None] = say) -> dict[str, Any]:
     """Training is done and recorded (trace and best.pt): rebuild what is missing, train nothing."""
     assert records.best is not None and records.final_point is not None
-    check_best_in_trace(run, records.best, read_points(run.metrics))
+    recovery.check_best_in_trace(run, records.best, read_points(run.metrics))
     device = _set_up_process(cfg, run)
     previous = run.read_status()
     if not run.submission.exists() or previous.get("model") is None:
@@ -316,8 +314,8 @@ def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, dataset:
     final = records.final_point
     if previous.get("state") != State.FINISHED or previous.get("best") != records.best:
         say(f"rebuilding {STATUS_FILE} from the trace and {CHECKPOINTS_DIR}/{BEST_CHECKPOINT}")
-    return run.write_status(
-        state=State.FINISHED, error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
+    return _end_status(
+        run, state=State.FINISHED, error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
         code_version=previous.get("code_version") or code_version(), started_at=previous.get("started_at"),
         finished_at=previous.get("finished_at") or now_iso(), epoch=final.get("epoch"), step=final.get("step"),
         best=records.best, model=previous["model"], elapsed_s=final.get("time", previous.get("elapsed_s")),
@@ -419,20 +417,29 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         p.elapsed_s = clock.elapsed()
         trainer.save_last()
         trainer.wandb.interrupted(exit_code=143)
-        return run.write_status(state="interrupted", error=f"stopped by {trainer.stop.describe()}; "
+        return _end_status(run, state="interrupted", error=f"stopped by {trainer.stop.describe()}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
     except Diverged as exc:
         progress.close()
+        trainer.trace.sync()
         trainer.wandb.finish(exit_code=3)
         kept = trainer.checkpoint_step
         where = (f"last good checkpoint kept: {run.last} at step {kept}" if kept is not None
                  else "no checkpoint was written before it (a retry starts from the beginning)")
-        return run.write_status(state="diverged", error=f"{exc}; {where}", diverged_step=p.step,
+        return _end_status(run, state="diverged", error=f"{exc}; {where}", diverged_step=p.step,
                                 checkpoint_step=kept)
     except BaseException:
         progress.close()
         trainer.wandb.finish(exit_code=1)
         raise
+    trainer.trace.sync()
     trainer.wandb.finish()
-    return run.write_status(state="finished", finished_at=now_iso(), eta_s=0.0, epoch=p.epoch, step=p.step,
-                            best=p.best)
+    return _end_status(run, state="finished", finished_at=now_iso(), eta_s=0.0, epoch=p.epoch, step=p.step,
+                       best=p.best)
+
+
+def _end_status(run: RunDirectory, **fields: Any) -> dict[str, Any]:
+    """The run's final status, and its summary to match (reports read the summary, not the trace)."""
+    status = run.write_status(**fields)
+    write_run_summary(run)
+    return status

@@ -83,3 +83,36 @@ def read_record(run_dir: Path) -> RunRecord:
     except yaml.YAMLError as exc:
         raise RecordError(f"{run_dir / CONFIG_FILE}: is not valid YAML ({exc})") from None
     return RunRecord(path=run_dir, config=config if isinstance(config, dict) else {}, status=status, points=points)
+
+
+_GRADER_FIELD = json.dumps(GRADER_KEY)
+
+
+def validation_points_of(text: str, path: Path) -> list[dict[str, Any]]:
+    """The validation points of a trace's ``text``, parsing only the lines that carry the grader in one go
+    (what reports need, fast), with every other line shape-checked: RecordError naming the line for any
+    damaged one but a torn final line (a write cut short, ignored)."""
+    lines = text.split("\n")
+    if lines and lines[-1].strip():
+        try:  # a final line without newline is kept only if it parses (a write cut short otherwise)
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped and not (stripped[0] == "{" and stripped[-1] == "}"):
+            raise RecordError(f"{path}: line {number} is not valid JSON (a damaged or cut line)")
+    wanted = [line for line in lines if _GRADER_FIELD in line]
+    try:  # one parse for all lines; on failure find the bad line for the message
+        parsed = json.loads("[" + ",".join(wanted) + "]")
+    except json.JSONDecodeError:
+        for number, line in enumerate(lines, start=1):
+            if _GRADER_FIELD in line:
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RecordError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+        raise RecordError(f"{path}: metric lines are not valid JSON objects") from None
+    if not all(isinstance(point, dict) for point in parsed):
+        raise RecordError(f"{path}: every metrics line must be a JSON object")
+    return [point for point in parsed if GRADER_KEY in point]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,11 @@ from mtl.rundir import GRADER_KEY, RunDirectory, RunRefused, read_status
 
 DATASET_SPLITS = ("train", "val", "test")
 RETRAIN_HINT = "delete the run directory (or `mtl-ablate run --force`) to train it again from scratch"
+
+
+def say(message: str) -> None:
+    """A step taken on the run's records (rebuilding a file), on stderr beside the run's other lines."""
+    print(f"mtl-train: {message}", file=sys.stderr, flush=True)
 
 
 def dataset_fingerprint(root: Path) -> str:

@@ -59,16 +59,29 @@ def cmd_report(args: argparse.Namespace) -> int:
         formats = args.format or ["md", "latex", "csv"]
         result = write_report(entries, results, args.out, formats, draw_figures=not args.no_figures,
                               dataset_root=args.dataset_root, noise_rule=args.noise_rule,
-                              runs_label=str(args.runs_dir) if not args.wandb else f"W&B {args.wandb}")
+                              runs_label=str(args.runs_dir) if not args.wandb else f"W&B {args.wandb}",
+                              runs_dir=None if args.wandb else args.runs_dir)
     except (EntryError, StoreError, ReportError, ValueError) as exc:
         return _fail("report", exc)
-    for path in result.files:
-        if path.parent == result.out_dir:
-            print(path)
-    print(f"{len(result.files)} files under {result.out_dir}")
+    for line in written_files_lines(result.files, Path(result.out_dir)):
+        print(line)
     for problem in result.problems:
         print(f"problem: {problem}", file=sys.stderr)
     return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def written_files_lines(files: list[Path], out_dir: Path) -> list[str]:
+    """Every written file, relative to ``out_dir`` (nested ones too), then how many and where."""
+    lines = [str(_relative(path, out_dir)) for path in sorted(set(files))]
+    count = len(set(files))
+    return [*lines, f"{count} {'file' if count == 1 else 'files'} under {out_dir}"]
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return Path(path).resolve().relative_to(root.resolve())
+    except ValueError:
+        return Path(path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

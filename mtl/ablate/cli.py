@@ -17,24 +17,20 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from mtl.records import RecordError, read_status_checked
-from mtl.rundir import (
-    RunRefused,
-    State,
-    default_ablations_dir,
-    default_runs_dir,
-    lock_held,
-    parse_run_name,
-    recorded_state,
-)
+from mtl.rundir import State, default_ablations_dir, default_runs_dir, parse_run_name, recorded_state
 from mtl.stopping import describe_signal
 
-from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
+from .arguments import SuggestingParser
+from .backends import LocalBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
 from .planner import Plan, UnresolvedBase, make_plan
-from .scheduler import Scheduler, planned_action
+from .scheduler import ActionKind, Scheduler, planned_action
+from .slurm import SlurmConfigError, SubmititBackend, add_slurm_arguments, options_from_args, sbatch_script
+from .upkeep import repair_plan, trained_elsewhere
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 BASE_POLL_S = 5.0  # how often `run` looks again at a base another process is training
@@ -105,14 +101,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
     table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir})")
-    for column in ("entry", "item", "question", "base", "runs", "state"):
-        table.add_column(column, overflow="fold")
+    # Ids stay whole (they are typed back); the question folds to the width left.
+    longest_id = max((len(entry_id) for entry_id in entries), default=5)
+    table.add_column("entry", no_wrap=True, min_width=longest_id)
+    table.add_column("item", no_wrap=True)
+    table.add_column("question (base)", overflow="fold", ratio=1)
+    table.add_column("runs", no_wrap=True)
+    table.add_column("state", no_wrap=True)
     for entry in entries.values():
         state, finished, expected = disk_summary(entry, args.runs_dir)
         question = " ".join(entry.question.split())
         if len(question) > 90 and not args.full:
             question = question[:87] + "..."
-        table.add_row(entry.id, entry.item, question, entry.base, f"{finished}/{expected}", state)
+        table.add_row(entry.id, entry.item, Text(f"{question}\n(base: {entry.base})"), f"{finished}/{expected}", state)
     console.print(table)
     return EXIT_OK
 
@@ -202,17 +203,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _slurm_options(args: argparse.Namespace) -> Any:
+    try:
+        return options_from_args(args, args.ablations_dir)
+    except SlurmConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
     if args.backend == "slurm":
-        options = SlurmOptions(
-            partition=args.slurm_partition, timeout_min=args.slurm_timeout_min, gpus_per_node=args.slurm_gpus,
-            cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb,
-        )
         try:
-            backend = SubmititBackend(args.runs_dir / ".submitit", options, cluster="slurm")
+            backend = SubmititBackend(args.runs_dir / ".submitit", _slurm_options(args), cluster="slurm")
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
-        # SLURM queues the jobs itself: submit everything at once.
+        # SLURM queues the jobs itself (an entry's runs as one array, capped by --slurm-array-parallelism).
         return backend, [backend.placement] * 10_000
     try:
         devices = parse_devices(args.devices)
@@ -220,6 +224,20 @@ def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return LocalBackend(slots), slots
+
+
+def _print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
+    """The sbatch script ``run --backend slurm`` would submit for the plan's runs that need training."""
+    launch = [run for run in plan.runs if planned_action(run, args.retry_failed, args.force).kind
+              not in (ActionKind.SKIP, ActionKind.LOCKED)]
+    if not launch:
+        console.print(f"{plan.entry.id}: nothing to submit")
+        return
+    kind = f"a job array of {len(launch)} runs" if len(launch) > 1 else "one job"
+    console.print(f"{plan.entry.id}: sbatch script of {kind} (a run whose recorded job is still queued or running "
+                  "is followed instead):", markup=False, highlight=False, soft_wrap=True)
+    script = sbatch_script(_slurm_options(args), args.runs_dir / ".submitit", plan.entry.id, [r.name for r in launch])
+    console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -232,6 +250,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for entry in selected:
             plan = _plan(entry, args, allow_unresolved=True)
             _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started")
+            if args.backend == "slurm":
+                _print_sbatch(console, plan, args)
         return EXIT_OK
     backend, slots = _make_backend(args)
     exit_code = EXIT_OK
@@ -262,14 +282,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def trained_elsewhere(folder: Path) -> list[str]:
-    """The run directories below ``folder`` that another live process is training."""
-    if not folder.is_dir():
-        return []
-    return sorted(child.name for child in folder.iterdir()
-                  if child.is_dir() and lock_held(child) and recorded_state(child) == State.RUNNING)
-
-
 def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any) -> Plan:
     """The entry's plan; while its 'best of' base cannot be resolved because another process is training
     the base's runs, wait for them (saying so once) rather than fail."""
@@ -291,29 +303,13 @@ def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any)
 
 def cmd_repair(args: argparse.Namespace) -> int:
     """Rebuild what finished runs lost (status, submission, best.pt after a kill) from what remains."""
-    from mtl.engine import repair  # (lazy: torch)
-
     console = make_console()
     entries = _entries(args)
-    selected = _select(entries, args.ids) if args.ids else list(entries.values())
-    exit_code = EXIT_OK
-    for entry in selected:
+    repaired = True
+    for entry in _select(entries, args.ids) if args.ids else list(entries.values()):
         plan = _plan(entry, args, allow_unresolved=True)
-        for run in plan.runs:
-            if run.provisional or not run.run_dir.is_dir():
-                continue
-
-            def say(text: str, label: str = f"{entry.id} {run.name}") -> None:
-                console.print(f"{label}: {text}", markup=False, highlight=False, soft_wrap=True)
-
-            try:
-                status = repair(run.config, say)
-            except (RunRefused, RecordError, OSError) as exc:
-                say(f"cannot repair: {exc}")
-                exit_code = EXIT_RUN_FAILED
-                continue
-            say(f"{status.get('state')}, records agree")
-    return exit_code
+        repaired &= repair_plan(plan, lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True))
+    return EXIT_OK if repaired else EXIT_RUN_FAILED
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -354,7 +350,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     """The parser of the suite's subcommands; each of ``extra_commands`` adds more to its subparsers."""
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="mtl-ablate",
         description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
     )
@@ -401,11 +397,7 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument(
         "--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit"
     )
-    p.add_argument("--slurm-partition", help="SLURM partition")
-    p.add_argument("--slurm-timeout-min", type=int, default=720, help="SLURM job time limit in minutes (default 720)")
-    p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per SLURM job (default 1; 0 for CPU jobs)")
-    p.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per SLURM job (default 8)")
-    p.add_argument("--slurm-mem-gb", type=int, help="memory per SLURM job in GB")
+    add_slurm_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("repair", parents=[where, profile],

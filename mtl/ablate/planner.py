@@ -19,6 +19,7 @@ from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, format_config_va
 from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
 from mtl.rundir import RunDirectory, State, is_finite_number, read_config, recorded_state, run_name
 
+from .arguments import command_line
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
 # States after which a run will not change without being asked to (retry or force).
@@ -245,8 +246,9 @@ def varied_parameters(runs: list[RunSpec]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- best of
 
 
-def _run_hint(entry_id: str, profile: Optional[str]) -> str:
-    return f"run `mtl-ablate run {entry_id}{' --profile ' + profile if profile else ''}` first"
+def _run_hint(entry_id: str, profile: Optional[str], runs_dir: Path, ablations_dir: Path) -> str:
+    command = command_line("run", [entry_id], profile=profile, runs_dir=runs_dir, ablations_dir=ablations_dir)
+    return f"run `{command}` first"
 
 
 def points_score(points: list[dict[str, Any]], metric: str, mode: str) -> Optional[float]:
@@ -287,7 +289,7 @@ def resolve_winner(
         raise UnresolvedBase(
             source_id,
             f"entry {source_id} has {len(unsettled)} of {len(states)} runs not finished "
-            f"({', '.join(unsettled)}); {_run_hint(source_id, profile)}",
+            f"({', '.join(unsettled)}); {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)}",
         )
     metric, mode = source.rank_by.metric, source.rank_by.mode
     scores: dict[str, list[tuple[float, RunSpec]]] = {}
@@ -306,7 +308,7 @@ def resolve_winner(
         raise UnresolvedBase(
             source_id,
             f"entry {source_id} has no finished runs with a finite {metric}; "
-            f"{_run_hint(source_id, profile)} (add --retry-failed to retry failed runs)",
+            f"{_run_hint(source_id, profile, runs_dir, entry.ablations_dir)} (add --retry-failed to retry failed runs)",
         )
     means = {variant: sum(s for s, _ in items) / len(items) for variant, items in scores.items()}
     pick = max if mode == "max" else min
