@@ -353,8 +353,11 @@ def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], 
         text = metrics_path.read_text() if metrics_path.exists() else ""
     except OSError as exc:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    points = validation_points_of(text, metrics_path)
-    check_best_recorded(run_dir, status, points)  # a RecordError (ValueError) naming both files
+    try:
+        points = validation_points_of(text, metrics_path)
+        check_best_recorded(run_dir, status, points)
+    except RecordError as exc:  # the store's own error, in the shared reader's words
+        raise StoreError(str(exc)) from None
     return config, status, points
 
 
@@ -381,7 +384,10 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
     if summary is None:
         return None
     config, status = _config_and_status(run_dir)
-    check_best_recorded(run_dir, status, summary["validation"])
+    try:
+        check_best_recorded(run_dir, status, summary["validation"])
+    except RecordError as exc:
+        raise StoreError(str(exc)) from None
     return RunSummary(row=run_row(_run_input(run_dir, config, status, summary["validation"])), keys=[], values=None)
 
 
