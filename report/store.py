@@ -376,13 +376,21 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
     if summary is None:
         return None
-    config, status = _config_and_status(run_dir)
+    try:
+        status = read_status_strict(run_dir)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    config = summary["config"]
     return RunSummary(row=run_row(_run_input(run_dir, config, status, summary["validation"])), keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
-    _, _, points = read_run_for_report(Path(summary.row["source"]))
-    return point_block(points)
+    metrics_path = RunDirectory(summary.row["source"]).metrics
+    try:
+        text = metrics_path.read_text() if metrics_path.exists() else ""
+    except OSError as exc:
+        raise StoreError(f"cannot read run directory {summary.row['source']}: {exc}") from None
+    return point_block(_validation_points(text, metrics_path))
 
 
 def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:
