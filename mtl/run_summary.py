@@ -77,7 +77,8 @@ def build_summary(run: RunDirectory) -> dict[str, Any]:
         "model": status.get("model"),
         "best": best_point(points, GRADER_KEY),
         "final": points[-1] if points else None,
-        "validation": [{k: p.get(k) for k in HEADLINE_KEYS} for p in points],
+        # Column by column (one list per key): parses several times faster than a list of objects.
+        "validation": {k: [p.get(k) for p in points] for k in HEADLINE_KEYS},
     }
 
 
@@ -88,10 +89,16 @@ def write_run_summary(run: RunDirectory) -> dict[str, Any]:
     return summary
 
 
+def headline_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary's validation points (their headline keys only), in trace order."""
+    columns = summary["validation"]
+    return [dict(zip(HEADLINE_KEYS, values)) for values in zip(*(columns[k] for k in HEADLINE_KEYS))]
+
+
 def read_run_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's summary when it is current (written in this format for the trace and config as they are
-    now); None when there is none, it has another format, or the trace or config changed since. A damaged summary is a SummaryError naming
-    the file."""
+    now); None when there is none, it has another format, or the trace or config changed since. A
+    damaged summary is a SummaryError naming the file."""
     run = RunDirectory(run_dir)
     try:
         text = run.summary_path.read_text()
@@ -106,8 +113,11 @@ def read_run_summary(run_dir: str | Path) -> dict[str, Any] | None:
     if summary.get("format") != SUMMARY_FORMAT:
         return None  # written by other code: the run's own files are read, and the trainer rewrites it
     validation = summary.get("validation")
-    if not isinstance(validation, list) or not all(isinstance(p, dict) for p in validation):
-        raise SummaryError(f"{run.summary_path}: 'validation' must be a list of points")
+    if not isinstance(validation, dict) or set(validation) != set(HEADLINE_KEYS) \
+            or not all(isinstance(v, list) for v in validation.values()) \
+            or len({len(v) for v in validation.values()}) != 1:
+        raise SummaryError(f"{run.summary_path}: 'validation' must hold one equally long list per key of "
+                           f"{list(HEADLINE_KEYS)}")
     if not isinstance(summary.get("config"), dict):
         raise SummaryError(f"{run.summary_path}: 'config' must be the run's config mapping")
     sources = _sources(run)

@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from mtl import rundir
-from mtl.run_summary import SummaryError, read_run_summary
+from mtl.run_summary import SummaryError, headline_points, read_run_summary
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
@@ -381,7 +381,7 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
     except (OSError, ValueError) as exc:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
     config = summary["config"]
-    return RunSummary(row=run_row(_run_input(run_dir, config, status, summary["validation"])), keys=[], values=None)
+    return RunSummary(row=run_row(_run_input(run_dir, config, status, headline_points(summary))), keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
