@@ -30,6 +30,7 @@ import yaml
 from mtl import rundir
 from mtl.rundir import (
     GRADER_KEY,
+    TIE_BREAK,
     RunDirectory,
     best_point,
     find_run_dirs,
@@ -37,6 +38,7 @@ from mtl.rundir import (
     parse_run_name,
     read_config,
     read_status_strict,
+    tie_break_value,
 )
 
 VAL_PREFIX = "val/"
@@ -123,10 +125,12 @@ def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, 
     elif non_finite:
         notes.append(f"{non_finite} validation point(s) with non-finite grader skipped")
     if best is not None:
-        tied = sorted(p.get("step") for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY])
+        tied = [p for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY]]
         if len(tied) > 1:
-            steps = ", ".join(str(s) for s in tied)
-            notes.append(f"grader tie at steps {steps}: earliest kept")
+            steps = ", ".join(str(s) for s in sorted(p.get("step") for p in tied))
+            by_tie_break = sum(1 for p in tied if tie_break_value(p) == tie_break_value(best)) == 1
+            notes.append(f"grader tie at steps {steps}: step {best.get('step')} kept by "
+                         + (TIE_BREAK if by_tie_break else "the earlier step"))
     return best, "; ".join(notes)
 
 

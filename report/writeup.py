@@ -294,7 +294,7 @@ def _winner_line(tables: EntryTables) -> str:
     metric = tables.delta_label
     score = row["grader"] if metric == "grader" else row["score"]
     seeds = f" (mean of {int(row['finished'])} finished seeds)" if row["finished"] > 1 else ""
-    line = f"Winner: {tables.winner} with {metric} {score:.2f}{seeds}."
+    line = f"Winner: {tables.winner} with {metric} {score:.2f}{seeds} ({tables.winner_rule})."
     if tables.variants is not None:
         close = [str(v) for v, n in zip(tables.summary["variant"], tables.summary["within_noise"]) if n == "yes"]
         if close:

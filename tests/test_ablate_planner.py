@@ -182,9 +182,10 @@ def test_show_and_dry_run_print_the_plan(tmp_path, capsys):
     assert main(["run", "problem1.lr", "--profile", "quick", "--dry-run", *runs]) == 0
     out = capsys.readouterr().out
     assert "unresolved" in out and "run `mtl-ablate run problem1.optimizer --profile quick` first" in out
-    # A real run of an entry whose base is unresolved stops before starting anything.
-    assert main(["run", "problem1.lr", "--profile", "quick", "--devices", "cpu", *runs]) == 2
-    assert "mtl-ablate run problem1.optimizer --profile quick` first" in capsys.readouterr().err
+    # With --no-deps, a real run of an entry whose base is unresolved stops before starting anything.
+    assert main(["run", "problem1.lr", "--profile", "quick", "--devices", "cpu", "--no-deps", *runs]) == 2
+    err = capsys.readouterr().err
+    assert "mtl-ablate run problem1.optimizer --profile quick` first" in err and "without --no-deps" in err
     assert not (tmp_path / "problem1.lr").exists()
 
 
