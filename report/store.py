@@ -265,9 +265,15 @@ class LocalStore:
         else:
             self.cache = None
 
-    def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
+    def load(self, ablations: Iterable[str] | None = None, selections: dict[str, Any] | None = None) -> ResultTables:
+        """The runs of ``ablations`` (every run folder below the root), or with ``selections`` (entry id ->
+        :class:`mtl.ablate.selection.Selection`) exactly the run directories of each entry's current plan:
+        another profile's or an older config's runs are not read, a run reused from another entry counts
+        for each entry that uses it."""
         if not self.runs_dir.is_dir():
             raise StoreError(f"runs directory {self.runs_dir} does not exist")
+        if selections is not None:
+            return build_tables(self._selected(selections))
         wanted = set(ablations) if ablations is not None else None
         summaries = []
         try:
@@ -281,6 +287,20 @@ class LocalStore:
             if wanted is None or summary.row["ablation"] in wanted:
                 summaries.append(summary)
         return build_tables(summaries)
+
+    def _selected(self, selections: dict[str, Any]) -> list[RunSummary]:
+        summaries = []
+        for entry_id, selection in selections.items():
+            for run in selection.runs:
+                if not RunDirectory(run.run_dir).config_path.is_file():
+                    continue  # planned, never started
+                summary = self._summary(run.run_dir)
+                row = {**summary.row, "ablation": entry_id, "variant": run.variant, "seed": run.seed}
+                if run.reused_from:
+                    same = f"same config as {run.reused_from}: its records"
+                    row["note"] = f"{row['note']}; {same}" if row["note"] else same
+                summaries.append(RunSummary(row=row, keys=summary.keys, values=summary.values))
+        return summaries
 
     def _summary(self, run_dir: Path) -> RunSummary:
         if self.cache is None:

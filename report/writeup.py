@@ -43,6 +43,7 @@ class EntryReport:
     figures: dict[str, list[Path]] = field(default_factory=dict)  # kind -> [png, pdf]
     problems: list[str] = field(default_factory=list)
     setup: dict[str, Any] = field(default_factory=dict)
+    selection: Any = None  # mtl.ablate.selection.Selection: the profile used and the stale runs left out
 
     @property
     def cited_runs(self) -> list[str]:
@@ -304,12 +305,19 @@ def _winner_line(tables: EntryTables) -> str:
 
 def _setup_lines(report: EntryReport) -> list[str]:
     entry, setup = report.entry, report.setup
-    lines = [f"Base: {entry.base}; seeds: {', '.join(str(s) for s in entry.seeds)}.",
+    profile = f"; profile: {report.selection.profile}" if report.selection is not None else ""
+    lines = [f"Base: {entry.base_kind}{profile}; seeds: {', '.join(str(s) for s in entry.seeds)}.",
              f"Fixed overrides of this entry: {_pairs(dict(entry.overrides))}."]
     if setup:
         for variant, values in setup["varied"].items():
             lines.append(f"Variant {variant}: {_pairs(values)}.")
         lines.append(f"Shared by every run, differing from the template defaults: {_pairs(setup['common'])}.")
+    if report.selection is not None and report.selection.stale_note:
+        lines.append(report.selection.stale_note[0].upper() + report.selection.stale_note[1:] + ".")
+    if report.tables is not None and (report.tables.runs["state"] == "skipped").any():
+        skipped = report.tables.runs[report.tables.runs["state"] == "skipped"]["variant"]
+        lines.append(f"Skipped on this machine (cannot run here, see each run's note): {', '.join(map(str, skipped))}; "
+                     "the winner is chosen among the variants that ran.")
     return lines
 
 
@@ -390,7 +398,8 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
 # ---------------------------------------------------------------------------------------- everything
 def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | Path,
                  formats: Sequence[str] = FORMATS, draw_figures: bool = True, dataset_root: Path | None = None,
-                 noise_rule: str = "welch", runs_label: str = "runs") -> ReportResult:
+                 noise_rule: str = "welch", runs_label: str = "runs",
+                 selections: dict[str, Any] | None = None) -> ReportResult:
     """Tables, figures and the write-up (``report.md`` / ``report.tex`` per ``formats``) of ``entries``,
     which are written in their assignment order (``Entry.sort_key``)."""
     unknown = [f for f in formats if f not in FORMATS]
@@ -403,6 +412,7 @@ def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | P
     for entry in ordered:
         try:
             sections.append(build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule))
+            sections[-1].selection = (selections or {}).get(entry.id)
         except TableError as exc:
             raise ReportError(f"entry {entry.id}: {exc}") from None
     files = [p for s in sections for group in (*s.table_files.values(), *s.figures.values()) for p in group]

@@ -29,8 +29,9 @@ from mtl.rundir import (
 from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
-from .planner import Plan, UnresolvedBase, make_plan, plan_profile, stale_note, stale_runs
+from .planner import Plan, UnresolvedBase, make_plan, plan_profile
 from .scheduler import Scheduler, planned_action
+from .selection import stale_note, stale_runs
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -400,25 +400,6 @@ def resolve_winner(
     )
 
 
-def stale_runs(plan: Plan, runs_dir: str | Path) -> list[Path]:
-    """Run directories in the entry's folder that its current plan does not use: another profile, or an
-    older config (the entry edited, its base's winner changed). Readers list them apart, never mix them in."""
-    folder = Path(runs_dir).absolute() / plan.entry.id
-    if not folder.is_dir():
-        return []
-    planned = {run.run_dir for run in plan.runs}
-    return [child for child in sorted(folder.iterdir())
-            if child.is_dir() and parse_run_name(child.name) is not None and child not in planned]
-
-
-def stale_note(stale: list[Path]) -> str:
-    """"3 runs of another profile or an older config not shown", or "" when there are none."""
-    if not stale:
-        return ""
-    return (f"{len(stale)} run{'s' if len(stale) != 1 else ''} of another profile or an older config not shown "
-            f"({', '.join(p.name for p in stale[:5])}{', ...' if len(stale) > 5 else ''})")
-
-
 def resolve_variant(
     entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = (), profile_name: Optional[str] = None
 ) -> dict[str, Any]:
