@@ -12,7 +12,7 @@ ENTRY  ?= problem1.lr
 # install, `make clean install TORCH_INDEX_URL=...` replaces it.
 TORCH_INDEX_URL ?=
 
-.PHONY: install demo test summary clean
+.PHONY: install demo test lint summary clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,20 @@ demo: install
 	$(BIN)/mtl-ablate run $(ENTRY) --profile $(PROFILE) --runs-dir $(RUNS)
 	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports
 
-test: install
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+# -n auto: one worker per core (pytest-xdist); --dist loadfile keeps a file's tests, and so its module
+# fixtures (trained runs shared by several tests), in one worker.
+test: install lint
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The edit loop: everything but the tests marked slow (trainings in subprocesses).
+.PHONY: test-fast
+test-fast: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
+
+# The import layers (pyproject.toml [tool.importlinter]) and ruff's rules; part of `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 summary: install
 	$(BIN)/python -m mtl.models.summary --height 256 --width 512

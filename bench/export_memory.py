@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from mtl.config import make_config  # noqa: E402
+from mtl.rundir import METRICS_FILE, RunDirectory  # noqa: E402
 
 ENTRY = "problem1.lr"
 TEST_IMAGES = 40
@@ -55,8 +56,10 @@ def write_entries(folder: Path, runs: int) -> None:
     (folder / "profiles").mkdir(parents=True)
     (folder / "profiles" / "quick.yaml").write_text("num_epochs: 2\n")
     variants = "".join(f"  - name: lr{i}\n    overrides: {{optimizer_lr: {lr(i)}}}\n" for i in range(runs))
-    (folder / f"{ENTRY}.yaml").write_text(f"question: Which learning rate?\nitem: 1.1a\nbase: quick\nvariants:\n{variants}"
-                                          "report:\n  columns: [optimizer_lr]\n")
+    (folder / f"{ENTRY}.yaml").write_text(
+        f"question: Which learning rate?\nitem: 1.1a\nbase: quick\nvariants:\n{variants}"
+        "report:\n  columns: [optimizer_lr]\n"
+    )
 
 
 def build_submission(folder: Path, checkpoint_mb: int) -> Path:
@@ -70,16 +73,18 @@ def build_submission(folder: Path, checkpoint_mb: int) -> Path:
     for task in ("semseg", "depth"):
         (folder / "predictions" / task).mkdir(parents=True, exist_ok=True)
     for index in range(TEST_IMAGES):
-        write_semseg(folder / "predictions" / "semseg" / f"{index}.png", rng.integers(0, 19, (128, 256), dtype=np.uint8))
+        write_semseg(
+            folder / "predictions" / "semseg" / f"{index}.png", rng.integers(0, 19, (128, 256), dtype=np.uint8)
+        )
         write_depth(folder / "predictions" / "depth" / f"{index}.png", rng.uniform(4, 80, (128, 256)))
     weights = torch.from_numpy(rng.standard_normal(checkpoint_mb * (1 << 20) // 4, dtype=np.float32))
     torch.save({"model": {"weights": weights}, "step": 1}, folder / "best.pt")
     (folder / "source.zip").write_bytes(build_source_zip(make_config({})))
-    (folder / "metrics.jsonl").write_text(json.dumps({"step": 1, "epoch": 1, "val/grader": 1.0}) + "\n")
+    (folder / METRICS_FILE).write_text(json.dumps({"step": 1, "epoch": 1, "val/grader": 1.0}) + "\n")
     path = folder / "submission.zip"
     write_submission(path, predictions_dir=folder / "predictions", test_indices=list(range(TEST_IMAGES)),
                      checkpoint=folder / "best.pt", checkpoint_name="best", source_zip=folder / "source.zip",
-                     metrics_path=folder / "metrics.jsonl")
+                     metrics_path=folder / METRICS_FILE)
     return path
 
 
@@ -91,16 +96,17 @@ def plant_runs(runs_dir: Path, runs: int, submission: Path) -> None:
                            "wandb_job_type": variant})
         run_dir = runs_dir / ENTRY / f"{variant}-s0-{cfg.config_hash()}"
         run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(cfg.replace(log_dir=str(run_dir)).to_yaml())
+        run = RunDirectory(run_dir)
+        run.config_path.write_text(cfg.replace(log_dir=str(run_dir)).to_yaml())
         point = {"step": 10, "epoch": 1, "time": 10.0, "val/grader": 10.0 + index, "val/iou": 50.0,
                  "val/si_logrmse": 40.0, "val/loss": 1.0, "val/loss_semseg": 0.5, "val/loss_depth": 0.5}
-        (run_dir / "metrics.jsonl").write_text(json.dumps(point) + "\n")
+        run.metrics.write_text(json.dumps(point) + "\n")
         status = {"state": "finished", "error": None, "epoch": 1, "num_epochs": 2, "step": 10, "best": None,
                   "config_hash": cfg.config_hash(), "code_version": "bench", "started_at": "2024-01-01T00:00:00+00:00",
                   "updated_at": "2024-01-01T01:00:00+00:00", "finished_at": "2024-01-01T01:00:00+00:00",
                   "elapsed_s": 3600.0, "eta_s": None, "pid": 1, "host": "bench", "model": None, "wandb_run_id": None}
-        (run_dir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
-        os.link(submission, run_dir / "submission.zip")
+        run.status_path.write_text(json.dumps(status, indent=2) + "\n")
+        os.link(submission, run.submission)
 
 
 def measure_export(work: Path, runs: int, submission: Path, code: Path) -> dict:

@@ -4,7 +4,7 @@
     MTL_FAULT_TRIALS=50 python bench/fault_tally.py  # more kills of each signal
     MTL_FAULT_SEED=7 ...                            # other kill moments (default: a random seed, printed)
     MTL_FAULT_ONLY=input,secrets ...                # some areas only (preemption, storage, data, input,
-                                                    # divergence, secrets)
+                                                    # divergence, secrets, signals)
 
 Uses the fault helpers of the tests (tests/faults/): training processes forked from a server that
 imported torch once, a check of every run file after every kill, bit-for-bit comparison with an
@@ -76,6 +76,26 @@ def preemption(tally: Tally, base: Path, reference: Path, wall_s: float) -> None
                   f"{exact}/{len(chains)} ended bit-identical to the reference; exits "
                   f"{dict(Counter(k.exit_code for k in kills))}; phases {dict(Counter(k.phase for k in kills))} "
                   f"({time.monotonic() - started:.0f} s)", problems, sum(c.files_checked for c in chains))
+
+
+def process_group(tally: Tally, base: Path) -> None:
+    """Stop signals sent to the whole process group of a run with loader workers, as SLURM, containers
+    and a closed terminal send them: each must end the run interrupted (143) and the rerun bit-identical."""
+    from faults.process_group import WORKERS, resume_and_compare, stop_group, train_process
+
+    argv = [*fault_args(workers=WORKERS, workers_validation=WORKERS), FREQUENT_CHECKPOINTS]
+    reference = base / "group-reference"
+    code = train_process([*argv, f"--log_dir={reference}"], base / "group-reference.log", new_session=False).wait()
+    if code != 0:
+        tally.add("signals", f"the reference run with {WORKERS} workers exited {code}", [f"reference exit {code}"])
+        return
+    for signum in (signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT):
+        run_dir = base / f"group-{signum.name.lower()}"
+        stopped = stop_group(argv, run_dir, signum, base / f"{run_dir.name}.log")
+        problems = stopped.problems or resume_and_compare(argv, run_dir, reference, base / f"{run_dir.name}.log")
+        tally.add("signals", f"process group {signum.name} with {WORKERS} workers: exit {stopped.exit_code}, "
+                  f"state {stopped.state!r} ({stopped.error.split(';')[0]}), rerun "
+                  f"{'bit-identical' if not problems else 'DIFFERS'} to an unbroken run", problems)
 
 
 STORAGE_FAULTS = [(rundir.LAST_CHECKPOINT, 3, True), (rundir.METRICS_FILE, 3, True), (rundir.SUBMISSION_FILE, 1, True),
@@ -249,7 +269,7 @@ def main() -> int:
         areas = {"preemption": lambda: preemption(tally, base, reference, wall_s),
                  "storage": lambda: storage(tally, base, reference), "data": lambda: bad_data(tally, base),
                  "input": lambda: bad_input(tally, base), "divergence": lambda: divergence(tally, base),
-                 "secrets": lambda: secrets(tally, base)}
+                 "secrets": lambda: secrets(tally, base), "signals": lambda: process_group(tally, base)}
         chosen = os.environ.get("MTL_FAULT_ONLY", ",".join(areas)).split(",")
         for name in chosen:
             if name not in areas:

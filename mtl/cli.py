@@ -2,7 +2,8 @@
 
 Exit codes (``mtl.rundir.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
 resume, 3 diverged, 4 run directory in use, 5 cannot run here (ImageNet weights unavailable; recorded
-as skipped), 143 stopped by SIGTERM/SIGINT after writing a checkpoint.
+as skipped), 143 stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.stopping.STOP_SIGNALS``) after writing
+a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ USAGE = "usage: mtl-train [--config FILE.yaml ...] [--key value | --key=value ..
 
 
 def main(argv: list[str] | None = None) -> int:
-    # From the first line on, a SIGTERM (preemption) or SIGINT is remembered rather than fatal, so the
-    # run stops cleanly -- checkpoint, status "interrupted", exit 143 -- whenever it arrives.
+    # From the first line on, a stop signal (preemption, time limit, Ctrl-C, closed terminal) is remembered
+    # rather than fatal, so the run stops cleanly -- checkpoint, status "interrupted", exit 143 -- whenever it arrives.
     stop = StopSignals()
     stop.install()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
+    if "-h" in argv or "--help" in argv:  # anywhere on the line: `mtl-train --log_dir X --help` asks for help too
         print(USAGE + help_text())
         return 0
     try:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from mtl.models.encoder import PretrainedWeightsUnavailable
 
     if stop.received:
-        print(f"mtl-train: stopped by signal {stop.last} before the run started; "
+        print(f"mtl-train: stopped by {stop.describe()} before the run started; "
               "nothing was written", file=sys.stderr)
         return ExitCode.STOPPED
     try:

@@ -11,18 +11,14 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    AllowInfNan,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    create_model,
     field_validator,
     model_validator,
 )
@@ -215,7 +211,7 @@ class Config(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_ranges(self) -> "Config":
+    def _check_ranges(self) -> Config:
         if self.aug_geom_scale_min > self.aug_geom_scale_max:
             raise ValueError(
                 f"aug_geom_scale_min ({self.aug_geom_scale_min}) must not exceed "
@@ -224,7 +220,7 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _check_decoder_switches(self) -> "Config":
+    def _check_decoder_switches(self) -> Config:
         # The extra decoder fusions and SE live in the DeepLabV3+ decoder; without it they would be ignored.
         if not self.decoder_skip:
             enabled = [k for k in ("decoder_skip_2x", "decoder_skip_1x", "decoder_se") if getattr(self, k)]
@@ -236,7 +232,7 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _check_distillation_switch(self) -> "Config":
+    def _check_distillation_switch(self) -> Config:
         # distillation_decoder means nothing outside the distillation model; a non-default value is a mistake.
         if self.distillation_decoder != "template" and self.model_name != "distillation":
             raise ConfigError(
@@ -266,7 +262,7 @@ class Config(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         return make_config({**self.model_dump(), **overrides})
 
 
@@ -424,44 +420,3 @@ def help_text() -> str:
     for name, field in Config.model_fields.items():
         lines.append(f"  --{name:<28} {field.description} [default: {field.default!r}]")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ partial configs (ablation entries)
-def config_value_type(key: str) -> Any:
-    """The type of config key ``key`` with its constraints and field validators, to validate a value of it
-    on its own (a grid value); the cross-key rules need the whole Config and are not part of it."""
-    field = Config.model_fields[key]
-    markers: list[Any] = list(field.metadata)
-    if field.annotation is float:
-        markers.append(AllowInfNan(False))
-    for decorator in Config.__pydantic_decorators__.field_validators.values():
-        if key in decorator.info.fields or "*" in decorator.info.fields:
-            wrap = BeforeValidator if decorator.info.mode == "before" else AfterValidator
-            markers.append(wrap(decorator.func))
-    return Annotated[(field.annotation, *markers)]
-
-
-def _no_default_in_schema(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # unset means "the base's value", not null
-
-
-def partial_config_model(
-    name: str, doc: str, value_type: Any = None, schema_extra: dict[str, Any] | None = None, **field_options: Any
-) -> type[BaseModel]:
-    """A model with every config key optional and unset by default (extra keys forbidden), for the config
-    keys an entry, a variant or a grid sets. ``value_type(key)`` gives each key's type (default: the key's
-    own); the cross-key rules of :class:`Config` apply once the keys meet their base, not here."""
-    value_type = value_type or config_value_type
-    fields = {
-        key: (
-            value_type(key),
-            Field(None, description=field.description, json_schema_extra=_no_default_in_schema, **field_options),
-        )
-        for key, field in Config.model_fields.items()
-    }
-    config = ConfigDict(extra="forbid", json_schema_extra=schema_extra)
-    return create_model(name, __config__=config, __doc__=doc, **fields)
-
-
-# Config keys an entry or a variant sets; ``model_dump(exclude_unset=True)`` gives the values given.
-ConfigOverrides = partial_config_model("ConfigOverrides", "Config keys (see mtl-train --help) and their values.")

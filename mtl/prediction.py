@@ -41,7 +41,7 @@ def predict(model: torch.nn.Module, loader, depth_unit: DepthUnit, device: torch
     return written
 
 
-def predict_and_pack(cfg: Config, run: "RunDirectory", datasets: dict[str, Any], model: torch.nn.Module,
+def predict_and_pack(cfg: Config, run: RunDirectory, datasets: dict[str, Any], model: torch.nn.Module,
                      depth_unit: DepthUnit, device: torch.device) -> None:
     """Predict the test split with the best checkpoint (loaded into ``model``) and pack submission.zip."""
     if not run.best.exists():

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from mtl.io import atomic_write_text
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"  # derived from the trace and status (mtl.run_summary) for fast reports
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -47,6 +49,8 @@ PROFILE_FILE = ".profile"
 RECORD_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
 
 GRADER_KEY = "val/grader"
+# Status key with the run's W&B page, written by the trainer when the run logs online (reports link to it).
+STATUS_WANDB_URL = "wandb_url"
 # libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
 # thousands of runs. PyYAML built without libyaml still gives the same result.
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -65,6 +69,7 @@ class State:
     NOT_RUN = "not run"  # no status yet (planning and scheduling)
     NOT_STARTED = "not started"  # no status yet (a record read back)
     UNKNOWN = "unknown"  # a status without a state, or one that does not parse
+    STOPPED = "stopped"  # read back for a status left "running" by a trainer that is gone (SIGKILL, node lost)
 
 
 class ExitCode(enum.IntEnum):
@@ -180,13 +185,43 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 
 
 def recorded_state(run_dir: Path) -> str:
-    """The state in a run's status: not run, running, finished, failed, diverged, interrupted."""
+    """The state in a run's status: not run, running, finished, failed, diverged, interrupted -- or stopped,
+    for a status that says running while its trainer is gone (:func:`trainer_gone`)."""
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text()).get("state", State.UNKNOWN)
+        status = json.loads((Path(run_dir) / STATUS_FILE).read_text())
     except FileNotFoundError:
         return State.NOT_RUN
     except json.JSONDecodeError:
         return State.UNKNOWN  # the status is written atomically, so this is a foreign or damaged file
+    if not isinstance(status, dict):
+        return State.UNKNOWN
+    state = status.get("state", State.UNKNOWN)
+    if state == State.RUNNING and trainer_gone(run_dir, status):
+        return State.STOPPED
+    return state
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def trainer_gone(run_dir: Path, status: dict[str, Any]) -> bool:
+    """Whether the trainer a "running" status names is gone: its pid no longer exists on this host, or
+    nobody holds the run's lock (a trainer holds it for its whole life, on any host sharing the folder).
+    A folder whose lock cannot be tried (read-only) is judged by the pid alone."""
+    pid, host = status.get("pid"), status.get("host")
+    if isinstance(pid, int) and not isinstance(pid, bool) and host == socket.gethostname() and not _pid_alive(pid):
+        return True
+    try:
+        return not lock_held(run_dir)
+    except OSError:
+        return False
 
 
 def has_status(run_dir: Path) -> bool:
@@ -223,6 +258,7 @@ class RunDirectory:
         self.config_path = self.path / CONFIG_FILE
         self.status_path = self.path / STATUS_FILE
         self.metrics = self.path / METRICS_FILE
+        self.summary_path = self.path / SUMMARY_FILE
         self.checkpoints = self.path / CHECKPOINTS_DIR
         self.last = self.checkpoints / LAST_CHECKPOINT
         self.best = self.checkpoints / BEST_CHECKPOINT

@@ -1,6 +1,7 @@
 """Where a run's numbers go: the local trace (always) and W&B (online, offline or disabled).
 
-The local trace (the run directory's metric lines, ``mtl.rundir``) is the source of truth; W&B mirrors it. Both receive the same dict per point.
+The local trace (the run directory's metric lines, ``mtl.rundir``) is the source of truth; W&B mirrors it.
+Both receive the same dict per point.
 """
 
 from __future__ import annotations
@@ -17,18 +18,24 @@ from typing import Any
 import numpy as np
 
 from mtl.config import Config
-from mtl.io import append_line, atomic_write_text
+from mtl.io import append_line, atomic_write_text, fsync_file
 from mtl.rundir import read_jsonl
 
 
 class LocalTrace:
-    """The run's append-only metric lines (fsync per point), at ``RunDirectory.metrics``."""
+    """The run's append-only metric lines, at ``RunDirectory.metrics``.
+
+    Points are plain appends; :meth:`sync` makes them durable right before each checkpoint and at the end.
+    Points after the last checkpoint need no fsync: resume truncates them and trains them again."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def log(self, point: dict[str, Any]) -> None:
         append_line(self.path, json.dumps(point))  # NaN/Infinity as json writes them: read_jsonl and pandas accept them
+
+    def sync(self) -> None:
+        fsync_file(self.path)
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop points logged after the checkpoint; training re-creates them."""
@@ -214,7 +221,7 @@ class WandbSink:
             except Exception as exc:  # noqa: BLE001
                 what = f"{what}; offline start failed too ({_short(exc)})"
         self.mode = "disabled"
-        _say(f"{what}; continuing without W&B (metrics.jsonl has every point)", warning=True)
+        _say(f"{what}; continuing without W&B (the local trace has every point)", warning=True)
 
     def _guarded(self, what: str, call, *args: Any) -> None:
         """Run one W&B call; on failure fall back and, if a mirror is left, repeat it there."""
@@ -234,6 +241,11 @@ class WandbSink:
     @property
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
+
+    @property
+    def url(self) -> str | None:
+        """The run's W&B page while it logs online (an offline run has none until it is synced)."""
+        return self.run.url if self.run is not None and self.mode == "online" else None
 
     def log(self, point: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         if self.run is None:

@@ -46,7 +46,7 @@ def depth_gray(depth_m: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def visual_panels(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], depth_unit: "DepthUnit",
+def visual_panels(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], depth_unit: DepthUnit,
                   count: int) -> list[np.ndarray]:
     """input | predicted seg | true seg | predicted depth | true depth, one row image per sample."""
     panels = []
@@ -62,8 +62,8 @@ def visual_panels(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tenso
     return panels
 
 
-def validation_panels(model: torch.nn.Module, loader: DataLoader, depth_unit: "DepthUnit", device: torch.device,
-                      cfg: "Config", count: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+def validation_panels(model: torch.nn.Module, loader: DataLoader, depth_unit: DepthUnit, device: torch.device,
+                      cfg: Config, count: int) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Panels of the first ``count`` validation images, and the predicted depths (m) at the valid pixels of
     the batches holding them (W&B's depth histogram).
 

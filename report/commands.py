@@ -1,9 +1,9 @@
 """The ``report``, ``export`` and ``grade`` subcommands of ``mtl-ablate``.
 
-``mtl.suite`` (the ``mtl-ablate`` console script) calls :func:`register` with its subparsers; ``python -m report`` runs the same
-commands on their own. Every handler returns the exit code: 0 done, 1 done with problems (a figure not
-drawn, an entry without runs, a run not exported; ``export`` warns and exits 0 for these unless
-``--strict``), 2 refused (bad input, unknown entry, a secret found, a hostile archive).
+``mtl.suite`` (the ``mtl-ablate`` console script) calls :func:`register` with its subparsers;
+``python -m report`` runs the same commands on their own. Every handler returns the exit code: 0 done, 1 done with
+problems (a figure not drawn, an entry without runs, a run not exported; ``export`` warns and exits 0 for
+these unless ``--strict``), 2 refused (bad input, unknown entry, a secret found, a hostile archive).
 """
 
 from __future__ import annotations
@@ -74,16 +74,28 @@ def cmd_report(args: argparse.Namespace) -> int:
         result = write_report(entries, results, args.out, formats, draw_figures=not args.no_figures,
                               dataset_root=args.dataset_root, noise_rule=args.noise_rule,
                               runs_label=str(args.runs_dir) if not args.wandb else f"W&B {args.wandb}",
-                              selections=selections)
+                              runs_dir=None if args.wandb else args.runs_dir, selections=selections)
     except (EntryError, StoreError, ReportError, ValueError) as exc:
         return _fail("report", exc)
-    for path in result.files:
-        if path.parent == result.out_dir:
-            print(path)
-    print(f"{len(result.files)} files under {result.out_dir}")
+    for line in written_files_lines(result.files, Path(result.out_dir)):
+        print(line)
     for problem in result.problems:
         print(f"problem: {problem}", file=sys.stderr)
     return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def written_files_lines(files: list[Path], out_dir: Path) -> list[str]:
+    """Every written file, relative to ``out_dir`` (nested ones too), then how many and where."""
+    lines = [str(_relative(path, out_dir)) for path in sorted(set(files))]
+    count = len(set(files))
+    return [*lines, f"{count} {'file' if count == 1 else 'files'} under {out_dir}"]
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return Path(path).resolve().relative_to(root.resolve())
+    except ValueError:
+        return Path(path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -203,8 +215,11 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--no-figures", action="store_true", help="tables and write-up only")
         parser.add_argument("--profile", help="read the runs of this profile (default: the one of each entry's last "
                             "`run`, else the entry's own); runs of other profiles or older configs are left out")
-        parser.add_argument("--no-cache", action="store_true",
-                            help="read every run again instead of the summaries cached under $MTL_CACHE_DIR/report-runs")
+        parser.add_argument(
+            "--no-cache",
+            action="store_true",
+            help="read every run again instead of the summaries cached under $MTL_CACHE_DIR/report-runs",
+        )
 
     p = subparsers.add_parser("report", help="tables, figures and the write-up skeleton of entries")
     p.add_argument("ids", nargs="*", metavar="ID")
@@ -240,8 +255,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--all", action="store_true", help="every entry, in assignment order")
     p.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
                    help="folder of entries (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
-    p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
-                   help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)")
+    p.add_argument(
+        "--wandb",
+        metavar="[ENTITY/]PROJECT",
+        help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)",
+    )
     p.add_argument("--save", action="store_true",
                    help="save the workspaces to W&B (needs credentials); without it they are only printed")
     p.set_defaults(func=cmd_dashboard)

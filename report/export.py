@@ -56,11 +56,11 @@ class Member:
     path: Path | None = None
 
     @classmethod
-    def from_bytes(cls, name: str, data: bytes, stored: bool) -> "Member":
+    def from_bytes(cls, name: str, data: bytes, stored: bool) -> Member:
         return cls(name, stored, hashlib.sha256(data).hexdigest(), len(data), data=data)
 
     @classmethod
-    def from_file(cls, name: str, path: Path, stored: bool) -> "Member":
+    def from_file(cls, name: str, path: Path, stored: bool) -> Member:
         digest, size = file_sha256(path)
         return cls(name, stored, digest, size, path=path)
 

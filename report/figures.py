@@ -80,7 +80,7 @@ def curves(points: pd.DataFrame, runs: pd.DataFrame, out_dir: Path, stem: str, t
         for axis, metric in zip(axes, METRIC_TITLES):
             axis.plot(x, series[metric].to_numpy(dtype=float), color=colours[run["variant"]], marker=".",
                       linewidth=1.2, alpha=0.85, label=label if axis is axes[0] else None)
-    for axis, (metric, text) in zip(axes, METRIC_TITLES.items()):
+    for axis, text in zip(axes, METRIC_TITLES.values()):
         axis.set_title(text, fontsize=10)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -207,12 +207,18 @@ def depth_histogram(runs: Sequence[tuple[str, Path]], dataset_root: Path, out_di
     series = [(f"ground truth ({gt_split} split)", _valid_depths(gt_paths))]
     for label, run_dir in runs:
         indices = predicted_indices(run_dir)[:max_images]
-        series.append((f"{label} (test predictions)", _valid_depths([prediction_paths(run_dir, i)[1] for i in indices])))
+        series.append(
+            (f"{label} (test predictions)", _valid_depths([prediction_paths(run_dir, i)[1] for i in indices]))
+        )
     figure, (metres_axis, log_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
     metre_bins = np.linspace(DEPTH_MIN_M, DEPTH_MAX_M, 75)
     log_bins = np.linspace(math.log(DEPTH_MIN_M), math.log(DEPTH_MAX_M), 75)
     for number, (label, values) in enumerate(series):
-        style = dict(histtype="stepfilled", alpha=0.3, color="grey") if number == 0 else dict(histtype="step", linewidth=1.4)
+        style = (
+            dict(histtype="stepfilled", alpha=0.3, color="grey")
+            if number == 0
+            else dict(histtype="step", linewidth=1.4)
+        )
         metres_axis.hist(values, bins=metre_bins, density=True, label=label, **style)
         log_axis.hist(np.log(values), bins=log_bins, density=True, label=label, **style)
     metres_axis.set_xlabel("depth [m]")

@@ -18,7 +18,7 @@ from report.store import VAL_PREFIX, ResultTables, RunInput, StoreError, build_t
 
 # mtl.tracking logs every point with its optimizer step under this key (W&B's own _step counts calls).
 WANDB_STEP_KEY = "trainer/step"
-# W&B run states in the vocabulary of status.json.
+# W&B run states in the vocabulary of a run's status (mtl.rundir.State).
 WANDB_STATES = {
     "finished": "finished",
     "running": "running",

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from mtl.ablate.arguments import command_line
 from mtl.ablate.entry import FIGURE_KINDS
 from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
 from report.store import ResultTables
@@ -123,14 +124,22 @@ def dataset_root_of(config_row: pd.Series) -> Path:
     raise ValueError(f"run {config_row.get('run')} has no dataset_root; pass --dataset-root")
 
 
+def run_command(entry: Any, runs_dir: Path | None) -> str:
+    """The ``mtl-ablate run`` line that trains ``entry`` where this report reads its runs; without
+    ``runs_dir`` (a report that travels, as in the export archive) it names no local folder."""
+    if runs_dir is None:
+        return command_line("run", [entry.id])
+    return command_line("run", [entry.id], runs_dir=runs_dir, ablations_dir=getattr(entry, "ablations_dir", None))
+
+
 def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats: Sequence[str] = FORMATS,
                        draw_figures: bool = True, dataset_root: Path | None = None,
-                       noise_rule: str = "welch") -> EntryReport:
+                       noise_rule: str = "welch", runs_dir: Path | None = None) -> EntryReport:
     """Tables and figures of one entry, written under ``out_dir``."""
     subset = results.for_ablation(entry.id)
     if subset.runs.empty:
         return EntryReport(entry=entry, tables=None,
-                           problems=[f"no runs recorded yet (`mtl-ablate run {entry.id}`)"])
+                           problems=[f"no runs recorded yet (`{run_command(entry, runs_dir)}`)"])
     variant_order = [v.name for v in entry.variants] if getattr(entry, "variants", None) else None
     tables = entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
                           rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode, variant_order=variant_order)
@@ -182,7 +191,9 @@ def write_tables(tables: EntryTables, rendered: dict[tuple[str, str], str], fold
         if "latex" in formats:
             written.setdefault("latex", []).append(_write(Path(f"{stem}.tex"), rendered[(kind, "latex")]))
         if "csv" in formats:
-            written.setdefault("csv", []).append(_write(Path(f"{stem}.csv"), to_csv(raw.drop(columns=["source"], errors="ignore"))))
+            written.setdefault("csv", []).append(
+                _write(Path(f"{stem}.csv"), to_csv(raw.drop(columns=["source"], errors="ignore")))
+            )
     return written
 
 
@@ -398,7 +409,7 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
 # ---------------------------------------------------------------------------------------- everything
 def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | Path,
                  formats: Sequence[str] = FORMATS, draw_figures: bool = True, dataset_root: Path | None = None,
-                 noise_rule: str = "welch", runs_label: str = "runs",
+                 noise_rule: str = "welch", runs_label: str = "runs", runs_dir: Path | None = None,
                  selections: dict[str, Any] | None = None) -> ReportResult:
     """Tables, figures and the write-up (``report.md`` / ``report.tex`` per ``formats``) of ``entries``,
     which are written in their assignment order (``Entry.sort_key``)."""
@@ -411,7 +422,9 @@ def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | P
     sections = []
     for entry in ordered:
         try:
-            sections.append(build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule))
+            sections.append(
+                build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule, runs_dir)
+            )
             sections[-1].selection = (selections or {}).get(entry.id)
         except TableError as exc:
             raise ReportError(f"entry {entry.id}: {exc}") from None

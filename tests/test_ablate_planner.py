@@ -135,20 +135,25 @@ def test_unfinished_base_is_an_error_naming_the_entry(ablations, tmp_path):
     write_entry(ablations, "problem1.a", grid={"optimizer_lr": [0.1, 0.01]})
     write_entry(ablations, "problem1.b", base="best of problem1.a")
     entries = load_entries(ablations)
-    with pytest.raises(UnresolvedBase, match=r"run `mtl-ablate run problem1.a` first"):
+    # The hint repeats the folders that differ from the defaults, so that pasted it trains these runs.
+    hint = f"run `mtl-ablate run problem1.a --ablations-dir {ablations} --runs-dir {runs_dir}"
+    with pytest.raises(UnresolvedBase) as error:
         plan(entries["problem1.b"], None, runs_dir)
+    assert f"{hint}` first" in str(error.value)
     first = plan(entries["problem1.a"], None, runs_dir)
     plant_run(first[0], [10.0])
     plant_run(first[1], [12.0, 13.0], state="running")
-    with pytest.raises(UnresolvedBase, match=r"1 of 2 runs not finished.*run `mtl-ablate run problem1.a` first"):
+    with pytest.raises(UnresolvedBase, match=r"1 of 2 runs not finished") as error:
         plan(entries["problem1.b"], None, runs_dir)
+    assert f"{hint}` first" in str(error.value)
     # With another profile the hint says so.
-    with pytest.raises(UnresolvedBase, match=r"run `mtl-ablate run problem1.a --profile full` first"):
+    with pytest.raises(UnresolvedBase) as error:
         plan(entries["problem1.b"], "full", runs_dir)
+    assert f"{hint} --profile full` first" in str(error.value)
     # Dry runs and `show` plan provisionally instead of failing.
     provisional = make_plan(entries["problem1.b"], None, runs_dir, allow_unresolved=True)
     assert not provisional.resolved and all(r.provisional for r in provisional.runs)
-    assert "run `mtl-ablate run problem1.a` first" in provisional.base.describe()
+    assert f"{hint}` first" in provisional.base.describe()
 
 
 def test_all_failed_base_is_unresolved(ablations, tmp_path):
@@ -193,11 +198,13 @@ def test_show_and_dry_run_print_the_plan(tmp_path, capsys):
     assert "sgd-s0-" in out and "adam-s0-" in out and "optimizer=adam optimizer_lr=0.0001" in out
     assert main(["run", "problem1.lr", "--profile", "quick", "--dry-run", *runs]) == 0
     out = capsys.readouterr().out
-    assert "unresolved" in out and "run `mtl-ablate run problem1.optimizer --profile quick` first" in out
-    # With --no-deps, a real run of an entry whose base is unresolved stops before starting anything.
+    hint = f"run `mtl-ablate run problem1.optimizer --runs-dir {tmp_path} --profile quick` first"
+    assert "unresolved" in out and hint in out
+    # With --no-deps, a real run of an entry whose base is unresolved stops before starting anything; its
+    # hint keeps the user's --runs-dir and --profile.
     assert main(["run", "problem1.lr", "--profile", "quick", "--devices", "cpu", "--no-deps", *runs]) == 2
     err = capsys.readouterr().err
-    assert "mtl-ablate run problem1.optimizer --profile quick` first" in err and "without --no-deps" in err
+    assert hint in err and "without --no-deps" in err
     assert not (tmp_path / "problem1.lr").exists()
 
 

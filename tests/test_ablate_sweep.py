@@ -1,111 +1,173 @@
-"""W&B sweeps: valid sweep configs whose agent command lines rebuild the configs of the local plan."""
+"""W&B sweeps: one sweep per entry whose grid points, launched as ``wandb agent`` launches them, train
+exactly the runs of the local plan, where ``status``, ``report``, ``best of`` and ``run`` find them.
+
+The points come from the ``sweeps`` package (the grid controller W&B runs), and each is launched by wandb's
+own agent code (``Agent._command_run`` of the pinned wandb 0.31: it builds the command from the sweep's
+``command``, ``program`` and the point's ``${args}``, and starts it); only the server is missing.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from sweeps import RunState, SweepConfig, next_run, schema_violations_from_proposed_config
-from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import make_plan, plan
-from mtl.ablate.sweep import sweep_configs
-from mtl.config import config_from_cli
+from mtl.ablate.scheduler import ActionKind, planned_action
+from mtl.ablate.sweep import COMMAND, PROGRAM, sweep_config
+from mtl.ablate.sweep_run import PLACE_KEYS, SweepPointError, point_config
+from mtl.ablate.sweep_run import main as sweep_run_main
+from mtl.config import Config
+from mtl.rundir import read_config, read_status
 from mtl.suite import main
-from support import REPO
+from support import ABLATIONS, REPO, TINY, write_entry
 from test_ablate_planner import plant_run
-
-ABLATIONS = REPO / "ablations"
 
 
 def grid_points(config: dict) -> list[dict]:
-    """Every parameter set the W&B grid controller proposes, as the agent receives them."""
+    """Every parameter set the W&B grid controller proposes, as the agent receives them ({key: {value}})."""
     runs = []
-    while (run := next_run(config, runs)) is not None:
+    while (run := next_run(config, runs, validate=True)) is not None:
         run.state = RunState.finished
         runs.append(run)
     return [run.config for run in runs]
 
 
-def agent_argv(config: dict, params: dict, interpreter: str, run_id: str, runs_dir: Path) -> list[str]:
-    """Build the command exactly as `wandb agent` does, run it, and return the argv the interpreter receives."""
-    sweep_vars = create_sweep_command_args({"args": params})
-    sweep_vars.update(env=["/usr/bin/env"], interpreter=[interpreter], program=[])
-    command = []
-    for chunk in config["command"]:
-        if chunk.startswith("${") and chunk.endswith("}"):
-            command += sweep_vars.get(chunk[2:-1]) or []
-        else:
-            command.append(chunk)
-    env = {**os.environ, "WANDB_RUN_ID": run_id, "MTL_RUNS_DIR": str(runs_dir)}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=30)
-    return json.loads(result.stdout)
-
-
 @pytest.fixture
-def argv_printer(tmp_path) -> str:
-    """Stands in for the Python interpreter at the end of the agent's command: prints what it was given."""
-    script = tmp_path / "print-argv"
-    script.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
-    script.chmod(0o755)
-    return str(script)
+def agent(tmp_path, monkeypatch):
+    """Launch a grid point as ``wandb agent`` does, in this checkout; returns the exit code of its process.
+
+    The agent's interpreter is the ``python`` on PATH: here a stand-in that runs (or, with ``record``,
+    records the arguments of) this test's interpreter."""
+    from wandb.wandb_agent import Agent
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "agent"))  # where the agent writes each point's config
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    monkeypatch.setenv("WANDB_RUN_ID", "unset")  # the agent sets it for each point; restored afterwards
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(REPO)
+    (tmp_path / "agent").mkdir()
+
+    def launch(sweep: dict, point: dict, run_id: str, record: Path | None = None) -> int:
+        python = bin_dir / "python"
+        if record is None:
+            python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        else:
+            python.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                              f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+        python.chmod(0o755)
+        runner = Agent(api=None, queue=None, sweep_id="sweep1")
+        runner._sweep_command = yaml.safe_load(yaml.safe_dump(sweep))["command"]  # as the server stores it
+        runner._command_run({"type": "run", "run_id": run_id, "program": sweep["program"], "args": point})
+        return runner._run_processes[run_id].wait(timeout=600)
+
+    return launch
 
 
-@pytest.mark.parametrize("entry_id, expected_sweeps", [("problem1.optimizer", 2), ("problem1.lr", 1)])
-def test_sweeps_are_valid_and_rebuild_the_local_configs(tmp_path, argv_printer, entry_id, expected_sweeps):
+def recorded_argvs(path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def plant_optimizer_runs(runs_dir: Path, sgd: float, adam: float) -> None:
+    for run in plan(load_entries(ABLATIONS)["problem1.optimizer"], "quick", runs_dir):
+        plant_run(run, [sgd] if run.variant == "sgd" else [adam])
+
+
+# ------------------------------------------------------------------------------ the sweep's form
+def plant_chain_before(entry_id: str, runs_dir: Path) -> None:
+    """Finished runs for every entry before ``entry_id`` in the 'best of' chain (the last variant wins)."""
+    for entry in load_entries(ABLATIONS).values():
+        if entry.id == entry_id:
+            return
+        runs = plan(entry, "quick", runs_dir)
+        variants = list(dict.fromkeys(r.variant for r in runs))
+        for run in runs:
+            plant_run(run, [10.0 + variants.index(run.variant)])
+
+
+def test_named_variants_are_one_sweep_with_a_variant_parameter(tmp_path):
+    plant_chain_before("problem2.branched", tmp_path)
+    local = make_plan(load_entries(ABLATIONS)["problem2.branched"], "quick", tmp_path)
+    config = sweep_config(local, "runs")
+    assert schema_violations_from_proposed_config(config) == []
+    SweepConfig(config)  # the sweeps package's own validation and defaults
+    assert config["name"] == "problem2.branched" and config["method"] == "grid"
+    assert config["program"] == PROGRAM and Path(REPO / PROGRAM).is_file()
+    assert config["command"] == COMMAND and "${args}" in config["command"]
+    parameters = config["parameters"]
+    assert parameters["variant"] == {"values": ["joint", "branched"]}
+    assert parameters["seed"] == {"values": [0]}
+    assert {k: parameters[k] for k in ("entry", "profile", "runs_dir")} == {
+        "entry": {"value": "problem2.branched"}, "profile": {"value": "quick"}, "runs_dir": {"value": "runs"}}
+    assert "model_name" not in parameters  # it differs between the variants: the variant decides it
+    assert parameters["optimizer_lr"] == {"value": local.runs[0].config.optimizer_lr}
+    swept_or_place = {"variant", "seed", *PLACE_KEYS}
+    assert all(set(p) == {"value"} for k, p in parameters.items() if k not in swept_or_place)
+    assert not set(PLACE_KEYS) & set(Config.model_fields)  # the program's own keys never shadow config keys
+    assert len(grid_points(config)) == 2
+
+
+@pytest.mark.parametrize("entry_id", ["problem1.optimizer", "problem1.lr"])
+def test_each_point_launched_by_the_agent_names_one_planned_run(tmp_path, agent, entry_id):
     runs_dir = tmp_path / "runs"
-    entries = load_entries(ABLATIONS)
-    for run in plan(entries["problem1.optimizer"], "quick", runs_dir):
-        plant_run(run, [10.0] if run.variant == "sgd" else [20.0])  # adam wins
-    local = make_plan(entries[entry_id], "quick", runs_dir)
-    configs = sweep_configs(local)
-    assert len(configs) == expected_sweeps
-    seen = set()
-    for name, config in configs.items():
-        assert schema_violations_from_proposed_config(config) == []
-        SweepConfig(config)  # the sweeps package's own validation and defaults
-        assert config["method"] == "grid" and config["metric"] == {"name": "val/grader", "goal": "maximize"}
-        for params in grid_points(config):
-            run_id = f"r{len(seen)}"
-            argv = agent_argv(config, params, argv_printer, run_id, runs_dir)
-            assert argv[:2] == ["-m", "mtl.cli"]
-            agent_config = config_from_cli(argv[2:])
-            match = [r for r in local.runs
-                     if r.config.seed == agent_config.seed and
-                     r.config.hyperparameters() == agent_config.hyperparameters()]
-            assert len(match) == 1, (name, params)
-            seen.add(match[0].name)
-            # Same W&B grouping as the local run; a directory of its own; the agent's run id.
-            assert agent_config.wandb_group == entry_id and agent_config.wandb_tags == ("problem1",)
-            assert agent_config.log_dir == f"{runs_dir}/{entry_id}/sweeps/{run_id}"
-            assert agent_config.wandb_run_id == run_id
-            assert agent_config.dataset == "synthetic"
-    assert seen == {r.name for r in local.runs}  # every local run, each exactly once
+    plant_optimizer_runs(runs_dir, sgd=10.0, adam=20.0)  # adam wins: problem1.lr builds on it
+    local = make_plan(load_entries(ABLATIONS)[entry_id], "quick", runs_dir)
+    sweep = sweep_config(local, runs_dir)
+    record = tmp_path / "argv.jsonl"
+    points = grid_points(sweep)
+    for i, point in enumerate(points):
+        assert agent(sweep, point, f"run{i}", record=record) == 0
+    seen = []
+    for i, argv in enumerate(recorded_argvs(record)):
+        assert argv[:2] == ["-m", "mtl.ablate.sweep_run"]
+        spec, config = point_config(argv[2:], {"WANDB_RUN_ID": f"run{i}"})
+        seen.append(spec.name)
+        # The plan's config, directory, W&B group and job type (the variant name); the agent's run id.
+        assert config == spec.config.replace(wandb_run_id=f"run{i}")
+        assert config.log_dir == str(runs_dir.absolute() / entry_id / spec.name)
+        assert (config.wandb_group, config.wandb_job_type) == (entry_id, spec.variant)
+    assert sorted(seen) == sorted(r.name for r in local.runs)  # every planned run, each once
+    if entry_id == "problem1.lr":
+        assert sweep["parameters"]["optimizer_lr"] == {"values": [1e-05, 0.0001, 0.001]}  # adam's 1e-4 bracket
+        assert sweep["parameters"]["optimizer"] == {"value": "adam"}
+        assert {r.variant for r in local.runs} == {f"optimizer_lr={v}" for v in ("1e-05", "0.0001", "0.001")}
 
 
-def test_lr_sweep_varies_the_resolved_bracket(tmp_path):
+def test_a_sweep_written_before_its_base_changed_is_refused(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    entries = load_entries(ABLATIONS)
-    for run in plan(entries["problem1.optimizer"], "quick", runs_dir):
-        plant_run(run, [30.0] if run.variant == "sgd" else [20.0])  # sgd wins
-    (config,) = sweep_configs(make_plan(entries["problem1.lr"], "quick", runs_dir)).values()
-    assert config["parameters"] == {"optimizer_lr": {"values": [0.001, 0.01, 0.1]}, "seed": {"values": [0]}}
-    assert "--optimizer=sgd" in config["command"]
+    plant_optimizer_runs(runs_dir, sgd=30.0, adam=20.0)  # sgd wins
+    sweep = sweep_config(make_plan(load_entries(ABLATIONS)["problem1.lr"], "quick", runs_dir), runs_dir)
+    (point,) = [p for p in grid_points(sweep) if p["optimizer_lr"]["value"] == 0.01]
+    plant_optimizer_runs(runs_dir, sgd=10.0, adam=20.0)  # now adam wins: the sweep is stale
+    argv = [f"--{k}={v['value']}" for k, v in point.items()]
+    with pytest.raises(SweepPointError) as error:
+        point_config(argv, {})
+    assert "optimizer: sweep 'sgd', plan 'adam'" in str(error.value)
+    assert "write the sweep again with `mtl-ablate sweep problem1.lr --profile quick" in str(error.value)
+    assert sweep_run_main(argv) == 2
+    assert "matches no planned run of problem1.lr" in capsys.readouterr().err
+    with pytest.raises(SweepPointError, match="log_dir cannot be given"):
+        point_config([*argv, "--log_dir=/elsewhere"], {})
+    with pytest.raises(SweepPointError, match="has no variant 'nope'"):
+        point_config([*argv, "--variant=nope"], {})
 
 
 def test_sweep_command_writes_yaml_and_refuses_unresolved_bases(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
     assert main(["sweep", "problem1.optimizer", "--profile", "quick", "--runs-dir", str(runs_dir)]) == 0
-    written = sorted((runs_dir / "problem1.optimizer" / "sweep-configs").glob("*.sweep.yaml"))
-    assert [p.name for p in written] == ["problem1.optimizer.adam.sweep.yaml", "problem1.optimizer.sgd.sweep.yaml"]
-    for path in written:
-        assert schema_violations_from_proposed_config(yaml.safe_load(path.read_text())) == []
+    (written,) = (runs_dir / "problem1.optimizer" / "sweep-configs").glob("*.sweep.yaml")
+    assert written.name == "problem1.optimizer.sweep.yaml"
+    config = yaml.safe_load(written.read_text())
+    assert schema_violations_from_proposed_config(config) == []
+    assert "ablations_dir" not in config["parameters"]  # the default: each agent's own checkout
     assert main(["sweep", "problem1.lr", "--profile", "quick", "--runs-dir", str(runs_dir)]) == 2
     assert "run `mtl-ablate run problem1.optimizer --profile quick` first" in capsys.readouterr().err
 
@@ -115,3 +177,50 @@ def test_create_without_credentials_is_a_clear_error(tmp_path, capsys, monkeypat
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     assert main(["sweep", "problem1.optimizer", "--profile", "quick", "--runs-dir", str(tmp_path), "--create"]) == 2
     assert "needs W&B credentials" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ end to end
+PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"}, "num_epochs": 1, "synthetic_num_train": 4,
+           "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64, "visualize_num_images": 0}
+
+
+@pytest.mark.slow
+def test_agent_trained_runs_are_the_plans_runs(tmp_path, agent, capsys, cache_dir):
+    ablations, runs_dir = tmp_path / "ablations", tmp_path / "runs"
+    (ablations / "profiles").mkdir(parents=True)
+    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(PROFILE))
+    write_entry(ablations, "problem1.pair", base="tiny", variants=[
+        {"name": "slow", "overrides": {"optimizer_lr": 0.001}}, {"name": "fast", "overrides": {"optimizer_lr": 0.02}}])
+    write_entry(ablations, "problem1.next", base="best of problem1.pair", overrides={"batch_size": 1})
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
+
+    assert main(["sweep", "problem1.pair", *where, "--out", str(tmp_path / "sweep")]) == 0
+    sweep = yaml.safe_load((tmp_path / "sweep" / "problem1.pair.sweep.yaml").read_text())
+    assert sweep["parameters"]["ablations_dir"] == {"value": str(ablations)}
+    points = grid_points(sweep)
+    assert [p["variant"]["value"] for p in points] == ["slow", "fast"]
+    for i, point in enumerate(points):
+        assert agent(sweep, point, f"agent{i}") == 0
+
+    local = plan(load_entries(ablations)["problem1.pair"], None, runs_dir)
+    for i, spec in enumerate(local):
+        config = read_config(spec.run_dir)  # the plan's directory, the agent's W&B run id
+        assert (config["wandb_group"], config["wandb_job_type"]) == ("problem1.pair", spec.variant)
+        assert config["wandb_run_id"] == f"agent{i}"
+        assert read_status(spec.run_dir)["state"] == "finished"
+        assert planned_action(spec).kind is ActionKind.SKIP
+    traces = {spec.name: (spec.run_dir / "metrics.jsonl").read_bytes() for spec in local}
+
+    capsys.readouterr()
+    assert main(["status", "problem1.pair", *where]) == 0
+    assert capsys.readouterr().out.count("finished") == 2
+    assert main(["run", "problem1.pair", *where, "--devices", "cpu"]) == 0  # nothing left to train
+    assert agent(sweep, points[0], "agent-again") == 0  # a finished point is not trained again
+    assert traces == {spec.name: (spec.run_dir / "metrics.jsonl").read_bytes() for spec in local}
+
+    following = make_plan(load_entries(ablations)["problem1.next"], None, runs_dir)
+    assert following.base.winner.run_dir in {spec.run_dir for spec in local}
+    assert main(["report", "problem1.pair", *where, "--out", str(tmp_path / "report"), "--format", "csv",
+                 "--no-figures", "--no-cache"]) == 0
+    rows = (tmp_path / "report" / "tables" / "problem1.pair.runs.csv").read_text().splitlines()
+    assert len(rows) == 3 and {"slow", "fast"} <= {cell for row in rows for cell in row.split(",")}

@@ -65,7 +65,7 @@ def _rewrite(source: Path, target: Path, replace: dict[str, object]) -> Path:
     """Copy ``source`` to ``target`` with members replaced: bytes, or a callable writing to an open member."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
         for info in old.infolist():
-            content = replace.get(info.filename, None)
+            content = replace.get(info.filename)
             if callable(content):
                 with new.open(info.filename, "w", force_zip64=True) as member:
                     content(member)
@@ -205,11 +205,13 @@ def test_leak_scan_limits_total_inflated_bytes(tmp_path, monkeypatch):
 
 def test_leak_scan_refuses_a_bomb_member(tmp_path):
     path = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("notes.txt", "w", force_zip64=True) as member:
-            _zeros(256 * MiB)(member)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("notes.txt", "w", force_zip64=True) as member:
+        _zeros(256 * MiB)(member)
     # Over the size read whole and ~1000-fold: refused from the directory entry, before inflating it.
-    with pytest.raises(ArchiveError, match=rf"bomb.zip: member notes.txt inflates \d+-fold \(\d+ -> {256 * MiB} bytes\)"):
+    with pytest.raises(
+        ArchiveError, match=rf"bomb.zip: member notes.txt inflates \d+-fold \(\d+ -> {256 * MiB} bytes\)"
+    ):
         leaks.scan_file(path, "bomb.zip")
 
 

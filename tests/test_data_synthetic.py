@@ -130,7 +130,7 @@ def test_build_is_atomic_and_reuses_a_finished_dataset(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_synthetic(target, small)
     assert not target.exists()
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".build-lock")] == []
     monkeypatch.undo()
 
     path = build_synthetic(target, small)

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtl.ablate.entry import EntryError, EntryFile, Scaled, load_entry, parse_entry
-from mtl.config import FIELD_NAMES, Config, ConfigError, ConfigOverrides, cli_args, config_from_cli, make_config
+from mtl.config import FIELD_NAMES, Config, ConfigError, cli_args, config_from_cli, make_config
+from mtl.partial_config import ConfigOverrides
 
 FUZZ = settings(max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -211,7 +211,9 @@ def test_partial_export_warns_and_exits_0_unless_strict(project, capsys):
     with zipfile.ZipFile(archive) as written:
         manifest = json.loads(written.read("MANIFEST.json"))
         assert manifest["complete"] is False
-        assert manifest["report_problems"] == ["problem1.momentum: no runs recorded yet (`mtl-ablate run problem1.momentum`)"]
+        assert manifest["report_problems"] == [
+            "problem1.momentum: no runs recorded yet (`mtl-ablate run problem1.momentum`)"
+        ]
         assert len([n for n in written.namelist() if n.endswith("submission.zip")]) == 2
 
 

@@ -124,8 +124,13 @@ def test_report_command(project, capsys, monkeypatch, tmp_path):
     assert report_main(["report", "problem1.opt", "--format", "csv", *common]) == 0
     assert sorted(p.name for p in (project["out"] / "tables").iterdir()) == ["problem1.opt.runs.csv",
                                                                              "problem1.opt.variants.csv"]
+    # Every written file, nested ones too, relative to the output folder.
+    assert capsys.readouterr().out.splitlines() == ["tables/problem1.opt.runs.csv", "tables/problem1.opt.variants.csv",
+                                                    f"2 files under {project['out']}"]
     assert report_main(["report", "--all", *common]) == 1  # problem2.branched has no runs
-    assert "problem: problem2.branched: no runs recorded yet" in capsys.readouterr().err
+    # The hint repeats the folders the user passed: pasted, it trains the runs this report reads.
+    assert (f"problem: problem2.branched: no runs recorded yet (`mtl-ablate run problem2.branched --ablations-dir "
+            f"{project['ablations']} --runs-dir {project['runs']}`)") in capsys.readouterr().err
     assert report_main(["report", "problem1.optt", *common]) == 2
     assert "unknown entry 'problem1.optt'; did you mean 'problem1.opt'" in capsys.readouterr().err
     assert report_main(["report", *common]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from mtl import cli, rundir
 from mtl.ablate.scheduler import Action, ActionKind, planned_action
 from mtl.rundir import ExitCode, RunDirectory, RunLocked, RunRefused, State
-from mtl.stopping import StopSignals
+from mtl.stopping import StopSignals, describe_signal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,9 +50,9 @@ def test_lock_is_exclusive_and_typed(tmp_path):
     assert not rundir.lock_held(run.path)
     with run.exclusive():
         assert rundir.lock_held(run.path)
-        with pytest.raises(RunLocked, match="in use by another process") as caught:
-            with RunDirectory(run.path).exclusive():
-                pass
+        with pytest.raises(RunLocked, match="in use by another process") as caught, \
+                RunDirectory(run.path).exclusive():
+            pass
         assert isinstance(caught.value, RunRefused)
     assert not rundir.lock_held(run.path)
 
@@ -85,9 +86,37 @@ def test_stop_signals_are_remembered_not_fatal():
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.received == [signal.SIGTERM, signal.SIGINT] and stop.last == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGUSR2)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert stop.received[2:] == [signal.SIGUSR2, signal.SIGHUP]
+        assert stop.describe() == "SIGHUP (terminal closed)"
+        assert describe_signal(signal.SIGUSR2) == "SIGUSR2 (time limit)"
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def test_loader_workers_ignore_stop_signals(tmp_path):
+    """A worker that ignores the stop signals survives one sent to its whole process group."""
+    code = ("import os, signal, time\n"
+            "from mtl.stopping import STOP_SIGNALS, ignore_stop_signals\n"
+            "ignore_stop_signals(0)\n"
+            "for s in STOP_SIGNALS: os.kill(os.getpid(), s)\n"
+            "assert all(signal.getsignal(s) is signal.SIG_IGN for s in STOP_SIGNALS)\n")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_running_status_of_a_gone_trainer_reads_stopped(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run.write_status(state=State.RUNNING, pid=dead.pid, host=socket.gethostname())
+    assert rundir.recorded_state(run.path) == State.STOPPED  # its pid is gone on this host
+    run.write_status(pid=os.getpid())
+    assert rundir.recorded_state(run.path) == State.STOPPED  # alive, but nobody holds the lock
+    with run.exclusive():
+        assert rundir.recorded_state(run.path) == State.RUNNING
+    assert str(planned_action(SimpleNamespace(run_dir=run.path))) == "resume"
 
 
 def test_planned_actions_and_their_wording(tmp_path):

@@ -107,7 +107,9 @@ class LocalJob:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             # Same process group as mtl-ablate: killing the group (Ctrl-C, SIGKILL) reaches the training too.
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     def poll(self) -> Optional[int]:
         return self.process.poll()
@@ -203,7 +205,9 @@ class SubmititBackend:
             if options.mem_gb:
                 parameters["mem_gb"] = options.mem_gb
         self.executor.update_parameters(**parameters)
-        self.placement = Placement("0" if options.gpus_per_node and cluster == "slurm" else "cpu", options.cpus_per_task)
+        self.placement = Placement(
+            "0" if options.gpus_per_node and cluster == "slurm" else "cpu", options.cpus_per_task
+        )
 
     def start(self, config: Config, placement: Placement, log_path: Path) -> SubmititJob:
         config = config.replace(**placement.config_updates())

@@ -4,8 +4,8 @@ The console script itself is :mod:`mtl.suite`, which adds the report's subcomman
 through ``extra_commands``; this module does not import the report package.
 
 Exit codes: 0 success (for ``run``: every run finished), 1 some run failed or did not finish,
-2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 130/143 stopped by
-SIGINT/SIGTERM after the running trainings checkpointed.
+2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 128+N stopped by
+a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the running trainings checkpointed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from mtl.rundir import (
     State,
@@ -25,7 +26,9 @@ from mtl.rundir import (
     recorded_state,
     remember_profile,
 )
+from mtl.stopping import describe_signal
 
+from .arguments import SuggestingParser
 from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
@@ -98,14 +101,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     entries = _entries(args)
     table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir}, "
                         "under the profile of each entry's last run)")
-    for column in ("entry", "item", "question", "base", "profile", "runs", "state"):
-        table.add_column(column, overflow="fold")
+    # Ids stay whole (they are typed back); the question folds to the width left.
+    longest_id = max((len(entry_id) for entry_id in entries), default=5)
+    table.add_column("entry", no_wrap=True, min_width=longest_id)
+    table.add_column("item", no_wrap=True)
+    table.add_column("question (base)", overflow="fold", ratio=1)
+    table.add_column("profile", no_wrap=True)
+    table.add_column("runs", no_wrap=True)
+    table.add_column("state", overflow="fold")
     for entry in entries.values():
         state, finished, expected, profile = plan_summary(entry, args)
         question = " ".join(entry.question.split())
         if len(question) > 90 and not args.full:
             question = question[:87] + "..."
-        table.add_row(entry.id, entry.item, question, entry.base, profile, f"{finished}/{expected}", state)
+        table.add_row(entry.id, entry.item, Text(f"{question}\n(base: {entry.base})"), profile,
+                      f"{finished}/{expected}", state)
     console.print(table)
     return EXIT_OK
 
@@ -126,7 +136,11 @@ def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
 
 def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) -> None:
     entry = plan.entry
-    console.print(f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
     why = " ".join(entry.base_reason.split()) if entry.base_reason else _default_reason(entry)
     console.print(f"  why this base: {why}", markup=False, highlight=False, soft_wrap=True)
@@ -151,7 +165,9 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
                       recorded_state(run.run_dir), action_text)
     console.print(table)
     _print_stale(console, plan, args)
-    console.print(f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def _default_reason(entry: Entry) -> str:
@@ -180,7 +196,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         table = Table(title=f"{entry.id} ({plan.base.profile} profile)")
         table.caption = " ".join(f"{run.variant} s{run.seed}: same as {run.reused_from}."
                                  for run in plan.runs if run.reused_from) or None
-        for column in ("variant", "seed", "state", "epoch", "best grader", "IoU", "SI-logRMSE", "elapsed", "ETA", "error"):
+        for column in (
+            "variant",
+            "seed",
+            "state",
+            "epoch",
+            "best grader",
+            "IoU",
+            "SI-logRMSE",
+            "elapsed",
+            "ETA",
+            "error",
+        ):
             table.add_column(column, overflow="fold")
         for run in plan.runs:
             status = read_status(run.run_dir)
@@ -197,7 +224,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(table)
         _print_stale(console, plan, args)
         if plan.base.unresolved:
-            console.print(f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
+            )
     return EXIT_OK
 
 
@@ -241,12 +270,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             plan = _plan(entry, args, allow_unresolved=False)
         except UnresolvedBase as exc:
             hint = "" if not args.no_deps else " (without --no-deps, `run` trains it first)"
-            raise UsageError(f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}{hint}") \
-                from None
+            raise UsageError(
+                f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}{hint}"
+            ) from None
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
         console.print(
-            f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; runs in {args.runs_dir.absolute() / entry.id}",
-            markup=False, highlight=False,
+            f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; "
+            f"runs in {args.runs_dir.absolute() / entry.id}",
+            markup=False,
+            highlight=False,
         )
         for run in plan.runs:
             if run.reused_from:
@@ -258,19 +290,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(results_table(plan.runs, title=f"{entry.id}: best-grader validation point of each run"))
         for outcome in outcomes:
             if outcome.state != "finished":
-                console.print(f"  {outcome.spec.name}: {outcome.state}: {outcome.message}", markup=False, highlight=False, soft_wrap=True)
+                console.print(
+                    f"  {outcome.spec.name}: {outcome.state}: {outcome.message}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
         # A skipped run (cannot run here, recorded with the reason) is not a failure: the winner is chosen
         # among the variants that ran, and the plan, status and report say so.
         if any(o.state not in (State.FINISHED, State.SKIPPED) for o in outcomes):
             exit_code = EXIT_RUN_FAILED
         if scheduler.stop_signal is not None:
-            console.print(f"stopped by signal {scheduler.stop_signal}; run the same command again to resume")
+            console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
             return 128 + scheduler.stop_signal
     return exit_code
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import MissingCredentials, create_sweeps, write_sweeps
+    from .sweep import MissingCredentials, create_sweep, sweep_config, write_sweep
 
     console = make_console()
     entries = _entries(args)
@@ -279,18 +316,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = _plan(entry, args, allow_unresolved=False)
     except UnresolvedBase as exc:
         raise UsageError(f"{entry.id}: its base cannot be resolved: {exc}") from None
-    out_dir = args.out or args.runs_dir / entry.id / "sweep-configs"
-    for path in write_sweeps(plan, out_dir):
-        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    # The agents plan the entry again: from the same entries, and runs where `run` puts them.
+    ablations_dir = None if args.ablations_dir == default_ablations_dir() else args.ablations_dir.absolute()
+    config = sweep_config(plan, args.runs_dir, ablations_dir, args.project, args.entity)
+    path = write_sweep(config, args.out or args.runs_dir / entry.id / "sweep-configs")
+    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     if args.create:
         try:
-            sweep_ids = create_sweeps(plan, args.project, args.entity)
+            sweep_id = create_sweep(config)
         except MissingCredentials as exc:
             raise UsageError(str(exc)) from None
-        for sweep_id in sweep_ids:
-            console.print(f"created sweep {sweep_id}; start agents with `wandb agent {sweep_id}`", markup=False)
+        console.print(f"created sweep {sweep_id}; start agents in this checkout with `wandb agent {sweep_id}`",
+                      markup=False)
     else:
-        console.print("register with `mtl-ablate sweep --create` (or `wandb sweep FILE`), then run `wandb agent ID`")
+        console.print(f"register it by adding --create (or with `wandb sweep {path}`), "
+                      "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -304,13 +344,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     """The parser of the suite's subcommands; each of ``extra_commands`` adds more to its subparsers."""
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="mtl-ablate",
         description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
     )
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--ablations-dir", type=Path, default=default_ablations_dir(),
-                       help="folder of entries and profiles (default: $MTL_ABLATIONS_DIR or the repository's ablations/)")
+    where.add_argument(
+        "--ablations-dir",
+        type=Path,
+        default=default_ablations_dir(),
+        help="folder of entries and profiles (default: $MTL_ABLATIONS_DIR or the repository's ablations/)",
+    )
     where.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                        help="root of the run directories (default: $MTL_RUNS_DIR or ./runs)")
     profile = argparse.ArgumentParser(add_help=False)
@@ -322,23 +366,35 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--full", action="store_true", help="do not shorten the questions")
     p.set_defaults(func=cmd_list)
 
-    p = subparsers.add_parser("show", parents=[where, profile], help="the resolved runs of entries and their differences from the base")
+    p = subparsers.add_parser(
+        "show", parents=[where, profile], help="the resolved runs of entries and their differences from the base"
+    )
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(func=cmd_show)
 
-    p = subparsers.add_parser("run", parents=[where, profile], help="train the runs of entries (skips finished runs, resumes interrupted ones)")
+    p = subparsers.add_parser(
+        "run",
+        parents=[where, profile],
+        help="train the runs of entries (skips finished runs, resumes interrupted ones)",
+    )
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
-    p.add_argument("--force", action="store_true", help="delete the selected runs' directories (finished ones too) and train them again")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the selected runs' directories (finished ones too) and train them again",
+    )
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
     deps = p.add_mutually_exclusive_group()
     deps.add_argument("--with-deps", action="store_true",
                       help="first train the entries that the bases depend on (the default; kept for old scripts)")
     deps.add_argument("--no-deps", action="store_true",
                       help="train only the given entries; refuse when a base they need has not run")
-    p.add_argument("--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit")
+    p.add_argument(
+        "--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit"
+    )
     p.add_argument("--slurm-partition", help="SLURM partition")
     p.add_argument("--slurm-timeout-min", type=int, default=720, help="SLURM job time limit in minutes (default 720)")
     p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per SLURM job (default 1; 0 for CPU jobs)")
@@ -350,12 +406,14 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("ids", nargs="*", metavar="ID")
     p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("sweep", parents=[where, profile], help="write W&B grid sweep configs for an entry")
+    p = subparsers.add_parser("sweep", parents=[where, profile],
+                              help="write the W&B grid sweep of an entry (its runs as grid points)")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--out", type=Path, help="folder for the sweep YAML files (default: <runs-dir>/<ID>/sweep-configs)")
-    p.add_argument("--create", action="store_true", help="also register the sweeps with W&B (needs credentials)")
-    p.add_argument("--project", help="W&B project for --create (default: $WANDB_PROJECT)")
-    p.add_argument("--entity", help="W&B entity for --create")
+    p.add_argument("--out", type=Path, help="folder for the sweep YAML file (default: <runs-dir>/<ID>/sweep-configs)")
+    p.add_argument("--create", action="store_true", help="also register the sweep with W&B (needs credentials)")
+    p.add_argument("--project",
+                   help="W&B project of the sweep (default: the profile's wandb_project, $WANDB_PROJECT or mtl-ablate)")
+    p.add_argument("--entity", help="W&B entity of the sweep (default: yours)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")

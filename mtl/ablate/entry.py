@@ -15,12 +15,12 @@ from pydantic import BaseModel, ValidationError
 from mtl.config import (
     Config,
     ConfigError,
-    ConfigOverrides,
     did_you_mean,
     load_yaml,
     unknown_key_message,
     value_problem,
 )
+from mtl.partial_config import ConfigOverrides
 
 from .entry_format import (
     ENTRY_ID_PATTERN,
@@ -164,7 +164,9 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
         raise EntryError(path, "", f"expected a mapping of entry keys, got {type(data).__name__}")
     entry_id = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.stem
     if not re.match(ENTRY_ID_PATTERN, entry_id):
-        raise EntryError(path, "", f"file name gives entry id {entry_id!r}; expected letters, digits, '_', '-' and dots")
+        raise EntryError(
+            path, "", f"file name gives entry id {entry_id!r}; expected letters, digits, '_', '-' and dots"
+        )
     try:
         spec = EntryFile.model_validate(data)
     except ValidationError as exc:
@@ -186,7 +188,11 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
             Variant(name=variant.name, overrides=_given(variant.overrides, raw.get("overrides") or {}))
             for variant, raw in zip(spec.variants, data["variants"])
         ]
-    fields = {**spec.model_dump(exclude={"overrides", "grid", "variants"}), "rank_by": spec.rank_by, "report": spec.report}
+    fields = {
+        **spec.model_dump(exclude={"overrides", "grid", "variants"}),
+        "rank_by": spec.rank_by,
+        "report": spec.report,
+    }
     return Entry(**fields, overrides=overrides, grid=grid, variants=variants, id=entry_id, path=path)
 
 
@@ -305,7 +311,7 @@ def validate_config_values(values: dict[str, Any], file: str | Path, dotted: str
     return _given(model, values)
 
 
-def select_entries(entries: dict[str, "Entry"], ids: list[str]) -> list["Entry"]:
+def select_entries(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
     """The entries named by ``ids`` (an id or its ``.yaml`` file), in the order given; an unknown id is a
     ValueError with the closest valid ids."""
     selected = []

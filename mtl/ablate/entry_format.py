@@ -27,14 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from mtl.config import (
-    Config,
-    ConfigOverrides,
-    config_value_type,
-    format_config_value,
-    partial_config_model,
-    unknown_key_message,
-)
+from mtl.config import Config, format_config_value, unknown_key_message
+from mtl.partial_config import ConfigOverrides, config_value_type, partial_config_model
 
 ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
 BEST_OF_PREFIX = "best of "
@@ -94,7 +88,9 @@ ConfigGrid = partial_config_model(
 class Variant(_Strict):
     """A named variant with its validated config values (as held by an :class:`Entry`)."""
 
-    name: str = Field(pattern=VARIANT_NAME_PATTERN, max_length=64, description="Variant name (run directory prefix, W&B job type).")
+    name: str = Field(
+        pattern=VARIANT_NAME_PATTERN, max_length=64, description="Variant name (run directory prefix, W&B job type)."
+    )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Config keys set by this variant.")
 
     @field_validator("name")
@@ -138,7 +134,10 @@ class EntryFile(_Strict):
     model_config = ConfigDict(extra="forbid", title="mtl-ablate entry")
 
     question: str = Field(min_length=1, description="The assignment question, paraphrased.")
-    item: str = Field(pattern=r"^\d+(\.\d+)*[a-z]?$", description="Assignment item numbering, e.g. 1.1b (quote it when YAML would read a number: '1.3').")
+    item: str = Field(
+        pattern=r"^\d+(\.\d+)*[a-z]?$",
+        description="Assignment item numbering, e.g. 1.1b (quote it when YAML would read a number: '1.3').",
+    )
     order: Optional[str] = Field(
         None, min_length=1, description="Sort key; default derived from the file name (problemN) and the item."
     )
@@ -157,7 +156,9 @@ class EntryFile(_Strict):
         None, description="Config key -> list of values; the runs are the cartesian product."
     )
     variants: Optional[list[VariantSpec]] = Field(None, min_length=1, description="Explicit list of named variants.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; every variant runs once per seed.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="Seeds; every variant runs once per seed."
+    )
     rank_by: RankBy = Field(default_factory=RankBy, description="How the winner of this entry is chosen.")
     report: ReportSpec = Field(default_factory=ReportSpec, description="What the report shows for this entry.")
 
@@ -194,7 +195,7 @@ class EntryFile(_Strict):
         return seeds
 
     @model_validator(mode="after")
-    def _grid_or_variants(self) -> "EntryFile":
+    def _grid_or_variants(self) -> EntryFile:
         if self.grid is not None and self.variants is not None:
             raise ValueError("give either 'grid' or 'variants', not both")
         if self.variants is not None:

@@ -32,6 +32,7 @@ from mtl.rundir import (
     run_name,
 )
 
+from .arguments import command_line
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
 # States after which a run will not change without being asked to (retry or force).
@@ -181,7 +182,9 @@ def _scaled_value(entry: Entry, key: str, index: int, scaled: Scaled, reference:
     if Config.model_fields[key].annotation is int:
         if not math.isclose(value, round(value)):
             raise EntryError(
-                entry.path, f"grid.{key}[{index}]", f"base value {base_value} times {scaled.times} = {value} is not an integer"
+                entry.path,
+                f"grid.{key}[{index}]",
+                f"base value {base_value} times {scaled.times} = {value} is not an integer",
             )
         value = int(round(value))
     return value
@@ -320,8 +323,9 @@ def varied_parameters(runs: list[RunSpec]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- best of
 
 
-def _run_hint(entry_id: str, profile: Optional[str]) -> str:
-    return f"run `mtl-ablate run {entry_id}{' --profile ' + profile if profile else ''}` first"
+def _run_hint(entry_id: str, profile: Optional[str], runs_dir: Path, ablations_dir: Path) -> str:
+    command = command_line("run", [entry_id], profile=profile, runs_dir=runs_dir, ablations_dir=ablations_dir)
+    return f"run `{command}` first"
 
 
 def _metric_name(metric: str) -> str:
@@ -329,7 +333,11 @@ def _metric_name(metric: str) -> str:
 
 
 def resolve_winner(
-    entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = (), profile_name: Optional[str] = None
+    entry: Entry,
+    profile: Optional[str],
+    runs_dir: Path,
+    chain: tuple[str, ...] = (),
+    profile_name: Optional[str] = None,
 ) -> Winner:
     """The winning config of ``entry.best_of`` under the same profile, read from its run records."""
     source_id = entry.best_of
@@ -348,7 +356,7 @@ def resolve_winner(
         raise UnresolvedBase(
             source_id,
             f"entry {source_id} has {len(unsettled)} of {len(states)} runs not finished "
-            f"({', '.join(unsettled)}); {_run_hint(source_id, profile)}",
+            f"({', '.join(unsettled)}); {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)}",
         )
     skipped = {run.variant: read_status(run.run_dir).get("error") or "no reason recorded"
                for run in source_plan.runs if states[run.name] == State.SKIPPED}
@@ -367,7 +375,8 @@ def resolve_winner(
             source_id,
             f"entry {source_id} has no finished runs with a finite {metric}"
             + "".join(f"; variant {v!r} was skipped here: {reason}" for v, reason in skipped.items())
-            + f"; {_run_hint(source_id, profile)} (add --retry-failed to retry failed runs)",
+            + f"; {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)} "
+            "(add --retry-failed to retry failed runs)",
         )
     means = {variant: sum(value for _, value, _ in items) / len(items) for variant, items in ranked.items()}
     mean_ranks = {variant: tuple(sum(r[i] for r, _, _ in items) / len(items) for i in range(2))

@@ -19,16 +19,17 @@ from typing import Any, Callable, Optional
 
 from mtl import rundir
 from mtl.rundir import ExitCode, State, lock_held, read_run, recorded_state
+from mtl.stopping import STOP_SIGNALS
 
 from .backends import Placement
 from .planner import RunSpec
 
-# mtl-train's exit code -> the run's outcome (a SIGTERM that killed it before its handler was installed: -15).
+# mtl-train's exit code -> the run's outcome (a stop signal that killed it before its handler was installed: -signum).
 EXIT_STATES = {
     ExitCode.FINISHED: State.FINISHED, ExitCode.FAILED: State.FAILED, ExitCode.REFUSED: "refused",
     ExitCode.DIVERGED: State.DIVERGED, ExitCode.LOCKED: "locked", ExitCode.STOPPED: State.INTERRUPTED,
     ExitCode.UNAVAILABLE: State.SKIPPED,
-    -signal.SIGTERM: State.INTERRUPTED,
+    **{-signum: State.INTERRUPTED for signum in STOP_SIGNALS},
 }
 FAILED_STATES = ("failed", "diverged", "refused", "killed")
 
@@ -132,7 +133,9 @@ class Scheduler:
         if action.kind is ActionKind.SKIP:
             record = read_run(spec.run_dir)
             return RunOutcome(
-                spec, record.state, message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}"
+                spec,
+                record.state,
+                message=f"{record.state} earlier (use --retry-failed to retry): {record.status.get('error') or ''}",
             )
         if action.kind is ActionKind.RESTART and spec.run_dir.exists():
             shutil.rmtree(spec.run_dir)  # --force: start from scratch, whatever the directory held
@@ -186,7 +189,7 @@ class Scheduler:
 
         free = list(self.slots)
         running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         stopping = False
         try:
             while pending or running:

@@ -1,108 +1,121 @@
-"""An entry as W&B grid sweeps, so agents on any number of machines can run it.
+"""An entry as one W&B grid sweep, so agents on any number of machines can train its runs.
 
-The swept parameters are the entry's grid keys (values resolved against the base, as in a local run)
-and ``seed``; every other key of the resolved config is passed as a fixed ``--key=value`` argument, so
-an agent's command line parses (through ``mtl.config``) into exactly the config a local run gets. An
-entry with explicit variants becomes one sweep per variant, since a W&B grid can only express a
-cartesian product.
+The sweep's program is :mod:`mtl.ablate.sweep_run`: given the entry, its profile and one point of the
+grid, it plans the entry exactly as ``mtl-ablate run`` does and trains the one planned run the point
+names, in that run's own directory (``<runs>/<entry id>/<variant>-s<seed>-<hash>``) and with its W&B
+group and job type. A run is therefore trained once, by an agent or by ``mtl-ablate run``, whichever
+comes first, and ``status``, ``report`` and ``best of`` read agent-trained runs like any other.
 
-Each agent run gets its own run directory, ``${MTL_RUNS_DIR:-runs}/<entry id>/sweeps/$WANDB_RUN_ID``
-(the agent sets ``WANDB_RUN_ID`` for the process), and continues that W&B run if it is resumed.
+Parameters, as a W&B user reads them in the sweep:
+- swept: ``variant`` (an entry with named variants) or the grid keys with their resolved values, and
+  ``seed``; the sweep's grid is the entry's runs, each once;
+- constant (``{value: ...}``): ``entry``, ``profile``, ``runs_dir`` (and ``ablations_dir`` when it is not
+  the default), then every hyperparameter that all runs share. The program checks those against its own
+  plan, so a sweep written before the entry or its ``best of`` base changed refuses to train a config
+  other than the one it shows. Keys that differ between named variants follow from ``variant``.
+
+``${interpreter}`` is the agent's ``python`` on PATH and ``-m`` imports the package from the agent's
+working directory, as ``python -m mtl.cli`` does: start ``wandb agent`` in the checkout, with its
+environment active. A relative ``runs_dir`` is relative to that directory too.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from mtl.config import Config, cli_args
-
 from .planner import Plan
 
-# Keys an agent run must not take from the local plan: its own directory and W&B run id come from the agent.
-PER_AGENT_RUN_KEYS = ("log_dir", "wandb_run_id")
+PROGRAM = "mtl/ablate/sweep_run.py"
+PROGRAM_MODULE = "mtl.ablate.sweep_run"
+COMMAND = ["${env}", "${interpreter}", "-m", PROGRAM_MODULE, "${args}"]
+DEFAULT_PROJECT = "mtl-ablate"  # the trainer's default W&B project, so the sweep and its runs meet
+
+
 class MissingCredentials(RuntimeError):
     """``--create`` without W&B credentials."""
 
 
-LAUNCH_SCRIPT = (
-    'exec "$0" -m mtl.cli '
-    '--log_dir="${{MTL_RUNS_DIR:-runs}}/{entry_id}/sweeps/$WANDB_RUN_ID" --wandb_run_id="$WANDB_RUN_ID" "$@"'
-)
+def _distinct(values: list[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen
 
 
-def _json_value(config: Config, key: str) -> Any:
-    return config.model_dump(mode="json")[key]
+def swept_parameters(plan: Plan) -> dict[str, Any]:
+    """The parameters that pick a run: the variant name or the grid keys, and the seed."""
+    entry = plan.entry
+    parameters: dict[str, Any] = {}
+    if entry.grid is not None:
+        for key in entry.grid:
+            parameters[key] = {"values": _distinct([run.config.hyperparameters()[key] for run in plan.runs])}
+    elif entry.variants is not None:
+        parameters["variant"] = {"values": [variant.name for variant in entry.variants]}
+    parameters["seed"] = {"values": list(entry.seeds)}
+    return parameters
 
 
-def sweep_configs(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Sweep name -> W&B sweep config (grid method) for a resolved plan."""
+def shared_hyperparameters(plan: Plan, skip: set[str]) -> dict[str, Any]:
+    """The hyperparameters (seed and ``skip`` aside) with one value in every run of the plan, in schema order."""
+    dumps = [run.config.hyperparameters() for run in plan.runs]
+    return {
+        key: value for key, value in dumps[0].items()
+        if key != "seed" and key not in skip and all(d[key] == value for d in dumps[1:])
+    }
+
+
+def sweep_config(
+    plan: Plan,
+    runs_dir: str | Path,
+    ablations_dir: Optional[str | Path] = None,
+    project: Optional[str] = None,
+    entity: Optional[str] = None,
+) -> dict[str, Any]:
+    """The W&B sweep config (grid method) of a resolved plan; ``ablations_dir`` None: the agent's default."""
     if not plan.resolved:
         raise RuntimeError(f"cannot write a sweep for {plan.entry.id}: its base is unresolved ({plan.base.unresolved})")
     entry = plan.entry
-    goal = "maximize" if entry.rank_by.mode == "max" else "minimize"
-    if entry.grid is not None:
-        groups = {entry.id: (list(entry.grid), plan.runs)}
-    else:
-        groups = {}
-        for run in plan.runs:
-            name = entry.id if entry.variants is None else f"{entry.id}.{run.variant}"
-            groups.setdefault(name, ([], []))[1].append(run)
-    sweeps = {}
-    for name, (swept_keys, runs) in groups.items():
-        parameters: dict[str, Any] = {}
-        for key in swept_keys:
-            values = []
-            for run in runs:
-                value = _json_value(run.config, key)
-                if value not in values:
-                    values.append(value)
-            parameters[key] = {"values": values}
-        parameters["seed"] = {"values": list(entry.seeds)}
-        first = runs[0].config
-        if entry.grid is not None:
-            first = first.replace(wandb_job_type=None)  # the variant is the grid point, not one name
-        fixed_keys = [k for k in Config.model_fields if k not in parameters and k not in PER_AGENT_RUN_KEYS]
-        sweeps[name] = {
-            "name": name,
-            "description": " ".join(entry.question.split()),
-            "method": "grid",
-            "metric": {"name": entry.rank_by.metric, "goal": goal},
-            "parameters": parameters,
-            "command": [
-                "${env}",
-                "sh",
-                "-c",
-                LAUNCH_SCRIPT.format(entry_id=entry.id),
-                "${interpreter}",
-                *cli_args(first, fixed_keys),
-                "${args}",
-            ],
-        }
-    return sweeps
+    swept = swept_parameters(plan)
+    place = {"entry": {"value": entry.id}, "profile": {"value": plan.base.profile},
+             "runs_dir": {"value": str(runs_dir)}}
+    if ablations_dir is not None:
+        place["ablations_dir"] = {"value": str(ablations_dir)}
+    constants = {k: {"value": v} for k, v in shared_hyperparameters(plan, set(swept)).items()}
+    config: dict[str, Any] = {
+        "name": entry.id,
+        "description": " ".join(entry.question.split()),
+        "project": project or plan.runs[0].config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+    }
+    if entity:
+        config["entity"] = entity
+    config.update({
+        "program": PROGRAM,
+        "method": "grid",
+        "metric": {"name": entry.rank_by.metric, "goal": "maximize" if entry.rank_by.mode == "max" else "minimize"},
+        "parameters": {**place, **swept, **constants},
+        "command": list(COMMAND),
+    })
+    return config
 
 
-def write_sweeps(plan: Plan, out_dir: Path) -> list[Path]:
+def write_sweep(config: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, config in sweep_configs(plan).items():
-        path = out_dir / f"{name}.sweep.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False, width=120))
-        paths.append(path)
-    return paths
+    path = out_dir / f"{config['name']}.sweep.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, width=120))
+    return path
 
 
-def create_sweeps(plan: Plan, project: Optional[str], entity: Optional[str]) -> list[str]:
-    """Register the sweeps with W&B (needs credentials); returns the sweep ids."""
+def create_sweep(config: dict[str, Any]) -> str:
+    """Register the sweep with W&B (needs credentials); returns its id."""
     from mtl.tracking import has_wandb_credentials
 
     if not has_wandb_credentials():
         raise MissingCredentials("--create needs W&B credentials (WANDB_API_KEY or `wandb login`); none were found")
     import wandb
 
-    ids = []
-    for config in sweep_configs(plan).values():
-        ids.append(wandb.sweep(sweep=config, project=project, entity=entity))
-    return ids
+    return wandb.sweep(sweep=config, project=config["project"], entity=config.get("entity"))

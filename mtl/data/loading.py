@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from mtl.config import Config
+from mtl.stopping import ignore_stop_signals
 
 
 class EpochSampler(Sampler):
@@ -44,4 +45,7 @@ def make_loader(dataset, cfg: Config, *, train: bool, sampler: Sampler | None = 
         num_workers=workers,
         pin_memory=cfg.pin_memory,
         persistent_workers=cfg.persistent_workers and workers > 0,
+        # A stop signal sent to the whole process group (SLURM, a container, a closed terminal) is for the
+        # trainer, which checkpoints and stops the workers itself.
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )

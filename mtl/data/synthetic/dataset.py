@@ -105,7 +105,7 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
     processes building at once do the work once."""
     root = Path(root).expanduser().absolute()
     root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root.parent / f".{root.name}.lock")):
+    with FileLock(str(root.parent / f".{root.name}.build-lock")):
         if _is_complete(root, params):
             return root
         if root.exists():

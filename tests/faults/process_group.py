@@ -1,0 +1,77 @@
+"""A stop signal sent to a run's whole process group -- trainer and DataLoader workers alike -- the way
+SLURM (``scancel``, preemption, ``--signal=USR2@N`` before the time limit), a container runtime and a
+closed terminal send it.
+
+The trainer is a real ``python -m mtl.cli`` in a session of its own, so ``os.killpg`` reaches exactly
+it and its workers. The signal goes out once the run has checkpointed a step (with a checkpoint after
+every step, ``last.pt`` appearing means training is under way); the run must end ``interrupted`` with
+exit 143 and a rerun must end bit-identical to an unbroken run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faults.checks import check_run_dir, run_differences
+from mtl.rundir import ExitCode, RunDirectory, read_status_strict
+
+WORKERS = 2
+
+
+@dataclass
+class GroupStop:
+    signal_name: str
+    exit_code: int
+    state: str
+    error: str
+    problems: list[str] = field(default_factory=list)
+
+
+def train_process(argv: list[str], log_path: Path, new_session: bool) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child; closed when the parent's copy is collected
+    return subprocess.Popen([sys.executable, "-m", "mtl.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=new_session)
+
+
+def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, timeout: float = 600) -> GroupStop:
+    """Start the run, send ``signum`` to its process group after its first checkpointed step, and check
+    how it ended (exit code, state, the error naming the signal, every file readable)."""
+    name = signal.Signals(signum).name
+    process = train_process([*argv, f"--log_dir={run_dir}"], log_path, new_session=True)
+    last = RunDirectory(run_dir).last
+    deadline = time.monotonic() + timeout
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is not None or not last.exists():
+        process.kill()
+        return GroupStop(name, process.wait(), "", "", [f"{run_dir}: the run ended or hung before its first "
+                                                         f"checkpoint (log {log_path})"])
+    os.killpg(process.pid, signum)  # the session leader's pid is its group id
+    code = process.wait(timeout)
+    status = read_status_strict(run_dir)
+    result = GroupStop(name, code, status.get("state", ""), status.get("error") or "")
+    output = log_path.read_text(errors="replace")
+    if code != ExitCode.STOPPED or result.state != "interrupted":
+        result.problems.append(f"{run_dir}: {name} to the process group ended the run with exit {code}, state "
+                               f"{result.state!r}, expected 143 and 'interrupted' (log {log_path})")
+    if name not in result.error:
+        result.problems.append(f"{run_dir}: the status error does not name {name}: {result.error!r}")
+    if "DataLoader worker" in output:
+        result.problems.append(f"{run_dir}: a DataLoader worker died of {name} (log {log_path})")
+    check = check_run_dir(run_dir)
+    result.problems += check.problems
+    return result
+
+
+def resume_and_compare(argv: list[str], run_dir: Path, reference_dir: Path, log_path: Path) -> list[str]:
+    """Rerun the stopped run to its end; what differs from the unbroken reference (nothing, when exact)."""
+    code = train_process([*argv, f"--log_dir={run_dir}"], log_path, new_session=False).wait()
+    if code != ExitCode.FINISHED:
+        return [f"{run_dir}: the rerun exited {code} (log {log_path})"]
+    return run_differences(run_dir, reference_dir)
