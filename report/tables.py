@@ -6,7 +6,8 @@ Winner: chosen as the planner chooses the base of a ``best of`` entry (mtl.ablat
 each finished run scores its best value of the entry's ``rank_by`` metric (default: the highest
 ``val/grader``), a variant scores the mean over its finished runs, the best variant wins; a tie goes to
 the higher mean IoU - SI-logRMSE (mtl.rundir's one rule for "best"), then to the variant listed first.
-``EntryTables.winner_rule`` says which of these decided. The variant means and standard deviations are over finished runs too.
+``EntryTables.winner_rule`` says which of these decided. The variant means and standard deviations are over
+finished runs too.
 
 Within seed noise (rule ``welch``, the default): a Welch t-test of the variant's run scores against the
 winner's gives p >= 0.05; rule ``max_std``: |difference of means| is below the larger of the two

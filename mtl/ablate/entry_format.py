@@ -147,7 +147,8 @@ class EntryFile(_Strict):
         "(e.g. 'problem1.dilation variant FFT', 'problem1.imagenet_init variant pretrained=true')."
     )
     base_reason: Optional[str] = Field(
-        None, min_length=1, description="Why this base (shown by `mtl-ablate show`), e.g. what the assignment prescribes."
+        None, min_length=1,
+        description="Why this base (shown by `mtl-ablate show`), e.g. what the assignment prescribes.",
     )
     overrides: ConfigOverrides = Field(
         default_factory=ConfigOverrides, description="Config keys fixed for every run of this entry."

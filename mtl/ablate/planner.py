@@ -222,7 +222,8 @@ def finished_elsewhere(runs_dir: Path, entry_id: str) -> dict[tuple[int, str], P
     found: dict[tuple[int, str], Path] = {}
     if not runs_dir.is_dir():
         return found
-    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir() and p.name != entry_id and not p.name.startswith(".")):
+    folders = [p for p in runs_dir.iterdir() if p.is_dir() and p.name != entry_id and not p.name.startswith(".")]
+    for folder in sorted(folders):
         for child in sorted(folder.iterdir()):
             name = parse_run_name(child.name)
             if name is not None and (name.seed, name.config_hash) not in found and is_finished(child):
@@ -267,7 +268,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -
             run_dir = runs_dir / entry.id / name
             reused_from = None
             other = elsewhere.get((seed, config_hash))
-            if other is not None and not is_finished(run_dir):
+            if other is not None and not run_dir.exists():  # a run started here stays here
                 run_dir, reused_from = other, f"{other.parent.name}/{other.name}"
             config = config.replace(log_dir=str(run_dir))
             hp = config.hyperparameters()
@@ -383,7 +384,8 @@ def resolve_winner(
                   for variant, items in ranked.items()}
     order = list(ranked)
     best_variant = max(order, key=lambda v: (mean_ranks[v], -order.index(v)))
-    runner_up = max((v for v in order if v != best_variant), key=lambda v: (mean_ranks[v], -order.index(v)), default=None)
+    others = [v for v in order if v != best_variant]
+    runner_up = max(others, key=lambda v: (mean_ranks[v], -order.index(v)), default=None)
     rule = (deciding_rule(mean_ranks[best_variant], mean_ranks[runner_up], _metric_name(metric))
             if runner_up is not None else "the only variant scored")
     best_run = max(ranked[best_variant], key=lambda item: item[0])[2]
@@ -410,7 +412,11 @@ def resolve_winner(
 
 
 def resolve_variant(
-    entry: Entry, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...] = (), profile_name: Optional[str] = None
+    entry: Entry,
+    profile: Optional[str],
+    runs_dir: Path,
+    chain: tuple[str, ...] = (),
+    profile_name: Optional[str] = None,
 ) -> dict[str, Any]:
     """The hyperparameters of the prescribed variant ``entry.variant_of`` of an earlier entry, whichever won
     there. Its config is known from the plan; a variant recorded as skipped on this machine is an error, never
@@ -427,7 +433,8 @@ def resolve_variant(
     runs = [run for run in source_plan.runs if run.variant == variant]
     if not runs:
         names = list(dict.fromkeys(run.variant for run in source_plan.runs))
-        raise EntryError(entry.path, "base", f"entry {source_id} has no variant {variant!r}; its variants: {', '.join(names)}")
+        raise EntryError(entry.path, "base",
+                         f"entry {source_id} has no variant {variant!r}; its variants: {', '.join(names)}")
     for run in runs:
         if recorded_state(run.run_dir) == State.SKIPPED:
             reason = read_status(run.run_dir).get("error") or "no reason recorded"
