@@ -41,6 +41,7 @@ SUBMISSION_FILE = "submission.zip"
 SOURCE_ZIP_FILE = "source.zip"
 WANDB_DIR = "wandb"
 LOCK_FILE = ".lock"
+SLURM_JOBS_FILE = "slurm-jobs.jsonl"  # one line per SLURM submission of the run: job id, submitit folder
 # Beside the run directories of an entry (not inside one): the console output of each run's attempts.
 LOGS_DIR = ".logs"
 # Beside the run directories of an entry: the profile of its last `run`, the default of every reader.
@@ -231,6 +232,34 @@ def has_status(run_dir: Path) -> bool:
 def is_finished(run_dir: Path) -> bool:
     """Finished means a finished status and a packed submission."""
     return RunDirectory(run_dir).is_finished()
+
+
+# ------------------------------------------------------------------------------------------ SLURM jobs
+@dataclass(frozen=True)
+class SlurmJobRecord:
+    """One submission of a run to SLURM: its job id (``N`` or ``N_i`` in an array) and submitit's folder."""
+
+    job_id: str
+    folder: str
+    submitted_at: str = ""
+
+
+def record_slurm_job(run_dir: Path, record: SlurmJobRecord) -> None:
+    """Append a submission to the run's job list (the run directory is created if need be)."""
+    path = Path(run_dir) / SLURM_JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"job_id": record.job_id, "folder": record.folder,
+                       "submitted_at": record.submitted_at or now_iso()})
+    with open(path, "a") as file:
+        file.write(line + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_slurm_jobs(run_dir: Path) -> list[SlurmJobRecord]:
+    """The run's SLURM submissions, oldest first ([] when it was never submitted)."""
+    return [SlurmJobRecord(str(p["job_id"]), str(p["folder"]), str(p.get("submitted_at", "")))
+            for p in read_jsonl(Path(run_dir) / SLURM_JOBS_FILE) if "job_id" in p and "folder" in p]
 
 
 # ------------------------------------------------------------------------------------------ lock

@@ -29,12 +29,13 @@ from mtl.rundir import (
 from mtl.stopping import describe_signal
 
 from .arguments import SuggestingParser
-from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
+from .backends import LocalBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
 from .planner import Plan, UnresolvedBase, make_plan, plan_profile
-from .scheduler import Scheduler, planned_action
-from .selection import stale_note, stale_runs
+from .scheduler import ActionKind, Scheduler, planned_action
+from .selection import stale_note, stale_runs, with_prerequisites
+from .slurm import SlurmConfigError, SubmititBackend, add_slurm_arguments, options_from_args, sbatch_script
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -55,20 +56,6 @@ def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
         return select_entries(entries, ids)
     except ValueError as exc:
         raise UsageError(f"{exc} (see `mtl-ablate list`)") from None
-
-
-def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list[Entry]:
-    """The selected entries preceded by the entries their bases (winner or prescribed variant) depend on, each
-    once, in order."""
-    ordered: list[Entry] = []
-    for entry in selected:
-        chain = [entry]
-        while chain[-1].base_entry is not None:
-            chain.append(entries[chain[-1].base_entry])
-        for item in reversed(chain):
-            if item not in ordered:
-                ordered.append(item)
-    return ordered
 
 
 def plan_summary(entry: Entry, args: argparse.Namespace) -> tuple[str, int, int, str]:
@@ -230,17 +217,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _slurm_options(args: argparse.Namespace) -> Any:
+    try:
+        return options_from_args(args, args.ablations_dir)
+    except SlurmConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
     if args.backend == "slurm":
-        options = SlurmOptions(
-            partition=args.slurm_partition, timeout_min=args.slurm_timeout_min, gpus_per_node=args.slurm_gpus,
-            cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb,
-        )
         try:
-            backend = SubmititBackend(args.runs_dir / ".submitit", options, cluster="slurm")
+            backend = SubmititBackend(args.runs_dir / ".submitit", _slurm_options(args), cluster="slurm")
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
-        # SLURM queues the jobs itself: submit everything at once.
+        # SLURM queues the jobs itself (an entry's runs as one array, capped by --slurm-array-parallelism).
         return backend, [backend.placement] * 10_000
     try:
         devices = parse_devices(args.devices)
@@ -248,6 +238,20 @@ def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return LocalBackend(slots), slots
+
+
+def _print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
+    """The sbatch script ``run --backend slurm`` would submit for the plan's runs that need training."""
+    launch = [run for run in plan.runs if planned_action(run, args.retry_failed, args.force).kind
+              not in (ActionKind.SKIP, ActionKind.LOCKED)]
+    if not launch:
+        console.print(f"{plan.entry.id}: nothing to submit")
+        return
+    kind = f"a job array of {len(launch)} runs" if len(launch) > 1 else "one job"
+    console.print(f"{plan.entry.id}: sbatch script of {kind} (a run whose recorded job is still queued or running "
+                  "is followed instead):", markup=False, highlight=False, soft_wrap=True)
+    script = sbatch_script(_slurm_options(args), args.runs_dir / ".submitit", plan.entry.id, [r.name for r in launch])
+    console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -259,6 +263,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for entry in selected:
             plan = _plan(entry, args, allow_unresolved=True)
             _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started")
+            if args.backend == "slurm":
+                _print_sbatch(console, plan, args)
         return EXIT_OK
     backend, slots = _make_backend(args)
     exit_code = EXIT_OK
@@ -395,11 +401,7 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument(
         "--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit"
     )
-    p.add_argument("--slurm-partition", help="SLURM partition")
-    p.add_argument("--slurm-timeout-min", type=int, default=720, help="SLURM job time limit in minutes (default 720)")
-    p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per SLURM job (default 1; 0 for CPU jobs)")
-    p.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per SLURM job (default 8)")
-    p.add_argument("--slurm-mem-gb", type=int, help="memory per SLURM job in GB")
+    add_slurm_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("status", parents=[where, profile], help="state, progress and best grader of each run")

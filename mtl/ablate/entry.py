@@ -287,13 +287,19 @@ def profile_path(ablations_dir: str | Path, name: str, file: str | Path | None =
     return path
 
 
+# A profile's section of SLURM options (mtl.ablate.slurm reads it): not config keys, no part of a run's identity.
+PROFILE_SLURM_SECTION = "slurm"
+
+
 def load_profile(ablations_dir: str | Path, name: str) -> dict[str, Any]:
-    """A profile's config keys, validated and converted through the Config schema."""
+    """A profile's config keys, validated and converted through the Config schema (its ``slurm:``
+    section of SLURM options aside)."""
     path = profile_path(ablations_dir, name)
     try:
-        raw = load_yaml(path)
+        raw = load_yaml(path, extra_keys=(PROFILE_SLURM_SECTION,))
     except ConfigError as exc:
         raise EntryError(path, "", str(exc)) from None
+    raw.pop(PROFILE_SLURM_SECTION, None)
     return validate_config_values(raw, path)
 
 

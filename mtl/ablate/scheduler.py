@@ -169,6 +169,15 @@ class Scheduler:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
 
+    def _start(self, launches: list[tuple[RunSpec, Placement]]) -> list[Any]:
+        """Start the runs: together (one SLURM job array) when the backend can, else one by one."""
+        if not launches:
+            return []
+        start_many = getattr(self.backend, "start_many", None)
+        if start_many is not None:
+            return start_many([(s.config, p, log_path(s)) for s, p in launches], entry_id=launches[0][0].entry_id)
+        return [self.backend.start(s.config, p, log_path(s)) for s, p in launches]
+
     def run(self, specs: list[RunSpec], on_outcome: Optional[Callable[[RunOutcome], None]] = None) -> list[RunOutcome]:
         outcomes: dict[Path, RunOutcome] = {}
         pending: list[RunSpec] = []
@@ -180,15 +189,22 @@ class Scheduler:
             if on_outcome:
                 on_outcome(outcome)
 
+        free = list(self.slots)
+        running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
+        adopt = getattr(self.backend, "adopt", None)  # a job queued earlier (SLURM) is followed, not resubmitted
         for spec in specs:
+            earlier = adopt(spec.run_dir) if adopt is not None else None
+            if earlier is not None:
+                placement = free.pop(0)
+                running[spec.run_dir] = (earlier, placement, spec)
+                self.monitor.started(spec, placement, earlier)
+                continue
             early = self.triage(spec)
             if early is None:
                 pending.append(spec)
             else:
                 settle(early)
 
-        free = list(self.slots)
-        running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         stopping = False
         try:
@@ -200,13 +216,14 @@ class Scheduler:
                     for spec in pending:
                         settle(RunOutcome(spec, "not started", message="stopped before it started"))
                     pending = []
+                launches: list[tuple[RunSpec, Placement]] = []
                 while pending and free:
                     spec = pending.pop(0)
                     if lock_held(spec.run_dir):  # taken since triage by another mtl-ablate
                         settle(RunOutcome(spec, "locked", message="another process is training this run"))
                         continue
-                    placement = free.pop(0)
-                    job = self.backend.start(spec.config, placement, log_path(spec))
+                    launches.append((spec, free.pop(0)))
+                for (spec, placement), job in zip(launches, self._start(launches)):
                     running[spec.run_dir] = (job, placement, spec)
                     self.monitor.started(spec, placement, job)
                 for key, (job, placement, spec) in list(running.items()):

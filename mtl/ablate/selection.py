@@ -63,3 +63,17 @@ def stale_note(stale: list[Path]) -> str:
         return ""
     return (f"{len(stale)} run{'s' if len(stale) != 1 else ''} of another profile or an older config not shown "
             f"({', '.join(p.name for p in stale[:5])}{', ...' if len(stale) > 5 else ''})")
+
+
+def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list[Entry]:
+    """The selected entries preceded by the entries their bases (winner or prescribed variant) depend on, each
+    once, in order."""
+    ordered: list[Entry] = []
+    for entry in selected:
+        chain = [entry]
+        while chain[-1].base_entry is not None:
+            chain.append(entries[chain[-1].base_entry])
+        for item in reversed(chain):
+            if item not in ordered:
+                ordered.append(item)
+    return ordered
