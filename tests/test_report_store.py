@@ -53,7 +53,8 @@ def test_best_point_is_the_highest_grader_not_the_highest_iou(runs_root):
 def test_grader_tie_goes_to_the_earliest_step_and_is_noted(runs_root):
     row = _row(LocalStore(runs_root).load(), "tie")
     assert (row["step"], row["iou"]) == (20, 60.0)
-    assert row["note"] == "grader tie at steps 20, 30: earliest kept"
+    # Equal IoU - SI-logRMSE too (60 - 47.5 = 61 - 48.5): the earlier step decides.
+    assert row["note"] == "grader tie at steps 20, 30: step 20 kept by the earlier step"
 
 
 def test_nan_points_are_skipped_and_counted(runs_root):
