@@ -44,6 +44,7 @@ from mtl.rundir import (
     RunDirectory,
     RunRefused,
     State,
+    better_point,
     now_iso,
 )
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
@@ -212,7 +213,7 @@ class Trainer:
                                                      cfg.visualize_num_images)
             if panels:
                 self.wandb.images(panels, depth_values, p.step)
-        improved = math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"])
+        improved = better_point(point, p.best)
         if improved:
             p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
                       "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}

@@ -24,11 +24,13 @@ from mtl.stopping import STOP_SIGNALS
 
 from .backends import Placement
 from .planner import RunSpec
+from .upkeep import clear_run_directory
 
 # mtl-train's exit code -> the run's outcome (a stop signal that killed it before its handler was installed: -signum).
 EXIT_STATES = {
     ExitCode.FINISHED: State.FINISHED, ExitCode.FAILED: State.FAILED, ExitCode.REFUSED: "refused",
     ExitCode.DIVERGED: State.DIVERGED, ExitCode.LOCKED: "locked", ExitCode.STOPPED: State.INTERRUPTED,
+    ExitCode.UNAVAILABLE: State.SKIPPED,
     **{-signum: State.INTERRUPTED for signum in STOP_SIGNALS},
 }
 FAILED_STATES = ("failed", "diverged", "refused", "killed")
@@ -89,6 +91,9 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
         return Action(ActionKind.RESUME)
     if state in (State.FAILED, State.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
+    if state == State.SKIPPED:
+        # It could not run on this machine (weights absent); trying again is cheap and picks up a fix.
+        return Action(ActionKind.RETRY)
     fresh = state == State.NOT_RUN and not rundir.RunDirectory(spec.run_dir).checkpoints.exists()
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
 
@@ -141,7 +146,7 @@ class Scheduler:
         if action.kind is ActionKind.RESTART and spec.run_dir.exists():
             try:  # --force: start from scratch, whatever the directory held -- under its lock
                 with RunDirectory(spec.run_dir).exclusive():
-                    RunDirectory(spec.run_dir).clear()
+                    clear_run_directory(spec.run_dir)
             except RunLocked:
                 return self.wait_for(spec)
         return None
@@ -194,6 +199,8 @@ class Scheduler:
         if state == "killed":
             detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
         message = detail if state != "finished" else ""
+        if state == State.SKIPPED:
+            message = f"cannot run on this machine, recorded as skipped: {detail}"
         if state == "refused":
             message += " (the directory holds another code version or config; --force deletes it and starts over)"
         if state in FAILED_STATES:

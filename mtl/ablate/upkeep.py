@@ -3,13 +3,17 @@ training (``run`` waits for them), and ``repair``, which rebuilds what finished 
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
 from mtl.records import RecordError
-from mtl.rundir import RunRefused, State, lock_held, recorded_state
+from mtl.rundir import LOCK_FILE, RunRefused, State, lock_held, recorded_state
 
-from .planner import Plan
+from .planner import Plan, UnresolvedBase
+
+BASE_POLL_S = 5.0  # how often `run` looks again at a base another process is training
 
 
 def trained_elsewhere(folder: Path) -> list[str]:
@@ -18,6 +22,36 @@ def trained_elsewhere(folder: Path) -> list[str]:
         return []
     return sorted(child.name for child in folder.iterdir()
                   if child.is_dir() and lock_held(child) and recorded_state(child) == State.RUNNING)
+
+
+def plan_when_base_settles(make_plan: Callable[[], Plan], runs_dir: Path, say: Callable[[str], None]) -> Plan:
+    """``make_plan()``; while its 'best of' base is unresolved because another process is training the
+    base's runs, wait for them (saying so once) rather than fail. UnresolvedBase otherwise."""
+    said = False
+    while True:
+        try:
+            return make_plan()
+        except UnresolvedBase as exc:
+            busy = trained_elsewhere(runs_dir / exc.entry_id)
+            if not busy:
+                raise
+            if not said:
+                say(f"waiting for its base: another process is training {len(busy)} run(s) of {exc.entry_id} "
+                    f"({', '.join(busy)})")
+                said = True
+            time.sleep(BASE_POLL_S)
+
+
+def clear_run_directory(path: Path) -> None:
+    """Delete everything in a run directory but its lock file, so the run starts over from nothing. Only the
+    lock's holder may call this; the lock file stays (deleting it would let another process lock a new one)."""
+    for child in path.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def repair_plan(plan: Plan, say: Callable[[str], None]) -> bool:
