@@ -269,8 +269,8 @@ def records(tally: Tally, base: Path, reference: Path) -> None:
     tally.add("records", f"kill between the checkpoint writes (after last.pt, after best.pt): best.pt, status and "
               f"trace agree after resume {agreed}/2", problems)
     profile = {k: v for k, v in FAULT_CONFIG.items() if k != "num_threads"}
-    text, problems = concurrent_suites(base, profile)
-    tally.add("records", f"two `mtl-ablate run --force` at once, then two `run` at once: {text}", problems)
+    text, problems, files = concurrent_suites(base, profile)
+    tally.add("records", f"two `mtl-ablate run --force` at once, then two `run` at once: {text}", problems, files)
 
 
 def main() -> int:

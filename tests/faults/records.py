@@ -138,7 +138,7 @@ def kill_between_checkpoints(base: Path) -> tuple[int, list[str]]:
     return agreed, problems
 
 
-def concurrent_suites(base: Path, profile: dict) -> tuple[str, list[str]]:
+def concurrent_suites(base: Path, profile: dict) -> tuple[str, list[str], int]:
     """Two `mtl-ablate run --force` at once on one entry, then two plain `run` at once: every run ends
     finished, nothing crashes, the records check out."""
     import yaml
@@ -163,10 +163,12 @@ def concurrent_suites(base: Path, profile: dict) -> tuple[str, list[str]]:
                 problems.append(f"run {' '.join(extra)} racing another: exit {process.returncode}: {out[-500:]}")
     from faults.checks import check_run_dir
 
-    runs = sorted(p for p in (runs_dir / "problem1.race").iterdir() if p.is_dir())
+    runs = sorted(p for p in (runs_dir / "problem1.race").iterdir() if p.is_dir() and rundir.parse_run_name(p.name))
+    files = 0
     for run_dir in runs:
         check = check_run_dir(run_dir)
         problems += check.problems
+        files += check.files_checked
         if rundir.recorded_state(run_dir) != rundir.State.FINISHED:
             problems.append(f"{run_dir.name}: {rundir.recorded_state(run_dir)} after the races")
-    return f"exits {codes}, {len(runs)} runs finished", problems
+    return f"exits {codes}, {len(runs)} runs finished", problems, files
