@@ -287,6 +287,14 @@ def lock_held(run_dir: Path) -> bool:
         os.close(fd)
 
 
+def lock_holder(run_dir: Path) -> Optional[int]:
+    """The pid written into the lock file by its latest holder (meaningful while ``lock_held``)."""
+    try:
+        return int((Path(run_dir) / LOCK_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 class RunDirectory:
     """The files of one run and the rules for reopening it."""
 
@@ -337,6 +345,7 @@ class RunDirectory:
             raise RunLocked(f"run directory {self.path} is in use by another process (lock {self.lock_path})") \
                 from None
         try:
+            self.lock_path.write_text(f"{os.getpid()}\n")  # who holds it (lock_holder); flock ignores content
             yield
         finally:
             lock.release()

@@ -12,6 +12,7 @@ holding its lock, so two at once cannot delete under each other.
 from __future__ import annotations
 
 import enum
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mtl import rundir
-from mtl.rundir import ExitCode, RunDirectory, RunLocked, State, lock_held, read_status, recorded_state
+from mtl.rundir import ExitCode, RunDirectory, RunLocked, State, lock_held, lock_holder, read_status, recorded_state
 from mtl.stopping import STOP_SIGNALS
 
 from .backends import Placement
@@ -98,6 +99,16 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _tail(path: Path, lines: int = 3) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -168,7 +179,13 @@ class Scheduler:
         launch, settled = [], []
         for run_dir, (spec, since) in list(self.waiting.items()):
             if lock_held(run_dir):
-                if recorded_state(run_dir) != State.RUNNING and time.time() - since > self.lock_grace_s:
+                # Held by another live process that wrote its pid (an mtl-train starting up or training, a
+                # --force clearing it): wait. Held by this process, or by a holder that never says who it is
+                # and does not train: locked.
+                holder = lock_holder(run_dir)
+                foreign = holder is not None and holder != os.getpid() and _alive(holder)
+                if holder == os.getpid() or (not foreign and recorded_state(run_dir) != State.RUNNING
+                                             and time.time() - since > self.lock_grace_s):
                     del self.waiting[run_dir]
                     settled.append(RunOutcome(spec, "locked", message="another process holds this run's lock "
                                               f"({RunDirectory(run_dir).lock_path}) without training it"))
