@@ -293,6 +293,9 @@ def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any])
     cfg, run, model = trainer.cfg, trainer.run, trainer.model
     if run.last.exists():
         trainer.restore(torch.load(run.last, map_location=trainer.device, weights_only=False))
+        p = trainer.position
+        print(f"mtl-train: resuming from step {p.step} (epoch {p.epoch + 1}/{cfg.num_epochs}, "
+              f"{p.batch_in_epoch} batches into it)", flush=True)
     # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
     trainer.trace.truncate_after(trainer.position.step)
@@ -350,7 +353,11 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         raise
     trainer.trace.sync()
     trainer.wandb.finish()
-    return _end_status(run, state="finished", finished_at=now_iso(), eta_s=0.0)
+    status = _end_status(run, state="finished", finished_at=now_iso(), eta_s=0.0)
+    # A finished run keeps one checkpoint: best.pt, which submission.zip and repairs are built from.
+    # last.pt only served resuming, which a finished run never does again.
+    run.last.unlink(missing_ok=True)
+    return status
 
 
 def _end_status(run: RunDirectory, **fields: Any) -> dict[str, Any]:

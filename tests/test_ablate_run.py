@@ -129,3 +129,28 @@ def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_pa
     record = read_run(runs[0].run_dir)  # written by mtl-train inside the job
     assert record.state == "failed" and str(missing) in record.status["error"]
     assert record.config["num_threads"] == 1 and record.config["device"] == "cpu"
+
+
+def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_path, capsys):
+    """The scheduler forwards the signal it got: after Ctrl-C the run's status names SIGINT, not the
+    SIGTERM a scheduler would otherwise send; the rerun resumes and says from where."""
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.stop", overrides={"num_epochs": 3})
+    (run,) = plan(load_entries(ablations)["problem1.stop"], None, runs_dir)
+    args = ["run", "problem1.stop", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--devices", "cpu"]
+    process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_epoch(run.run_dir, process)
+        process.send_signal(signal.SIGINT)  # to mtl-ablate alone: the run hears of it only through the scheduler
+        out, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 128 + signal.SIGINT, out
+    stopped = read_run(run.run_dir)
+    assert stopped.state == "interrupted" and stopped.status["error"].startswith("stopped by SIGINT"), stopped.status
+    assert main(args) == 0
+    assert read_run(run.run_dir).state == "finished"
+    assert "mtl-train: resuming from step " in log_path(run).read_text()

@@ -190,7 +190,8 @@ class Scheduler:
                 if self.stop_signal is not None and not stopping:
                     stopping = True  # each run checkpoints and exits 143; wait for them below
                     for job, _, _ in running.values():
-                        job.terminate()
+                        # The signal the user sent (Ctrl-C: SIGINT), so that the run's status names it.
+                        job.terminate(self.stop_signal)
                     for spec in pending:
                         settle(RunOutcome(spec, "not started", message="stopped before it started"))
                     pending = []
