@@ -154,3 +154,29 @@ def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_
     assert main(args) == 0
     assert read_run(run.run_dir).state == "finished"
     assert "mtl-train: resuming from step " in log_path(run).read_text()
+
+
+def test_adhoc_grid_from_the_command_line_runs_and_reports_like_an_entry(ablations, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MTL_CACHE_DIR", str(tmp_path / "cache"))
+    runs_dir = tmp_path / "runs"
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
+    # Values go through the Config schema, as in an entry file: a misspelt key is refused, nothing written.
+    assert main(["run", "--grid", "optimzer_lr=0.1,0.01", "--name", "lr", *where, "--devices", "cpu"]) == 2
+    assert "did you mean 'optimizer_lr'" in capsys.readouterr().err
+    assert not (runs_dir / "adhoc.lr").exists()
+    argv = ["run", "--grid", "optimizer_lr=0.02,0.005", "--set", "num_epochs=1", "--base", "tiny", "--name", "lr",
+            *where, "--devices", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "adhoc.lr: 2 runs" in out and "optimizer_lr=0.02" in out and "optimizer_lr=0.005" in out
+    saved = yaml.safe_load((runs_dir / "adhoc.lr" / "entry.yaml").read_text())
+    assert saved["grid"] == {"optimizer_lr": [0.02, 0.005]} and saved["overrides"] == {"num_epochs": 1}
+    assert not (ablations / "adhoc.lr.yaml").exists()  # only with --save
+    runs = [child for child in (runs_dir / "adhoc.lr").iterdir() if (child / "status.json").exists()]
+    assert sorted(read_run(run).state for run in runs) == ["finished", "finished"]
+    assert main(["status", "adhoc.lr", *where]) == 0
+    assert main(["report", "adhoc.lr", "--format", "csv", "--no-figures", "--out", str(tmp_path / "reports"),
+                 *where]) == 0
+    assert (tmp_path / "reports" / "tables" / "adhoc.lr.runs.csv").exists()
+    # Run again: nothing to do, both runs are finished.
+    assert main(argv) == 0 and "already finished" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,6 +45,10 @@ def test_finished_run_has_every_contract_file(finished_run):
         assert (finished_run / name).exists(), name
     # One checkpoint besides submission.zip: last.pt only served resuming, which a finished run never does.
     assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == ["best.pt"]
+    # The trainer's latest progress record, which `mtl-ablate run` shows while the run trains.
+    progress = read_run(finished_run).status["progress"]
+    assert 1 <= progress["step"] <= progress["total_steps"] and progress["it_s"] > 0
+    assert {"loss", "lr", "eta_s", "epoch"} <= progress.keys()
     record = read_run(finished_run)
     assert record.state == "finished"
     assert len(record.validation_points) == 2
@@ -154,6 +159,9 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp
     assert state["step"] >= 1
     resumed = run_train(log_dir)
     assert f"mtl-train: resuming from step {state['step']} (epoch {state['epoch'] + 1}/" in resumed.stdout
+    # Plain progress lines, as torchvision's reference scripts print them: step, loss, lr, it/s, ETA.
+    assert re.search(r"^epoch \d+/2 step \d+/\d+ loss \d+\.\d{4} lr \S+ it/s \d+\.\d\d eta \d+m\d\ds$",
+                     resumed.stdout, re.MULTILINE), resumed.stdout
     for key, tensor in _weights(finished_run).items():
         assert torch.equal(tensor, _weights(log_dir)[key]), key
     np.testing.assert_allclose(read_run(log_dir).best()["val/grader"], read_run(finished_run).best()["val/grader"])

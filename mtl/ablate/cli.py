@@ -21,7 +21,8 @@ from rich.text import Text
 from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
 from mtl.stopping import describe_signal
 
-from .arguments import SuggestingParser
+from .adhoc import AdhocError, adhoc_entry_data, make_adhoc_entry, saved_adhoc_entries
+from .arguments import SuggestingParser, add_adhoc_arguments
 from .backends import LocalBackend, SlurmOptions, SubmititBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
@@ -39,7 +40,24 @@ class UsageError(Exception):
 
 
 def _entries(args: argparse.Namespace) -> dict[str, Entry]:
-    return load_entries(args.ablations_dir)
+    """The ablations folder's entries, and the ad-hoc ones named on the line whose YAML is beside their runs."""
+    entries = load_entries(args.ablations_dir)
+    ids = getattr(args, "ids", None) or ([args.id] if getattr(args, "id", None) else [])
+    return {**saved_adhoc_entries(args.ablations_dir, args.runs_dir, [i for i in ids if i not in entries]), **entries}
+
+
+def _adhoc(args: argparse.Namespace, entries: dict[str, Entry]) -> Entry:
+    """The entry that ``run --grid/--set`` describes (validated like a file entry, its YAML written)."""
+    if args.ids or not args.name:
+        raise UsageError("an ad-hoc grid (--grid/--set) needs --name NAME and no entry IDs")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        data = adhoc_entry_data(args.grid, args.set, args.base or args.profile or "quick", seeds=seeds)
+    except (AdhocError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    entry = make_adhoc_entry(args.name, data, args.ablations_dir, args.runs_dir, args.save)
+    entries[entry.id] = entry
+    return entry
 
 
 def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
@@ -218,7 +236,12 @@ def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
 def cmd_run(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
-    selected = _select(entries, args.ids)
+    if args.grid or args.set:
+        selected = [_adhoc(args, entries)]
+    elif not args.ids:
+        raise UsageError("name entry IDs to run, or an ad-hoc grid with --grid KEY=V1,V2 --name NAME")
+    else:
+        selected = _select(entries, args.ids)
     if args.with_deps:
         selected = with_prerequisites(selected, entries)
     if args.dry_run:
@@ -331,7 +354,8 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         parents=[where, profile],
         help="train the runs of entries (skips finished runs, resumes interrupted ones)",
     )
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    add_adhoc_arguments(p)
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")

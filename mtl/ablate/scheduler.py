@@ -166,7 +166,7 @@ class Scheduler:
     def run(self, specs: list[RunSpec], on_outcome: Optional[Callable[[RunOutcome], None]] = None) -> list[RunOutcome]:
         outcomes: dict[Path, RunOutcome] = {}
         pending: list[RunSpec] = []
-        self.monitor.begin(specs)
+        self.monitor.begin(specs, slots=len(self.slots))
 
         def settle(outcome: RunOutcome) -> None:
             outcomes[outcome.spec.run_dir] = outcome
