@@ -10,6 +10,7 @@ bases are looked up in the ablations folder, as for a file entry there.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -17,7 +18,7 @@ import yaml
 
 from mtl.io import atomic_write_text
 
-from .entry import Entry, EntryError, entry_path, parse_entry
+from .entry import Entry, EntryError, entry_path, load_entries, parse_entry
 
 ADHOC_PREFIX = "adhoc."
 ENTRY_COPY = "entry.yaml"  # the generated entry, kept in the entry's runs folder
@@ -89,3 +90,24 @@ def saved_adhoc_entries(ablations_dir: Path, runs_dir: Path, ids: Sequence[str])
         if entry_id.startswith(ADHOC_PREFIX) and copy.is_file():
             found[entry_id] = parse_entry(yaml.safe_load(copy.read_text()), entry_path(ablations_dir, entry_id))
     return found
+
+
+def entries_with_adhoc(args: argparse.Namespace) -> dict[str, Entry]:
+    """The ablations folder's entries, and the ad-hoc ones ``args`` names (``ids`` or ``id``) whose YAML
+    is kept beside their runs."""
+    entries = load_entries(args.ablations_dir)
+    ids = getattr(args, "ids", None) or ([args.id] if getattr(args, "id", None) else [])
+    return {**saved_adhoc_entries(args.ablations_dir, args.runs_dir, [i for i in ids if i not in entries]), **entries}
+
+
+def adhoc_entry_from_args(args: argparse.Namespace) -> Entry:
+    """The entry that ``run --grid/--set/--base/--seeds --name [--save]`` describes: validated like a file
+    entry, its YAML written."""
+    if args.ids or not args.name:
+        raise AdhocError("an ad-hoc grid (--grid/--set) needs --name NAME and no entry IDs")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        raise AdhocError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    data = adhoc_entry_data(args.grid, args.set, args.base or args.profile or "quick", seeds=seeds)
+    return make_adhoc_entry(args.name, data, args.ablations_dir, args.runs_dir, args.save)
