@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from mtl import rundir
-from mtl.run_summary import SummaryError, read_run_summary
+from mtl.run_summary import SummaryError, headline_points, read_run_summary
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
@@ -400,13 +400,21 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
     if summary is None:
         return None
-    config, status = _config_and_status(run_dir)
-    return RunSummary(row=run_row(_run_input(run_dir, config, status, summary["validation"])), keys=[], values=None)
+    try:
+        status = read_status_strict(run_dir)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    config = summary["config"]
+    return RunSummary(row=run_row(_run_input(run_dir, config, status, headline_points(summary))), keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
-    _, _, points = read_run_for_report(Path(summary.row["source"]))
-    return point_block(points)
+    metrics_path = RunDirectory(summary.row["source"]).metrics
+    try:
+        text = metrics_path.read_text() if metrics_path.exists() else ""
+    except OSError as exc:
+        raise StoreError(f"cannot read run directory {summary.row['source']}: {exc}") from None
+    return point_block(_validation_points(text, metrics_path))
 
 
 def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:

@@ -128,7 +128,7 @@ def entry_tables(results: ResultTables, ablation: str, columns: Iterable[str] | 
         raise TableError(f"no runs of ablation {ablation!r}")
     parameters = varied_parameters(runs, columns)
     runs = _ordered(runs, parameters, list(variant_order) if variant_order is not None else None)
-    runs = runs.assign(rank_score=_run_scores(runs, results.points, rank_metric, rank_mode))
+    runs = runs.assign(rank_score=_run_scores(runs, results, rank_metric, rank_mode))
     summary = _variant_summary(runs, parameters, noise_rule, rank_mode)
     winner = _winner(summary, rank_mode)
     rule = _winner_rule(summary, rank_mode, winner, _score_name(rank_metric)[len("best "):])
@@ -145,10 +145,11 @@ def _score_name(metric: str) -> str:
     return "best " + metric[len("val/"):] if metric.startswith("val/") else "best " + metric
 
 
-def _run_scores(runs: pd.DataFrame, points: pd.DataFrame, metric: str, mode: str) -> np.ndarray:
+def _run_scores(runs: pd.DataFrame, results: ResultTables, metric: str, mode: str) -> np.ndarray:
     """Each run's best value of ``metric`` over its validation points (NaN when it has none)."""
-    if metric == GRADER_KEY:
+    if metric == GRADER_KEY:  # in the runs frame already: the points (read from traces) are not needed
         return runs["grader"].to_numpy(dtype=float)
+    points = results.points
     column = metric[len("val/"):] if metric.startswith("val/") else metric
     if column not in points.columns:
         raise TableError(f"rank metric {metric!r} is not among the logged validation metrics")

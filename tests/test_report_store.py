@@ -190,6 +190,14 @@ def test_stale_summary_gives_way_to_the_trace(runs_root):
     assert _row(LocalStore(runs_root).load(), "peak")["grader"] == 30.0
 
 
+def test_edited_config_makes_the_summary_stale(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    config = peak / "config.yaml"
+    config.write_text(config.read_text().replace("wandb_job_type: peak", "wandb_job_type: renamed"))
+    assert read_run_summary(peak) is None
+    assert set(LocalStore(runs_root).load().runs["variant"]) == {"renamed", "tie", "nan", "never"}
+
+
 def test_damaged_summary_is_an_error_naming_the_file(runs_root):
     peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
     (peak / SUMMARY_FILE).write_text("{not json")
