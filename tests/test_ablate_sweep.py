@@ -29,10 +29,14 @@ from support import ABLATIONS, REPO, TINY, write_entry
 from test_ablate_planner import plant_run
 
 
-def grid_points(config: dict) -> list[dict]:
-    """Every parameter set the W&B grid controller proposes, as the agent receives them ({key: {value}})."""
+def grid_points(config: dict, validate: bool = True) -> list[dict]:
+    """Every parameter set the W&B grid controller proposes, as the agent receives them ({key: {value}}).
+
+    ``validate``: check the config against the sweeps package's schema first (once: it takes seconds)."""
+    if validate:
+        SweepConfig(config)
     runs = []
-    while (run := next_run(config, runs, validate=True)) is not None:
+    while (run := next_run(config, runs)) is not None:
         run.state = RunState.finished
         runs.append(run)
     return [run.config for run in runs]
@@ -98,7 +102,6 @@ def test_named_variants_are_one_sweep_with_a_variant_parameter(tmp_path):
     local = make_plan(load_entries(ABLATIONS)["problem2.branched"], "quick", tmp_path)
     config = sweep_config(local, "runs")
     assert schema_violations_from_proposed_config(config) == []
-    SweepConfig(config)  # the sweeps package's own validation and defaults
     assert config["name"] == "problem2.branched" and config["method"] == "grid"
     assert config["program"] == PROGRAM and Path(REPO / PROGRAM).is_file()
     assert config["command"] == COMMAND and "${args}" in config["command"]
@@ -139,6 +142,25 @@ def test_each_point_launched_by_the_agent_names_one_planned_run(tmp_path, agent,
         assert sweep["parameters"]["optimizer_lr"] == {"values": [1e-05, 0.0001, 0.001]}  # adam's 1e-4 bracket
         assert sweep["parameters"]["optimizer"] == {"value": "adam"}
         assert {r.variant for r in local.runs} == {f"optimizer_lr={v}" for v in ("1e-05", "0.0001", "0.001")}
+
+
+def test_every_entrys_sweep_names_each_of_its_planned_runs_once(tmp_path):
+    """The whole 'best of' chain under the quick profile (planted results, the last variant winning)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    for entry in load_entries(ABLATIONS).values():
+        local = make_plan(entry, "quick", tmp_path)
+        sweep = sweep_config(local, tmp_path)
+        named = []
+        for point in grid_points(sweep, validate=False):  # the form is validated in the other tests
+            argv = create_sweep_command_args({"args": point})["args"]  # ${args}, as the agent formats it
+            spec, config = point_config(argv, {"WANDB_RUN_ID": "r"})
+            assert config == spec.config.replace(wandb_run_id="r")
+            named.append(spec.name)
+        assert sorted(named) == sorted(run.name for run in local.runs), entry.id
+        variants = list(dict.fromkeys(run.variant for run in local.runs))
+        for run in local.runs:
+            plant_run(run, [10.0 + variants.index(run.variant)])
 
 
 def test_a_sweep_written_before_its_base_changed_is_refused(tmp_path, capsys):
