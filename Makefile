@@ -24,11 +24,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # problem1.lr builds on the winner of problem1.optimizer, so --with-deps trains that entry first.
 demo: install
-	$(BIN)/mtl-ablate run $(ENTRY) --with-deps --profile $(PROFILE) --runs-dir $(RUNS)
+	$(BIN)/mtl-ablate run $(ENTRY) --profile $(PROFILE) --runs-dir $(RUNS)
 	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports
 
+# -n auto: one worker per core (pytest-xdist); --dist loadfile keeps a file's tests, and so its module
+# fixtures (trained runs shared by several tests), in one worker.
 test: install lint
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The edit loop: everything but the tests marked slow (trainings in subprocesses).
+.PHONY: test-fast
+test-fast: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # The import layers (pyproject.toml [tool.importlinter]) and ruff's rules; part of `make test`.
 lint: install

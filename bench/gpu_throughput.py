@@ -4,9 +4,10 @@ Each variant is the engine's own training step (``Trainer.train_step``: autocast
 optimizer step) with the config switches ``amp``, ``channels_last`` and ``compile`` applied the way
 ``mtl-train`` applies them, on real synthetic 256x512 images with labels. Printed per variant: images/s,
 achieved TFLOP/s (forward FLOPs from ``mtl.models.model_summary``, x3 for forward + backward) and that
-as a share of the device's dense peak (from a table of datasheet figures, or ``--peak-tflops``), plus
-the speed-up over fp32. All variants are set up and warmed up first, then take turns for ``--rounds``
-rounds (order reversed every round), so drift during the run hits each alike. Needs CUDA: without it the
+as a share of the device's dense peak (from a table of datasheet figures, or ``--peak-tflops``), the
+speed-up over fp32, and peak GPU memory (what the variant allocates, measured over its warm-up). All
+variants are set up and warmed up first, then take turns for ``--rounds`` rounds (order reversed every
+round), so drift during the run hits each alike. Needs CUDA: without it the
 script says so and exits 0 (``--device cpu`` runs the same code on the CPU as a smoke check; its figures
 mean nothing for a GPU).
 
@@ -75,6 +76,11 @@ class Variant:
         from mtl.runtime import to_device
 
         self.name = name
+        cuda = device.type == "cuda"
+        if cuda:  # this variant's own peak: what it allocates from here on (weights, optimizer, activations)
+            torch.cuda.synchronize()
+            resident = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
         cfg = bench_config(**{**base, **VARIANTS[name]})
         self.trainer, datasets = build_trainer(cfg, tmp / name, device)
         if cfg.compile:
@@ -85,6 +91,7 @@ class Variant:
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         self.trainer.model.train()
         self.warmup_s = self.run(args.warmup)
+        self.peak_gib = (torch.cuda.max_memory_allocated() - resident) / 2**30 if cuda else float("nan")
         self.rates: list[float] = []
 
     def run(self, steps: int) -> float:
@@ -146,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = next((v for v in prepared if v.name == "fp32"), None)
     print(f"{args.rounds} rounds x {args.steps} steps per variant, batch {args.batch}, {args.height}x{args.width}; "
           "images/s is the median over rounds, 'vs fp32' the median of per-round ratios")
-    print("| variant | images/s | TFLOP/s | share of peak | vs fp32 | warm-up s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| variant | images/s | TFLOP/s | share of peak | vs fp32 | peak GiB | warm-up s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for v in prepared:
         rate = median(v.rates)
         tflops = rate * flops_per_image / 1e12
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = peaks.get(kind) if peaks else None
         share = f"{100 * tflops / peak:.1f}% of {kind} {peak:.0f}" if peak else "-"
         speedup = f"{median(paired_ratios(v.rates, reference.rates)):.2f}x" if reference else "-"
-        print(f"| {v.name} | {rate:.1f} | {tflops:.3g} | {share} | {speedup} | {v.warmup_s:.1f} |")
+        print(f"| {v.name} | {rate:.1f} | {tflops:.3g} | {share} | {speedup} | {v.peak_gib:.2f} | {v.warmup_s:.1f} |")
     return 0
 
 

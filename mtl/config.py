@@ -336,8 +336,9 @@ def make_config(values: dict[str, Any] | None = None, source: str = "", **kwargs
         raise ConfigError("invalid config" + where + ":\n  " + "\n  ".join(lines)) from None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of config keys (not yet validated, so it can be merged with overrides)."""
+def load_yaml(path: str | Path, extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping of config keys (not yet validated, so it can be merged with overrides);
+    ``extra_keys`` are sections the caller handles itself (a profile's ``slurm:``)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -352,7 +353,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
     for key in data:
-        if key not in Config.model_fields:
+        if key not in Config.model_fields and key not in extra_keys:
             raise ConfigError(unknown_key_message(str(key), str(path)))
     return data
 

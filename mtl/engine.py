@@ -31,7 +31,8 @@ from mtl.losses import MultiTaskLoss
 from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
-from mtl.rundir import STATUS_WANDB_URL, RunDirectory, now_iso
+from mtl.run_summary import write_run_summary
+from mtl.rundir import STATUS_WANDB_URL, RunDirectory, better_point, now_iso
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
 from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
@@ -115,6 +116,7 @@ class Trainer:
 
     def save_last(self) -> None:
         self.check_finite()
+        self.trace.sync()  # the points up to this checkpoint must survive a crash that keeps the checkpoint
         atomic_torch_save(self.checkpoint_state(), self.run.last)
         self.checkpoint_step = self.position.step
 
@@ -196,7 +198,7 @@ class Trainer:
                                                      cfg.visualize_num_images)
             if panels:
                 self.wandb.images(panels, depth_values, p.step)
-        if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):
+        if better_point(point, p.best):
             p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
                       "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}
             # Hyperparameters only: paths (a home folder) must not travel in the grader archive.
@@ -211,6 +213,7 @@ class Trainer:
         self.save_last()
         self.run.write_status(epoch=p.epoch, step=p.step, best=p.best, elapsed_s=round(p.elapsed_s, 3),
                               eta_s=progress.eta_seconds())
+        write_run_summary(self.run)
 
 
 def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
@@ -330,19 +333,28 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         p.elapsed_s = clock.elapsed()
         trainer.save_last()
         trainer.wandb.interrupted(exit_code=143)
-        return run.write_status(state="interrupted", error=f"stopped by {trainer.stop.describe()}; "
+        return _end_status(run, state="interrupted", error=f"stopped by {trainer.stop.describe()}; "
                                 f"checkpoint at step {p.step}", epoch=p.epoch, step=p.step, best=p.best)
     except Diverged as exc:
         progress.close()
+        trainer.trace.sync()
         trainer.wandb.finish(exit_code=3)
         kept = trainer.checkpoint_step
         where = (f"last good checkpoint kept: {run.last} at step {kept}" if kept is not None
                  else "no checkpoint was written before it (a retry starts from the beginning)")
-        return run.write_status(state="diverged", error=f"{exc}; {where}", diverged_step=p.step,
+        return _end_status(run, state="diverged", error=f"{exc}; {where}", diverged_step=p.step,
                                 checkpoint_step=kept)
     except BaseException:
         progress.close()
         trainer.wandb.finish(exit_code=1)
         raise
+    trainer.trace.sync()
     trainer.wandb.finish()
-    return run.write_status(state="finished", finished_at=now_iso(), eta_s=0.0)
+    return _end_status(run, state="finished", finished_at=now_iso(), eta_s=0.0)
+
+
+def _end_status(run: RunDirectory, **fields: Any) -> dict[str, Any]:
+    """The run's final status, and its summary to match (reports read the summary, not the trace)."""
+    status = run.write_status(**fields)
+    write_run_summary(run)
+    return status

@@ -49,15 +49,33 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
 
 
 def append_line(path: str | Path, line: str) -> None:
-    """Append one line and fsync; readers ignore a torn final line, so a kill mid-append loses only it."""
+    """Append one line, without fsync: readers ignore a torn final line, and a caller that needs the lines
+    on disk (before a checkpoint that counts on them) calls :func:`fsync_file`."""
     try:
         with open(path, "a") as handle:
             handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
     except OSError as exc:
         _name_the_file(exc, Path(path))
         raise
+
+
+def fsync_file(path: str | Path) -> None:
+    """Make what was written to ``path`` durable (fsync reaches the file's data whichever descriptor wrote
+    it); nothing to do when the file does not exist yet."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        _name_the_file(exc, Path(path))
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        _name_the_file(exc, Path(path))
+        raise
+    finally:
+        os.close(fd)
 
 
 def _name_the_file(exc: BaseException, path: Path) -> None:

@@ -18,18 +18,24 @@ from typing import Any
 import numpy as np
 
 from mtl.config import Config
-from mtl.io import append_line, atomic_write_text
+from mtl.io import append_line, atomic_write_text, fsync_file
 from mtl.rundir import read_jsonl
 
 
 class LocalTrace:
-    """The run's append-only metric lines (fsync per point), at ``RunDirectory.metrics``."""
+    """The run's append-only metric lines, at ``RunDirectory.metrics``.
+
+    Points are plain appends; :meth:`sync` makes them durable right before each checkpoint and at the end.
+    Points after the last checkpoint need no fsync: resume truncates them and trains them again."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def log(self, point: dict[str, Any]) -> None:
         append_line(self.path, json.dumps(point))  # NaN/Infinity as json writes them: read_jsonl and pandas accept them
+
+    def sync(self) -> None:
+        fsync_file(self.path)
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop points logged after the checkpoint; training re-creates them."""

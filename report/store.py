@@ -21,16 +21,18 @@ import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from mtl import rundir
+from mtl.run_summary import SummaryError, headline_points, read_run_summary
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
+    TIE_BREAK,
     RunDirectory,
     best_point,
     find_run_dirs,
@@ -38,6 +40,7 @@ from mtl.rundir import (
     parse_run_name,
     read_config,
     read_status_strict,
+    tie_break_value,
 )
 
 VAL_PREFIX = "val/"
@@ -67,16 +70,27 @@ class RunInput:
     url: str | None = None  # the run's W&B page, when the run was logged online
 
 
-@dataclass
 class ResultTables:
-    runs: pd.DataFrame
-    points: pd.DataFrame
+    """The runs frame, and the points frame -- given, or read on first use (a local store reads the
+    traces only when a figure or a rank metric asks for points, and then only those of one ablation)."""
+
+    def __init__(self, runs: pd.DataFrame, points: pd.DataFrame | Callable[[str | None], pd.DataFrame],
+                 ablation: str | None = None):
+        self.runs = runs
+        self._points = points
+        self._ablation = ablation  # what a lazy points frame is limited to
+
+    @property
+    def points(self) -> pd.DataFrame:
+        if callable(self._points):
+            self._points = self._points(self._ablation)
+        return self._points
 
     def for_ablation(self, ablation: str) -> ResultTables:
-        return ResultTables(
-            runs=self.runs[self.runs["ablation"] == ablation].reset_index(drop=True),
-            points=self.points[self.points["ablation"] == ablation].reset_index(drop=True),
-        )
+        runs = self.runs[self.runs["ablation"] == ablation].reset_index(drop=True)
+        if callable(self._points):
+            return ResultTables(runs=runs, points=self._points, ablation=ablation)
+        return ResultTables(runs=runs, points=self.points[self.points["ablation"] == ablation].reset_index(drop=True))
 
 
 class ResultStore(Protocol):
@@ -121,10 +135,12 @@ def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, 
     elif non_finite:
         notes.append(f"{non_finite} validation point(s) with non-finite grader skipped")
     if best is not None:
-        tied = sorted(p.get("step") for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY])
+        tied = [p for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY]]
         if len(tied) > 1:
-            steps = ", ".join(str(s) for s in tied)
-            notes.append(f"grader tie at steps {steps}: earliest kept")
+            steps = ", ".join(str(s) for s in sorted(p.get("step") for p in tied))
+            by_tie_break = sum(1 for p in tied if tie_break_value(p) == tie_break_value(best)) == 1
+            notes.append(f"grader tie at steps {steps}: step {best.get('step')} kept by "
+                         + (TIE_BREAK if by_tie_break else "the earlier step"))
     return best, "; ".join(notes)
 
 
@@ -160,21 +176,32 @@ def run_row(run: RunInput) -> dict[str, Any]:
 @dataclass
 class RunSummary:
     """What the tables need of one run: its row of the runs frame and its validation points as a
-    float array (``values[i, j]`` = point i, key ``keys[j]``: step, epoch and the val/ metrics)."""
+    float array (``values[i, j]`` = point i, key ``keys[j]``: step, epoch and the val/ metrics); ``values``
+    is None while the points have not been read (a row from the run's summary file)."""
 
     row: dict[str, Any]
     keys: list[str]
-    values: np.ndarray
+    values: np.ndarray | None
+
+
+def point_block(points: list[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """(keys, values) of validation points: step, epoch and the val/ keys present, as a float array."""
+    present = set().union(*(p.keys() for p in points))
+    keys = sorted((k for k in present if k in ("step", "epoch") or k.startswith(VAL_PREFIX)), key=_point_order)
+    return keys, _run_block(points, keys)
 
 
 def summarize(run: RunInput) -> RunSummary:
-    present = set().union(*(p.keys() for p in run.points))
-    keys = sorted((k for k in present if k in ("step", "epoch") or k.startswith(VAL_PREFIX)), key=_point_order)
-    return RunSummary(row=run_row(run), keys=keys, values=_run_block(run.points, keys))
+    keys, values = point_block(run.points)
+    return RunSummary(row=run_row(run), keys=keys, values=values)
 
 
-def build_tables(runs: Iterable[RunInput | RunSummary]) -> ResultTables:
-    """The runs and points frames (see the module docstring) of ``runs``, sorted by ablation and run."""
+PointsReader = Callable[[RunSummary], tuple[list[str], np.ndarray]]
+
+
+def build_tables(runs: Iterable[RunInput | RunSummary], read_points: PointsReader | None = None) -> ResultTables:
+    """The runs and points frames (see the module docstring) of ``runs``, sorted by ablation and run.
+    ``read_points`` reads the points of a summary that has none yet, when the points frame is first used."""
     summaries = [r if isinstance(r, RunSummary) else summarize(r) for r in runs]
     summaries.sort(key=lambda r: (r.row["ablation"], r.row["run"]))
     rows = [r.row for r in summaries]
@@ -183,7 +210,19 @@ def build_tables(runs: Iterable[RunInput | RunSummary]) -> ResultTables:
         # Whole numbers stay whole when every run has one; NaN forces float otherwise.
         if runs_frame[column].notna().all() and len(runs_frame):
             runs_frame[column] = runs_frame[column].astype("int64")
-    return ResultTables(runs=runs_frame, points=_points_frame(summaries))
+    if all(s.values is not None for s in summaries):
+        return ResultTables(runs=runs_frame, points=_points_frame(summaries))
+    if read_points is None:
+        raise ValueError("summaries without points need a read_points function")
+
+    def points(ablation: str | None) -> pd.DataFrame:
+        chosen = [s for s in summaries if ablation is None or s.row["ablation"] == ablation]
+        for summary in chosen:
+            if summary.values is None:
+                summary.keys, summary.values = read_points(summary)
+        return _points_frame(chosen)
+
+    return ResultTables(runs=runs_frame, points=points)
 
 
 def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -247,8 +286,11 @@ def _strip(key: str) -> str:
 class LocalStore:
     """Run directories under ``runs_dir`` (``<runs>/<ablation id>/<run name>/``).
 
-    With ``cache_dir``, each run's summary is kept there (:mod:`report.cache`) and a run is parsed
-    again only when one of its files changed.
+    A run's row comes from its summary file (:mod:`mtl.run_summary`, written by the trainer) when that
+    is current; its trace is read only when the points frame is used (curves, a rank metric other than
+    the grader). Runs without a current summary are read from their trace. With ``cache_dir``, those
+    runs' rows and points are kept there (:mod:`report.cache`) and a run is parsed again only when one of
+    its files changed.
     """
 
     def __init__(self, runs_dir: str | Path, cache_dir: str | Path | None = None):
@@ -261,9 +303,15 @@ class LocalStore:
         else:
             self.cache = None
 
-    def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
+    def load(self, ablations: Iterable[str] | None = None, selections: dict[str, Any] | None = None) -> ResultTables:
+        """The runs of ``ablations`` (every run folder below the root), or with ``selections`` (entry id ->
+        :class:`mtl.ablate.selection.Selection`) exactly the run directories of each entry's current plan:
+        another profile's or an older config's runs are not read, a run reused from another entry counts
+        for each entry that uses it."""
         if not self.runs_dir.is_dir():
             raise StoreError(f"runs directory {self.runs_dir} does not exist")
+        if selections is not None:
+            return build_tables(self._selected(selections), read_points=_trace_points)
         wanted = set(ablations) if ablations is not None else None
         summaries = []
         try:
@@ -276,9 +324,26 @@ class LocalStore:
             summary = self._summary(run_dir)
             if wanted is None or summary.row["ablation"] in wanted:
                 summaries.append(summary)
-        return build_tables(summaries)
+        return build_tables(summaries, read_points=_trace_points)
+
+    def _selected(self, selections: dict[str, Any]) -> list[RunSummary]:
+        summaries = []
+        for entry_id, selection in selections.items():
+            for run in selection.runs:
+                if not RunDirectory(run.run_dir).config_path.is_file():
+                    continue  # planned, never started
+                summary = self._summary(run.run_dir)
+                row = {**summary.row, "ablation": entry_id, "variant": run.variant, "seed": run.seed}
+                if run.reused_from:
+                    same = f"same config as {run.reused_from}: its records"
+                    row["note"] = f"{row['note']}; {same}" if row["note"] else same
+                summaries.append(RunSummary(row=row, keys=summary.keys, values=summary.values))
+        return summaries
 
     def _summary(self, run_dir: Path) -> RunSummary:
+        from_file = summary_file_row(run_dir)
+        if from_file is not None:
+            return from_file
         if self.cache is None:
             return summarize(local_run_input(run_dir))
         from report.cache import signature
@@ -306,17 +371,50 @@ def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], 
 
     As in ``read_jsonl``, a torn final line is ignored and a bad earlier validation line is an error.
     """
-    run = RunDirectory(run_dir)
-    config_path, metrics_path = run.config_path, run.metrics
+    config, status = _config_and_status(run_dir)
+    metrics_path = RunDirectory(run_dir).metrics
+    try:
+        text = metrics_path.read_text() if metrics_path.exists() else ""
+    except OSError as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    return config, status, _validation_points(text, metrics_path)
+
+
+def _config_and_status(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    config_path = RunDirectory(run_dir).config_path
     try:
         config = read_config(run_dir) or {}
         status = read_status_strict(run_dir)
-        text = metrics_path.read_text() if metrics_path.exists() else ""
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
     if not isinstance(config, dict):
         raise StoreError(f"{config_path}: expected a mapping of config keys, got {type(config).__name__}")
-    return config, status, _validation_points(text, metrics_path)
+    return config, status
+
+
+def summary_file_row(run_dir: Path) -> RunSummary | None:
+    """The run's row from its summary file, points not read; None when it has no current summary."""
+    try:
+        summary = read_run_summary(run_dir)
+    except (OSError, SummaryError) as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    if summary is None:
+        return None
+    try:
+        status = read_status_strict(run_dir)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    config = summary["config"]
+    return RunSummary(row=run_row(_run_input(run_dir, config, status, headline_points(summary))), keys=[], values=None)
+
+
+def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
+    metrics_path = RunDirectory(summary.row["source"]).metrics
+    try:
+        text = metrics_path.read_text() if metrics_path.exists() else ""
+    except OSError as exc:
+        raise StoreError(f"cannot read run directory {summary.row['source']}: {exc}") from None
+    return point_block(_validation_points(text, metrics_path))
 
 
 def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:
@@ -349,6 +447,11 @@ def local_run_input(run_dir: Path) -> RunInput:
     """A run directory as a RunInput: ablation = the ``wandb_group`` key, else the parent folder name;
     variant = ``wandb_job_type``, else the ``<variant>-s<seed>-<hash>`` part of the folder name."""
     config, status, points = read_run_for_report(run_dir)
+    return _run_input(run_dir, config, status, points)
+
+
+def _run_input(run_dir: Path, config: dict[str, Any], status: dict[str, Any],
+               points: list[dict[str, Any]]) -> RunInput:
     name = parse_run_name(run_dir.name)
     variant = config.get("wandb_job_type") or (name.variant if name else run_dir.name)
     seed = config.get("seed", name.seed if name else None)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mtl.config import make_config
+from mtl.run_summary import write_run_summary
 from mtl.rundir import RunDirectory, run_name
 
 
@@ -28,9 +29,9 @@ def training_point(step: int, epoch: int, loss: float = 1.0) -> dict[str, Any]:
 def plant_run(runs_root: str | Path, ablation: str, variant: str, seed: int, *,
               overrides: dict[str, Any] | None = None, points: Iterable[dict[str, Any]] = (),
               state: str = "finished", model: dict[str, Any] | None = None,
-              status_extra: dict[str, Any] | None = None) -> Path:
-    """Write ``<runs_root>/<ablation>/<variant>-s<seed>-<hash>/`` with its config, status and metric trace;
-    returns the run directory."""
+              status_extra: dict[str, Any] | None = None, summary: bool = True) -> Path:
+    """Write ``<runs_root>/<ablation>/<variant>-s<seed>-<hash>/`` with its config, status and metric trace,
+    and (``summary``) its summary file as the trainer writes it; returns the run directory."""
     values = {**(overrides or {}), "seed": seed, "wandb_group": ablation, "wandb_job_type": variant}
     cfg = make_config(values)
     run_dir = Path(runs_root) / ablation / run_name(variant, seed, cfg.config_hash())
@@ -50,6 +51,8 @@ def plant_run(runs_root: str | Path, ablation: str, variant: str, seed: int, *,
     }
     run.status_path.write_text(json.dumps(status, indent=2) + "\n")
     run.metrics.write_text("".join(json.dumps(p) + "\n" for p in points))
+    if summary:
+        write_run_summary(run)
     return run_dir
 
 

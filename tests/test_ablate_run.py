@@ -18,11 +18,11 @@ import filelock
 import pytest
 import yaml
 
-from mtl.ablate.backends import SlurmOptions, SubmititBackend
 from mtl.ablate.display import Monitor, make_console
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import Scheduler, lock_held, log_path
+from mtl.ablate.slurm import SlurmOptions, SubmititBackend
 from mtl.rundir import read_run
 from mtl.suite import main
 from support import REPO, TINY, wait_for_epoch

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from mtl.run_summary import read_run_summary
 from mtl.rundir import read_run
 from mtl.submission import validate_submission
 from support import REPO, tiny_args, train_command
@@ -47,6 +48,10 @@ def test_finished_run_has_every_contract_file(finished_run):
     best = record.best()
     assert record.status["best"]["grader"] == best["val/grader"] and record.status["best"]["step"] == best["step"]
     assert record.status["model"]["params"] > 1_000_000
+    summary = read_run_summary(finished_run)  # what reports read instead of the trace
+    assert summary["state"] == "finished" and summary["model"] == record.status["model"]
+    assert summary["best"] == best and summary["final"] == record.validation_points[-1]
+    assert summary["validation"]["step"] == [p["step"] for p in record.validation_points]
     assert yaml.safe_load((finished_run / "config.yaml").read_text())["num_epochs"] == 2
 
 
@@ -126,6 +131,7 @@ def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_
     assert strip(resumed.points) == strip(reference.points)
     for key, tensor in _weights(finished_run).items():
         assert torch.equal(tensor, _weights(log_dir)[key]), key
+    assert read_run_summary(log_dir)["validation"] == read_run_summary(finished_run)["validation"]
 
 
 def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp_path):

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from mtl.rundir import read_run
+from mtl.run_summary import read_run_summary
+from mtl.rundir import SUMMARY_FILE, read_run
 from planting import plant_run, training_point, validation_point
 from report.store import LocalStore, StoreError, best_with_note, local_run_input
 
@@ -52,7 +53,8 @@ def test_best_point_is_the_highest_grader_not_the_highest_iou(runs_root):
 def test_grader_tie_goes_to_the_earliest_step_and_is_noted(runs_root):
     row = _row(LocalStore(runs_root).load(), "tie")
     assert (row["step"], row["iou"]) == (20, 60.0)
-    assert row["note"] == "grader tie at steps 20, 30: earliest kept"
+    # Equal IoU - SI-logRMSE too (60 - 47.5 = 61 - 48.5): the earlier step decides.
+    assert row["note"] == "grader tie at steps 20, 30: step 20 kept by the earlier step"
 
 
 def test_nan_points_are_skipped_and_counted(runs_root):
@@ -117,6 +119,8 @@ def test_filter_by_ablation_and_missing_root(runs_root, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- cache
 def test_cached_summaries_give_the_same_tables_and_follow_changes(runs_root, tmp_path):
+    for summary_file in runs_root.rglob(SUMMARY_FILE):  # the cache holds runs read from their traces
+        summary_file.unlink()
     cache = tmp_path / "cache"
     plain = LocalStore(runs_root).load()
     cold = LocalStore(runs_root, cache_dir=cache)
@@ -143,3 +147,59 @@ def test_cached_summaries_give_the_same_tables_and_follow_changes(runs_root, tmp
     pd.testing.assert_frame_equal(damaged.load().runs.drop(columns="source"),
                                   LocalStore(runs_root).load().runs.drop(columns="source"))
     assert damaged.cache.misses == 4
+
+
+# ------------------------------------------------------------------------------------ summary files
+def test_tables_from_summary_files_equal_tables_from_traces(runs_root):
+    from_summaries = LocalStore(runs_root).load()
+    for summary_file in runs_root.rglob(SUMMARY_FILE):
+        summary_file.unlink()
+    from_traces = LocalStore(runs_root).load()
+    pd.testing.assert_frame_equal(from_summaries.runs, from_traces.runs)
+    pd.testing.assert_frame_equal(from_summaries.points, from_traces.points)
+    pd.testing.assert_frame_equal(from_summaries.for_ablation(ABLATION).points, from_traces.points)
+
+
+def test_runs_table_does_not_read_traces_and_points_do(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    trace = peak / "metrics.jsonl"
+    text = trace.read_text()
+    damaged = text.replace('"val/iou": 60.0', '"val/iou": 6!.0', 1)  # same size: the summary still counts as current
+    assert len(damaged) == len(text) and damaged != text
+    trace.write_text(damaged)
+    tables = LocalStore(runs_root).load()
+    assert _row(tables, "peak")["grader"] == 25.0
+    with pytest.raises(StoreError, match=r"metrics.jsonl: line 2 is not valid JSON"):
+        tables.points  # noqa: B018 (the property reads the traces)
+
+
+def test_summary_written_by_planting_holds_the_best_and_final_points(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    summary = read_run_summary(peak)
+    record = read_run(peak)
+    assert summary["best"] == record.best() and summary["best"]["step"] == 30
+    assert summary["final"] == record.validation_points[-1]
+    assert summary["model"] == {"params": 22_000_000, "gflops": 7.5} and summary["state"] == "finished"
+
+
+def test_stale_summary_gives_way_to_the_trace(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    with open(peak / "metrics.jsonl", "a") as handle:  # a point logged after the summary was written
+        handle.write(json.dumps(validation_point(40, 4, 30.0, 71.0, 19.0)) + "\n")
+    assert read_run_summary(peak) is None
+    assert _row(LocalStore(runs_root).load(), "peak")["grader"] == 30.0
+
+
+def test_edited_config_makes_the_summary_stale(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    config = peak / "config.yaml"
+    config.write_text(config.read_text().replace("wandb_job_type: peak", "wandb_job_type: renamed"))
+    assert read_run_summary(peak) is None
+    assert set(LocalStore(runs_root).load().runs["variant"]) == {"renamed", "tie", "nan", "never"}
+
+
+def test_damaged_summary_is_an_error_naming_the_file(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    (peak / SUMMARY_FILE).write_text("{not json")
+    with pytest.raises(StoreError, match=r"summary.json: not valid JSON"):
+        LocalStore(runs_root).load()

@@ -33,7 +33,8 @@ def project(tmp_path):
     _entry(ablations, "problem1.opt", "1.2", "Which optimizer?",
            "base: quick\nseeds: [0, 1]\nvariants:\n  - name: sgd\n    overrides: {optimizer: sgd}\n"
            "  - name: adam\n    overrides: {optimizer: adam, optimizer_lr: 1.0e-4}\nreport:\n  figures: [bars]\n")
-    _entry(ablations, "problem2.branched", "2", "Branched?", "base: quick\n")
+    # Its own config (no run elsewhere has it: a run of the same config would be reused, not missing).
+    _entry(ablations, "problem2.branched", "2", "Branched?", "base: quick\noverrides: {num_epochs: 3}\n")
 
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
@@ -83,7 +84,7 @@ def test_write_report_sections_tables_figures_and_placeholders(project):
     assert "- Variant depth_unit=log: depth_unit=log." in md
     assert "Shared by every run, differing from the template defaults: num_epochs=2." in md
     # Seeds: a per-variant table and the winner with its noise rule.
-    assert "Winner: adam with grader 13.50 (mean of 2 finished seeds)." in md
+    assert "Winner: adam with grader 13.50 (mean of 2 finished seeds) (winner by grader)." in md
     assert "Within seed noise of the winner (Welch t-test against the winner's seeds, p >= 0.05): sgd." in md
     assert (out / "tables" / "problem1.opt.variants.md").exists()
     assert not (out / "tables" / "problem1.depth.variants.md").exists()  # one seed: no per-variant table
@@ -124,8 +125,13 @@ def test_report_command(project, capsys, monkeypatch, tmp_path):
     assert report_main(["report", "problem1.opt", "--format", "csv", *common]) == 0
     assert sorted(p.name for p in (project["out"] / "tables").iterdir()) == ["problem1.opt.runs.csv",
                                                                              "problem1.opt.variants.csv"]
+    # Every written file, nested ones too, relative to the output folder.
+    assert capsys.readouterr().out.splitlines() == ["tables/problem1.opt.runs.csv", "tables/problem1.opt.variants.csv",
+                                                    f"2 files under {project['out']}"]
     assert report_main(["report", "--all", *common]) == 1  # problem2.branched has no runs
-    assert "problem: problem2.branched: no runs recorded yet" in capsys.readouterr().err
+    # The hint repeats the folders the user passed: pasted, it trains the runs this report reads.
+    assert (f"problem: problem2.branched: no runs recorded yet (`mtl-ablate run problem2.branched --ablations-dir "
+            f"{project['ablations']} --runs-dir {project['runs']}`)") in capsys.readouterr().err
     assert report_main(["report", "problem1.optt", *common]) == 2
     assert "unknown entry 'problem1.optt'; did you mean 'problem1.opt'" in capsys.readouterr().err
     assert report_main(["report", *common]) == 2

@@ -1,4 +1,5 @@
-"""Where an ``mtl-train`` command runs: a local subprocess on one device, or a SLURM job through submitit.
+"""Where an ``mtl-train`` command runs: a local subprocess on one device here, or a SLURM job through
+submitit (``mtl.ablate.slurm``).
 
 Both backends run the very same command line (``python -m mtl.cli --key=value ...``); a backend only
 decides the process environment (which GPU, how many CPU threads) and how the process is started,
@@ -8,7 +9,6 @@ watched and stopped.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -133,86 +133,3 @@ class LocalBackend:
     def start(self, config: Config, placement: Placement, log_path: Path) -> LocalJob:
         config = config.replace(**placement.config_updates())
         return LocalJob(train_command(config), child_environment(placement.env_updates()), log_path)
-
-
-def run_command(command: list[str], env_updates: dict[str, str], log_path: str) -> int:
-    """Body of a submitit job: run the training command, append its output to ``log_path``, return its exit code."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, env=child_environment(env_updates), stdout=log, stderr=subprocess.STDOUT)
-        # Forward the scheduler's preemption/cancel signal so the run checkpoints before the job ends.
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
-        try:
-            return process.wait()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class SubmititJob:
-    def __init__(self, job: Any):
-        self.job = job
-        self._code: Optional[int] = None
-
-    def poll(self) -> Optional[int]:
-        if self._code is not None:
-            return self._code
-        if not self.job.done():
-            return None
-        try:
-            self._code = int(self.job.result())
-        except Exception as exc:  # noqa: BLE001 - the job itself failed (node lost, cancelled): report it as a failure
-            self.error = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
-            self._code = 1
-        return self._code
-
-    def terminate(self) -> None:
-        self.job.cancel(check=False)
-
-    def describe(self) -> str:
-        return f"job {self.job.job_id}"
-
-
-@dataclass
-class SlurmOptions:
-    partition: Optional[str] = None
-    timeout_min: int = 720
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: Optional[int] = None
-
-
-class SubmititBackend:
-    """Submits each command as a job through ``submitit.AutoExecutor``.
-
-    ``cluster="slurm"`` needs ``sbatch``; ``"local"`` and ``"debug"`` are submitit's own executors on this
-    machine (used by the tests).
-    """
-
-    name = "slurm"
-
-    def __init__(self, folder: Path, options: SlurmOptions, cluster: str = "slurm"):
-        import submitit
-
-        if cluster == "slurm" and shutil.which("sbatch") is None:
-            raise RuntimeError("--backend slurm needs SLURM's sbatch on PATH; it was not found on this machine")
-        self.options = options
-        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-        parameters: dict[str, Any] = {"timeout_min": options.timeout_min}
-        if cluster == "slurm":
-            parameters.update(gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task)
-            if options.partition:
-                parameters["slurm_partition"] = options.partition
-            if options.mem_gb:
-                parameters["mem_gb"] = options.mem_gb
-        self.executor.update_parameters(**parameters)
-        self.placement = Placement(
-            "0" if options.gpus_per_node and cluster == "slurm" else "cpu", options.cpus_per_task
-        )
-
-    def start(self, config: Config, placement: Placement, log_path: Path) -> SubmititJob:
-        config = config.replace(**placement.config_updates())
-        env = placement.env_updates()
-        if placement.device != "cpu":
-            env.pop("CUDA_VISIBLE_DEVICES")  # SLURM assigns the job's GPU itself
-        job = self.executor.submit(run_command, train_command(config), env, str(log_path))
-        return SubmititJob(job)

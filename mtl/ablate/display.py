@@ -8,6 +8,7 @@ a run changes state or finishes an epoch, so logs stay readable.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,8 +25,8 @@ from .planner import RunSpec
 
 def make_console() -> Console:
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # files and pipes: do not wrap table rows at 80 columns
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=200)  # files and pipes: do not wrap table rows at 80 columns (unless $COLUMNS says)
     return console
 
 

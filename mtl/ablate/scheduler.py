@@ -28,6 +28,7 @@ from .planner import RunSpec
 EXIT_STATES = {
     ExitCode.FINISHED: State.FINISHED, ExitCode.FAILED: State.FAILED, ExitCode.REFUSED: "refused",
     ExitCode.DIVERGED: State.DIVERGED, ExitCode.LOCKED: "locked", ExitCode.STOPPED: State.INTERRUPTED,
+    ExitCode.UNAVAILABLE: State.SKIPPED,
     **{-signum: State.INTERRUPTED for signum in STOP_SIGNALS},
 }
 FAILED_STATES = ("failed", "diverged", "refused", "killed")
@@ -86,6 +87,9 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
         return Action(ActionKind.SKIP, state)
     if state in (State.FAILED, State.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
+    if state == State.SKIPPED:
+        # It could not run on this machine (weights absent); trying again is cheap and picks up a fix.
+        return Action(ActionKind.RETRY)
     fresh = state == State.NOT_RUN and not rundir.RunDirectory(spec.run_dir).checkpoints.exists()
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
 
@@ -153,6 +157,8 @@ class Scheduler:
         if state == "killed":
             detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
         message = detail if state != "finished" else ""
+        if state == State.SKIPPED:
+            message = f"cannot run on this machine, recorded as skipped: {detail}"
         if state == "refused":
             message += " (the directory holds another code version or config; --force deletes it and starts over)"
         if state in FAILED_STATES:
@@ -162,6 +168,15 @@ class Scheduler:
     # ------------------------------------------------------------------------------------------ running
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
+
+    def _start(self, launches: list[tuple[RunSpec, Placement]]) -> list[Any]:
+        """Start the runs: together (one SLURM job array) when the backend can, else one by one."""
+        if not launches:
+            return []
+        start_many = getattr(self.backend, "start_many", None)
+        if start_many is not None:
+            return start_many([(s.config, p, log_path(s)) for s, p in launches], entry_id=launches[0][0].entry_id)
+        return [self.backend.start(s.config, p, log_path(s)) for s, p in launches]
 
     def run(self, specs: list[RunSpec], on_outcome: Optional[Callable[[RunOutcome], None]] = None) -> list[RunOutcome]:
         outcomes: dict[Path, RunOutcome] = {}
@@ -174,15 +189,22 @@ class Scheduler:
             if on_outcome:
                 on_outcome(outcome)
 
+        free = list(self.slots)
+        running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
+        adopt = getattr(self.backend, "adopt", None)  # a job queued earlier (SLURM) is followed, not resubmitted
         for spec in specs:
+            earlier = adopt(spec.run_dir) if adopt is not None else None
+            if earlier is not None:
+                placement = free.pop(0)
+                running[spec.run_dir] = (earlier, placement, spec)
+                self.monitor.started(spec, placement, earlier)
+                continue
             early = self.triage(spec)
             if early is None:
                 pending.append(spec)
             else:
                 settle(early)
 
-        free = list(self.slots)
-        running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         stopping = False
         try:
@@ -194,13 +216,14 @@ class Scheduler:
                     for spec in pending:
                         settle(RunOutcome(spec, "not started", message="stopped before it started"))
                     pending = []
+                launches: list[tuple[RunSpec, Placement]] = []
                 while pending and free:
                     spec = pending.pop(0)
                     if lock_held(spec.run_dir):  # taken since triage by another mtl-ablate
                         settle(RunOutcome(spec, "locked", message="another process is training this run"))
                         continue
-                    placement = free.pop(0)
-                    job = self.backend.start(spec.config, placement, log_path(spec))
+                    launches.append((spec, free.pop(0)))
+                for (spec, placement), job in zip(launches, self._start(launches)):
                     running[spec.run_dir] = (job, placement, spec)
                     self.monitor.started(spec, placement, job)
                 for key, (job, placement, spec) in list(running.items()):

@@ -21,9 +21,11 @@ import yaml
 from PIL import Image
 
 from mtl.config import make_config
-from mtl.rundir import read_jsonl, read_run
+from mtl.run_summary import read_run_summary
+from mtl.rundir import SUMMARY_FILE, read_jsonl, read_run
 
-TOP_LEVEL_FILES = {"status.json", "config.yaml", "metrics.jsonl", "source.zip", "submission.zip", ".lock"}
+TOP_LEVEL_FILES = {"status.json", "config.yaml", "metrics.jsonl", SUMMARY_FILE, "source.zip", "submission.zip",
+                   ".lock"}
 CHECKPOINT_KEYS = {"last.pt": ("model", "optimizer", "scheduler", "rng", "epoch", "batch_in_epoch", "step"),
                    "best.pt": ("model", "best")}
 
@@ -77,6 +79,9 @@ def _check_file(path: Path, run_dir: Path) -> list[str]:
     if path.name == "metrics.jsonl" and len(relative.parts) == 1:
         points = read_jsonl(path)
         return [f"{path}: a point without 'step'" for p in points if "step" not in p][:1]
+    if path.name == SUMMARY_FILE and len(relative.parts) == 1:
+        read_run_summary(run_dir)  # a damaged one raises; a stale one (the trace moved on) is allowed
+        return []
     if top == "checkpoints" and path.name in CHECKPOINT_KEYS:
         return _check_checkpoint(path)
     if path.suffix == ".zip" and len(relative.parts) == 1:

@@ -1,0 +1,362 @@
+"""SLURM through submitit: one job array per entry, requeued at the time limit, never submitted twice.
+
+What hydra-submitit-launcher users expect: partition/account/qos/constraint/mem/time/gpus/cpus, setup
+lines and extra ``#SBATCH`` parameters from flags or a profile's ``slurm:`` section, an array capped
+by ``--slurm-array-parallelism``, ``--dry-run`` printing the sbatch script. Each job runs the same
+``mtl-train`` command as the local backend, through :class:`TrainingJob`, which submitit can
+checkpoint: at the time limit (SIGUSR2, ``--signal=USR2@<lead>``) or on preemption the trainer
+checkpoints, the job requeues itself and the run resumes where it stopped. The job id of every
+submission is recorded in the run directory, and a run whose recorded job is still queued or
+running (asked through submitit, i.e. ``sacct``) is followed, not submitted again.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from mtl.config import Config
+from mtl.rundir import SlurmJobRecord, read_slurm_jobs, record_slurm_job
+from mtl.stopping import describe_signal
+
+from .backends import Placement, child_environment, train_command
+from .entry import PROFILE_SLURM_SECTION, profile_path
+
+# Lead time of SLURM's warning signal before the time limit. The trainer stops at the next step
+# boundary, and only after a validation pass it is in: the worst case is a step (0.03-0.7 s, see
+# BENCHMARKS.md) plus a whole validation pass of the val split (tens of seconds on a GPU), plus last.pt
+# with the optimizer state (~0.4 GB for ResNet-34 DeepLabV3+ with Adam: seconds on a shared file
+# system), plus W&B marking the run preempted. 180 s covers that three times over, and SLURM may send
+# the signal up to 60 s earlier still; it costs 3 minutes of a 12-hour allocation.
+SIGNAL_LEAD_S = 180
+# How many time limits one run may reach (each requeues it); preemptions do not count.
+MAX_TIMEOUTS = 10
+# sacct states of a job that is still going to run or running (a second `run` follows it).
+LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+               "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT")
+
+
+class SlurmConfigError(ValueError):
+    """A bad SLURM option in a flag or a profile; the message names where."""
+
+
+@dataclass
+class SlurmOptions:
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    timeout_min: int = 720
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: Optional[float] = None
+    array_parallelism: Optional[int] = None  # submitit's default: 256 tasks of an array at once
+    signal_delay_s: int = SIGNAL_LEAD_S
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job, e.g. module load
+    additional_parameters: dict[str, str] = field(default_factory=dict)  # any other #SBATCH --key=value
+
+    def checked(self, where: str) -> SlurmOptions:
+        for name in ("timeout_min", "cpus_per_task", "signal_delay_s"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SlurmConfigError(f"{where}: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 0:
+            raise SlurmConfigError(f"{where}: gpus_per_node must be 0 (a CPU job) or more, got {self.gpus_per_node!r}")
+        if self.array_parallelism is not None and (not isinstance(self.array_parallelism, int)
+                                                   or self.array_parallelism < 1):
+            raise SlurmConfigError(f"{where}: array_parallelism must be a positive integer, "
+                                   f"got {self.array_parallelism!r}")
+        if self.mem_gb is not None and (isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float))
+                                        or self.mem_gb <= 0):
+            raise SlurmConfigError(f"{where}: mem_gb must be a positive number, got {self.mem_gb!r}")
+        if self.signal_delay_s * 2 > self.timeout_min * 60:
+            raise SlurmConfigError(f"{where}: signal_delay_s {self.signal_delay_s} leaves less than half of the "
+                                   f"{self.timeout_min}-minute time limit for training")
+        if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
+            raise SlurmConfigError(f"{where}: setup must be a list of shell lines, got {self.setup!r}")
+        if not isinstance(self.additional_parameters, dict):
+            raise SlurmConfigError(f"{where}: additional_parameters must be a mapping of sbatch options, "
+                                   f"got {self.additional_parameters!r}")
+        return self
+
+    def executor_parameters(self, job_name: str) -> dict[str, Any]:
+        """submitit AutoExecutor parameters (its shared names, and ``slurm_`` ones for the rest)."""
+        parameters: dict[str, Any] = {
+            "name": job_name, "timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_task,
+            "slurm_signal_delay_s": self.signal_delay_s,
+        }
+        if self.gpus_per_node:  # a CPU job asks for no GPU at all, not for --gpus-per-node=0
+            parameters["gpus_per_node"] = self.gpus_per_node
+        if self.mem_gb is not None:
+            parameters["mem_gb"] = self.mem_gb
+        for name in ("partition", "account", "qos", "constraint", "array_parallelism"):
+            if getattr(self, name) is not None:
+                parameters[f"slurm_{name}"] = getattr(self, name)
+        if self.setup:
+            parameters["slurm_setup"] = list(self.setup)
+        if self.additional_parameters:
+            parameters["slurm_additional_parameters"] = {str(k): str(v) for k, v in self.additional_parameters.items()}
+        return parameters
+
+
+OPTION_NAMES = tuple(f.name for f in fields(SlurmOptions))
+PROFILE_SECTION = PROFILE_SLURM_SECTION
+
+
+def options_from_mapping(values: Any, where: str, base: Optional[SlurmOptions] = None) -> SlurmOptions:
+    """``base`` updated with the keys of a profile's ``slurm:`` mapping; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise SlurmConfigError(f"{where}: expected a mapping of SLURM options ({', '.join(OPTION_NAMES)}), "
+                               f"got {type(values).__name__}")
+    unknown = sorted(set(values) - set(OPTION_NAMES))
+    if unknown:
+        raise SlurmConfigError(f"{where}: unknown SLURM option(s) {', '.join(map(str, unknown))}; "
+                               f"expected some of {', '.join(OPTION_NAMES)}")
+    current = {f.name: getattr(base or SlurmOptions(), f.name) for f in fields(SlurmOptions)}
+    return SlurmOptions(**{**current, **values}).checked(where)
+
+
+# ---------------------------------------------------------------------------------------------- flags
+def add_slurm_arguments(parser: Any) -> None:
+    """The ``--slurm-*`` options of ``mtl-ablate run`` (a flag wins over the profile's ``slurm:`` section)."""
+    group = parser.add_argument_group("SLURM (--backend slurm)")
+    group.add_argument("--slurm-profile", metavar="NAME",
+                       help="take SLURM options from the 'slurm:' section of profile NAME (default: --profile's)")
+    group.add_argument("--slurm-partition", dest="slurm_partition")
+    group.add_argument("--slurm-account", dest="slurm_account")
+    group.add_argument("--slurm-qos", dest="slurm_qos")
+    group.add_argument("--slurm-constraint", dest="slurm_constraint")
+    group.add_argument("--slurm-timeout-min", dest="slurm_timeout_min", type=int, help="time limit (default 720)")
+    group.add_argument("--slurm-gpus", dest="slurm_gpus_per_node", type=int,
+                       help="GPUs per job (default 1; 0: a CPU job)")
+    group.add_argument("--slurm-cpus", dest="slurm_cpus_per_task", type=int, help="CPUs per job (default 8)")
+    group.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, help="memory per job in GB")
+    group.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int,
+                       help="most tasks of an entry's job array running at once")
+    group.add_argument("--slurm-signal-delay-s", dest="slurm_signal_delay_s", type=int,
+                       help=f"seconds between the time-limit signal and the limit (default {SIGNAL_LEAD_S})")
+    group.add_argument("--slurm-setup", dest="slurm_setup", action="append", metavar="LINE",
+                       help="a shell line run before the job (repeatable), e.g. 'module load cuda'")
+    group.add_argument("--slurm-additional", dest="slurm_additional_parameters", action="append",
+                       metavar="KEY=VALUE", help="any other sbatch option (repeatable), e.g. mail-type=END")
+
+
+def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
+    """Defaults, then the ``slurm:`` section of profile ``--slurm-profile`` (else of ``--profile``, when
+    it has one), then the ``--slurm-*`` flags."""
+    from mtl.config import ConfigError, load_yaml
+
+    options = SlurmOptions()
+    name = args.slurm_profile or getattr(args, "profile", None)
+    if name:
+        path = profile_path(ablations_dir, name, key="--slurm-profile" if args.slurm_profile else "--profile")
+        try:
+            section = load_yaml(path, extra_keys=(PROFILE_SECTION,)).get(PROFILE_SECTION)
+        except ConfigError as exc:
+            raise SlurmConfigError(str(exc)) from None
+        if section is None and args.slurm_profile:
+            raise SlurmConfigError(f"{path}: no '{PROFILE_SECTION}:' section (--slurm-profile {name})")
+        if section is not None:
+            options = options_from_mapping(section, f"{path}: {PROFILE_SECTION}", options)
+    flags = {name: getattr(args, f"slurm_{name}", None) for name in OPTION_NAMES}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if "additional_parameters" in flags:
+        extra = dict(options.additional_parameters)
+        for item in flags["additional_parameters"]:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SlurmConfigError(f"--slurm-additional {item!r}: expected KEY=VALUE, e.g. mail-type=END")
+            extra[key.strip()] = value
+        flags["additional_parameters"] = extra
+    if "setup" in flags:
+        flags["setup"] = [*options.setup, *flags["setup"]]
+    return options_from_mapping(flags, "--slurm-* flags", options)
+
+
+# ---------------------------------------------------------------------------------------------- the job
+def _exit_code_without_reaping(pid: int, wait_s: float) -> Optional[int]:
+    """The exit code of child ``pid`` once it ended, waiting up to ``wait_s``; None if it still runs.
+    Leaves the child to be reaped by the ``Popen.wait`` this runs inside of (a signal handler)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:  # already reaped
+            return None
+        if info is not None and info.si_pid == pid:
+            return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+class TrainingJob:
+    """Body of a submitit job: run one ``mtl-train`` command, return its exit code.
+
+    Checkpointable: submitit calls :meth:`checkpoint` on SLURM's warning signal (time limit or
+    preemption); the trainer checkpoints (it gets the signal too, forwarded here to be sure), and the
+    job requeues itself with this same run, which resumes from that checkpoint."""
+
+    def __init__(self, command: list[str], env_updates: dict[str, str], log_path: str, stop_within_s: float):
+        self.command, self.env_updates, self.log_path = list(command), dict(env_updates), log_path
+        self.stop_within_s = stop_within_s
+        self._process: Optional[subprocess.Popen] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_process": None}
+
+    def __call__(self) -> int:
+        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(self.command, env=child_environment(self.env_updates), stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # scancel and preemption send SIGTERM; forward it, should it reach this process only.
+            previous = signal.signal(signal.SIGTERM, self._forward)
+            try:
+                return self._process.wait()
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _forward(self, signum: int, _frame: Any = None) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signum)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Let the trainer checkpoint and stop, then hand submitit this same run to requeue; None (no
+        requeue) when the trainer ended otherwise than stopped or finished (its status says why)."""
+        from submitit.helpers import DelayedSubmission
+
+        process = self._process
+        if process is not None and process.returncode is None:
+            self._forward(signal.SIGUSR2)
+            code = _exit_code_without_reaping(process.pid, self.stop_within_s)
+        else:
+            code = None if process is None else process.returncode
+        with open(self.log_path, "a") as log:
+            log.write(f"mtl-ablate: {describe_signal(signal.SIGUSR2)} reached the job; trainer exit "
+                      f"{'still running' if code is None else code}; "
+                      f"{'requeued' if code in (None, 0, 143) else 'not requeued'}\n")
+        if code is not None and code not in (0, 143):
+            return None
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+class SubmititJob:
+    """One submitted run as the scheduler sees it: poll, terminate (scancel), describe."""
+
+    def __init__(self, job: Any, adopted: bool = False):
+        self.job = job
+        self.adopted = adopted
+        self._code: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self._code is not None:
+            return self._code
+        if not self.job.done():
+            return None
+        try:
+            self._code = int(self.job.result())
+        except Exception as exc:  # noqa: BLE001 - the job itself failed (node lost, cancelled): report it as a failure
+            self.error = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            self._code = 1
+        return self._code
+
+    def terminate(self) -> None:
+        self.job.cancel(check=False)
+
+    def describe(self) -> str:
+        return f"job {self.job.job_id}" + (" (queued earlier)" if self.adopted else "")
+
+
+def job_name(entry_id: str, run_names: list[str]) -> str:
+    """``mtl:<entry>:<run>`` for one run; an array carries one name for all its tasks: ``mtl:<entry>``."""
+    return f"mtl:{entry_id}:{run_names[0]}" if len(run_names) == 1 else f"mtl:{entry_id}"
+
+
+class SubmititBackend:
+    """Submits runs as SLURM jobs through ``submitit.AutoExecutor``; all runs started together (one
+    entry's) go out as one job array.
+
+    ``cluster="slurm"`` needs ``sbatch``; ``"local"`` is submitit's own executor on this machine."""
+
+    name = "slurm"
+
+    def __init__(self, folder: Path, options: SlurmOptions, cluster: str = "slurm"):
+        import submitit
+
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise RuntimeError("--backend slurm needs SLURM's sbatch on PATH; it was not found on this machine")
+        self.folder, self.options, self.cluster = Path(folder), options, cluster
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS)
+        gpu = options.gpus_per_node and cluster == "slurm"
+        self.placement = Placement("0" if gpu else "cpu", options.cpus_per_task)
+
+    def _job(self, config: Config, placement: Placement, log_path: Path) -> TrainingJob:
+        config = config.replace(**placement.config_updates())
+        env = placement.env_updates()
+        if placement.device != "cpu":
+            env.pop("CUDA_VISIBLE_DEVICES")  # SLURM assigns the job's GPU itself
+        return TrainingJob(train_command(config), env, str(log_path), max(10, self.options.signal_delay_s - 30))
+
+    def _parameters(self, name: str) -> dict[str, Any]:
+        if self.cluster == "slurm":
+            return self.options.executor_parameters(name)
+        return {"timeout_min": self.options.timeout_min}
+
+    def start(self, config: Config, placement: Placement, log_path: Path) -> SubmititJob:
+        (job,) = self.start_many([(config, placement, log_path)])
+        return job
+
+    def start_many(self, launches: list[tuple[Config, Placement, Path]], entry_id: str = "") -> list[SubmititJob]:
+        """Submit the runs as one job array (a single run as a plain job); record each job id in its run."""
+        runs = [Path(config.log_dir) for config, _, _ in launches]
+        self.executor.update_parameters(**self._parameters(job_name(entry_id or runs[0].parent.name,
+                                                                     [r.name for r in runs])))
+        jobs = self.executor.submit_array([self._job(*launch) for launch in launches])
+        for run_dir, job in zip(runs, jobs):
+            if self.cluster == "slurm":
+                record_slurm_job(run_dir, SlurmJobRecord(str(job.job_id), str(self.folder.absolute())))
+        return [SubmititJob(job) for job in jobs]
+
+    def adopt(self, run_dir: Path) -> Optional[SubmititJob]:
+        """The run's last recorded job when SLURM still has it queued or running (asked through sacct)."""
+        if self.cluster != "slurm":
+            return None
+        records = read_slurm_jobs(run_dir)
+        if not records:
+            return None
+        from submitit.slurm.slurm import SlurmJob
+
+        job = SlurmJob(folder=records[-1].folder, job_id=records[-1].job_id)
+        state = job.watcher.get_state(job.job_id, mode="force")
+        return SubmititJob(job, adopted=True) if state.upper().split(" ")[0] in LIVE_STATES else None
+
+
+
+def sbatch_script(options: SlurmOptions, folder: Path, entry_id: str, run_names: list[str]) -> str:
+    """The sbatch script submitit writes for ``run_names`` (an array when several), without submitting and
+    without SLURM installed: submitit's own script writer, given the AutoExecutor parameters in SLURM's
+    names and the command line its SlurmExecutor runs."""
+    from submitit.slurm.slurm import _convert_mem as convert_mem
+    from submitit.slurm.slurm import _make_sbatch_string as make
+
+    native: dict[str, Any] = {}
+    generic = {"name": "job_name", "timeout_min": "time", "cpus_per_task": "cpus_per_task",
+               "gpus_per_node": "gpus_per_node"}
+    for key, value in options.executor_parameters(job_name(entry_id, run_names)).items():
+        if key == "mem_gb":
+            native["mem"] = convert_mem(value)
+        elif key in generic:
+            native[generic[key]] = value
+        else:
+            native[key[len("slurm_"):]] = value
+    folder = Path(folder).absolute()
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return make(command=command, folder=folder, map_count=len(run_names) if len(run_names) > 1 else None, **native)

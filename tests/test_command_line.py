@@ -1,0 +1,55 @@
+"""What the command lines say to a user who mistypes or asks for help: ``--help`` anywhere on the line,
+the closest flag, subcommand or entry id for a misspelt one, entry ids whole at 80 columns."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from mtl.suite import main
+from support import REPO, train_command
+
+
+def test_mtl_train_help_anywhere_on_the_line(tmp_path):
+    for flag in ("--help", "-h"):
+        result = subprocess.run(train_command(f"--log_dir={tmp_path}", flag), cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage: mtl-train") and "batch_size" in result.stdout
+    assert not any(tmp_path.iterdir())  # asking for help trains nothing
+
+
+@pytest.mark.parametrize("argv, suggestion", [
+    (["run", "problem1.lr", "--profle", "quick"], "did you mean '--profile'?"),
+    (["run", "problem1.lr", "--dry-rn"], "did you mean '--dry-run'?"),
+    (["run", "problem1.lr", "--backend", "slurn"], "did you mean 'slurm'?"),
+    (["lst"], "did you mean 'list'?"),
+    (["report", "--all", "--formt", "csv"], "did you mean '--format'?"),
+    (["export", "--team", "x", "--stict"], "did you mean '--strict'?"),
+    (["status", "--runs-dri", "x"], "did you mean '--runs-dir'?"),
+])
+def test_misspelt_flags_and_subcommands_get_a_suggestion(argv, suggestion, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert suggestion in err and "usage: mtl-ablate" in err
+
+
+@pytest.mark.parametrize("command", ["show", "run", "status", "sweep", "report", "export"])
+def test_misspelt_entry_ids_get_a_suggestion_in_every_subcommand(command, tmp_path, capsys):
+    argv = [command, "problem1.optimzer", "--runs-dir", str(tmp_path)]
+    argv += ["--team", "x", "--out", str(tmp_path)] if command == "export" else []
+    assert main(argv) == 2
+    assert "did you mean 'problem1.optimizer'" in capsys.readouterr().err
+
+
+def test_list_keeps_entry_ids_whole_at_80_columns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    ids = sorted(path.stem for path in (REPO / "ablations").glob("problem*.yaml"))
+    for entry_id in ids:
+        assert any(f"│ {entry_id} " in line for line in lines), entry_id
