@@ -129,18 +129,20 @@ def add_slurm_arguments(parser: Any) -> None:
     group = parser.add_argument_group("SLURM (--backend slurm)")
     group.add_argument("--slurm-profile", metavar="NAME",
                        help="take SLURM options from the 'slurm:' section of profile NAME (default: --profile's)")
-    group.add_argument("--slurm-partition", dest="slurm_partition")
-    group.add_argument("--slurm-account", dest="slurm_account")
-    group.add_argument("--slurm-qos", dest="slurm_qos")
-    group.add_argument("--slurm-constraint", dest="slurm_constraint")
-    group.add_argument("--slurm-timeout-min", dest="slurm_timeout_min", type=int, help="time limit (default 720)")
-    group.add_argument("--slurm-gpus", dest="slurm_gpus_per_node", type=int,
+    group.add_argument("--slurm-partition", dest="slurm_partition", metavar="NAME")
+    group.add_argument("--slurm-account", dest="slurm_account", metavar="NAME")
+    group.add_argument("--slurm-qos", dest="slurm_qos", metavar="NAME")
+    group.add_argument("--slurm-constraint", dest="slurm_constraint", metavar="FEATURES")
+    group.add_argument("--slurm-timeout-min", dest="slurm_timeout_min", type=int, metavar="MINUTES",
+                       help="time limit (default 720)")
+    group.add_argument("--slurm-gpus", dest="slurm_gpus_per_node", type=int, metavar="N",
                        help="GPUs per job (default 1; 0: a CPU job)")
-    group.add_argument("--slurm-cpus", dest="slurm_cpus_per_task", type=int, help="CPUs per job (default 8)")
-    group.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, help="memory per job in GB")
-    group.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int,
+    group.add_argument("--slurm-cpus", dest="slurm_cpus_per_task", type=int, metavar="N",
+                       help="CPUs per job (default 8)")
+    group.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="GB", help="memory per job in GB")
+    group.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int, metavar="N",
                        help="most tasks of an entry's job array running at once")
-    group.add_argument("--slurm-signal-delay-s", dest="slurm_signal_delay_s", type=int,
+    group.add_argument("--slurm-signal-delay-s", dest="slurm_signal_delay_s", type=int, metavar="SECONDS",
                        help=f"seconds between the time-limit signal and the limit (default {SIGNAL_LEAD_S})")
     group.add_argument("--slurm-setup", dest="slurm_setup", action="append", metavar="LINE",
                        help="a shell line run before the job (repeatable), e.g. 'module load cuda'")
