@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # problem1.lr builds on the winner of problem1.optimizer, so --with-deps trains that entry first.
 demo: install
-	$(BIN)/mtl-ablate run $(ENTRY) --with-deps --profile $(PROFILE) --runs-dir $(RUNS)
+	$(BIN)/mtl-ablate run $(ENTRY) --profile $(PROFILE) --runs-dir $(RUNS)
 	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports
 
 # -n auto: one worker per core (pytest-xdist); --dist loadfile keeps a file's tests, and so its module

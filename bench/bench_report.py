@@ -1,12 +1,13 @@
 """Benchmark of report generation: 1,000 planted runs of 100 validation points each.
 
 Plants 10 entries x 20 variants x 5 seeds under a temporary runs folder (every validation line with
-the full set of val/ keys, 19 per-class IoUs included, plus two training lines per epoch), then times
+the full set of val/ keys, 19 per-class IoUs included, plus two training lines per epoch, and each run's
+summary file as the trainer writes it; ``--no-summaries`` plants runs without one), then times
 reading them (LocalStore), building every entry's tables and the whole write-up (Markdown, LaTeX and
 CSV; figures are timed separately for one entry with --figures), without and with the summary cache
 (cold: empty, warm: every run cached). Prints the times; it asserts nothing.
 
-    python bench/bench_report.py [--runs 1000] [--points 100] [--figures] [--keep DIR]
+    python bench/bench_report.py [--runs 1000] [--points 100] [--figures] [--no-summaries] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Timer:
         return f"{self.wall:.2f} s wall, {self.cpu:.2f} s CPU"
 
 
-def plant(root: Path, ablations: Path, runs: int, points: int) -> None:
+def plant(root: Path, ablations: Path, runs: int, points: int, summaries: bool = True) -> None:
     rng = random.Random(0)
     variants = max(1, runs // (ENTRIES * SEEDS))
     (ablations / "profiles").mkdir(parents=True)
@@ -72,7 +73,7 @@ def plant(root: Path, ablations: Path, runs: int, points: int) -> None:
                     lines.append(validation_point(step, epoch, rng.uniform(0, 50), rng.uniform(40, 80),
                                                   rng.uniform(10, 40), **classes))
                 plant_run(root, entry_id, f"optimizer_lr={lr}", seed, overrides={"optimizer_lr": lr}, points=lines,
-                          model={"params": 22_438_544, "gflops": 47.1})
+                          model={"params": 22_438_544, "gflops": 47.1}, summary=summaries)
 
 
 def main() -> None:
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100, help="validation points per run")
     parser.add_argument("--figures", action="store_true", help="also time the figures of one entry")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the store")
+    parser.add_argument("--no-summaries", action="store_true",
+                        help="plant runs without summary files (runs written before the trainer kept them)")
     parser.add_argument("--keep", type=Path, help="plant into (or reuse) this folder instead of a temporary one")
     args = parser.parse_args()
 
@@ -89,7 +92,7 @@ def main() -> None:
         runs, ablations, out = base / "runs", base / "ablations", base / "reports"
         if not runs.exists():
             started = time.perf_counter()
-            plant(runs, ablations, args.runs, args.points)
+            plant(runs, ablations, args.runs, args.points, summaries=not args.no_summaries)
             seconds = time.perf_counter() - started
             print(f"planted {args.runs} runs x {args.points} validation points in {seconds:.1f} s")
         entries = load_entries(ablations)

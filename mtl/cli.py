@@ -1,8 +1,9 @@
 """``mtl-train``: one multi-task run, configured by ``--key value`` / ``--key=value`` / ``--config FILE``.
 
 Exit codes (``mtl.rundir.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
-resume, 3 diverged, 4 run directory in use, 143 stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP
-(``mtl.stopping.STOP_SIGNALS``) after writing a checkpoint.
+resume, 3 diverged, 4 run directory in use, 5 cannot run here (ImageNet weights unavailable; recorded
+as skipped), 143 stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.stopping.STOP_SIGNALS``) after writing
+a checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.REFUSED
 
     from mtl.engine import train
+    from mtl.models.encoder import PretrainedWeightsUnavailable
 
     if stop.received:
         print(f"mtl-train: stopped by {stop.describe()} before the run started; "
@@ -46,6 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     except RunRefused as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
+    except PretrainedWeightsUnavailable as exc:
+        # Not a failure of the run: this machine cannot run it (offline, no weights file). Recorded as
+        # skipped with the reason, so a suite chooses among the variants that ran and says so.
+        message = error_message(exc)
+        try:
+            RunDirectory(cfg.log_dir).write_status(state=State.SKIPPED, error=message)
+        except OSError as status_error:
+            print(f"mtl-train: could not record the skip in the run status: {status_error}", file=sys.stderr)
+        print(f"mtl-train: run skipped, it cannot run here: {message}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
     except Exception as exc:  # noqa: BLE001 - record any failure in the run's status, then exit non-zero
         message = error_message(exc)
         try:

@@ -32,7 +32,7 @@ from mtl.models import build_model, model_summary
 from mtl.optim import build_optimizer, build_scheduler
 from mtl.prediction import predict_and_pack
 from mtl.run_summary import write_run_summary
-from mtl.rundir import STATUS_WANDB_URL, RunDirectory, now_iso
+from mtl.rundir import STATUS_WANDB_URL, RunDirectory, better_point, now_iso
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device
 from mtl.stopping import StopSignals
 from mtl.submission import build_source_zip, code_version, source_zip_differences
@@ -198,7 +198,7 @@ class Trainer:
                                                      cfg.visualize_num_images)
             if panels:
                 self.wandb.images(panels, depth_values, p.step)
-        if math.isfinite(point["val/grader"]) and (p.best is None or point["val/grader"] > p.best["grader"]):
+        if better_point(point, p.best):
             p.best = {"step": p.step, "epoch": p.epoch + 1, "grader": point["val/grader"],
                       "iou": point["val/iou"], "si_logrmse": point["val/si_logrmse"]}
             # Hyperparameters only: paths (a home folder) must not travel in the grader archive.

@@ -3,8 +3,10 @@
 The trainer rewrites it atomically after each validation and when the run ends: the best validation
 point (by :func:`mtl.rundir.best_point`), the final one, the headline values of every validation point
 (step, epoch, grader, IoU, SI-logRMSE: enough to redo the best rule and its notes), the model's size and
-the state. It records the trace's size when written: a trace that has grown or shrunk since (a run
-still training, a resume that truncated it) makes the summary stale, and readers go to the trace.
+the state, and the run's config as parsed from config.yaml (parsing YAML is most of what reading a run
+costs). It records the trace's size and config.yaml's size and modification time when written: a trace
+that has grown or shrunk since (a run still training, a resume that truncated it) or an edited config
+makes the summary stale, and readers go to the run's own files.
 The trace stays the source of truth; the summary is derived from it and can always be rebuilt.
 """
 
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mtl.io import atomic_write_text
-from mtl.rundir import GRADER_KEY, RunDirectory, best_point, read_status
+from mtl.rundir import GRADER_KEY, RunDirectory, best_point, read_config, read_status
 
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2
 HEADLINE_KEYS = ("step", "epoch", GRADER_KEY, "val/iou", "val/si_logrmse")
 
 
@@ -48,22 +50,35 @@ def validation_points(trace: Path) -> list[dict[str, Any]]:
     return [p for p in points if isinstance(p, dict) and GRADER_KEY in p]
 
 
-def build_summary(run: RunDirectory) -> dict[str, Any]:
-    """The summary of ``run`` as its trace and status stand now."""
+def _sources(run: RunDirectory) -> dict[str, Any]:
+    """What the summary was built from, to tell whether it is still current."""
     try:
         trace_bytes = run.metrics.stat().st_size
     except FileNotFoundError:
         trace_bytes = 0
+    try:
+        stat = run.config_path.stat()
+        config = [stat.st_size, stat.st_mtime_ns]
+    except FileNotFoundError:
+        config = None
+    return {"trace_bytes": trace_bytes, "config_file": config}
+
+
+def build_summary(run: RunDirectory) -> dict[str, Any]:
+    """The summary of ``run`` as its trace, config and status stand now."""
+    sources = _sources(run)
     points = validation_points(run.metrics)
     status = read_status(run.path)
     return {
         "format": SUMMARY_FORMAT,
-        "trace_bytes": trace_bytes,
+        **sources,
+        "config": read_config(run.path) if sources["config_file"] is not None else None,
         "state": status.get("state"),
         "model": status.get("model"),
         "best": best_point(points, GRADER_KEY),
         "final": points[-1] if points else None,
-        "validation": [{k: p.get(k) for k in HEADLINE_KEYS} for p in points],
+        # Column by column (one list per key): parses several times faster than a list of objects.
+        "validation": {k: [p.get(k) for p in points] for k in HEADLINE_KEYS},
     }
 
 
@@ -74,9 +89,16 @@ def write_run_summary(run: RunDirectory) -> dict[str, Any]:
     return summary
 
 
+def headline_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary's validation points (their headline keys only), in trace order."""
+    columns = summary["validation"]
+    return [dict(zip(HEADLINE_KEYS, values)) for values in zip(*(columns[k] for k in HEADLINE_KEYS))]
+
+
 def read_run_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's summary when it is current (written by this format for the trace as it is now); None when
-    there is none or the trace changed since. A damaged summary is a SummaryError naming the file."""
+    """The run's summary when it is current (written in this format for the trace and config as they are
+    now); None when there is none, it has another format, or the trace or config changed since. A
+    damaged summary is a SummaryError naming the file."""
     run = RunDirectory(run_dir)
     try:
         text = run.summary_path.read_text()
@@ -86,17 +108,21 @@ def read_run_summary(run_dir: str | Path) -> dict[str, Any] | None:
         summary = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SummaryError(f"{run.summary_path}: not valid JSON ({exc.msg}); delete it to read the trace") from None
-    if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
-        raise SummaryError(f"{run.summary_path}: not a run summary of format {SUMMARY_FORMAT}; "
-                           "delete it to read the trace")
+    if not isinstance(summary, dict):
+        raise SummaryError(f"{run.summary_path}: expected a JSON object; delete it to read the trace")
+    if summary.get("format") != SUMMARY_FORMAT:
+        return None  # written by other code: the run's own files are read, and the trainer rewrites it
     validation = summary.get("validation")
-    if not isinstance(validation, list) or not all(isinstance(p, dict) for p in validation):
-        raise SummaryError(f"{run.summary_path}: 'validation' must be a list of points")
-    try:
-        trace_bytes = run.metrics.stat().st_size
-    except FileNotFoundError:
-        trace_bytes = 0
-    return summary if summary.get("trace_bytes") == trace_bytes else None
+    if not isinstance(validation, dict) or set(validation) != set(HEADLINE_KEYS) \
+            or not all(isinstance(v, list) for v in validation.values()) \
+            or len({len(v) for v in validation.values()}) != 1:
+        raise SummaryError(f"{run.summary_path}: 'validation' must hold one equally long list per key of "
+                           f"{list(HEADLINE_KEYS)}")
+    if not isinstance(summary.get("config"), dict):
+        raise SummaryError(f"{run.summary_path}: 'config' must be the run's config mapping")
+    sources = _sources(run)
+    current = all(summary.get(key) == value for key, value in sources.items())
+    return summary if current else None
 
 
 _GRADER_FIELD = json.dumps(GRADER_KEY)

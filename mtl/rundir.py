@@ -4,13 +4,15 @@ Every other module goes through this one: nothing else spells the run directory'
 no torch (checkpoints are written through ``mtl.io.atomic_torch_save``, which loads torch when called),
 so the suite, the reports and the benchmarks read runs without paying for it.
 
-``metrics.jsonl`` is the source of truth for every report. A run's result is the validation point
-with the highest grader; all metrics are reported at that point, never each metric's own best.
+``metrics.jsonl`` is the source of truth for every report. A run's result is its best validation point
+(:func:`best_point`: highest grader, ties to the higher IoU - SI-logRMSE, then the earlier step); all
+metrics are reported at that point, never each metric's own best.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 import os
@@ -42,6 +44,8 @@ LOCK_FILE = ".lock"
 SLURM_JOBS_FILE = "slurm-jobs.jsonl"  # one line per SLURM submission of the run: job id, submitit folder
 # Beside the run directories of an entry (not inside one): the console output of each run's attempts.
 LOGS_DIR = ".logs"
+# Beside the run directories of an entry: the profile of its last `run`, the default of every reader.
+PROFILE_FILE = ".profile"
 # The files a run's record is read from; a reader caching a summary watches these.
 RECORD_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
 
@@ -62,6 +66,7 @@ class State:
     INTERRUPTED = "interrupted"
     FAILED = "failed"
     DIVERGED = "diverged"
+    SKIPPED = "skipped"  # cannot run on this machine (ImageNet weights unavailable offline); error says why
     NOT_RUN = "not run"  # no status yet (planning and scheduling)
     NOT_STARTED = "not started"  # no status yet (a record read back)
     UNKNOWN = "unknown"  # a status without a state, or one that does not parse
@@ -76,6 +81,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 2  # bad config, or a directory that holds another run
     DIVERGED = 3
     LOCKED = 4  # another process holds the run directory
+    UNAVAILABLE = 5  # cannot run here (a resource such as the ImageNet weights is absent): state skipped
     STOPPED = 143  # SIGTERM/SIGINT, after writing a checkpoint
 
 
@@ -116,12 +122,32 @@ class RunName:
         return f"{self.variant}-s{self.seed}-{self.config_hash}"
 
 
+# A file name may hold 255 bytes; the run's log is <name>.log and temporary files add a prefix and a
+# suffix. A variant name longer than this (a grid over many keys) is cut and a hash of the whole name
+# appended, so that distinct variants keep distinct directories.
+MAX_VARIANT_BYTES = 120
+SHORTENED_MARK = "~"
+
+
+def short_variant(variant: str) -> str:
+    """``variant`` as it appears in a run name: unchanged when short enough, else cut with a hash of it."""
+    encoded = variant.encode()
+    if len(encoded) <= MAX_VARIANT_BYTES:
+        return variant
+    digest = hashlib.sha256(encoded).hexdigest()[:10]
+    head = encoded[: MAX_VARIANT_BYTES - len(digest) - len(SHORTENED_MARK)].decode(errors="ignore")
+    return f"{head}{SHORTENED_MARK}{digest}"
+
+
 def run_name(variant: str, seed: int, config_hash: str) -> str:
-    return str(RunName(variant, seed, config_hash))
+    """``<variant>-s<seed>-<config hash>``, the variant shortened (:func:`short_variant`) when too long."""
+    return str(RunName(short_variant(variant), seed, config_hash))
 
 
 def parse_run_name(name: str) -> Optional[RunName]:
-    """The parts of a run directory's name, or None for a name not built by :func:`run_name`."""
+    """The parts of a run directory's name, or None for a name not built by :func:`run_name`.
+
+    The variant is as the name holds it: :func:`short_variant` of the entry's variant name."""
     match = RUN_NAME.match(name)
     return RunName(match["variant"], int(match["seed"]), match["hash"]) if match else None
 
@@ -129,6 +155,21 @@ def parse_run_name(name: str) -> Optional[RunName]:
 def log_path(run_dir: Path) -> Path:
     """Console output of a run's ``mtl-train`` processes (appended per attempt), kept beside its directory."""
     return run_dir.parent / LOGS_DIR / f"{run_dir.name}.log"
+
+
+def remember_profile(entry_dir: Path, profile: str) -> None:
+    """Record ``profile`` as the one an entry's runs were last started with (``entry_dir`` = runs/<entry>)."""
+    Path(entry_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(entry_dir) / PROFILE_FILE, profile + "\n")
+
+
+def remembered_profile(entry_dir: Path) -> Optional[str]:
+    """The profile of the entry's last `run`, or None when it never ran (or the file is unreadable)."""
+    try:
+        name = (Path(entry_dir) / PROFILE_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name or None
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -325,14 +366,57 @@ class RunRecord:
         return best_point(self.points, key)
 
 
-def best_point(points: list[dict[str, Any]], key: str = GRADER_KEY) -> dict[str, Any] | None:
-    """The point with the highest finite ``key``; ties go to the earliest step. None if no such point."""
+# The one rule for "best", used by a run's best point and best.pt, an entry's winner and the report:
+# the highest ranking metric (the grader by default); a tie goes to the higher IoU - SI-logRMSE
+# (both tasks at once), then to the earlier step. A grader of 0 is common early in training, so
+# without the tie-break the first epoch would win over a later one that is better on both tasks.
+TIE_BREAK = "IoU - SI-logRMSE"
+
+
+def _metric(point: dict[str, Any], name: str) -> Any:
+    """``name`` of a validation point (``val/name``) or of a status's best point (``name``)."""
+    value = point.get(f"val/{name}")
+    return point.get(name) if value is None else value
+
+
+def tie_break_value(point: dict[str, Any]) -> float:
+    """IoU - SI-logRMSE of a point; -inf when either is missing or not finite."""
+    iou, si = _metric(point, "iou"), _metric(point, "si_logrmse")
+    return float(iou - si) if is_finite_number(iou) and is_finite_number(si) else -math.inf
+
+
+def point_rank(point: dict[str, Any], key: str = GRADER_KEY, mode: str = "max") -> tuple[float, float, float]:
+    """A sortable rank of a validation point: higher is better (see TIE_BREAK above)."""
+    value = _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
+    primary = float(value) if is_finite_number(value) else -math.inf
+    step = point.get("step", 0)
+    return (primary if mode == "max" else -primary, tie_break_value(point),
+            -float(step) if is_finite_number(step) else -math.inf)
+
+
+def better_point(candidate: dict[str, Any], incumbent: Optional[dict[str, Any]], key: str = GRADER_KEY,
+                 mode: str = "max") -> bool:
+    """Whether ``candidate`` beats ``incumbent`` (None: nothing yet) by the rule; a non-finite metric never wins."""
+    value = _metric(candidate, key[len("val/"):]) if key.startswith("val/") else candidate.get(key)
+    if not is_finite_number(value):
+        return False
+    return incumbent is None or point_rank(candidate, key, mode) > point_rank(incumbent, key, mode)
+
+
+def deciding_rule(first: tuple[float, ...], second: tuple[float, ...], metric: str = "grader") -> str:
+    """Which part of two ranks (``point_rank`` or means of them) decides between them, in words."""
+    if first[0] != second[0]:
+        return f"by {metric}"
+    if len(first) > 1 and first[1] != second[1]:
+        return f"tie on {metric} {abs(first[0]):.2f}: decided by {TIE_BREAK}"
+    return f"tie on {metric} and {TIE_BREAK}: decided by the earlier step/order"
+
+
+def best_point(points: list[dict[str, Any]], key: str = GRADER_KEY, mode: str = "max") -> dict[str, Any] | None:
+    """The best point by the rule above (finite ``key`` only); None if no point has one."""
     best = None
     for point in points:
-        value = point.get(key)
-        if not is_finite_number(value):
-            continue
-        if best is None or value > best[key] or (value == best[key] and point.get("step", 0) < best.get("step", 0)):
+        if better_point(point, best, key, mode):
             best = point
     return best
 

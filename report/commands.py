@@ -36,6 +36,17 @@ def _entries(ablations_dir: Path, ids: list[str], every: bool) -> list[Any]:
     return select_entries(entries, ids)
 
 
+def plan_selections(entries: list[Any], runs_dir: Path, profile: Optional[str]) -> dict[str, Any]:
+    """Entry id -> the runs of its current plan (mtl.ablate.selection); stale runs are named on stdout."""
+    from mtl.ablate.selection import select_runs
+
+    selections = {entry.id: select_runs(entry, runs_dir, profile) for entry in entries}
+    for entry_id, selection in selections.items():
+        if selection.stale:
+            print(f"{entry_id} ({selection.profile} profile): {selection.stale_note}")
+    return selections
+
+
 def _fail(command: str, exc: BaseException) -> int:
     print(f"mtl-ablate {command}: {exc}", file=sys.stderr)
     return EXIT_REFUSED
@@ -53,14 +64,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
+            selections = None
+            results = store.load([e.id for e in entries])
         else:
             store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
-        results = store.load([e.id for e in entries])
+            selections = plan_selections(entries, args.runs_dir, args.profile)
+            results = store.load([e.id for e in entries], selections=selections)
         formats = args.format or ["md", "latex", "csv"]
         result = write_report(entries, results, args.out, formats, draw_figures=not args.no_figures,
                               dataset_root=args.dataset_root, noise_rule=args.noise_rule,
                               runs_label=str(args.runs_dir) if not args.wandb else f"W&B {args.wandb}",
-                              runs_dir=None if args.wandb else args.runs_dir)
+                              runs_dir=None if args.wandb else args.runs_dir, selections=selections)
     except (EntryError, StoreError, ReportError, ValueError) as exc:
         return _fail("report", exc)
     for line in written_files_lines(result.files, Path(result.out_dir)):
@@ -96,7 +110,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         entries = _entries(args.ablations_dir, args.ids, not args.ids)
         result = export(args.team, args.runs_dir, entries, args.out, dataset_root=args.dataset_root,
                         draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir(),
-                        strict=args.strict)
+                        strict=args.strict, selections=plan_selections(entries, args.runs_dir, args.profile))
     except IncompleteExportError as exc:
         for line in exc.missing:
             print(f"missing: {line}", file=sys.stderr)
@@ -199,6 +213,8 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--dataset-root", type=Path,
                             help="dataset for the image figures (default: each run's dataset_root or synthetic cache)")
         parser.add_argument("--no-figures", action="store_true", help="tables and write-up only")
+        parser.add_argument("--profile", help="read the runs of this profile (default: the one of each entry's last "
+                            "`run`, else the entry's own); runs of other profiles or older configs are left out")
         parser.add_argument(
             "--no-cache",
             action="store_true",

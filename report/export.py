@@ -110,6 +110,7 @@ def archive_name(team: str) -> str:
 def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str], dict[str, str]]:
     """The submission.zip of every finished run the report's tables cite (run dirs from the store)."""
     members, exported, skipped = [], [], {}
+    shipped: dict[Path, str] = {}  # a run reused by several entries is shipped once
     for section in sections:
         if section.tables is None:
             continue
@@ -124,6 +125,9 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
             if not submission.is_file():
                 raise ExportError(f"run {run_dir} is finished but has no submission.zip (deleted or lost), so it "
                                   "cannot be exported")
+            if run_dir.resolve() in shipped:
+                continue  # the same run (reused by this entry) is in the archive under its first key
+            shipped[run_dir.resolve()] = key
             # Left on disk: memory stays flat in the number of runs, the bytes are copied as they are.
             members.append(Member.from_file(f"submissions/{key}/submission.zip", submission, stored=True))
             exported.append(key)
@@ -212,18 +216,20 @@ def verify_archive(path: Path, members: list[Member]) -> None:
 
 def export(team: str, runs_dir: str | Path, entries: Iterable[Any], out_dir: str | Path = "reports",
            dataset_root: Path | None = None, draw_figures: bool = True,
-           cache_dir: Path | None = None, strict: bool = False) -> ExportResult:
+           cache_dir: Path | None = None, strict: bool = False,
+           selections: dict[str, Any] | None = None) -> ExportResult:
     """Build ``<out_dir>/dlad_ex2_report.<team>.zip`` from the run records of ``entries``. What is missing
     (runs not finished, entries without runs, figures not drawn) is listed in MANIFEST.json and in the
     result; with ``strict`` it refuses instead (:class:`IncompleteExportError`) and writes nothing."""
     name = archive_name(team)
     runs_dir = Path(runs_dir)
-    results = LocalStore(runs_dir, cache_dir=cache_dir).load()
+    # With ``selections`` (entry id -> mtl.ablate.selection.Selection) only the runs of each entry's plan.
+    results = LocalStore(runs_dir, cache_dir=cache_dir).load(selections=selections)
     with tempfile.TemporaryDirectory(prefix="mtl-export-") as tmp:
         report_dir = Path(tmp) / "report"
         # The runs folder is named by its last part only: an absolute path would name the user's home.
         report = write_report(entries, results, report_dir, FORMATS, draw_figures=draw_figures,
-                              dataset_root=dataset_root, runs_label=runs_dir.name or "runs")
+                              dataset_root=dataset_root, runs_label=runs_dir.name or "runs", selections=selections)
         members = report_members(report_dir)
     submissions, exported, skipped = submission_members(report.sections)
     members += submissions

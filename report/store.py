@@ -28,10 +28,11 @@ import pandas as pd
 import yaml
 
 from mtl import rundir
-from mtl.run_summary import SummaryError, read_run_summary
+from mtl.run_summary import SummaryError, headline_points, read_run_summary
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
+    TIE_BREAK,
     RunDirectory,
     best_point,
     find_run_dirs,
@@ -39,6 +40,7 @@ from mtl.rundir import (
     parse_run_name,
     read_config,
     read_status_strict,
+    tie_break_value,
 )
 
 VAL_PREFIX = "val/"
@@ -133,10 +135,12 @@ def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, 
     elif non_finite:
         notes.append(f"{non_finite} validation point(s) with non-finite grader skipped")
     if best is not None:
-        tied = sorted(p.get("step") for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY])
+        tied = [p for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY]]
         if len(tied) > 1:
-            steps = ", ".join(str(s) for s in tied)
-            notes.append(f"grader tie at steps {steps}: earliest kept")
+            steps = ", ".join(str(s) for s in sorted(p.get("step") for p in tied))
+            by_tie_break = sum(1 for p in tied if tie_break_value(p) == tie_break_value(best)) == 1
+            notes.append(f"grader tie at steps {steps}: step {best.get('step')} kept by "
+                         + (TIE_BREAK if by_tie_break else "the earlier step"))
     return best, "; ".join(notes)
 
 
@@ -299,9 +303,15 @@ class LocalStore:
         else:
             self.cache = None
 
-    def load(self, ablations: Iterable[str] | None = None) -> ResultTables:
+    def load(self, ablations: Iterable[str] | None = None, selections: dict[str, Any] | None = None) -> ResultTables:
+        """The runs of ``ablations`` (every run folder below the root), or with ``selections`` (entry id ->
+        :class:`mtl.ablate.selection.Selection`) exactly the run directories of each entry's current plan:
+        another profile's or an older config's runs are not read, a run reused from another entry counts
+        for each entry that uses it."""
         if not self.runs_dir.is_dir():
             raise StoreError(f"runs directory {self.runs_dir} does not exist")
+        if selections is not None:
+            return build_tables(self._selected(selections), read_points=_trace_points)
         wanted = set(ablations) if ablations is not None else None
         summaries = []
         try:
@@ -315,6 +325,20 @@ class LocalStore:
             if wanted is None or summary.row["ablation"] in wanted:
                 summaries.append(summary)
         return build_tables(summaries, read_points=_trace_points)
+
+    def _selected(self, selections: dict[str, Any]) -> list[RunSummary]:
+        summaries = []
+        for entry_id, selection in selections.items():
+            for run in selection.runs:
+                if not RunDirectory(run.run_dir).config_path.is_file():
+                    continue  # planned, never started
+                summary = self._summary(run.run_dir)
+                row = {**summary.row, "ablation": entry_id, "variant": run.variant, "seed": run.seed}
+                if run.reused_from:
+                    same = f"same config as {run.reused_from}: its records"
+                    row["note"] = f"{row['note']}; {same}" if row["note"] else same
+                summaries.append(RunSummary(row=row, keys=summary.keys, values=summary.values))
+        return summaries
 
     def _summary(self, run_dir: Path) -> RunSummary:
         from_file = summary_file_row(run_dir)
@@ -376,13 +400,21 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
         raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
     if summary is None:
         return None
-    config, status = _config_and_status(run_dir)
-    return RunSummary(row=run_row(_run_input(run_dir, config, status, summary["validation"])), keys=[], values=None)
+    try:
+        status = read_status_strict(run_dir)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
+    config = summary["config"]
+    return RunSummary(row=run_row(_run_input(run_dir, config, status, headline_points(summary))), keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
-    _, _, points = read_run_for_report(Path(summary.row["source"]))
-    return point_block(points)
+    metrics_path = RunDirectory(summary.row["source"]).metrics
+    try:
+        text = metrics_path.read_text() if metrics_path.exists() else ""
+    except OSError as exc:
+        raise StoreError(f"cannot read run directory {summary.row['source']}: {exc}") from None
+    return point_block(_validation_points(text, metrics_path))
 
 
 def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:

@@ -4,8 +4,10 @@ flagged. Rendered as Markdown (tabulate), LaTeX (booktabs) and CSV.
 
 Winner: chosen as the planner chooses the base of a ``best of`` entry (mtl.ablate.planner.resolve_winner):
 each finished run scores its best value of the entry's ``rank_by`` metric (default: the highest
-``val/grader``), a variant scores the mean over its finished runs, the best variant wins and a tie goes
-to the variant listed first. The variant means and standard deviations are over finished runs too.
+``val/grader``), a variant scores the mean over its finished runs, the best variant wins; a tie goes to
+the higher mean IoU - SI-logRMSE (mtl.rundir's one rule for "best"), then to the variant listed first.
+``EntryTables.winner_rule`` says which of these decided. The variant means and standard deviations are over
+finished runs too.
 
 Within seed noise (rule ``welch``, the default): a Welch t-test of the variant's run scores against the
 winner's gives p >= 0.05; rule ``max_std``: |difference of means| is below the larger of the two
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
-from mtl.rundir import GRADER_KEY
+from mtl.rundir import GRADER_KEY, deciding_rule
 from report.store import RUN_COLUMNS, ResultTables
 
 NOISE_RULES = {
@@ -56,6 +58,8 @@ class EntryTables:
     noise_rule: str
     rank_metric: str = GRADER_KEY
     rank_mode: str = "max"
+    # What decided the winner against the runner-up ("by grader", "tie on grader 0.00: decided by ...").
+    winner_rule: str = ""
 
     @property
     def delta_label(self) -> str:
@@ -68,7 +72,7 @@ class EntryTables:
     @property
     def variants(self) -> pd.DataFrame | None:
         """The per-variant table, shown only when some variant has several seeds."""
-        return self.summary if self.several_seeds else None
+        return self.summary.drop(columns=["tie_break"], errors="ignore") if self.several_seeds else None
 
     @functools.cached_property
     def runs_display(self) -> pd.DataFrame:
@@ -124,26 +128,28 @@ def entry_tables(results: ResultTables, ablation: str, columns: Iterable[str] | 
         raise TableError(f"no runs of ablation {ablation!r}")
     parameters = varied_parameters(runs, columns)
     runs = _ordered(runs, parameters, list(variant_order) if variant_order is not None else None)
-    runs = runs.assign(rank_score=_run_scores(runs, results.points, rank_metric, rank_mode))
+    runs = runs.assign(rank_score=_run_scores(runs, results, rank_metric, rank_mode))
     summary = _variant_summary(runs, parameters, noise_rule, rank_mode)
     winner = _winner(summary, rank_mode)
+    rule = _winner_rule(summary, rank_mode, winner, _score_name(rank_metric)[len("best "):])
     summary["winner"] = np.where(summary["variant"] == winner, "yes", "")
     if rank_metric == GRADER_KEY:  # the score is the grader column already
         summary = summary.drop(columns=["score", "score_std"])
     run_table = _run_table(runs, parameters, winner, rank_metric)
     return EntryTables(ablation=ablation, parameters=parameters, runs=run_table,
                        summary=summary, winner=winner, noise_rule=noise_rule,
-                       rank_metric=rank_metric, rank_mode=rank_mode)
+                       rank_metric=rank_metric, rank_mode=rank_mode, winner_rule=rule)
 
 
 def _score_name(metric: str) -> str:
     return "best " + metric[len("val/"):] if metric.startswith("val/") else "best " + metric
 
 
-def _run_scores(runs: pd.DataFrame, points: pd.DataFrame, metric: str, mode: str) -> np.ndarray:
+def _run_scores(runs: pd.DataFrame, results: ResultTables, metric: str, mode: str) -> np.ndarray:
     """Each run's best value of ``metric`` over its validation points (NaN when it has none)."""
-    if metric == GRADER_KEY:
+    if metric == GRADER_KEY:  # in the runs frame already: the points (read from traces) are not needed
         return runs["grader"].to_numpy(dtype=float)
+    points = results.points
     column = metric[len("val/"):] if metric.startswith("val/") else metric
     if column not in points.columns:
         raise TableError(f"rank metric {metric!r} is not among the logged validation metrics")
@@ -185,6 +191,7 @@ def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str,
     rows = []
     finished_mask = (runs["state"] == "finished").to_numpy()
     arrays = {m: runs[c].to_numpy(dtype=float) for m, c in [*((m, m) for m in METRICS), ("score", "rank_score")]}
+    arrays["tie_break"] = arrays["iou"] - arrays["si_logrmse"]  # at each run's best point
     first_values = {p: runs[p].tolist() for p in parameters}
     groups = runs.groupby("variant", sort=False).indices
     for variant in dict.fromkeys(runs["variant"]):  # in table order
@@ -215,15 +222,38 @@ def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str,
     else:
         summary["delta"] = math.nan
         summary["within_noise"] = ""
-    return summary.drop(columns="_scores")
+    # The tie-break mean stays for the winner's rule (not displayed); its spread is of no use.
+    return summary.drop(columns=["_scores", "tie_break_std"])
+
+
+def _variant_ranks(summary: pd.DataFrame, rank_mode: str) -> list[tuple[float, float]]:
+    """Each variant's rank by the one rule for "best" (mtl.rundir): mean score, then mean IoU - SI-logRMSE."""
+    sign = 1.0 if rank_mode == "max" else -1.0
+    ranks = []
+    for score, tie in zip(summary["score"].to_numpy(dtype=float), summary["tie_break"].to_numpy(dtype=float)):
+        ranks.append((sign * score if math.isfinite(score) else -math.inf, tie if math.isfinite(tie) else -math.inf))
+    return ranks
 
 
 def _winner(summary: pd.DataFrame, rank_mode: str) -> str | None:
     scores = summary["score"].to_numpy(dtype=float)
     if not np.isfinite(scores).any():
         return None
-    pick = np.nanargmax if rank_mode == "max" else np.nanargmin
-    return str(summary["variant"].iloc[int(pick(scores))])  # the first of equal best scores
+    ranks = _variant_ranks(summary, rank_mode)
+    best = max(range(len(ranks)), key=lambda i: (ranks[i], -i))  # equal ranks: the first listed
+    return str(summary["variant"].iloc[best])
+
+
+def _winner_rule(summary: pd.DataFrame, rank_mode: str, winner: str | None, metric: str) -> str:
+    """Which part of the rule set the winner apart from the runner-up, in words."""
+    if winner is None:
+        return ""
+    ranks = _variant_ranks(summary, rank_mode)
+    index = summary["variant"].tolist().index(winner)
+    others = [r for i, r in enumerate(ranks) if i != index and math.isfinite(r[0])]
+    if not others:
+        return f"winner by {metric} (the only variant scored)"
+    return "winner " + deciding_rule(ranks[index], max(others), metric)
 
 
 def _within_noise(values: np.ndarray, winner_values: np.ndarray, rule: str) -> str:

@@ -44,6 +44,7 @@ class EntryReport:
     figures: dict[str, list[Path]] = field(default_factory=dict)  # kind -> [png, pdf]
     problems: list[str] = field(default_factory=list)
     setup: dict[str, Any] = field(default_factory=dict)
+    selection: Any = None  # mtl.ablate.selection.Selection: the profile used and the stale runs left out
 
     @property
     def cited_runs(self) -> list[str]:
@@ -305,7 +306,7 @@ def _winner_line(tables: EntryTables) -> str:
     metric = tables.delta_label
     score = row["grader"] if metric == "grader" else row["score"]
     seeds = f" (mean of {int(row['finished'])} finished seeds)" if row["finished"] > 1 else ""
-    line = f"Winner: {tables.winner} with {metric} {score:.2f}{seeds}."
+    line = f"Winner: {tables.winner} with {metric} {score:.2f}{seeds} ({tables.winner_rule})."
     if tables.variants is not None:
         close = [str(v) for v, n in zip(tables.summary["variant"], tables.summary["within_noise"]) if n == "yes"]
         if close:
@@ -315,12 +316,19 @@ def _winner_line(tables: EntryTables) -> str:
 
 def _setup_lines(report: EntryReport) -> list[str]:
     entry, setup = report.entry, report.setup
-    lines = [f"Base: {entry.base}; seeds: {', '.join(str(s) for s in entry.seeds)}.",
+    profile = f"; profile: {report.selection.profile}" if report.selection is not None else ""
+    lines = [f"Base: {entry.base_kind}{profile}; seeds: {', '.join(str(s) for s in entry.seeds)}.",
              f"Fixed overrides of this entry: {_pairs(dict(entry.overrides))}."]
     if setup:
         for variant, values in setup["varied"].items():
             lines.append(f"Variant {variant}: {_pairs(values)}.")
         lines.append(f"Shared by every run, differing from the template defaults: {_pairs(setup['common'])}.")
+    if report.selection is not None and report.selection.stale_note:
+        lines.append(report.selection.stale_note[0].upper() + report.selection.stale_note[1:] + ".")
+    if report.tables is not None and (report.tables.runs["state"] == "skipped").any():
+        skipped = report.tables.runs[report.tables.runs["state"] == "skipped"]["variant"]
+        lines.append(f"Skipped on this machine (cannot run here, see each run's note): {', '.join(map(str, skipped))}; "
+                     "the winner is chosen among the variants that ran.")
     return lines
 
 
@@ -401,7 +409,8 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
 # ---------------------------------------------------------------------------------------- everything
 def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | Path,
                  formats: Sequence[str] = FORMATS, draw_figures: bool = True, dataset_root: Path | None = None,
-                 noise_rule: str = "welch", runs_label: str = "runs", runs_dir: Path | None = None) -> ReportResult:
+                 noise_rule: str = "welch", runs_label: str = "runs", runs_dir: Path | None = None,
+                 selections: dict[str, Any] | None = None) -> ReportResult:
     """Tables, figures and the write-up (``report.md`` / ``report.tex`` per ``formats``) of ``entries``,
     which are written in their assignment order (``Entry.sort_key``)."""
     unknown = [f for f in formats if f not in FORMATS]
@@ -416,6 +425,7 @@ def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | P
             sections.append(
                 build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule, runs_dir)
             )
+            sections[-1].selection = (selections or {}).get(entry.id)
         except TableError as exc:
             raise ReportError(f"entry {entry.id}: {exc}") from None
     files = [p for s in sections for group in (*s.table_files.values(), *s.figures.values()) for p in group]

@@ -42,7 +42,13 @@ def test_every_assignment_question_has_a_valid_entry():
     ids = list(entries)
     assert ids[0] == "problem1.optimizer" and ids[-1] == "problem4.final"
     for previous, entry in zip(ids, ids[1:]):
-        assert entries[entry].base == f"best of {previous}", entry
+        assert entries[entry].base_entry == previous, entry
+    # The assignment's prescriptions: ImageNet init kept after 1.2a, dilation FFT the reference for 1.3
+    # and 1.4; elsewhere (Problem 4: free choice) the winner.
+    assert entries["problem1.dilation"].variant_of == ("problem1.imagenet_init", "pretrained=true")
+    assert entries["problem1.aspp"].variant_of == ("problem1.dilation", "FFT")
+    assert entries["problem1.skip"].variant_of == ("problem1.aspp", "aspp=true")
+    assert all(e.best_of for e in entries.values() if e.id.startswith("problem4."))
     assert entries["problem1.optimizer"].base == "full"
 
 
@@ -90,7 +96,7 @@ def test_scaled_grid_values_need_a_numeric_key(ablations):
         ({"report": {"figures": ["curves", "pie"]}}, "report.figures[1]", ["'pie'"]),
         ({"report": {"columns": ["optimizer_rate"]}}, "report.columns", ["did you mean 'optimizer_lr'"]),
         ({"rank_by": {"metric": "grader"}}, "rank_by.metric", ["val/"]),
-        ({"base": "best of"}, "base", ["profile name or 'best of <entry id>'"]),
+        ({"base": "best of"}, "base", ["profile name, 'best of <entry id>' or '<entry id> variant <variant name>'"]),
     ],
 )
 def test_bad_entry_names_file_and_key(ablations, fields, key, words):

@@ -9,6 +9,7 @@ import pytest
 from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
 from mtl.config import make_config
+from mtl.rundir import remember_profile
 from mtl.suite import main
 from support import REPO, write_entry
 
@@ -34,33 +35,44 @@ def test_every_entry_plans_and_inherits_the_planted_winner(tmp_path):
     """Walk the whole chain: plant results where the last variant wins, and check the next entry builds on it."""
     runs_dir = tmp_path / "runs"
     entries = load_entries(ABLATIONS)
-    previous_winner = None
+    planted: dict[str, dict[str, dict]] = {}  # entry id -> variant -> hyperparameters
     for entry in entries.values():
         runs = plan(entry, "quick", runs_dir)
         assert len(runs) == entry.run_count()
         assert len({r.run_dir for r in runs}) == len(runs)
         for run in runs:
-            assert run.run_dir == runs_dir.absolute() / entry.id / run.name
+            # A run whose config finished in an earlier entry is that entry's run, not trained again.
+            if run.reused_from is None:
+                assert run.run_dir == runs_dir.absolute() / entry.id / run.name
+            else:
+                assert run.run_dir == runs_dir.absolute() / run.reused_from
+                assert run.run_dir.name.endswith(f"-s{run.seed}-{run.config.config_hash()}")
             assert run.name == f"{run.variant}-s{run.seed}-{run.config.config_hash()}"
             assert run.config.log_dir == str(run.run_dir)
             assert (run.config.wandb_group, run.config.wandb_job_type) == (entry.id, run.variant)
             assert run.config.wandb_tags == (entry.problem,)
             assert run.config.dataset == "synthetic"  # the quick profile
             assert make_config(run.config.model_dump()) == run.config
-        if previous_winner is not None:
-            # Every run starts from the winner's hyperparameters, except where the entry varies them.
+        if entry.base_entry is not None:
+            # The winner (the last variant, planted below) or the prescribed variant, whichever the base names.
+            source = planted[entry.base_entry]
+            expected = source[entry.variant_of[1]] if entry.variant_of else list(source.values())[-1]
+            # Every run starts from the base's hyperparameters, except where the entry varies them.
             varied = set(runs[0].varied) | set(entry.overrides) | {"seed"}
             for run in runs:
                 hp = run.config.hyperparameters()
-                for key, value in previous_winner.items():
+                for key, value in expected.items():
                     if key not in varied and key not in run.differences:
                         assert hp[key] == value, (entry.id, key)
         variants = list(dict.fromkeys(r.variant for r in runs))
         for run in runs:
-            rank = variants.index(run.variant)
-            plant_run(run, [5.0 + rank, 10.0 + rank, 7.0])
-        previous_winner = [r for r in runs if r.variant == variants[-1]][0].config.hyperparameters()
-        previous_winner.pop("seed")
+            if run.reused_from is None:
+                plant_run(run, [5.0 + variants.index(run.variant), 10.0 + variants.index(run.variant), 7.0])
+        planted[entry.id] = {}
+        for run in runs:
+            hp = run.config.hyperparameters()
+            hp.pop("seed")
+            planted[entry.id].setdefault(run.variant, hp)
 
     # Concrete inheritance: adam won problem1.optimizer, so the lr bracket is around adam's 1e-4.
     lr_runs = plan(entries["problem1.lr"], "quick", runs_dir)
@@ -188,10 +200,11 @@ def test_show_and_dry_run_print_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     hint = f"run `mtl-ablate run problem1.optimizer --runs-dir {tmp_path} --profile quick` first"
     assert "unresolved" in out and hint in out
-    # A real run of an entry whose base is unresolved stops before starting anything; its hint keeps the
-    # user's --runs-dir and --profile.
-    assert main(["run", "problem1.lr", "--profile", "quick", "--devices", "cpu", *runs]) == 2
-    assert hint in capsys.readouterr().err
+    # With --no-deps, a real run of an entry whose base is unresolved stops before starting anything; its
+    # hint keeps the user's --runs-dir and --profile.
+    assert main(["run", "problem1.lr", "--profile", "quick", "--devices", "cpu", "--no-deps", *runs]) == 2
+    err = capsys.readouterr().err
+    assert hint in err and "without --no-deps" in err
     assert not (tmp_path / "problem1.lr").exists()
 
 
@@ -199,9 +212,14 @@ def test_list_counts_run_directories(tmp_path, capsys):
     entries = load_entries(ABLATIONS)
     runs = plan(entries["problem1.optimizer"], "quick", tmp_path)
     plant_run(runs[0], [10.0])
+    # Counted under the entry's own profile (full) until a `run` remembers another: quick runs are not its.
     assert main(["list", "--runs-dir", str(tmp_path)]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if "problem1.optimizer" in row)
-    assert "1/2" in line and "partial" in line
+    assert "0/2" in line and "full" in line
+    remember_profile(tmp_path / "problem1.optimizer", "quick")
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if "problem1.optimizer" in row)
+    assert "1/2" in line and "partial" in line and "quick" in line
     plant_run(runs[1], [12.0], state="failed")
     main(["list", "--runs-dir", str(tmp_path)])
     line = next(row for row in capsys.readouterr().out.splitlines() if "problem1.optimizer" in row)
@@ -210,7 +228,7 @@ def test_list_counts_run_directories(tmp_path, capsys):
     main(["list", "--runs-dir", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert "done" in next(row for row in lines if "problem1.optimizer" in row)
-    assert "not run" in next(row for row in lines if "problem1.lr " in row)
+    assert "waiting for its base" in next(row for row in lines if "problem1.lr " in row)
 
 
 def test_with_deps_puts_the_best_of_chain_first():

@@ -51,7 +51,7 @@ def test_finished_run_has_every_contract_file(finished_run):
     summary = read_run_summary(finished_run)  # what reports read instead of the trace
     assert summary["state"] == "finished" and summary["model"] == record.status["model"]
     assert summary["best"] == best and summary["final"] == record.validation_points[-1]
-    assert [p["step"] for p in summary["validation"]] == [p["step"] for p in record.validation_points]
+    assert summary["validation"]["step"] == [p["step"] for p in record.validation_points]
     assert yaml.safe_load((finished_run / "config.yaml").read_text())["num_epochs"] == 2
 
 

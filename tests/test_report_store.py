@@ -53,7 +53,8 @@ def test_best_point_is_the_highest_grader_not_the_highest_iou(runs_root):
 def test_grader_tie_goes_to_the_earliest_step_and_is_noted(runs_root):
     row = _row(LocalStore(runs_root).load(), "tie")
     assert (row["step"], row["iou"]) == (20, 60.0)
-    assert row["note"] == "grader tie at steps 20, 30: earliest kept"
+    # Equal IoU - SI-logRMSE too (60 - 47.5 = 61 - 48.5): the earlier step decides.
+    assert row["note"] == "grader tie at steps 20, 30: step 20 kept by the earlier step"
 
 
 def test_nan_points_are_skipped_and_counted(runs_root):
@@ -187,6 +188,14 @@ def test_stale_summary_gives_way_to_the_trace(runs_root):
         handle.write(json.dumps(validation_point(40, 4, 30.0, 71.0, 19.0)) + "\n")
     assert read_run_summary(peak) is None
     assert _row(LocalStore(runs_root).load(), "peak")["grader"] == 30.0
+
+
+def test_edited_config_makes_the_summary_stale(runs_root):
+    peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
+    config = peak / "config.yaml"
+    config.write_text(config.read_text().replace("wandb_job_type: peak", "wandb_job_type: renamed"))
+    assert read_run_summary(peak) is None
+    assert set(LocalStore(runs_root).load().runs["variant"]) == {"renamed", "tie", "nan", "never"}
 
 
 def test_damaged_summary_is_an_error_naming_the_file(runs_root):

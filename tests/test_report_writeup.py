@@ -33,7 +33,8 @@ def project(tmp_path):
     _entry(ablations, "problem1.opt", "1.2", "Which optimizer?",
            "base: quick\nseeds: [0, 1]\nvariants:\n  - name: sgd\n    overrides: {optimizer: sgd}\n"
            "  - name: adam\n    overrides: {optimizer: adam, optimizer_lr: 1.0e-4}\nreport:\n  figures: [bars]\n")
-    _entry(ablations, "problem2.branched", "2", "Branched?", "base: quick\n")
+    # Its own config (no run elsewhere has it: a run of the same config would be reused, not missing).
+    _entry(ablations, "problem2.branched", "2", "Branched?", "base: quick\noverrides: {num_epochs: 3}\n")
 
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
@@ -83,7 +84,7 @@ def test_write_report_sections_tables_figures_and_placeholders(project):
     assert "- Variant depth_unit=log: depth_unit=log." in md
     assert "Shared by every run, differing from the template defaults: num_epochs=2." in md
     # Seeds: a per-variant table and the winner with its noise rule.
-    assert "Winner: adam with grader 13.50 (mean of 2 finished seeds)." in md
+    assert "Winner: adam with grader 13.50 (mean of 2 finished seeds) (winner by grader)." in md
     assert "Within seed noise of the winner (Welch t-test against the winner's seeds, p >= 0.05): sgd." in md
     assert (out / "tables" / "problem1.opt.variants.md").exists()
     assert not (out / "tables" / "problem1.depth.variants.md").exists()  # one seed: no per-variant table

@@ -18,15 +18,23 @@ from typing import Any, Callable, Optional, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from mtl.rundir import default_ablations_dir, default_runs_dir, parse_run_name, read_status, recorded_state
+from mtl.rundir import (
+    State,
+    default_ablations_dir,
+    default_runs_dir,
+    read_status,
+    recorded_state,
+    remember_profile,
+)
 from mtl.stopping import describe_signal
 
 from .arguments import SuggestingParser
 from .backends import LocalBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
-from .planner import Plan, UnresolvedBase, make_plan
+from .planner import Plan, UnresolvedBase, make_plan, plan_profile
 from .scheduler import ActionKind, Scheduler, planned_action
+from .selection import stale_note, stale_runs, with_prerequisites
 from .slurm import SlurmConfigError, SubmititBackend, add_slurm_arguments, options_from_args, sbatch_script
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
@@ -50,44 +58,26 @@ def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
         raise UsageError(f"{exc} (see `mtl-ablate list`)") from None
 
 
-def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list[Entry]:
-    """The selected entries preceded by the entries their 'best of' bases depend on, each once, in order."""
-    ordered: list[Entry] = []
-    for entry in selected:
-        chain = [entry]
-        while chain[-1].best_of is not None:
-            chain.append(entries[chain[-1].best_of])
-        for item in reversed(chain):
-            if item not in ordered:
-                ordered.append(item)
-    return ordered
-
-
-def disk_summary(entry: Entry, runs_dir: Path) -> tuple[str, int, int]:
-    """(state, finished, expected) counted from the entry's run directories under any profile.
-
-    A (variant, seed) pair counts as finished when any of its directories finished.
-    """
-    pairs: dict[tuple[str, int], set[str]] = {}
-    folder = runs_dir / entry.id
-    if folder.is_dir():
-        for child in folder.iterdir():
-            name = parse_run_name(child.name)
-            if child.is_dir() and name:
-                key = (name.variant, name.seed)
-                pairs.setdefault(key, set()).add(recorded_state(child))
+def plan_summary(entry: Entry, args: argparse.Namespace) -> tuple[str, int, int, str]:
+    """(state, finished, expected, profile) of the entry's current plan (profile of its last `run`)."""
+    try:
+        plan = _plan(entry, args, allow_unresolved=True)
+    except EntryError:
+        return "invalid", 0, entry.run_count(), "?"
+    states = [recorded_state(run.run_dir) for run in plan.runs]
     expected = entry.run_count()
-    finished = sum(1 for states in pairs.values() if "finished" in states)
-    failed = any("finished" not in states and states & {"failed", "diverged"} for states in pairs.values())
-    if not pairs:
+    finished = states.count(State.FINISHED)
+    if plan.base.unresolved:
+        state = "waiting for its base"
+    elif all(s == State.NOT_RUN for s in states):
         state = "not run"
     elif finished >= expected:
         state = "done"
-    elif failed:
+    elif any(s in (State.FAILED, State.DIVERGED) for s in states):
         state = "failed"
     else:
         state = "partial"
-    return state, finished, expected
+    return state, finished, expected, plan.base.profile
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -96,26 +86,39 @@ def disk_summary(entry: Entry, runs_dir: Path) -> tuple[str, int, int]:
 def cmd_list(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
-    table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir})")
+    table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir}, "
+                        "under the profile of each entry's last run)")
     # Ids stay whole (they are typed back); the question folds to the width left.
     longest_id = max((len(entry_id) for entry_id in entries), default=5)
     table.add_column("entry", no_wrap=True, min_width=longest_id)
     table.add_column("item", no_wrap=True)
     table.add_column("question (base)", overflow="fold", ratio=1)
+    table.add_column("profile", no_wrap=True)
     table.add_column("runs", no_wrap=True)
-    table.add_column("state", no_wrap=True)
+    table.add_column("state", overflow="fold")
     for entry in entries.values():
-        state, finished, expected = disk_summary(entry, args.runs_dir)
+        state, finished, expected, profile = plan_summary(entry, args)
         question = " ".join(entry.question.split())
         if len(question) > 90 and not args.full:
             question = question[:87] + "..."
-        table.add_row(entry.id, entry.item, Text(f"{question}\n(base: {entry.base})"), f"{finished}/{expected}", state)
+        table.add_row(entry.id, entry.item, Text(f"{question}\n(base: {entry.base})"), profile,
+                      f"{finished}/{expected}", state)
     console.print(table)
     return EXIT_OK
 
 
 def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Plan:
-    return make_plan(entry, args.profile, args.runs_dir, allow_unresolved=allow_unresolved)
+    # Every reader sees the plan of the profile given, else of the entry's last `run`; --force never
+    # reuses another entry's run (it would delete it).
+    profile = plan_profile(entry, getattr(args, "profile", None), args.runs_dir)
+    return make_plan(entry, profile, args.runs_dir, allow_unresolved=allow_unresolved,
+                     reuse=not getattr(args, "force", False))
+
+
+def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
+    note = stale_note(stale_runs(plan, args.runs_dir))
+    if note:
+        console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) -> None:
@@ -126,6 +129,8 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         soft_wrap=True,
     )
     console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
+    why = " ".join(entry.base_reason.split()) if entry.base_reason else _default_reason(entry)
+    console.print(f"  why this base: {why}", markup=False, highlight=False, soft_wrap=True)
     if entry.overrides:
         console.print(f"  overrides: {format_params(entry.overrides)}", markup=False, highlight=False, soft_wrap=True)
     if plan.base.unresolved:
@@ -139,12 +144,25 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
     for run in plan.runs:
         differences = {k: v for k, v in run.differences.items()}
         action = planned_action(run, getattr(args, "retry_failed", False), getattr(args, "force", False))
+        if run.reused_from:
+            action_text = f"same as {run.reused_from}"
+        else:
+            action_text = str(action) if not run.provisional else "wait for the base"
         table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
-                      recorded_state(run.run_dir), str(action) if not run.provisional else "wait for the base")
+                      recorded_state(run.run_dir), action_text)
     console.print(table)
+    _print_stale(console, plan, args)
     console.print(
         f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True
     )
+
+
+def _default_reason(entry: Entry) -> str:
+    if entry.best_of:
+        return f"the question builds on whatever scored best in {entry.best_of}"
+    if entry.variant_of:
+        return f"a prescribed variant of {entry.variant_of[0]}, kept whichever variant won there"
+    return "a first question: it starts from the profile"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -163,6 +181,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for entry in selected:
         plan = _plan(entry, args, allow_unresolved=True)
         table = Table(title=f"{entry.id} ({plan.base.profile} profile)")
+        table.caption = " ".join(f"{run.variant} s{run.seed}: same as {run.reused_from}."
+                                 for run in plan.runs if run.reused_from) or None
         for column in (
             "variant",
             "seed",
@@ -189,6 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 status.get("error") or "",
             )
         console.print(table)
+        _print_stale(console, plan, args)
         if plan.base.unresolved:
             console.print(
                 f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
@@ -236,9 +257,8 @@ def _print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
-    selected = _select(entries, args.ids)
-    if args.with_deps:
-        selected = with_prerequisites(selected, entries)
+    requested = _select(entries, args.ids)
+    selected = requested if args.no_deps else with_prerequisites(requested, entries)
     if args.dry_run:
         for entry in selected:
             plan = _plan(entry, args, allow_unresolved=True)
@@ -249,18 +269,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend, slots = _make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
+        if entry not in requested:
+            needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
+            console.print(f"{needed_by} needs {entry.id}: training it first", markup=False, highlight=False)
         try:
             plan = _plan(entry, args, allow_unresolved=False)
         except UnresolvedBase as exc:
+            hint = "" if not args.no_deps else " (without --no-deps, `run` trains it first)"
             raise UsageError(
-                f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}"
+                f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}{hint}"
             ) from None
+        remember_profile(args.runs_dir / entry.id, plan.base.profile)
         console.print(
             f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; "
             f"runs in {args.runs_dir.absolute() / entry.id}",
             markup=False,
             highlight=False,
         )
+        for run in plan.runs:
+            if run.reused_from:
+                console.print(f"  {run.name}: same config as {run.reused_from} (finished): its records are used",
+                              markup=False, highlight=False, soft_wrap=True)
+        _print_stale(console, plan, args)
         scheduler = Scheduler(backend, slots, Monitor(console), retry_failed=args.retry_failed, force=args.force)
         outcomes = scheduler.run(plan.runs)
         console.print(results_table(plan.runs, title=f"{entry.id}: best-grader validation point of each run"))
@@ -272,7 +302,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     highlight=False,
                     soft_wrap=True,
                 )
-        if any(o.state != "finished" for o in outcomes):
+        # A skipped run (cannot run here, recorded with the reason) is not a failure: the winner is chosen
+        # among the variants that ran, and the plan, status and report say so.
+        if any(o.state not in (State.FINISHED, State.SKIPPED) for o in outcomes):
             exit_code = EXIT_RUN_FAILED
         if scheduler.stop_signal is not None:
             console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
@@ -361,7 +393,11 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         help="delete the selected runs' directories (finished ones too) and train them again",
     )
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
-    p.add_argument("--with-deps", action="store_true", help="first run the entries that 'best of' bases depend on")
+    deps = p.add_mutually_exclusive_group()
+    deps.add_argument("--with-deps", action="store_true",
+                      help="first train the entries that the bases depend on (the default; kept for old scripts)")
+    deps.add_argument("--no-deps", action="store_true",
+                      help="train only the given entries; refuse when a base they need has not run")
     p.add_argument(
         "--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit"
     )

@@ -226,20 +226,26 @@ def load_entries(ablations_dir: str | Path) -> dict[str, Entry]:
 
 
 def check_base(entry: Entry, entries: dict[str, Entry]) -> None:
-    """The base names an existing profile or entry, and following 'best of' never comes back to an entry."""
-    if entry.best_of is None:
+    """The base names an existing profile or entry, and following bases never comes back to an entry."""
+    if entry.base_entry is None:
         profile_path(entry.ablations_dir, entry.base, file=entry.path, key="base")
         return
     chain = [entry.id]
     current = entry
-    while current.best_of is not None:
-        target = current.best_of
+    while current.base_entry is not None:
+        target = current.base_entry
         if target not in entries:
             hint = did_you_mean(target, entries)
             raise EntryError(current.path, "base", f"unknown entry {target!r} (no {target}.yaml next to it){hint}")
         if target in chain:
             cycle = " -> ".join(chain + [target])
             raise EntryError(current.path, "base", f"'best of' bases form a cycle: {cycle}")
+        if current.variant_of is not None:
+            variant = current.variant_of[1]
+            names = entries[target].variant_names()
+            if names is not None and variant not in names:
+                raise EntryError(current.path, "base", f"entry {target} has no variant {variant!r}; its variants: "
+                                 f"{', '.join(names)}{did_you_mean(variant, names)}")
         chain.append(target)
         current = entries[target]
     profile_path(current.ablations_dir, current.base, file=current.path, key="base")
@@ -248,8 +254,8 @@ def check_base(entry: Entry, entries: dict[str, Entry]) -> None:
 def root_profile(entry: Entry, entries: dict[str, Entry] | None = None) -> str:
     """The profile an entry runs under by default: its base, or that of the entry at the end of its 'best of' chain."""
     seen = {entry.id}
-    while entry.best_of is not None:
-        target = entry.best_of
+    while entry.base_entry is not None:
+        target = entry.base_entry
         nxt = entries.get(target) if entries else None
         nxt = nxt or load_entry(entry_path(entry.ablations_dir, target))
         if nxt.id in seen:

@@ -11,6 +11,7 @@ apply when the entry meets its base, in the plan.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -26,11 +27,13 @@ from pydantic import (
     model_validator,
 )
 
-from mtl.config import Config, unknown_key_message
+from mtl.config import Config, format_config_value, unknown_key_message
 from mtl.partial_config import ConfigOverrides, config_value_type, partial_config_model
 
 ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
 BEST_OF_PREFIX = "best of "
+# "<entry id> variant <variant name>": a prescribed variant of an earlier entry, whatever won there.
+VARIANT_OF_WORD = " variant "
 PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 # Variant names become directory names and W&B job types.
 VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$"
@@ -139,7 +142,13 @@ class EntryFile(_Strict):
         None, min_length=1, description="Sort key; default derived from the file name (problemN) and the item."
     )
     base: str = Field(
-        description="A profile name (quick, full, ...) or 'best of <entry id>': the winning config of an earlier entry."
+        description="A profile name (quick, full, ...); 'best of <entry id>': the winning config of an earlier "
+        "entry; or '<entry id> variant <variant name>': a named variant of an earlier entry, whichever won "
+        "(e.g. 'problem1.dilation variant FFT', 'problem1.imagenet_init variant pretrained=true')."
+    )
+    base_reason: Optional[str] = Field(
+        None, min_length=1,
+        description="Why this base (shown by `mtl-ablate show`), e.g. what the assignment prescribes.",
     )
     overrides: ConfigOverrides = Field(
         default_factory=ConfigOverrides, description="Config keys fixed for every run of this entry."
@@ -160,8 +169,13 @@ class EntryFile(_Strict):
         if base.startswith(BEST_OF_PREFIX):
             if not re.match(ENTRY_ID_PATTERN, base[len(BEST_OF_PREFIX):]):
                 raise ValueError(f"'best of' needs an entry id after it, got {base!r}")
+        elif VARIANT_OF_WORD in base:
+            entry_id, _, variant = base.partition(VARIANT_OF_WORD)
+            if not re.match(ENTRY_ID_PATTERN, entry_id) or not re.match(VARIANT_NAME_PATTERN, variant):
+                raise ValueError(f"expected '<entry id> variant <variant name>', got {base!r}")
         elif not re.match(PROFILE_NAME_PATTERN, base):
-            raise ValueError(f"expected a profile name or 'best of <entry id>', got {base!r}")
+            raise ValueError(f"expected a profile name, 'best of <entry id>' or '<entry id> variant <variant name>', "
+                             f"got {base!r}")
         return base
 
     @field_validator("grid")
@@ -194,8 +208,30 @@ class EntryFile(_Strict):
 
     @property
     def best_of(self) -> Optional[str]:
-        """The earlier entry whose winner is the base, or None when the base is a profile."""
+        """The earlier entry whose winner is the base, or None when the base is a profile or a named variant."""
         return self.base[len(BEST_OF_PREFIX):] if self.base.startswith(BEST_OF_PREFIX) else None
+
+    @property
+    def variant_of(self) -> Optional[tuple[str, str]]:
+        """(entry id, variant name) when the base is a prescribed variant of an earlier entry, else None."""
+        if self.base.startswith(BEST_OF_PREFIX) or VARIANT_OF_WORD not in self.base:
+            return None
+        entry_id, _, variant = self.base.partition(VARIANT_OF_WORD)
+        return entry_id, variant
+
+    @property
+    def base_entry(self) -> Optional[str]:
+        """The earlier entry the base comes from (its winner or a named variant), None for a profile."""
+        return self.best_of or (self.variant_of[0] if self.variant_of else None)
+
+    @property
+    def base_kind(self) -> str:
+        """In words: "profile", "winner of <entry>" or "prescribed variant <name> of <entry>"."""
+        if self.best_of:
+            return f"winner of {self.best_of}"
+        if self.variant_of:
+            return f"prescribed variant {self.variant_of[1]} of {self.variant_of[0]}"
+        return f"profile {self.base}"
 
 
 class Entry(EntryFile):
@@ -220,6 +256,18 @@ class Entry(EntryFile):
     @property
     def sort_key(self) -> tuple[str, str]:
         return (self.order or default_order(self.id, self.item), self.id)
+
+    def variant_names(self) -> Optional[list[str]]:
+        """The variant names as the plan spells them, when they do not depend on the base (no relative grid
+        value); None otherwise."""
+        if self.variants is not None:
+            return [v.name for v in self.variants]
+        if self.grid is None:
+            return ["base"]
+        if any(isinstance(v, Scaled) for values in self.grid.values() for v in values):
+            return None
+        names = [[f"{key}={format_config_value(v, '+')}" for v in values] for key, values in self.grid.items()]
+        return [",".join(combo) for combo in itertools.product(*names)]
 
     def run_count(self) -> int:
         """Runs per profile: variants times seeds (independent of the base)."""

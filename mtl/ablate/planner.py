@@ -16,13 +16,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, format_config_value, make_config
-from mtl.rundir import RunDirectory, State, is_finite_number, read_config, read_jsonl, recorded_state, run_name
+from mtl.rundir import (
+    RunDirectory,
+    State,
+    best_point,
+    deciding_rule,
+    is_finished,
+    parse_run_name,
+    point_rank,
+    read_config,
+    read_jsonl,
+    read_status,
+    recorded_state,
+    remembered_profile,
+    run_name,
+)
 
 from .arguments import command_line
 from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
 
 # States after which a run will not change without being asked to (retry or force).
-SETTLED_STATES = (State.FINISHED, State.FAILED, State.DIVERGED)
+SETTLED_STATES = (State.FINISHED, State.FAILED, State.DIVERGED, State.SKIPPED)
 
 
 class UnresolvedBase(RuntimeError):
@@ -46,6 +60,9 @@ class RunSpec:
     varied: dict[str, Any] = field(default_factory=dict)
     # True when the base could not be resolved (dry run / show): the config and name are not final.
     provisional: bool = False
+    # Set when the same config and seed already finished in another entry's folder: ``run_dir`` is
+    # that directory (its records serve this entry too) and this is "<entry>/<run name>" of it.
+    reused_from: Optional[str] = None
 
 
 @dataclass
@@ -58,6 +75,10 @@ class Winner:
     scores_by_variant: dict[str, float]
     run_dir: Path
     hyperparameters: dict[str, Any]
+    # What set the winner apart from the runner-up ("by grader", "tie on grader 0.00: decided by ...").
+    rule: str = ""
+    # Variants that could not run on this machine (state skipped) -> why: the winner is among the others.
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,15 +88,22 @@ class Base:
     best_of: Optional[str] = None
     winner: Optional[Winner] = None
     unresolved: Optional[str] = None
+    # (entry id, variant name) when the base is a prescribed variant of an earlier entry.
+    variant_of: Optional[tuple[str, str]] = None
 
     def describe(self) -> str:
+        if self.variant_of is not None:
+            source, variant = self.variant_of
+            state = f" (unresolved: {self.unresolved})" if self.unresolved else ""
+            return f"prescribed variant {variant!r} of {source}{state}; profile {self.profile}"
         if self.best_of is None:
             return f"profile {self.profile}"
         if self.winner is None:
             return f"best of {self.best_of} (unresolved: {self.unresolved}); profile {self.profile}"
         w = self.winner
+        skipped = "".join(f"; variant {v!r} skipped here ({reason})" for v, reason in w.skipped.items())
         return (
-            f"best of {self.best_of}: variant {w.variant!r} ({w.metric} {w.mode} = {w.score:.3f}); "
+            f"best of {self.best_of}: variant {w.variant!r} ({w.metric} {w.mode} = {w.score:.3f}, {w.rule}{skipped}); "
             f"profile {self.profile}"
         )
 
@@ -99,6 +127,12 @@ def plan(entry: Entry, profile: Optional[str] = None, runs_dir: str | Path = "ru
     return make_plan(entry, profile, runs_dir).runs
 
 
+def plan_profile(entry: Entry, profile: Optional[str], runs_dir: str | Path) -> Optional[str]:
+    """The profile to plan ``entry`` with: the one given, else the one of its last `run`, else None (the
+    entry's own, decided by :func:`make_plan`)."""
+    return profile or remembered_profile(Path(runs_dir) / entry.id)
+
+
 def make_plan(
     entry: Entry,
     profile: Optional[str] = None,
@@ -106,25 +140,29 @@ def make_plan(
     allow_unresolved: bool = False,
     _chain: tuple[str, ...] = (),
     _profile_name: Optional[str] = None,
+    reuse: bool = True,
 ) -> Plan:
+    """The plan of ``entry``. With ``reuse``, a run whose config and seed already finished in another
+    entry's folder points at that directory instead of training again (see RunSpec.reused_from)."""
     runs_dir = Path(runs_dir).absolute()
     chain = _chain + (entry.id,)
     # Every entry of a 'best of' chain runs under the same profile: look it up once, at the top.
     profile_name = _profile_name or profile or root_profile(entry)
     profile_values = load_profile(entry.ablations_dir, profile_name)
-    base = Base(profile=profile_name, values=dict(profile_values), best_of=entry.best_of)
-    if entry.best_of is not None:
+    base = Base(profile=profile_name, values=dict(profile_values), best_of=entry.best_of, variant_of=entry.variant_of)
+    if entry.base_entry is not None:
         try:
-            winner = resolve_winner(entry, profile, runs_dir, chain, profile_name)
+            if entry.best_of is not None:
+                base.winner = resolve_winner(entry, profile, runs_dir, chain, profile_name)
+                base.values.update(base.winner.hyperparameters)
+            else:
+                base.values.update(resolve_variant(entry, profile, runs_dir, chain, profile_name))
         except UnresolvedBase as exc:
             if not allow_unresolved:
                 raise
             base.unresolved = str(exc)
-        else:
-            base.winner = winner
-            base.values.update(winner.hyperparameters)
     try:
-        runs = _expand_runs(entry, base, runs_dir)
+        runs = _expand_runs(entry, base, runs_dir, reuse)
     except EntryError as exc:
         # The config values were checked one by one when the entry was read; what fails here is their
         # combination, which a provisional base (the profile without the winner) cannot decide.
@@ -178,14 +216,32 @@ def expand_variants(entry: Entry, base_values: dict[str, Any]) -> list[tuple[str
     return variants
 
 
-def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
+def finished_elsewhere(runs_dir: Path, entry_id: str) -> dict[tuple[int, str], Path]:
+    """(seed, config hash) -> a finished run directory of another entry under ``runs_dir`` (the first in
+    sorted order), from the directory names: a run's identity is its config hash and seed."""
+    found: dict[tuple[int, str], Path] = {}
+    if not runs_dir.is_dir():
+        return found
+    folders = [p for p in runs_dir.iterdir() if p.is_dir() and p.name != entry_id and not p.name.startswith(".")]
+    for folder in sorted(folders):
+        for child in sorted(folder.iterdir()):
+            name = parse_run_name(child.name)
+            if name is not None and (name.seed, name.config_hash) not in found and is_finished(child):
+                found[(name.seed, name.config_hash)] = child
+    return found
+
+
+def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -> list[RunSpec]:
     try:
         base_config = make_config(base.values)
     except ConfigError as exc:
         raise EntryError(entry.path, "base", f"the base config is invalid: {exc}") from None
     base_hp = base_config.hyperparameters()
+    elsewhere = finished_elsewhere(runs_dir, entry.id) if reuse and base.unresolved is None else {}
     runs = []
-    for variant, overrides in expand_variants(entry, base.values):
+    seen: dict[str, str] = {}  # "s<seed>-<config hash>" -> the variant (grid point) that made it
+    written = _written_points(entry)
+    for index, (variant, overrides) in enumerate(expand_variants(entry, base.values)):
         for seed in entry.seeds:
             values = {
                 **base.values,
@@ -201,8 +257,19 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
                 config = make_config(values, source=f"{entry.path}, variant {variant!r}")
             except ConfigError as exc:
                 raise EntryError(entry.path, where, str(exc)) from None
-            name = run_name(variant, seed, config.config_hash())
+            config_hash = config.config_hash()
+            name = run_name(variant, seed, config_hash)
+            identity = f"s{seed}-{config_hash}"
+            if identity in seen:
+                raise EntryError(entry.path, where, f"{seen[identity]} and {written[index]} give the same config "
+                                 f"(hash {config_hash}, seed {seed}) on this base: the run would be trained twice; "
+                                 "remove one of them")
+            seen[identity] = written[index]
             run_dir = runs_dir / entry.id / name
+            reused_from = None
+            other = elsewhere.get((seed, config_hash))
+            if other is not None and not run_dir.exists():  # a run started here stays here
+                run_dir, reused_from = other, f"{other.parent.name}/{other.name}"
             config = config.replace(log_dir=str(run_dir))
             hp = config.hyperparameters()
             differences = {k: v for k, v in hp.items() if v != base_hp.get(k)}
@@ -216,6 +283,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
                     differences=differences,
                     entry_id=entry.id,
                     provisional=base.unresolved is not None,
+                    reused_from=reused_from,
                 )
             )
     varied_keys = varied_parameters(runs)
@@ -223,6 +291,17 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path) -> list[RunSpec]:
         hp = run.config.hyperparameters()
         run.varied = {k: hp[k] for k in varied_keys}
     return runs
+
+
+def _written_points(entry: Entry) -> list[str]:
+    """Each variant as the entry file writes it ("grid point optimizer_lr={times: 1}"), in plan order."""
+    if entry.variants is not None:
+        return [f"variant {v.name!r}" for v in entry.variants]
+    if entry.grid is None:
+        return ["the base"]
+    axes = [[f"{key}={{times: {v.times:g}}}" if isinstance(v, Scaled) else f"{key}={format_config_value(v, '+')}"
+             for v in values] for key, values in entry.grid.items()]
+    return ["grid point " + ",".join(combo) for combo in itertools.product(*axes)]
 
 
 def _where(entry: Entry, variant: str) -> str:
@@ -250,12 +329,8 @@ def _run_hint(entry_id: str, profile: Optional[str], runs_dir: Path, ablations_d
     return f"run `{command}` first"
 
 
-def points_score(points: list[dict[str, Any]], metric: str, mode: str) -> Optional[float]:
-    """A run's best value of ``metric`` over its validation points (highest for max, lowest for min)."""
-    values = [p[metric] for p in points if is_finite_number(p.get(metric))]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
+def _metric_name(metric: str) -> str:
+    return metric[len("val/"):] if metric.startswith("val/") else metric
 
 
 def resolve_winner(
@@ -284,25 +359,36 @@ def resolve_winner(
             f"entry {source_id} has {len(unsettled)} of {len(states)} runs not finished "
             f"({', '.join(unsettled)}); {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)}",
         )
+    skipped = {run.variant: read_status(run.run_dir).get("error") or "no reason recorded"
+               for run in source_plan.runs if states[run.name] == State.SKIPPED}
     metric, mode = source.rank_by.metric, source.rank_by.mode
-    scores: dict[str, list[tuple[float, RunSpec]]] = {}
+    # Each run's best point by the one rule for "best" (mtl.rundir.point_rank); a variant ranks by the
+    # mean over its seeds of that rank (the metric, then IoU - SI-logRMSE), then by its plan order.
+    ranked: dict[str, list[tuple[tuple[float, float, float], float, RunSpec]]] = {}
     for run in source_plan.runs:
         if states[run.name] != State.FINISHED:
             continue
-        score = points_score(read_jsonl(RunDirectory(run.run_dir).metrics), metric, mode)
-        if score is not None:
-            scores.setdefault(run.variant, []).append((score, run))
-    if not scores:
+        point = best_point(read_jsonl(RunDirectory(run.run_dir).metrics), metric, mode)
+        if point is not None:
+            ranked.setdefault(run.variant, []).append((point_rank(point, metric, mode), point[metric], run))
+    if not ranked:
         raise UnresolvedBase(
             source_id,
-            f"entry {source_id} has no finished runs with a finite {metric}; "
-            f"{_run_hint(source_id, profile, runs_dir, entry.ablations_dir)} (add --retry-failed to retry failed runs)",
+            f"entry {source_id} has no finished runs with a finite {metric}"
+            + "".join(f"; variant {v!r} was skipped here: {reason}" for v, reason in skipped.items())
+            + f"; {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)} "
+            "(add --retry-failed to retry failed runs)",
         )
-    means = {variant: sum(s for s, _ in items) / len(items) for variant, items in scores.items()}
-    pick = max if mode == "max" else min
-    # Ties go to the variant listed first in the entry (dict order follows the plan).
-    best_variant = pick(means, key=lambda v: means[v])
-    best_run = pick(scores[best_variant], key=lambda item: item[0])[1]
+    means = {variant: sum(value for _, value, _ in items) / len(items) for variant, items in ranked.items()}
+    mean_ranks = {variant: tuple(sum(r[i] for r, _, _ in items) / len(items) for i in range(2))
+                  for variant, items in ranked.items()}
+    order = list(ranked)
+    best_variant = max(order, key=lambda v: (mean_ranks[v], -order.index(v)))
+    others = [v for v in order if v != best_variant]
+    runner_up = max(others, key=lambda v: (mean_ranks[v], -order.index(v)), default=None)
+    rule = (deciding_rule(mean_ranks[best_variant], mean_ranks[runner_up], _metric_name(metric))
+            if runner_up is not None else "the only variant scored")
+    best_run = max(ranked[best_variant], key=lambda item: item[0])[2]
     config_file = RunDirectory(best_run.run_dir).config_path
     recorded = read_config(best_run.run_dir) or {}
     values = {k: v for k, v in recorded.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
@@ -318,6 +404,47 @@ def resolve_winner(
         mode=mode,
         score=means[best_variant],
         scores_by_variant=means,
+        rule=rule,
+        skipped={v: reason for v, reason in skipped.items() if v not in ranked},
         run_dir=best_run.run_dir,
         hyperparameters=hyperparameters,
     )
+
+
+def resolve_variant(
+    entry: Entry,
+    profile: Optional[str],
+    runs_dir: Path,
+    chain: tuple[str, ...] = (),
+    profile_name: Optional[str] = None,
+) -> dict[str, Any]:
+    """The hyperparameters of the prescribed variant ``entry.variant_of`` of an earlier entry, whichever won
+    there. Its config is known from the plan; a variant recorded as skipped on this machine is an error, never
+    replaced by another one."""
+    assert entry.variant_of is not None
+    source_id, variant = entry.variant_of
+    if source_id in chain:
+        raise EntryError(entry.path, "base", f"bases form a cycle: {' -> '.join(chain + (source_id,))}")
+    path = entry_path(entry.ablations_dir, source_id)
+    if not path.exists():
+        raise EntryError(entry.path, "base", f"unknown entry {source_id!r} (no {path.name} next to it)")
+    source = load_entry(path)
+    source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain, _profile_name=profile_name)
+    runs = [run for run in source_plan.runs if run.variant == variant]
+    if not runs:
+        names = list(dict.fromkeys(run.variant for run in source_plan.runs))
+        raise EntryError(entry.path, "base",
+                         f"entry {source_id} has no variant {variant!r}; its variants: {', '.join(names)}")
+    for run in runs:
+        if recorded_state(run.run_dir) == State.SKIPPED:
+            reason = read_status(run.run_dir).get("error") or "no reason recorded"
+            raise UnresolvedBase(
+                source_id,
+                f"the prescribed base of {entry.id}, variant {variant!r} of {source_id}, was skipped on this machine "
+                f"({run.run_dir}): {reason}. It is not replaced by another variant: make it runnable (put the "
+                f"weights file where the message says, or set pretrained_weights_path in the profile), then "
+                f"run `mtl-ablate run {source_id}` again",
+            )
+    values = runs[0].config.model_dump()
+    return {k: v for k, v in values.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
+

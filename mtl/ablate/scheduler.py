@@ -28,6 +28,7 @@ from .planner import RunSpec
 EXIT_STATES = {
     ExitCode.FINISHED: State.FINISHED, ExitCode.FAILED: State.FAILED, ExitCode.REFUSED: "refused",
     ExitCode.DIVERGED: State.DIVERGED, ExitCode.LOCKED: "locked", ExitCode.STOPPED: State.INTERRUPTED,
+    ExitCode.UNAVAILABLE: State.SKIPPED,
     **{-signum: State.INTERRUPTED for signum in STOP_SIGNALS},
 }
 FAILED_STATES = ("failed", "diverged", "refused", "killed")
@@ -86,6 +87,9 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
         return Action(ActionKind.SKIP, state)
     if state in (State.FAILED, State.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
+    if state == State.SKIPPED:
+        # It could not run on this machine (weights absent); trying again is cheap and picks up a fix.
+        return Action(ActionKind.RETRY)
     fresh = state == State.NOT_RUN and not rundir.RunDirectory(spec.run_dir).checkpoints.exists()
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
 
@@ -153,6 +157,8 @@ class Scheduler:
         if state == "killed":
             detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
         message = detail if state != "finished" else ""
+        if state == State.SKIPPED:
+            message = f"cannot run on this machine, recorded as skipped: {detail}"
         if state == "refused":
             message += " (the directory holds another code version or config; --force deletes it and starts over)"
         if state in FAILED_STATES:
