@@ -12,6 +12,7 @@ running (asked through submitit, i.e. ``sacct``) is followed, not submitted agai
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mtl.config import Config
-from mtl.rundir import SlurmJobRecord, read_slurm_jobs, record_slurm_job
+from mtl.rundir import SLURM_JOBS_FILE, now_iso, read_jsonl
 from mtl.stopping import describe_signal
 
 from .backends import Placement, child_environment, train_command
@@ -180,6 +181,34 @@ def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
     if "setup" in flags:
         flags["setup"] = [*options.setup, *flags["setup"]]
     return options_from_mapping(flags, "--slurm-* flags", options)
+
+
+# ---------------------------------------------------------------------------------------------- job records
+@dataclass(frozen=True)
+class SlurmJobRecord:
+    """One submission of a run to SLURM: its job id (``N`` or ``N_i`` in an array) and submitit's folder."""
+
+    job_id: str
+    folder: str
+    submitted_at: str = ""
+
+
+def record_slurm_job(run_dir: Path, record: SlurmJobRecord) -> None:
+    """Append a submission to the run's job list (the run directory is created if need be)."""
+    path = Path(run_dir) / SLURM_JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"job_id": record.job_id, "folder": record.folder,
+                       "submitted_at": record.submitted_at or now_iso()})
+    with open(path, "a") as file:
+        file.write(line + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_slurm_jobs(run_dir: Path) -> list[SlurmJobRecord]:
+    """The run's SLURM submissions, oldest first ([] when it was never submitted)."""
+    return [SlurmJobRecord(str(p["job_id"]), str(p["folder"]), str(p.get("submitted_at", "")))
+            for p in read_jsonl(Path(run_dir) / SLURM_JOBS_FILE) if "job_id" in p and "folder" in p]
 
 
 # ---------------------------------------------------------------------------------------------- the job
