@@ -129,3 +129,47 @@ def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_pa
     record = read_run(runs[0].run_dir)  # written by mtl-train inside the job
     assert record.state == "failed" and str(missing) in record.status["error"]
     assert record.config["num_threads"] == 1 and record.config["device"] == "cpu"
+
+
+def test_run_trains_its_chain_reuses_same_configs_and_records_unavailable_weights(
+        ablations, tmp_path, capsys, monkeypatch):
+    """`run ENTRY` trains the entries its base needs first; a config that finished elsewhere is not trained
+    again; a variant that needs ImageNet weights offline is recorded as skipped, and a base prescribing it
+    refuses with the reason instead of using another variant."""
+    monkeypatch.setenv("MTL_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights there
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", overrides={"num_epochs": 1},
+                variants=[{"name": "x", "overrides": {"optimizer_lr": 0.01}},
+                          {"name": "y", "overrides": {"optimizer_lr": 0.02}}])
+    # {times: 1} of a's winner is a's winning run itself.
+    write_entry(ablations, "problem1.b", item="1.2", base="best of problem1.a",
+                grid={"optimizer_lr": [{"times": 1}, {"times": 0.5}]})
+    # pretrained=false on a's x is a's x; pretrained=true cannot run offline.
+    write_entry(ablations, "problem1.pre", item="1.3", base="problem1.a variant x", grid={"pretrained": [False, True]})
+    write_entry(ablations, "problem1.after", item="1.4", base="problem1.pre variant pretrained=true")
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--devices", "cpu"]
+
+    assert main(["run", "problem1.b", "--profile", "tiny", *where]) == 0
+    out = capsys.readouterr().out
+    assert "problem1.b needs problem1.a: training it first" in out
+    assert "same config as problem1.a/" in out
+    trained = {p.parent.name + "/" + p.name for p in runs_dir.glob("*/*-s0-*")}
+    assert len([t for t in trained if t.startswith("problem1.a/")]) == 2
+    assert len([t for t in trained if t.startswith("problem1.b/")]) == 1  # the other is a's run, reused
+
+    # The profile is remembered: status without --profile reads the tiny runs.
+    assert main(["status", "problem1.b", *where[:4]]) == 0
+    out = capsys.readouterr().out
+    assert "tiny profile" in out and "same as problem1.a/" in out and "not run" not in out
+
+    assert main(["run", "problem1.pre", "--profile", "tiny", *where]) == 0  # skipped is not a failure
+    out = capsys.readouterr().out
+    assert "skipped" in out and "MTL_OFFLINE" in out
+    skipped = next(runs_dir.glob("problem1.pre/pretrained=true-s0-*"))
+    assert read_run(skipped).state == "skipped" and "MTL_OFFLINE" in read_run(skipped).status["error"]
+
+    assert main(["run", "problem1.after", "--profile", "tiny", *where]) == 2
+    err = capsys.readouterr().err
+    assert "variant 'pretrained=true' of problem1.pre, was skipped on this machine" in err
+    assert "pretrained_weights_path" in err and not (runs_dir / "problem1.after").exists()

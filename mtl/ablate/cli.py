@@ -269,16 +269,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend, slots = _make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
-        if entry not in requested:
-            needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
-            console.print(f"{needed_by} needs {entry.id}: training it first", markup=False, highlight=False)
         try:
             plan = _plan(entry, args, allow_unresolved=False)
         except UnresolvedBase as exc:
             hint = "" if not args.no_deps else " (without --no-deps, `run` trains it first)"
-            raise UsageError(
-                f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}{hint}"
-            ) from None
+            raise UsageError(f"{entry.id}: its base ({entry.base}) cannot be resolved: {exc}{hint}") from None
+        if entry not in requested:
+            needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
+            done = all(recorded_state(run.run_dir) == State.FINISHED for run in plan.runs)
+            console.print(f"{needed_by} needs {entry.id}: {'already trained' if done else 'training it first'}",
+                          markup=False, highlight=False)
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
         console.print(
             f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; "
