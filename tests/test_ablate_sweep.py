@@ -55,7 +55,8 @@ def agent(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "agent"))  # where the agent writes each point's config
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
-    monkeypatch.setenv("WANDB_RUN_ID", "unset")  # the agent sets it for each point; restored afterwards
+    for name in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them in this process: undone after
+        monkeypatch.setenv(name, "unset")
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.chdir(REPO)
     (tmp_path / "agent").mkdir()
