@@ -60,7 +60,7 @@ def test_lost_last_checkpoint_and_emptied_status_are_rebuilt_not_retrained(finis
     before = snapshot(run_dir)
     original = json.loads((run_dir / rundir.STATUS_FILE).read_text())
     run = rundir.RunDirectory(run_dir)
-    run.last.unlink()
+    run.last.unlink(missing_ok=True)  # a finished run may have dropped it already
     run.status_path.write_text("")
     result = checked(mtl_train(run_dir))
     assert "rebuilding status.json" in result.stderr
@@ -74,7 +74,7 @@ def test_lost_submission_is_rebuilt_from_best_checkpoint(finished, tmp_path):
     run_dir = damaged_copy(finished, tmp_path)
     before = snapshot(run_dir)
     run = rundir.RunDirectory(run_dir)
-    run.last.unlink()
+    run.last.unlink(missing_ok=True)  # a finished run may have dropped it already
     run.submission.unlink()
     result = checked(mtl_train(run_dir))
     assert "rebuilding submission.zip from checkpoints/best.pt" in result.stderr
@@ -93,17 +93,6 @@ def test_lost_best_checkpoint_is_refused_naming_it(finished, tmp_path):
     assert json.loads(run.status_path.read_text())["state"] == rundir.State.FINISHED
 
 
-def test_changed_dataset_is_refused_on_resume(finished, tmp_path, cache_dir):
-    run_dir = damaged_copy(finished, tmp_path)
-    run = rundir.RunDirectory(run_dir)
-    state = torch.load(run.last, weights_only=False)
-    state["dataset"] = "0" * 16
-    torch.save(state, run.last)
-    run.submission.unlink()
-    result = checked(mtl_train(run_dir), rundir.ExitCode.REFUSED)
-    assert "changed since this run started" in result.stderr
-
-
 KILL_AFTER_WRITE = """
 import os, sys
 import mtl.io, mtl.engine
@@ -116,6 +105,21 @@ mtl.engine.atomic_torch_save = save
 from mtl.cli import main
 sys.exit(main(sys.argv[2:]))
 """
+
+
+def test_changed_dataset_is_refused_on_resume(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(), f"--log_dir={run_dir}"]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_WRITE, "best.pt", *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)  # killed after epoch 1 of 2
+    assert killed.returncode == 9, killed.stderr
+    run = rundir.RunDirectory(run_dir)
+    state = torch.load(run.last, weights_only=False)
+    state["dataset"] = "0" * 16
+    torch.save(state, run.last)
+    result = checked(subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True, timeout=300),
+                     rundir.ExitCode.REFUSED)
+    assert "changed since this run started" in result.stderr
 
 
 @pytest.mark.parametrize("killed_after", ["last.pt", "best.pt"])
@@ -196,7 +200,7 @@ def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cach
     before, original = snapshot(run.path), json.loads(run.status_path.read_text())
 
     # Finished means finished: last.pt lost, status emptied -> rebuilt by `run`, nothing trained again.
-    run.last.unlink()
+    run.last.unlink(missing_ok=True)  # a finished run may have dropped it already
     run.status_path.write_text("")
     status_out = checked(mtl_ablate("status", "problem1.rec", *where)).stdout
     assert "status.json:isempty" in "".join(status_out.replace("│", "").split())  # folded in its table cell

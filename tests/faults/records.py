@@ -49,7 +49,7 @@ def _copy(reference: Path, run_dir: Path) -> rundir.RunDirectory:
 def _delete(*names: str) -> Callable[[rundir.RunDirectory], None]:
     def damage(run: rundir.RunDirectory) -> None:
         for name in names:
-            getattr(run, name).unlink()
+            getattr(run, name).unlink(missing_ok=True)  # a finished run drops last.pt itself
     return damage
 
 
@@ -57,7 +57,7 @@ def _write(name: str, text: str, *also: str) -> Callable[[rundir.RunDirectory], 
     def damage(run: rundir.RunDirectory) -> None:
         getattr(run, name).write_text(text)
         for other in also:
-            getattr(run, other).unlink()
+            getattr(run, other).unlink(missing_ok=True)
     return damage
 
 
@@ -67,10 +67,11 @@ DAMAGES = [
     ("last.pt deleted, status.json not JSON", _write("status_path", '{"state": "fini', "last"), None),
     ("status.json deleted", _delete("status_path"), None),
     ("submission.zip and last.pt deleted", _delete("submission", "last"), None),
+    ("status.json and submission.zip deleted", _delete("status_path", "submission"), None),
     ("submission.zip deleted", _delete("submission"), None),
     ("best.pt and submission.zip deleted", _delete("best", "submission"), rundir.BEST_CHECKPOINT),
-    ("last.pt truncated, submission.zip deleted", lambda run: (run.last.write_bytes(run.last.read_bytes()[:1000]),
-                                                               run.submission.unlink()), rundir.LAST_CHECKPOINT),
+    ("best.pt truncated, submission.zip deleted", lambda run: (run.best.write_bytes(run.best.read_bytes()[:1000]),
+                                                               run.submission.unlink()), rundir.BEST_CHECKPOINT),
     ("metrics.jsonl line 2 cut, submission.zip deleted",
      lambda run: (run.metrics.write_text("".join(line[:20] + "\n" if n == 1 else line for n, line in
                                                  enumerate(run.metrics.read_text().splitlines(True)))),
