@@ -245,47 +245,39 @@ def _batches_per_epoch(dataset_len: int, cfg: Config) -> int:
     return min(batches, cfg.limit_train_batches) if cfg.limit_train_batches else batches
 
 
-def train(cfg: Config, stop: StopSignals | None = None) -> dict[str, Any]:
-    """Train (or resume, or skip if finished, or rebuild a finished run's lost files) the run in
-    ``cfg.log_dir``; returns the final status.
-
-    ``stop``: the stop signals received so far (``mtl-train`` installs them on its first line); the
-    trainer takes them over once it is set up. RunLocked when another process owns the directory;
-    RunRefused when the records forbid training (another run, another dataset, a recorded best point
-    whose checkpoints are gone)."""
+def train(cfg: Config, stop: StopSignals | None = None, *, repair_only: bool = False,
+          say: Callable[[str], None] = say) -> dict[str, Any]:
+    """Train (or resume, or skip if finished) the run in ``cfg.log_dir``; returns the final status. A run whose
+    training is done but lost files is rebuilt, never trained; ``repair_only`` stops there (RunRefused for a
+    run still to train). ``stop``: the stop signals received so far (the trainer takes them over once set
+    up). RunLocked: another process owns the directory; RunRefused: the records forbid training."""
     run = RunDirectory(cfg.log_dir)
     with run.exclusive():
         run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
-        if run.is_finished():
+        if run.is_finished() and not repair_only:
             return run.read_status()
         records = recovery.inspect(run, cfg.num_epochs, say)
-        dataset = recovery.dataset_fingerprint(resolve_dataset_root(cfg))
-        if records.last is not None:
-            recovery.check_same_dataset(records.last.get("dataset"), dataset, resolve_dataset_root(cfg), run.last)
+        if run.is_finished():
+            return run.read_status()
         if recovery.training_done(records):
-            return _rebuild_finished(cfg, run, records, dataset)
-        return _train_locked(cfg, run, stop or StopSignals(), records, dataset)
+            return _rebuild_finished(cfg, run, records, say)
+        if repair_only:
+            raise RunRefused(f"{run.path}: training is not done (no validation point of epoch {cfg.num_epochs} "
+                             f"in {run.metrics}); nothing to repair: `mtl-ablate run` resumes it")
+        return _train_locked(cfg, run, stop or StopSignals(), records)
 
 
 def repair(cfg: Config, say: Callable[[str], None] = say) -> dict[str, Any]:
-    """Rebuild what a run whose training is done has lost (status, submission, best.pt after a kill),
-    training nothing; returns its status. RunRefused naming what cannot be rebuilt, or when training is
-    not done (``mtl-ablate run`` resumes such a run)."""
-    run = RunDirectory(cfg.log_dir)
-    with run.exclusive():
-        run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
-        records = recovery.inspect(run, cfg.num_epochs, say)
-        if run.is_finished():
-            return run.read_status()
-        if not recovery.training_done(records):
-            raise RunRefused(f"{run.path}: training is not done (no validation point of epoch {cfg.num_epochs} "
-                             f"in {run.metrics}); nothing to repair: `mtl-ablate run` resumes it")
-        return _rebuild_finished(cfg, run, records, recovery.dataset_fingerprint(resolve_dataset_root(cfg)), say)
+    """Rebuild what a run whose training is done has lost (status, submission, best.pt), training nothing."""
+    return train(cfg, repair_only=True, say=say)
 
 
-def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Records,
-                  dataset: str) -> dict[str, Any]:
+def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Records) -> dict[str, Any]:
     device = _set_up_process(cfg, run)
+    root = resolve_dataset_root(cfg)  # (config and code are recorded first: a failure here is the run's)
+    dataset = recovery.dataset_fingerprint(root)
+    if records.last is not None:
+        recovery.check_same_dataset(records.last.get("dataset"), dataset, root, run.last)
     status = _mark_running(cfg, run, records, dataset)
     trainer, datasets = _build_trainer(cfg, run, device, status, stop)
     trainer.dataset = dataset
@@ -293,12 +285,13 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     return _fit(trainer, datasets)
 
 
-def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, dataset: str,
+def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records,
                       say: Callable[[str], None] = say) -> dict[str, Any]:
     """Training is done and recorded (trace and best.pt): rebuild what is missing, train nothing."""
     assert records.best is not None and records.final_point is not None
     recovery.check_best_in_trace(run, records.best, read_points(run.metrics))
     device = _set_up_process(cfg, run)
+    dataset = recovery.dataset_fingerprint(resolve_dataset_root(cfg))
     previous = run.read_status()
     if not run.submission.exists() or previous.get("model") is None:
         datasets = build_datasets(cfg)
