@@ -95,7 +95,8 @@ def process_group(tally: Tally, base: Path) -> None:
         problems = stopped.problems or resume_and_compare(argv, run_dir, reference, base / f"{run_dir.name}.log")
         tally.add("signals", f"process group {signum.name} with {WORKERS} workers: exit {stopped.exit_code}, "
                   f"state {stopped.state!r} ({stopped.error.split(';')[0]}), rerun "
-                  f"{'bit-identical' if not problems else 'DIFFERS'} to an unbroken run", problems)
+                  f"{'bit-identical' if not problems else 'DIFFERS'} to an unbroken run", problems,
+                  stopped.files_checked)
 
 
 STORAGE_FAULTS = [(rundir.LAST_CHECKPOINT, 3, True), (rundir.METRICS_FILE, 3, True), (rundir.SUBMISSION_FILE, 1, True),

@@ -194,22 +194,8 @@ def recorded_state(run_dir: Path) -> str:
         return State.NOT_RUN
     except json.JSONDecodeError:
         return State.UNKNOWN  # the status is written atomically, so this is a foreign or damaged file
-    if not isinstance(status, dict):
-        return State.UNKNOWN
-    state = status.get("state", State.UNKNOWN)
-    if state == State.RUNNING and trainer_gone(run_dir, status):
-        return State.STOPPED
-    return state
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+    state = status.get("state", State.UNKNOWN) if isinstance(status, dict) else State.UNKNOWN
+    return State.STOPPED if state == State.RUNNING and trainer_gone(run_dir, status) else state
 
 
 def trainer_gone(run_dir: Path, status: dict[str, Any]) -> bool:
@@ -217,8 +203,13 @@ def trainer_gone(run_dir: Path, status: dict[str, Any]) -> bool:
     nobody holds the run's lock (a trainer holds it for its whole life, on any host sharing the folder).
     A folder whose lock cannot be tried (read-only) is judged by the pid alone."""
     pid, host = status.get("pid"), status.get("host")
-    if isinstance(pid, int) and not isinstance(pid, bool) and host == socket.gethostname() and not _pid_alive(pid):
-        return True
+    if isinstance(pid, int) and not isinstance(pid, bool) and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, owned by someone else
+            pass
     try:
         return not lock_held(run_dir)
     except OSError:
@@ -232,34 +223,6 @@ def has_status(run_dir: Path) -> bool:
 def is_finished(run_dir: Path) -> bool:
     """Finished means a finished status and a packed submission."""
     return RunDirectory(run_dir).is_finished()
-
-
-# ------------------------------------------------------------------------------------------ SLURM jobs
-@dataclass(frozen=True)
-class SlurmJobRecord:
-    """One submission of a run to SLURM: its job id (``N`` or ``N_i`` in an array) and submitit's folder."""
-
-    job_id: str
-    folder: str
-    submitted_at: str = ""
-
-
-def record_slurm_job(run_dir: Path, record: SlurmJobRecord) -> None:
-    """Append a submission to the run's job list (the run directory is created if need be)."""
-    path = Path(run_dir) / SLURM_JOBS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"job_id": record.job_id, "folder": record.folder,
-                       "submitted_at": record.submitted_at or now_iso()})
-    with open(path, "a") as file:
-        file.write(line + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def read_slurm_jobs(run_dir: Path) -> list[SlurmJobRecord]:
-    """The run's SLURM submissions, oldest first ([] when it was never submitted)."""
-    return [SlurmJobRecord(str(p["job_id"]), str(p["folder"]), str(p.get("submitted_at", "")))
-            for p in read_jsonl(Path(run_dir) / SLURM_JOBS_FILE) if "job_id" in p and "folder" in p]
 
 
 # ------------------------------------------------------------------------------------------ lock

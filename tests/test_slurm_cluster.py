@@ -19,7 +19,8 @@ import yaml
 import fake_slurm
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
-from mtl.rundir import read_run, read_slurm_jobs
+from mtl.ablate.slurm import read_slurm_jobs
+from mtl.rundir import read_run
 from mtl.suite import main
 from support import TINY
 

@@ -12,6 +12,7 @@ running (asked through submitit, i.e. ``sacct``) is followed, not submitted agai
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mtl.config import Config
-from mtl.rundir import SlurmJobRecord, read_slurm_jobs, record_slurm_job
+from mtl.rundir import SLURM_JOBS_FILE, now_iso, read_jsonl
 from mtl.stopping import describe_signal
 
 from .backends import Placement, child_environment, train_command
@@ -129,18 +130,20 @@ def add_slurm_arguments(parser: Any) -> None:
     group = parser.add_argument_group("SLURM (--backend slurm)")
     group.add_argument("--slurm-profile", metavar="NAME",
                        help="take SLURM options from the 'slurm:' section of profile NAME (default: --profile's)")
-    group.add_argument("--slurm-partition", dest="slurm_partition")
-    group.add_argument("--slurm-account", dest="slurm_account")
-    group.add_argument("--slurm-qos", dest="slurm_qos")
-    group.add_argument("--slurm-constraint", dest="slurm_constraint")
-    group.add_argument("--slurm-timeout-min", dest="slurm_timeout_min", type=int, help="time limit (default 720)")
-    group.add_argument("--slurm-gpus", dest="slurm_gpus_per_node", type=int,
+    group.add_argument("--slurm-partition", dest="slurm_partition", metavar="NAME")
+    group.add_argument("--slurm-account", dest="slurm_account", metavar="NAME")
+    group.add_argument("--slurm-qos", dest="slurm_qos", metavar="NAME")
+    group.add_argument("--slurm-constraint", dest="slurm_constraint", metavar="FEATURES")
+    group.add_argument("--slurm-timeout-min", dest="slurm_timeout_min", type=int, metavar="MINUTES",
+                       help="time limit (default 720)")
+    group.add_argument("--slurm-gpus", dest="slurm_gpus_per_node", type=int, metavar="N",
                        help="GPUs per job (default 1; 0: a CPU job)")
-    group.add_argument("--slurm-cpus", dest="slurm_cpus_per_task", type=int, help="CPUs per job (default 8)")
-    group.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, help="memory per job in GB")
-    group.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int,
+    group.add_argument("--slurm-cpus", dest="slurm_cpus_per_task", type=int, metavar="N",
+                       help="CPUs per job (default 8)")
+    group.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="GB", help="memory per job in GB")
+    group.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int, metavar="N",
                        help="most tasks of an entry's job array running at once")
-    group.add_argument("--slurm-signal-delay-s", dest="slurm_signal_delay_s", type=int,
+    group.add_argument("--slurm-signal-delay-s", dest="slurm_signal_delay_s", type=int, metavar="SECONDS",
                        help=f"seconds between the time-limit signal and the limit (default {SIGNAL_LEAD_S})")
     group.add_argument("--slurm-setup", dest="slurm_setup", action="append", metavar="LINE",
                        help="a shell line run before the job (repeatable), e.g. 'module load cuda'")
@@ -178,6 +181,34 @@ def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
     if "setup" in flags:
         flags["setup"] = [*options.setup, *flags["setup"]]
     return options_from_mapping(flags, "--slurm-* flags", options)
+
+
+# ---------------------------------------------------------------------------------------------- job records
+@dataclass(frozen=True)
+class SlurmJobRecord:
+    """One submission of a run to SLURM: its job id (``N`` or ``N_i`` in an array) and submitit's folder."""
+
+    job_id: str
+    folder: str
+    submitted_at: str = ""
+
+
+def record_slurm_job(run_dir: Path, record: SlurmJobRecord) -> None:
+    """Append a submission to the run's job list (the run directory is created if need be)."""
+    path = Path(run_dir) / SLURM_JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"job_id": record.job_id, "folder": record.folder,
+                       "submitted_at": record.submitted_at or now_iso()})
+    with open(path, "a") as file:
+        file.write(line + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_slurm_jobs(run_dir: Path) -> list[SlurmJobRecord]:
+    """The run's SLURM submissions, oldest first ([] when it was never submitted)."""
+    return [SlurmJobRecord(str(p["job_id"]), str(p["folder"]), str(p.get("submitted_at", "")))
+            for p in read_jsonl(Path(run_dir) / SLURM_JOBS_FILE) if "job_id" in p and "folder" in p]
 
 
 # ---------------------------------------------------------------------------------------------- the job

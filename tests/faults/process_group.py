@@ -31,6 +31,7 @@ class GroupStop:
     state: str
     error: str
     problems: list[str] = field(default_factory=list)
+    files_checked: int = 0
 
 
 def train_process(argv: list[str], log_path: Path, new_session: bool) -> subprocess.Popen:
@@ -66,6 +67,7 @@ def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, time
         result.problems.append(f"{run_dir}: a DataLoader worker died of {name} (log {log_path})")
     check = check_run_dir(run_dir)
     result.problems += check.problems
+    result.files_checked = check.files_checked
     return result
 
 
