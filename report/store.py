@@ -16,7 +16,6 @@ the same frames:
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 from dataclasses import dataclass
@@ -25,10 +24,9 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mtl import rundir
-from mtl.run_summary import SummaryError, headline_points, read_run_summary
+from mtl.run_summary import headline_points
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
@@ -38,20 +36,15 @@ from mtl.rundir import (
     find_run_dirs,
     is_finite_number,
     parse_run_name,
-    read_config,
-    read_status_strict,
     tie_break_value,
 )
+from report.run_files import StoreError, read_current_summary, read_run_for_report, read_validation_points
 
 VAL_PREFIX = "val/"
 IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
-
-
-class StoreError(RuntimeError):
-    """A result store cannot be read; the message says which store and why."""
 
 
 @dataclass
@@ -365,82 +358,18 @@ class LocalStore:
         return run_dir.parent == self.runs_dir or run_dir.parent.name in wanted or run_dir == self.runs_dir
 
 
-def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(config, status, validation points) of a run directory: what :func:`mtl.rundir.read_run` reads,
-    parsing only the metric lines that carry ``val/grader`` (training points are never reported).
-
-    As in ``read_jsonl``, a torn final line is ignored and a bad earlier validation line is an error.
-    """
-    config, status = _config_and_status(run_dir)
-    metrics_path = RunDirectory(run_dir).metrics
-    try:
-        text = metrics_path.read_text() if metrics_path.exists() else ""
-    except OSError as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    return config, status, _validation_points(text, metrics_path)
-
-
-def _config_and_status(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    config_path = RunDirectory(run_dir).config_path
-    try:
-        config = read_config(run_dir) or {}
-        status = read_status_strict(run_dir)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    if not isinstance(config, dict):
-        raise StoreError(f"{config_path}: expected a mapping of config keys, got {type(config).__name__}")
-    return config, status
-
-
 def summary_file_row(run_dir: Path) -> RunSummary | None:
     """The run's row from its summary file, points not read; None when it has no current summary."""
-    try:
-        summary = read_run_summary(run_dir)
-    except (OSError, SummaryError) as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    if summary is None:
+    found = read_current_summary(run_dir)
+    if found is None:
         return None
-    try:
-        status = read_status_strict(run_dir)
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    config = summary["config"]
-    return RunSummary(row=run_row(_run_input(run_dir, config, status, headline_points(summary))), keys=[], values=None)
+    summary, status = found
+    return RunSummary(row=run_row(_run_input(run_dir, summary["config"], status, headline_points(summary))),
+                      keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
-    metrics_path = RunDirectory(summary.row["source"]).metrics
-    try:
-        text = metrics_path.read_text() if metrics_path.exists() else ""
-    except OSError as exc:
-        raise StoreError(f"cannot read run directory {summary.row['source']}: {exc}") from None
-    return point_block(_validation_points(text, metrics_path))
-
-
-def _validation_points(text: str, path: Path) -> list[dict[str, Any]]:
-    lines = text.split("\n")
-    if lines and lines[-1].strip():
-        try:  # a final line without newline is kept only if it parses (a write cut short otherwise)
-            json.loads(lines[-1])
-        except json.JSONDecodeError:
-            lines.pop()
-    wanted = [line for line in lines if _GRADER_FIELD in line]
-    try:  # one parse for all lines; on failure find the bad line for the message
-        parsed = json.loads("[" + ",".join(wanted) + "]")
-    except json.JSONDecodeError:
-        for number, line in enumerate(lines, start=1):
-            if _GRADER_FIELD in line:
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise StoreError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-        raise StoreError(f"{path}: metric lines are not valid JSON objects") from None
-    if not all(isinstance(point, dict) for point in parsed):
-        raise StoreError(f"{path}: every metrics line must be a JSON object")
-    return [point for point in parsed if GRADER_KEY in point]
-
-
-_GRADER_FIELD = json.dumps(GRADER_KEY)
+    return point_block(read_validation_points(Path(summary.row["source"])))
 
 
 def local_run_input(run_dir: Path) -> RunInput:
