@@ -169,7 +169,10 @@ class Trainer:
                          "train/lr": self.optimizer.param_groups[0]["lr"]}
                 self.trace.log(point)
                 self.wandb.log(point)
-                progress.update(p.step, p.epoch + 1, loss)
+                progress.update(p.step, p.epoch + 1, loss, point["train/lr"])
+                record = progress.record()  # rate-limited: a status write every few seconds, not per step
+                if record is not None:
+                    self.run.write_status(progress=record, eta_s=record["eta_s"])
                 sums.zero_()
                 self.loss_sums, self.loss_count = [0.0, 0.0, 0.0], 0
             checkpoint_now = cfg.checkpoint_interval_steps and p.step % cfg.checkpoint_interval_steps == 0 \
@@ -212,7 +215,7 @@ class Trainer:
         p.batch_in_epoch = 0
         self.save_last()
         self.run.write_status(epoch=p.epoch, step=p.step, best=p.best, elapsed_s=round(p.elapsed_s, 3),
-                              eta_s=progress.eta_seconds())
+                              eta_s=progress.eta_seconds(), progress=progress.record(force=True))
         write_run_summary(self.run)
 
 
@@ -265,7 +268,8 @@ def _mark_running(cfg: Config, run: RunDirectory) -> dict[str, Any]:
         state="running", error=None, traceback=None, num_epochs=cfg.num_epochs, config_hash=cfg.config_hash(),
         code_version=code_version(), started_at=previous.get("started_at") or now_iso(), finished_at=None,
         pid=os.getpid(), host=socket.gethostname(), epoch=previous.get("epoch", 0), step=previous.get("step", 0),
-        best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0))
+        best=previous.get("best"), model=previous.get("model"), eta_s=None, elapsed_s=previous.get("elapsed_s", 0.0),
+        progress=None)  # an earlier attempt's speed and ETA say nothing about this one
 
 
 def _build_trainer(cfg: Config, run: RunDirectory, device: torch.device, status: dict[str, Any],
@@ -293,6 +297,9 @@ def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any])
     cfg, run, model = trainer.cfg, trainer.run, trainer.model
     if run.last.exists():
         trainer.restore(torch.load(run.last, map_location=trainer.device, weights_only=False))
+        p = trainer.position
+        print(f"mtl-train: resuming from step {p.step} (epoch {p.epoch + 1}/{cfg.num_epochs}, "
+              f"{p.batch_in_epoch} batches into it)", flush=True)
     # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
     trainer.trace.truncate_after(trainer.position.step)
@@ -313,7 +320,7 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
     train_loader = make_loader(datasets["train"], cfg, train=True, sampler=sampler)
     val_loader = make_loader(datasets["val"], cfg, train=False)
     batches = _batches_per_epoch(len(datasets["train"]), cfg)
-    progress = Progress(cfg.progress, cfg.num_epochs * batches, p.step)
+    progress = Progress(cfg.progress, cfg.num_epochs * batches, p.step, cfg.num_epochs)
     clock = Clock(p.elapsed_s)
     trainer.stop.install()  # from here on the loop checks them between steps
     try:
@@ -350,7 +357,11 @@ def _fit(trainer: Trainer, datasets: dict[str, Any]) -> dict[str, Any]:
         raise
     trainer.trace.sync()
     trainer.wandb.finish()
-    return _end_status(run, state="finished", finished_at=now_iso(), eta_s=0.0)
+    status = _end_status(run, state="finished", finished_at=now_iso(), eta_s=0.0)
+    # A finished run keeps one checkpoint: best.pt, which submission.zip and repairs are built from.
+    # last.pt only served resuming, which a finished run never does again.
+    run.last.unlink(missing_ok=True)
+    return status
 
 
 def _end_status(run: RunDirectory, **fields: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shlex
 import sys
@@ -293,11 +294,31 @@ class WandbSink:
                 pass
 
 
-class Progress:
-    """A rich progress bar (step, loss, ETA) on a TTY; plain lines otherwise."""
+def format_eta(seconds: float | None) -> str:
+    """``1h02m``, ``3m05s`` or ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
-    def __init__(self, mode: str, total_steps: int, done_steps: int):
+
+class Progress:
+    """A rich progress bar (step, loss, ETA) on a TTY; otherwise a plain line every 5 s or so with step,
+    loss, learning rate, it/s and ETA, as torchvision's reference scripts print them.
+
+    :meth:`record` hands the trainer the same numbers for the run's status at most every
+    ``RECORD_INTERVAL_S`` seconds, so that ``mtl-ablate`` can show them without reading the log and
+    without a status write per step."""
+
+    LINE_INTERVAL_S = 5.0
+    RECORD_INTERVAL_S = 5.0
+
+    def __init__(self, mode: str, total_steps: int, done_steps: int, num_epochs: int | None = None):
         self.total, self.done = total_steps, done_steps
+        self.num_epochs = num_epochs
+        self.epoch, self.loss, self.lr = 0, None, None
+        self._last_record = 0.0
         self.use_rich = mode == "rich" or (mode == "auto" and sys.stdout.isatty())
         self.enabled = mode != "none"
         self.started = time.monotonic()
@@ -316,24 +337,42 @@ class Progress:
             self._task = self._bar.add_task("train", total=total_steps, completed=done_steps, epoch=0, loss="-")
             self._bar.start()
 
-    def eta_seconds(self) -> float | None:
-        rate_steps = self.done - self.start_done
-        if rate_steps <= 0:
-            return None
-        return (time.monotonic() - self.started) / rate_steps * (self.total - self.done)
+    def steps_per_second(self) -> float | None:
+        """Optimizer steps per second of this attempt so far (validation time included, as in the ETA)."""
+        steps, seconds = self.done - self.start_done, time.monotonic() - self.started
+        return steps / seconds if steps > 0 and seconds > 0 else None
 
-    def update(self, step: int, epoch: int, loss: float | None) -> None:
-        self.done = step
+    def eta_seconds(self) -> float | None:
+        rate = self.steps_per_second()
+        return (self.total - self.done) / rate if rate else None
+
+    def update(self, step: int, epoch: int, loss: float | None, lr: float | None = None) -> None:
+        self.done, self.epoch, self.loss, self.lr = step, epoch, loss, lr
         if not self.enabled:
             return
         loss_text = f"{loss:.4f}" if loss is not None else "-"
         if self._bar is not None:
             self._bar.update(self._task, completed=step, epoch=epoch, loss=loss_text)
-        elif time.monotonic() - self._last_line >= 5.0 or step == self.total:
+        elif time.monotonic() - self._last_line >= self.LINE_INTERVAL_S or step == self.total:
             self._last_line = time.monotonic()
-            eta = self.eta_seconds()
-            eta_text = f"{eta:.0f}s" if eta is not None else "-"
-            print(f"epoch {epoch} step {step}/{self.total} loss {loss_text} eta {eta_text}", flush=True)
+            rate = self.steps_per_second()
+            epochs = f"/{self.num_epochs}" if self.num_epochs else ""
+            parts = [f"epoch {epoch}{epochs}", f"step {step}/{self.total}", f"loss {loss_text}",
+                     f"lr {lr:.3g}" if lr is not None else "", f"it/s {rate:.2f}" if rate else "it/s -",
+                     f"eta {format_eta(self.eta_seconds())}"]
+            print(" ".join(part for part in parts if part), flush=True)
+
+    def record(self, force: bool = False) -> dict[str, Any] | None:
+        """Step, loss, lr, it/s and ETA for the run's status; None when the last one is under
+        ``RECORD_INTERVAL_S`` seconds old (unless ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last_record < self.RECORD_INTERVAL_S:
+            return None
+        self._last_record = now
+        rate, eta = self.steps_per_second(), self.eta_seconds()
+        return {"step": self.done, "total_steps": self.total, "epoch": self.epoch, "loss": self.loss, "lr": self.lr,
+                "it_s": round(rate, 4) if rate else None, "eta_s": round(eta, 1) if eta is not None else None,
+                "at": time.time()}
 
     def message(self, text: str) -> None:
         if not self.enabled:

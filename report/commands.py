@@ -25,10 +25,13 @@ FORMAT_CHOICES = ("md", "latex", "csv")
 NOISE_RULE_CHOICES = ("welch", "max_std")
 
 
-def _entries(ablations_dir: Path, ids: list[str], every: bool) -> list[Any]:
+def _entries(ablations_dir: Path, ids: list[str], every: bool, runs_dir: Optional[Path] = None) -> list[Any]:
+    from mtl.ablate.adhoc import saved_adhoc_entries
     from mtl.ablate.entry import load_entries, select_entries
 
     entries = load_entries(ablations_dir)
+    if runs_dir is not None:  # ad-hoc entries (`run --grid`) keep their YAML beside their runs
+        entries.update(saved_adhoc_entries(ablations_dir, runs_dir, [i for i in ids if i not in entries]))
     if every:
         return list(entries.values())
     if not ids:
@@ -60,7 +63,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from report.writeup import ReportError, write_report
 
     try:
-        entries = _entries(args.ablations_dir, args.ids, args.all)
+        entries = _entries(args.ablations_dir, args.ids, args.all, args.runs_dir)
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
@@ -107,7 +110,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from report.writeup import ReportError
 
     try:
-        entries = _entries(args.ablations_dir, args.ids, not args.ids)
+        entries = _entries(args.ablations_dir, args.ids, not args.ids, args.runs_dir)
         result = export(args.team, args.runs_dir, entries, args.out, dataset_root=args.dataset_root,
                         draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir(),
                         strict=args.strict, selections=plan_selections(entries, args.runs_dir, args.profile))

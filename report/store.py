@@ -7,8 +7,9 @@ the same frames:
 ``runs``   one row per run: ``ablation, run, variant, seed, state, grader, iou, si_logrmse, step,
            epoch, params, gflops, note, source, url`` followed by every config key (one column each);
            ``url`` is the run's W&B page, or empty when the run was not logged online.
-           The metric columns hold the best-grader validation point (ties to the earliest step,
-           :func:`mtl.rundir.best_point`); a run that never validated has NaN there and a note.
+           The metric columns hold the best validation point (:func:`mtl.rundir.best_point`: the highest
+           grader, ties to the higher IoU - SI-logRMSE, then the earlier step); a run that never validated
+           has NaN there and a note.
 ``points`` one row per validation point of every run: ``ablation, run, variant, seed, step, epoch``
            and every ``val/`` metric without its prefix (``grader``, ``iou``, ``si_logrmse``,
            ``loss``, ``iou_class/road``, ...). Non-finite values are NaN.

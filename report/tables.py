@@ -253,7 +253,8 @@ def _winner_rule(summary: pd.DataFrame, rank_mode: str, winner: str | None, metr
     others = [r for i, r in enumerate(ranks) if i != index and math.isfinite(r[0])]
     if not others:
         return f"winner by {metric} (the only variant scored)"
-    return "winner " + deciding_rule(ranks[index], max(others), metric)
+    rule = deciding_rule(ranks[index], max(others), metric)
+    return "winner " + rule if rule.startswith("by ") else rule
 
 
 def _within_noise(values: np.ndarray, winner_values: np.ndarray, rule: str) -> str:

@@ -35,14 +35,22 @@ def test_live_rows_follow_status_json(tmp_path):
     monitor.started(runs[0], Placement("cpu", 2), FakeJob())
     runs[0].run_dir.mkdir(parents=True)
     status = {"state": "running", "pid": 123, "epoch": 2, "num_epochs": 4, "eta_s": 95.0,
-              "best": {"grader": 12.345, "epoch": 2, "step": 20}}
+              "best": {"grader": 12.345, "epoch": 2, "step": 20},
+              "progress": {"step": 50, "total_steps": 96, "epoch": 3, "loss": 0.9421, "lr": 0.01, "it_s": 0.5,
+                           "eta_s": 92.0, "at": 1.0}}
     (runs[0].run_dir / "status.json").write_text(json.dumps(status))
     monitor.refresh()
     text = render(io.StringIO(), monitor.table())
     monitor.end()
     row = next(line for line in text.splitlines() if "sgd" in line)
-    assert "running" in row and "2/4" in row and "12.35" in row and "1m35s" in row and "cpu x2 threads" in row
+    for cell in ("running", "2/4", "50/96", "0.9421", "0.50", "1m32s", "12.35", "cpu x2 threads"):
+        assert cell in row, (cell, row)
+    # The log file, not a pid: where the run's whole console output is.
+    assert f"{runs[0].entry_id}/.logs/{runs[0].name}.log" in text.replace("\n", "") or ".logs" in text
+    assert "pid" not in text
     assert "queued" in next(line for line in text.splitlines() if "adam" in line)
+    # The entry's ETA: the running run's 92 s plus the queued run's 96 steps at 0.5 it/s, on one slot.
+    assert "problem1.optimizer: ETA 4m44s" in text
 
 
 def test_plain_lines_off_a_terminal(tmp_path):
@@ -55,8 +63,34 @@ def test_plain_lines_off_a_terminal(tmp_path):
     monitor.settled(RunOutcome(runs[0], "finished", exit_code=0, launched=True))
     monitor.end()
     lines = stream.getvalue().splitlines()
-    assert "problem1.optimizer sgd s0: started on gpu 0, pid 123" in lines[0]
+    assert f"problem1.optimizer sgd s0: started on gpu 0 -> {runs[0].run_dir} (log: " in lines[0]
+    assert lines[0].endswith(f"{runs[0].entry_id}/.logs/{runs[0].name}.log)")
     assert lines[1].endswith("problem1.optimizer sgd s0: finished")
+
+
+def test_plain_progress_lines_come_from_the_trainers_record(tmp_path):
+    """Off a terminal: no line until the trainer has recorded progress, then step, loss, it/s, ETA of
+    the run and of its entry."""
+    runs = plan(load_entry(REPO / "ablations" / "problem1.optimizer.yaml"), "quick", tmp_path)
+    stream = io.StringIO()
+    monitor = Monitor(Console(file=stream, width=200), live=False)
+    monitor.begin(runs, slots=2)
+    for run in runs:
+        monitor.started(run, Placement("cpu", 1), FakeJob())
+        run.run_dir.mkdir(parents=True)
+    status = {"state": "running", "pid": 123, "epoch": 0, "num_epochs": 4}
+    (runs[0].run_dir / "status.json").write_text(json.dumps(status))
+    monitor.refresh()
+    assert "epoch" not in stream.getvalue()  # set up, nothing trained yet: no empty progress line
+    for run, eta in zip(runs, (60.0, 120.0)):
+        progress = {"step": 10, "total_steps": 96, "epoch": 1, "loss": 1.75, "lr": 0.01, "it_s": 0.8, "eta_s": eta,
+                    "at": 1.0}
+        (run.run_dir / "status.json").write_text(json.dumps({**status, "progress": progress}))
+    monitor.refresh()
+    lines = stream.getvalue().splitlines()
+    assert lines[-2].endswith("problem1.optimizer sgd s0: epoch 1/4, step 10/96, loss 1.7500, 0.80 it/s, ETA 1m00s "
+                              "(entry 1m30s)")  # (60 + 120) s over two slots
+    monitor.end()
 
 
 def test_results_table_reports_every_metric_at_the_best_grader_point(tmp_path):

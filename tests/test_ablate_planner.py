@@ -6,10 +6,20 @@ import json
 
 import pytest
 
-from mtl.ablate.entry import load_entries, load_entry
+from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
+from mtl.ablate.selection import select_runs
 from mtl.config import make_config
-from mtl.rundir import remember_profile
+from mtl.rundir import (
+    RunDirectory,
+    best_point,
+    better_point,
+    deciding_rule,
+    parse_run_name,
+    point_rank,
+    remember_profile,
+    short_variant,
+)
 from mtl.suite import main
 from support import REPO, write_entry
 
@@ -238,3 +248,107 @@ def test_with_deps_puts_the_best_of_chain_first():
     ordered = with_prerequisites([entries["problem1.batch_size"], entries["problem1.lr"]], entries)
     assert [e.id for e in ordered] == ["problem1.optimizer", "problem1.lr", "problem1.batch_size"]
     assert [e.id for e in with_prerequisites([entries["problem1.optimizer"]], entries)] == ["problem1.optimizer"]
+
+
+def _finish(spec: RunSpec, graders: list[float], si: float = 30.0) -> None:
+    """A planted run that counts as finished (status and packed submission)."""
+    plant_run(spec, graders, si=si)
+    RunDirectory(spec.run_dir).submission.write_bytes(b"planted")
+
+
+def test_grader_ties_go_to_iou_minus_si_logrmse_then_the_earlier_step():
+    points = [{"step": 10, "val/grader": 0.0, "val/iou": 5.29, "val/si_logrmse": 61.83},
+              {"step": 40, "val/grader": 0.0, "val/iou": 5.98, "val/si_logrmse": 58.78},
+              {"step": 50, "val/grader": 0.0, "val/iou": 5.98, "val/si_logrmse": 58.78},
+              {"step": 60, "val/grader": float("nan"), "val/iou": 90.0, "val/si_logrmse": 1.0}]
+    assert best_point(points)["step"] == 40  # better on both tasks; the later equal point loses on step
+    # The trainer's status holds its best point without the val/ prefix: the same rule applies.
+    assert better_point(points[1], {"step": 10, "grader": 0.0, "iou": 5.29, "si_logrmse": 61.83})
+    assert not better_point(points[2], {"step": 40, "grader": 0.0, "iou": 5.98, "si_logrmse": 58.78})
+    assert not better_point(points[3], None)  # a non-finite grader never wins
+    assert deciding_rule(point_rank(points[1]), point_rank(points[0])) == \
+        "tie on grader 0.00: decided by IoU - SI-logRMSE"
+
+
+def test_best_of_breaks_a_tie_on_the_grader_by_iou_minus_si_logrmse(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", grid={"optimizer_lr": [0.1, 0.01]})
+    write_entry(ablations, "problem1.b", base="best of problem1.a")
+    entries = load_entries(ablations)
+    high_lr, low_lr = plan(entries["problem1.a"], None, runs_dir)
+    plant_run(high_lr, [0.0], si=40.0)  # listed first, but worse on both tasks at the same grader
+    plant_run(low_lr, [0.0], si=20.0)
+    winner = make_plan(entries["problem1.b"], None, runs_dir).base.winner
+    assert winner.variant == low_lr.variant
+    assert winner.rule == "tie on grader 0.00: decided by IoU - SI-logRMSE"
+
+
+def test_duplicate_grid_points_are_refused_naming_both(ablations, tmp_path):
+    write_entry(ablations, "problem1.a", variants=[{"name": "x", "overrides": {"optimizer_lr": 0.01}}])
+    write_entry(ablations, "problem1.b", base="problem1.a variant x",
+                grid={"optimizer_lr": [{"times": 1}, 0.01]})
+    with pytest.raises(EntryError) as caught:
+        plan(load_entries(ablations)["problem1.b"], None, tmp_path / "runs")
+    message = str(caught.value)
+    assert "grid point optimizer_lr={times: 1} and grid point optimizer_lr=0.01 give the same config" in message
+
+
+def test_long_variant_names_are_shortened_with_a_hash(ablations, tmp_path):
+    keys = ["aspp", "decoder_skip", "decoder_skip_2x", "decoder_skip_1x", "decoder_se", "channels_last",
+            "pin_memory", "persistent_workers", "cudnn_benchmark", "aug_geom_reflect"]
+    write_entry(ablations, "problem1.a", grid={k: [False] for k in keys} | {"optimizer_lr": [0.01, 0.02]})
+    runs = plan(load_entries(ablations)["problem1.a"], None, tmp_path / "runs")
+    names = [run.run_dir.name for run in runs]
+    assert len(set(names)) == 2 and all(len(name.encode()) < 200 for name in names)
+    for run in runs:
+        parsed = parse_run_name(run.run_dir.name)
+        assert (parsed.seed, parsed.config_hash) == (run.seed, run.config.config_hash())
+        assert parsed.variant == short_variant(run.variant) != run.variant
+        assert run.config.wandb_job_type == run.variant  # the full name stays in the config
+    runs[0].run_dir.mkdir(parents=True)  # the path fits
+
+
+def test_a_finished_config_is_reused_and_older_configs_are_listed_apart(ablations, tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", variants=[{"name": "x", "overrides": {"optimizer_lr": 0.01}},
+                                                     {"name": "y", "overrides": {"optimizer_lr": 0.02}}])
+    write_entry(ablations, "problem1.b", base="problem1.a variant x", grid={"optimizer_lr": [{"times": 1}, 0.05]})
+    entries = load_entries(ablations)
+    x, y = plan(entries["problem1.a"], "quick", runs_dir)
+    _finish(x, [10.0])
+    same, other = make_plan(entries["problem1.b"], "quick", runs_dir).runs
+    assert same.reused_from == f"problem1.a/{x.run_dir.name}" and same.run_dir == x.run_dir
+    assert other.reused_from is None and other.run_dir.parent.name == "problem1.b"
+    # --force plans its own directory (it would delete the other entry's run otherwise).
+    assert make_plan(entries["problem1.b"], "quick", runs_dir, reuse=False).runs[0].reused_from is None
+    # A run of an older config (the entry was edited) is left out of every reader, and named apart.
+    _finish(other, [12.0])
+    write_entry(ablations, "problem1.b", base="problem1.a variant x", grid={"optimizer_lr": [{"times": 1}, 0.04]})
+    entries = load_entries(ablations)
+    remember_profile(runs_dir / "problem1.b", "quick")
+    selection = select_runs(entries["problem1.b"], runs_dir)
+    assert selection.profile == "quick" and [r.run_dir for r in selection.runs][0] == x.run_dir
+    assert selection.stale == [other.run_dir]
+    assert "1 run of another profile or an older config not shown" in selection.stale_note
+    assert main(["show", "problem1.b", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "same as problem1.a/" in out and "1 run of another profile or an older config not shown" in out
+    assert "prescribed variant 'x' of problem1.a" in out and "why this base:" in out
+
+
+def test_a_prescribed_variant_that_was_skipped_is_an_error_not_a_fallback(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", grid={"pretrained": [False, True]})
+    write_entry(ablations, "problem1.b", base="problem1.a variant pretrained=true")
+    write_entry(ablations, "problem1.c", base="best of problem1.a")
+    entries = load_entries(ablations)
+    scratch, pretrained = plan(entries["problem1.a"], "quick", runs_dir)
+    _finish(scratch, [10.0])
+    pretrained.run_dir.mkdir(parents=True)
+    RunDirectory(pretrained.run_dir).write_status(state="skipped", error="PretrainedWeightsUnavailable: offline")
+    with pytest.raises(UnresolvedBase, match="variant 'pretrained=true' of problem1.a, was skipped on this machine"):
+        make_plan(entries["problem1.b"], "quick", runs_dir)
+    # 'best of' chooses among the variants that ran, and says which one could not.
+    base = make_plan(entries["problem1.c"], "quick", runs_dir).base
+    assert base.winner.variant == "pretrained=false"
+    assert "variant 'pretrained=true' skipped here (PretrainedWeightsUnavailable: offline)" in base.describe()

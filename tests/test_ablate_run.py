@@ -129,3 +129,98 @@ def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_pa
     record = read_run(runs[0].run_dir)  # written by mtl-train inside the job
     assert record.state == "failed" and str(missing) in record.status["error"]
     assert record.config["num_threads"] == 1 and record.config["device"] == "cpu"
+
+
+def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_path, capsys):
+    """The scheduler forwards the signal it got: after Ctrl-C the run's status names SIGINT, not the
+    SIGTERM a scheduler would otherwise send; the rerun resumes and says from where."""
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.stop", overrides={"num_epochs": 3})
+    (run,) = plan(load_entries(ablations)["problem1.stop"], None, runs_dir)
+    args = ["run", "problem1.stop", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--devices", "cpu"]
+    process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_epoch(run.run_dir, process)
+        process.send_signal(signal.SIGINT)  # to mtl-ablate alone: the run hears of it only through the scheduler
+        out, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 128 + signal.SIGINT, out
+    stopped = read_run(run.run_dir)
+    assert stopped.state == "interrupted" and stopped.status["error"].startswith("stopped by SIGINT"), stopped.status
+    assert main(args) == 0
+    assert read_run(run.run_dir).state == "finished"
+    assert "mtl-train: resuming from step " in log_path(run).read_text()
+
+
+def test_adhoc_grid_from_the_command_line_runs_and_reports_like_an_entry(ablations, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MTL_CACHE_DIR", str(tmp_path / "cache"))
+    runs_dir = tmp_path / "runs"
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
+    # Values go through the Config schema, as in an entry file: a misspelt key is refused, nothing written.
+    assert main(["run", "--grid", "optimzer_lr=0.1,0.01", "--name", "lr", *where, "--devices", "cpu"]) == 2
+    assert "did you mean 'optimizer_lr'" in capsys.readouterr().err
+    assert not (runs_dir / "adhoc.lr").exists()
+    argv = ["run", "--grid", "optimizer_lr=0.02,0.005", "--set", "num_epochs=1", "--base", "tiny", "--name", "lr",
+            *where, "--devices", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "adhoc.lr: 2 runs" in out and "optimizer_lr=0.02" in out and "optimizer_lr=0.005" in out
+    saved = yaml.safe_load((runs_dir / "adhoc.lr" / "entry.yaml").read_text())
+    assert saved["grid"] == {"optimizer_lr": [0.02, 0.005]} and saved["overrides"] == {"num_epochs": 1}
+    assert not (ablations / "adhoc.lr.yaml").exists()  # only with --save
+    runs = [child for child in (runs_dir / "adhoc.lr").iterdir() if (child / "status.json").exists()]
+    assert sorted(read_run(run).state for run in runs) == ["finished", "finished"]
+    assert main(["status", "adhoc.lr", *where]) == 0
+    assert main(["report", "adhoc.lr", "--format", "csv", "--no-figures", "--out", str(tmp_path / "reports"),
+                 *where]) == 0
+    assert (tmp_path / "reports" / "tables" / "adhoc.lr.runs.csv").exists()
+    # Run again: nothing to do, both runs are finished.
+    assert main(argv) == 0 and "already finished" in capsys.readouterr().out
+
+
+def test_run_trains_its_chain_reuses_same_configs_and_records_unavailable_weights(
+        ablations, tmp_path, capsys, monkeypatch):
+    """`run ENTRY` trains the entries its base needs first; a config that finished elsewhere is not trained
+    again; a variant that needs ImageNet weights offline is recorded as skipped, and a base prescribing it
+    refuses with the reason instead of using another variant."""
+    monkeypatch.setenv("MTL_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights there
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.a", overrides={"num_epochs": 1},
+                variants=[{"name": "x", "overrides": {"optimizer_lr": 0.01}},
+                          {"name": "y", "overrides": {"optimizer_lr": 0.02}}])
+    # {times: 1} of a's winner is a's winning run itself.
+    write_entry(ablations, "problem1.b", item="1.2", base="best of problem1.a",
+                grid={"optimizer_lr": [{"times": 1}, {"times": 0.5}]})
+    # pretrained=false on a's x is a's x; pretrained=true cannot run offline.
+    write_entry(ablations, "problem1.pre", item="1.3", base="problem1.a variant x", grid={"pretrained": [False, True]})
+    write_entry(ablations, "problem1.after", item="1.4", base="problem1.pre variant pretrained=true")
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--devices", "cpu"]
+
+    assert main(["run", "problem1.b", "--profile", "tiny", *where]) == 0
+    out = capsys.readouterr().out
+    assert "problem1.b needs problem1.a: training it first" in out
+    assert "same config as problem1.a/" in out
+    trained = {p.parent.name + "/" + p.name for p in runs_dir.glob("*/*-s0-*")}
+    assert len([t for t in trained if t.startswith("problem1.a/")]) == 2
+    assert len([t for t in trained if t.startswith("problem1.b/")]) == 1  # the other is a's run, reused
+
+    # The profile is remembered: status without --profile reads the tiny runs.
+    assert main(["status", "problem1.b", *where[:4]]) == 0
+    out = capsys.readouterr().out
+    assert "tiny profile" in out and "same as problem1.a/" in out and "not run" not in out
+
+    assert main(["run", "problem1.pre", "--profile", "tiny", *where]) == 0  # skipped is not a failure
+    out = capsys.readouterr().out
+    assert "skipped" in out and "MTL_OFFLINE" in out
+    skipped = next(runs_dir.glob("problem1.pre/pretrained=true-s0-*"))
+    assert read_run(skipped).state == "skipped" and "MTL_OFFLINE" in read_run(skipped).status["error"]
+
+    assert main(["run", "problem1.after", "--profile", "tiny", *where]) == 2
+    err = capsys.readouterr().err
+    assert "variant 'pretrained=true' of problem1.pre, was skipped on this machine" in err
+    assert "pretrained_weights_path" in err and not (runs_dir / "problem1.after").exists()

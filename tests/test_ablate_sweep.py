@@ -29,10 +29,14 @@ from support import ABLATIONS, REPO, TINY, write_entry
 from test_ablate_planner import plant_run
 
 
-def grid_points(config: dict) -> list[dict]:
-    """Every parameter set the W&B grid controller proposes, as the agent receives them ({key: {value}})."""
+def grid_points(config: dict, validate: bool = True) -> list[dict]:
+    """Every parameter set the W&B grid controller proposes, as the agent receives them ({key: {value}}).
+
+    ``validate``: check the config against the sweeps package's schema first (once: it takes seconds)."""
+    if validate:
+        SweepConfig(config)
     runs = []
-    while (run := next_run(config, runs, validate=True)) is not None:
+    while (run := next_run(config, runs)) is not None:
         run.state = RunState.finished
         runs.append(run)
     return [run.config for run in runs]
@@ -51,7 +55,8 @@ def agent(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path('/usr/bin')}:{Path('/bin')}")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "agent"))  # where the agent writes each point's config
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
-    monkeypatch.setenv("WANDB_RUN_ID", "unset")  # the agent sets it for each point; restored afterwards
+    for name in ("WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them in this process: undone after
+        monkeypatch.setenv(name, "unset")
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.chdir(REPO)
     (tmp_path / "agent").mkdir()
@@ -98,7 +103,6 @@ def test_named_variants_are_one_sweep_with_a_variant_parameter(tmp_path):
     local = make_plan(load_entries(ABLATIONS)["problem2.branched"], "quick", tmp_path)
     config = sweep_config(local, "runs")
     assert schema_violations_from_proposed_config(config) == []
-    SweepConfig(config)  # the sweeps package's own validation and defaults
     assert config["name"] == "problem2.branched" and config["method"] == "grid"
     assert config["program"] == PROGRAM and Path(REPO / PROGRAM).is_file()
     assert config["command"] == COMMAND and "${args}" in config["command"]
@@ -128,7 +132,8 @@ def test_each_point_launched_by_the_agent_names_one_planned_run(tmp_path, agent,
     seen = []
     for i, argv in enumerate(recorded_argvs(record)):
         assert argv[:2] == ["-m", "mtl.ablate.sweep_run"]
-        spec, config = point_config(argv[2:], {"WANDB_RUN_ID": f"run{i}"})
+        point = point_config(argv[2:], {"WANDB_RUN_ID": f"run{i}"})
+        spec, config = point.spec, point.config
         seen.append(spec.name)
         # The plan's config, directory, W&B group and job type (the variant name); the agent's run id.
         assert config == spec.config.replace(wandb_run_id=f"run{i}")
@@ -139,6 +144,25 @@ def test_each_point_launched_by_the_agent_names_one_planned_run(tmp_path, agent,
         assert sweep["parameters"]["optimizer_lr"] == {"values": [1e-05, 0.0001, 0.001]}  # adam's 1e-4 bracket
         assert sweep["parameters"]["optimizer"] == {"value": "adam"}
         assert {r.variant for r in local.runs} == {f"optimizer_lr={v}" for v in ("1e-05", "0.0001", "0.001")}
+
+
+def test_every_entrys_sweep_names_each_of_its_planned_runs_once(tmp_path):
+    """The whole 'best of' chain under the quick profile (planted results, the last variant winning)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    for entry in load_entries(ABLATIONS).values():
+        local = make_plan(entry, "quick", tmp_path)
+        sweep = sweep_config(local, tmp_path)
+        named = []
+        for point in grid_points(sweep, validate=False):  # the form is validated in the other tests
+            argv = create_sweep_command_args({"args": point})["args"]  # ${args}, as the agent formats it
+            point = point_config(argv, {"WANDB_RUN_ID": "r"})
+            assert point.config == point.spec.config.replace(wandb_run_id="r")
+            named.append(point.spec.name)
+        assert sorted(named) == sorted(run.name for run in local.runs), entry.id
+        variants = list(dict.fromkeys(run.variant for run in local.runs))
+        for run in local.runs:
+            plant_run(run, [10.0 + variants.index(run.variant)])
 
 
 def test_a_sweep_written_before_its_base_changed_is_refused(tmp_path, capsys):
@@ -169,7 +193,8 @@ def test_sweep_command_writes_yaml_and_refuses_unresolved_bases(tmp_path, capsys
     assert schema_violations_from_proposed_config(config) == []
     assert "ablations_dir" not in config["parameters"]  # the default: each agent's own checkout
     assert main(["sweep", "problem1.lr", "--profile", "quick", "--runs-dir", str(runs_dir)]) == 2
-    assert "run `mtl-ablate run problem1.optimizer --profile quick` first" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "problem1.lr: its base cannot be resolved" in error and "run `mtl-ablate run problem1.optimizer" in error
 
 
 def test_create_without_credentials_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -189,12 +214,15 @@ def test_agent_trained_runs_are_the_plans_runs(tmp_path, agent, capsys, cache_di
     ablations, runs_dir = tmp_path / "ablations", tmp_path / "runs"
     (ablations / "profiles").mkdir(parents=True)
     (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(PROFILE))
-    write_entry(ablations, "problem1.pair", base="tiny", variants=[
+    # The entry's own profile is another one: the readers below, given no --profile, must find the
+    # profile the agents trained with, as they do after `mtl-ablate run --profile tiny`.
+    (ablations / "profiles" / "longer.yaml").write_text(yaml.safe_dump({**PROFILE, "num_epochs": 3}))
+    write_entry(ablations, "problem1.pair", base="longer", variants=[
         {"name": "slow", "overrides": {"optimizer_lr": 0.001}}, {"name": "fast", "overrides": {"optimizer_lr": 0.02}}])
     write_entry(ablations, "problem1.next", base="best of problem1.pair", overrides={"batch_size": 1})
     where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
 
-    assert main(["sweep", "problem1.pair", *where, "--out", str(tmp_path / "sweep")]) == 0
+    assert main(["sweep", "problem1.pair", *where, "--profile", "tiny", "--out", str(tmp_path / "sweep")]) == 0
     sweep = yaml.safe_load((tmp_path / "sweep" / "problem1.pair.sweep.yaml").read_text())
     assert sweep["parameters"]["ablations_dir"] == {"value": str(ablations)}
     points = grid_points(sweep)
@@ -202,7 +230,7 @@ def test_agent_trained_runs_are_the_plans_runs(tmp_path, agent, capsys, cache_di
     for i, point in enumerate(points):
         assert agent(sweep, point, f"agent{i}") == 0
 
-    local = plan(load_entries(ablations)["problem1.pair"], None, runs_dir)
+    local = plan(load_entries(ablations)["problem1.pair"], "tiny", runs_dir)
     for i, spec in enumerate(local):
         config = read_config(spec.run_dir)  # the plan's directory, the agent's W&B run id
         assert (config["wandb_group"], config["wandb_job_type"]) == ("problem1.pair", spec.variant)
@@ -218,7 +246,7 @@ def test_agent_trained_runs_are_the_plans_runs(tmp_path, agent, capsys, cache_di
     assert agent(sweep, points[0], "agent-again") == 0  # a finished point is not trained again
     assert traces == {spec.name: (spec.run_dir / "metrics.jsonl").read_bytes() for spec in local}
 
-    following = make_plan(load_entries(ablations)["problem1.next"], None, runs_dir)
+    following = make_plan(load_entries(ablations)["problem1.next"], "tiny", runs_dir)
     assert following.base.winner.run_dir in {spec.run_dir for spec in local}
     assert main(["report", "problem1.pair", *where, "--out", str(tmp_path / "report"), "--format", "csv",
                  "--no-figures", "--no-cache"]) == 0

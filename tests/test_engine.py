@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -39,9 +40,15 @@ def finished_run(tmp_path_factory, cache_dir) -> Path:
 
 
 def test_finished_run_has_every_contract_file(finished_run):
-    for name in ("config.yaml", "status.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt",
-                 "submission.zip", "source.zip"):
+    for name in ("config.yaml", "status.json", "metrics.jsonl", "checkpoints/best.pt", "submission.zip",
+                 "source.zip"):
         assert (finished_run / name).exists(), name
+    # One checkpoint besides submission.zip: last.pt only served resuming, which a finished run never does.
+    assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == ["best.pt"]
+    # The trainer's latest progress record, which `mtl-ablate run` shows while the run trains.
+    progress = read_run(finished_run).status["progress"]
+    assert 1 <= progress["step"] <= progress["total_steps"] and progress["it_s"] > 0
+    assert {"loss", "lr", "eta_s", "epoch"} <= progress.keys()
     record = read_run(finished_run)
     assert record.state == "finished"
     assert len(record.validation_points) == 2
@@ -85,7 +92,8 @@ def test_submission_validation_reports_missing_members(finished_run, tmp_path):
 def test_finished_run_is_not_trained_again(finished_run):
     before = (finished_run / "metrics.jsonl").read_bytes()
     result = run_train(finished_run)
-    assert "finished" in result.stdout
+    assert f"mtl-train: finished {finished_run}: best grader" in result.stdout  # without last.pt too
+    assert "resuming" not in result.stdout
     assert (finished_run / "metrics.jsonl").read_bytes() == before
 
 
@@ -102,7 +110,9 @@ def test_bad_config_exits_2_with_the_key(tmp_path, cache_dir):
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    """The best checkpoint's weights: the one checkpoint a finished run keeps (the identical traces
+    compared beside it cover the steps after it)."""
+    return torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)["model"]
 
 
 def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_run, tmp_path):
@@ -147,7 +157,11 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp
     state = torch.load(log_dir / "checkpoints" / "last.pt", weights_only=False)
     assert json.loads((log_dir / "status.json").read_text())["state"] == "interrupted"
     assert state["step"] >= 1
-    run_train(log_dir)
+    resumed = run_train(log_dir)
+    assert f"mtl-train: resuming from step {state['step']} (epoch {state['epoch'] + 1}/" in resumed.stdout
+    # Plain progress lines, as torchvision's reference scripts print them: step, loss, lr, it/s, ETA.
+    assert re.search(r"^epoch \d+/2 step \d+/\d+ loss \d+\.\d{4} lr \S+ it/s \d+\.\d\d eta \d+m\d\ds$",
+                     resumed.stdout, re.MULTILINE), resumed.stdout
     for key, tensor in _weights(finished_run).items():
         assert torch.equal(tensor, _weights(log_dir)[key]), key
     np.testing.assert_allclose(read_run(log_dir).best()["val/grader"], read_run(finished_run).best()["val/grader"])

@@ -157,3 +157,24 @@ def test_latex_tables_compile(seeded, tmp_path):
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "t.pdf").exists()
+
+
+def test_a_tie_on_the_grader_is_decided_by_iou_minus_si_logrmse_and_said(tmp_path):
+    # The demo's case: lr 0.1 reaches grader 0 with IoU 2.08; lr 0.01 also grader 0 but IoU 10.79.
+    plant_run(tmp_path, "e", "lr0.1", 0, overrides={"optimizer_lr": 0.1},
+              points=[validation_point(10, 1, 0.0, 2.08, 60.0)])
+    plant_run(tmp_path, "e", "lr0.01", 0, overrides={"optimizer_lr": 0.01},
+              points=[validation_point(10, 1, 0.0, 5.29, 61.83), validation_point(40, 4, 0.0, 10.79, 60.3)])
+    tables = entry_tables(LocalStore(tmp_path).load(), "e", variant_order=["lr0.1", "lr0.01"])
+    assert tables.winner == "lr0.01"
+    assert tables.winner_rule == "tie on grader 0.00: decided by IoU - SI-logRMSE"
+    row = tables.runs[tables.runs["variant"] == "lr0.01"].iloc[0]
+    assert (row["step"], row["iou"]) == (40, 10.79)  # the run's best point is the later, better one
+    assert "tie_break" not in to_csv(tables.runs)
+
+
+def test_a_clear_grader_difference_wins_by_grader(tmp_path):
+    plant_run(tmp_path, "e", "a", 0, overrides={"optimizer_lr": 0.1}, points=[validation_point(10, 1, 5.0, 2.0, 90.0)])
+    plant_run(tmp_path, "e", "b", 0, overrides={"optimizer_lr": 0.01}, points=[validation_point(10, 1, 3.0, 50.0, 1.0)])
+    tables = entry_tables(LocalStore(tmp_path).load(), "e")
+    assert (tables.winner, tables.winner_rule) == ("a", "winner by grader")

@@ -154,3 +154,20 @@ def test_bad_slurm_options_are_named(ablations, tmp_path, capsys):
     assert "signal_delay_s 180" in capsys.readouterr().err
     assert json.loads(json.dumps(main([*base, "--slurm-profile", "tiny"]))) == 2  # a profile without a section
     assert "no 'slurm:' section" in capsys.readouterr().err
+
+
+def test_a_job_requeues_a_stopped_or_finished_run_only(tmp_path):
+    """On SLURM's signal the job is requeued when its trainer stopped with a checkpoint (143) or finished;
+    a trainer that failed is not retried by the cluster (its status says why)."""
+    from submitit.helpers import DelayedSubmission
+
+    from mtl.ablate.slurm import TrainingJob
+
+    for code, requeued in ((143, True), (0, True), (1, False), (3, False)):
+        job = TrainingJob([sys.executable, "-c", f"raise SystemExit({code})"], {}, str(tmp_path / "log"), 5)
+        assert job() == code
+        again = job.checkpoint()
+        assert isinstance(again, DelayedSubmission) if requeued else again is None
+        if requeued:
+            assert again.function is job
+    assert "not requeued" in (tmp_path / "log").read_text()

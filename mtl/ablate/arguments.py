@@ -87,3 +87,19 @@ def command_from_args(args: argparse.Namespace, subcommand: str, ids: Sequence[s
     return command_line(subcommand, ids, profile=getattr(args, "profile", None),
                         runs_dir=getattr(args, "runs_dir", None), ablations_dir=getattr(args, "ablations_dir", None),
                         extra=extra)
+
+
+def add_adhoc_arguments(parser: argparse.ArgumentParser) -> None:
+    """``run``'s flags for an ad-hoc entry: a one-off grid from the command line instead of an entry file."""
+    group = parser.add_argument_group(
+        "ad-hoc entry (instead of IDs: plans, runs and reports like an entry file named adhoc.NAME)")
+    group.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a config key and its values, one run per combination (repeat for more keys)")
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a config key set for every run of the grid (repeatable)")
+    group.add_argument("--base", default=None,
+                       help="profile name or 'best of ENTRY' the grid starts from (default: --profile, else quick)")
+    group.add_argument("--name", help="the entry's name: its id is adhoc.NAME (required with --grid/--set)")
+    group.add_argument("--seeds", default="0", help="comma-separated seeds of each grid point (default: 0)")
+    group.add_argument("--save", action="store_true",
+                       help="also write the entry to the ablations folder (default: only beside its runs)")

@@ -95,8 +95,8 @@ class Job(Protocol):
     def poll(self) -> Optional[int]:
         """The exit code once the command ended, else None."""
 
-    def terminate(self) -> None:
-        """Ask the command to stop (it checkpoints and exits 143)."""
+    def terminate(self, signum: int = signal.SIGTERM) -> None:
+        """Ask the command to stop with ``signum`` (it checkpoints and exits 143)."""
 
     def describe(self) -> str: ...
 
@@ -114,9 +114,9 @@ class LocalJob:
     def poll(self) -> Optional[int]:
         return self.process.poll()
 
-    def terminate(self) -> None:
+    def terminate(self, signum: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
 
     def describe(self) -> str:
         return f"pid {self.process.pid}"

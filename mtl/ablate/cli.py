@@ -28,10 +28,11 @@ from mtl.rundir import (
 )
 from mtl.stopping import describe_signal
 
-from .arguments import SuggestingParser
+from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
+from .arguments import SuggestingParser, add_adhoc_arguments
 from .backends import LocalBackend, parse_devices, placements
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
-from .entry import Entry, EntryError, entry_json_schema_text, load_entries, select_entries
+from .entry import Entry, EntryError, entry_json_schema_text, select_entries
 from .planner import Plan, UnresolvedBase, make_plan, plan_profile
 from .scheduler import ActionKind, Scheduler, planned_action
 from .selection import stale_note, stale_runs, with_prerequisites
@@ -47,8 +48,7 @@ class UsageError(Exception):
 # -------------------------------------------------------------------------------------------- helpers
 
 
-def _entries(args: argparse.Namespace) -> dict[str, Entry]:
-    return load_entries(args.ablations_dir)
+_entries = entries_with_adhoc  # the folder's entries and the ad-hoc ones named on the line
 
 
 def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
@@ -257,7 +257,13 @@ def _print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
-    requested = _select(entries, args.ids)
+    if args.grid or args.set:
+        requested = [adhoc_entry_from_args(args)]
+        entries[requested[0].id] = requested[0]
+    elif not args.ids:
+        raise UsageError("name entry IDs to run, or an ad-hoc grid with --grid KEY=V1,V2 --name NAME")
+    else:
+        requested = _select(entries, args.ids)
     selected = requested if args.no_deps else with_prerequisites(requested, entries)
     if args.dry_run:
         for entry in selected:
@@ -269,16 +275,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     backend, slots = _make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
-        if entry not in requested:
-            needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
-            console.print(f"{needed_by} needs {entry.id}: training it first", markup=False, highlight=False)
         try:
             plan = _plan(entry, args, allow_unresolved=False)
         except UnresolvedBase as exc:
             hint = "" if not args.no_deps else " (without --no-deps, `run` trains it first)"
-            raise UsageError(
-                f"{entry.id}: its base is 'best of {exc.entry_id}', which cannot be resolved: {exc}{hint}"
-            ) from None
+            raise UsageError(f"{entry.id}: its base ({entry.base}) cannot be resolved: {exc}{hint}") from None
+        if entry not in requested:
+            needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
+            done = all(recorded_state(run.run_dir) == State.FINISHED for run in plan.runs)
+            console.print(f"{needed_by} needs {entry.id}: {'already trained' if done else 'training it first'}",
+                          markup=False, highlight=False)
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
         console.print(
             f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; "
@@ -383,7 +389,8 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         parents=[where, profile],
         help="train the runs of entries (skips finished runs, resumes interrupted ones)",
     )
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    add_adhoc_arguments(p)
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
@@ -432,6 +439,6 @@ def run(argv: Optional[list[str]] = None, extra_commands: Sequence[Callable[[Any
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (EntryError, UsageError) as exc:
+    except (EntryError, UsageError, AdhocError) as exc:
         print(f"mtl-ablate: {exc}", file=sys.stderr)
         return EXIT_USAGE

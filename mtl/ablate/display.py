@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from mtl.config import format_config_value
-from mtl.rundir import State, has_status, read_run, read_status
+from mtl.rundir import State, has_status, log_path, read_run, read_status
 
 from .planner import RunSpec
 
@@ -53,27 +53,47 @@ def run_label(spec: RunSpec) -> str:
     return f"{spec.entry_id} {spec.variant} s{spec.seed}"
 
 
+def _progress_of(status: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's latest progress record (step, loss, lr, it/s, ETA; written every few seconds)."""
+    record = status.get("progress")
+    return record if isinstance(record, dict) else {}
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to read and paste)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 class Monitor:
-    """Follows the runs of one ``mtl-ablate run`` call."""
+    """Follows the runs of one ``mtl-ablate run`` call: per run its step, loss, it/s and ETA (from the
+    progress record the trainer keeps in its status) and its log file; per entry an ETA."""
+
+    PLAIN_LINE_INTERVAL_S = 30.0  # off a terminal: a progress line per run at most this often
 
     def __init__(self, console: Console, live: Optional[bool] = None):
         self.console = console
         self.live_mode = console.is_terminal if live is None else live
         self.rows: dict[Path, dict[str, Any]] = {}
+        self.slots = 1
         self._live: Optional[Live] = None
 
     # -------------------------------------------------------------------------------------- events
-    def begin(self, specs: list[RunSpec]) -> None:
+    def begin(self, specs: list[RunSpec], slots: int = 1) -> None:
+        self.slots = max(1, min(slots, len(specs)))
         for spec in specs:
-            self.rows[spec.run_dir] = {"spec": spec, "state": "queued", "where": "", "seen": None, "started": None}
+            self.rows[spec.run_dir] = {"spec": spec, "state": "queued", "where": "", "seen": None, "said": 0.0,
+                                       "log": _shown_path(log_path(spec.run_dir))}
         if self.live_mode:
             self._live = Live(console=self.console, refresh_per_second=2, get_renderable=self.table)
             self._live.start()
 
     def started(self, spec: RunSpec, placement: Any, job: Any) -> None:
         row = self.rows[spec.run_dir]
-        row.update(state="starting", where=f"{placement.describe()}, {job.describe()}", started=time.time())
-        self._say(f"{run_label(spec)}: started on {row['where']} -> {spec.run_dir}")
+        row.update(state="starting", where=placement.describe())
+        self._say(f"{run_label(spec)}: started on {row['where']} -> {spec.run_dir} (log: {row['log']})")
 
     def settled(self, outcome: Any) -> None:
         row = self.rows[outcome.spec.run_dir]
@@ -90,20 +110,27 @@ class Monitor:
         self._say(text)
 
     def refresh(self) -> None:
-        for run_dir, row in self.rows.items():
-            if row["state"] not in ("starting", "running"):
-                continue
-            status = read_status(run_dir)
-            row["status"] = status
-            if status.get("state") == "running" and status.get("pid"):
+        active = [(run_dir, row) for run_dir, row in self.rows.items() if row["state"] in ("starting", "running")]
+        for run_dir, row in active:  # every status first: the entry ETAs below use all of them
+            row["status"] = read_status(run_dir)
+            if row["status"].get("state") == "running" and row["status"].get("pid"):
                 row["state"] = "running"
-            seen = (status.get("state"), status.get("epoch"))
-            if seen != row["seen"] and status.get("state") == "running":
-                row["seen"] = seen
-                best = status.get("best") or {}
+        for _, row in active:
+            status = row["status"]
+            progress = _progress_of(status)
+            if status.get("state") != "running" or not progress:
+                continue  # nothing trained yet in this attempt: no "epoch 0, ETA -" line
+            seen = (status.get("epoch"), progress.get("at"))
+            due = time.monotonic() - row["said"] >= self.PLAIN_LINE_INTERVAL_S or seen[0] != (row["seen"] or (None,))[0]
+            if seen != row["seen"] and due:
+                row["seen"], row["said"] = seen, time.monotonic()
+                spec = row["spec"]
                 self._say(
-                    f"{run_label(row['spec'])}: epoch {status.get('epoch', 0)}/{status.get('num_epochs', '?')}, "
-                    f"best grader {format_number(best.get('grader'))}, ETA {format_duration(status.get('eta_s'))}"
+                    f"{run_label(spec)}: epoch {progress.get('epoch', '?')}/{status.get('num_epochs', '?')}, "
+                    f"step {progress.get('step')}/{progress.get('total_steps')}, "
+                    f"loss {format_number(progress.get('loss'), 4)}, "
+                    f"{format_number(progress.get('it_s'))} it/s, ETA {format_duration(progress.get('eta_s'))} "
+                    f"(entry {format_duration(self.entry_eta(spec.entry_id))})"
                 )
 
     def end(self) -> None:
@@ -111,23 +138,47 @@ class Monitor:
             self._live.stop()
             self._live = None
 
+    # -------------------------------------------------------------------------------------- estimates
+    def entry_eta(self, entry_id: str) -> Optional[float]:
+        """Seconds until the entry's runs are done: the running runs' ETAs plus, for each queued run, the
+        duration the running ones suggest, shared over the device slots. None while nothing suggests it."""
+        rows = [row for row in self.rows.values() if row["spec"].entry_id == entry_id]
+        running = [_progress_of(row.get("status") or {}) for row in rows if row["state"] in ("starting", "running")]
+        queued = sum(1 for row in rows if row["state"] == "queued")
+        if not running and not queued:
+            return 0.0
+        durations = [p["total_steps"] / p["it_s"] for p in running if p.get("it_s") and p.get("total_steps")]
+        etas = [p.get("eta_s") for p in running]
+        if any(not isinstance(eta, (int, float)) for eta in etas) or (queued and not durations):
+            return None
+        per_run = sum(durations) / len(durations) if durations else 0.0
+        return (sum(etas) + queued * per_run) / self.slots
+
     # -------------------------------------------------------------------------------------- output
     def _say(self, text: str) -> None:
         if not self.live_mode:
             self.console.print(f"[{time.strftime('%H:%M:%S')}] {text}", markup=False, highlight=False, soft_wrap=True)
 
     def table(self) -> Table:
-        table = Table(title="mtl-ablate run", expand=False)
-        for column in ("entry", "variant", "seed", "state", "epoch", "best grader", "ETA", "where"):
-            table.add_column(column, justify="right" if column in ("seed", "epoch", "best grader", "ETA") else "left")
+        entries = dict.fromkeys(row["spec"].entry_id for row in self.rows.values())
+        caption = "; ".join(f"{entry_id}: ETA {format_duration(self.entry_eta(entry_id))}" for entry_id in entries)
+        table = Table(title="mtl-ablate run", caption=caption, expand=False)
+        numeric = ("seed", "epoch", "step", "loss", "it/s", "ETA", "best grader")
+        for column in ("entry", "variant", "seed", "state", "epoch", "step", "loss", "it/s", "ETA", "best grader",
+                       "where", "log"):
+            table.add_column(column, justify="right" if column in numeric else "left",
+                             overflow="fold" if column == "log" else "ellipsis")
         for row in self.rows.values():
             spec, status = row["spec"], row.get("status") or {}
             best = status.get("best") or {}
+            progress = _progress_of(status) if row["state"] == "running" else {}
             epoch = f"{status.get('epoch', 0)}/{status.get('num_epochs', spec.config.num_epochs)}" if status else "-"
-            eta = format_duration(status.get("eta_s")) if row["state"] == "running" else "-"
+            step = f"{progress['step']}/{progress.get('total_steps', '?')}" if "step" in progress else "-"
             table.add_row(
-                spec.entry_id, spec.variant, str(spec.seed), row["state"], epoch, format_number(best.get("grader")),
-                eta, row["where"],
+                spec.entry_id, spec.variant, str(spec.seed), row["state"], epoch, step,
+                format_number(progress.get("loss"), 4), format_number(progress.get("it_s")),
+                format_duration(progress.get("eta_s")) if progress else "-", format_number(best.get("grader")),
+                row["where"], row["log"],
             )
         return table
 

@@ -181,7 +181,7 @@ class Scheduler:
     def run(self, specs: list[RunSpec], on_outcome: Optional[Callable[[RunOutcome], None]] = None) -> list[RunOutcome]:
         outcomes: dict[Path, RunOutcome] = {}
         pending: list[RunSpec] = []
-        self.monitor.begin(specs)
+        self.monitor.begin(specs, slots=len(self.slots))
 
         def settle(outcome: RunOutcome) -> None:
             outcomes[outcome.spec.run_dir] = outcome
@@ -212,7 +212,8 @@ class Scheduler:
                 if self.stop_signal is not None and not stopping:
                     stopping = True  # each run checkpoints and exits 143; wait for them below
                     for job, _, _ in running.values():
-                        job.terminate()
+                        # The signal the user sent (Ctrl-C: SIGINT), so that the run's status names it.
+                        job.terminate(self.stop_signal)
                     for spec in pending:
                         settle(RunOutcome(spec, "not started", message="stopped before it started"))
                     pending = []

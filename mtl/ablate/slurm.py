@@ -299,8 +299,8 @@ class SubmititJob:
             self._code = 1
         return self._code
 
-    def terminate(self) -> None:
-        self.job.cancel(check=False)
+    def terminate(self, signum: int = signal.SIGTERM) -> None:
+        self.job.cancel(check=False)  # SLURM signals the job itself
 
     def describe(self) -> str:
         return f"job {self.job.job_id}" + (" (queued earlier)" if self.adopted else "")

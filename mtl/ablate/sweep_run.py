@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, cli_args, make_config, parse_cli_overrides
-from mtl.rundir import ExitCode, default_ablations_dir
+from mtl.rundir import ExitCode, default_ablations_dir, remember_profile
 
 from .entry import EntryError, load_entries, select_entries
 from .planner import Plan, RunSpec, UnresolvedBase, make_plan
@@ -99,7 +100,15 @@ def select_run(plan: Plan, variant: Optional[str], given: dict[str, Any], rewrit
                           f"{rewrite_hint}")
 
 
-def point_config(argv: list[str], environ: Optional[dict[str, str]] = None) -> tuple[RunSpec, Config]:
+@dataclass
+class SweepPoint:
+    spec: RunSpec  # the planned run the point names
+    config: Config  # the config to train it with: the plan's, with the agent's W&B run id
+    profile: str  # the profile the entry was planned with
+    entry_dir: Path  # <runs>/<entry id>
+
+
+def point_config(argv: list[str], environ: Optional[dict[str, str]] = None) -> SweepPoint:
     """The planned run a sweep point names, and the config to train it with."""
     environ = dict(os.environ if environ is None else environ)
     place, given = split_arguments(argv)
@@ -120,24 +129,29 @@ def point_config(argv: list[str], environ: Optional[dict[str, str]] = None) -> t
     invariant = {k: v for k, v in given.items() if k in RUN_INVARIANT_KEYS}
     run_id = environ.get("WANDB_RUN_ID") or spec.config.wandb_run_id
     config = make_config({**spec.config.model_dump(), **invariant, "wandb_run_id": run_id}, source="sweep parameters")
-    return spec, config
+    return SweepPoint(spec, config, plan.base.profile, Path(place["runs_dir"]) / entry.id)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        spec, config = point_config(argv)
+        point = point_config(argv)
     except UnresolvedBase as exc:
         print(f"{PROG}: the base of the entry cannot be resolved: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
     except (SweepPointError, EntryError, ConfigError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
+    spec = point.spec
     print(f"{PROG}: {spec.entry_id} variant {spec.variant!r} seed {spec.seed} -> {spec.run_dir}", flush=True)
+    if spec.reused_from:
+        print(f"{PROG}: same config as {spec.reused_from}, which finished: its records are used", flush=True)
+    # As `run` does: readers given no --profile plan the entry with the profile its runs were started with.
+    remember_profile(point.entry_dir, point.profile)
     from mtl.cli import main as train
 
     # The same command line `mtl-ablate run` gives mtl-train for this run, with the agent's run id.
-    return train(cli_args(config))
+    return train(cli_args(point.config))
 
 
 if __name__ == "__main__":

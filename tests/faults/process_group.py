@@ -40,6 +40,18 @@ def train_process(argv: list[str], log_path: Path, new_session: bool) -> subproc
                             stdin=subprocess.DEVNULL, start_new_session=new_session)
 
 
+def _group_empties(pgid: int, timeout: float = 30) -> bool:
+    """Whether every process of the group has ended (within ``timeout``): nothing is left running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, timeout: float = 600) -> GroupStop:
     """Start the run, send ``signum`` to its process group after its first checkpointed step, and check
     how it ended (exit code, state, the error naming the signal, every file readable)."""
@@ -63,6 +75,8 @@ def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, time
                                f"{result.state!r}, expected 143 and 'interrupted' (log {log_path})")
     if name not in result.error:
         result.problems.append(f"{run_dir}: the status error does not name {name}: {result.error!r}")
+    if not _group_empties(process.pid):
+        result.problems.append(f"{run_dir}: a process of the stopped run's group (a loader worker?) is still running")
     if "DataLoader worker" in output:
         result.problems.append(f"{run_dir}: a DataLoader worker died of {name} (log {log_path})")
     check = check_run_dir(run_dir)
