@@ -25,11 +25,9 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mtl import rundir
-from mtl.records import RecordError, check_best_recorded, read_status_checked, validation_points_of
-from mtl.run_summary import SummaryError, headline_points, read_run_summary
+from mtl.run_summary import headline_points
 from mtl.rundir import (
     GRADER_KEY,
     STATUS_WANDB_URL,
@@ -39,19 +37,15 @@ from mtl.rundir import (
     find_run_dirs,
     is_finite_number,
     parse_run_name,
-    read_config,
     tie_break_value,
 )
+from report.run_files import StoreError, read_current_summary, read_run_for_report, read_validation_points
 
 VAL_PREFIX = "val/"
 IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
-
-
-class StoreError(RuntimeError):
-    """A result store cannot be read; the message says which store and why."""
 
 
 @dataclass
@@ -365,70 +359,18 @@ class LocalStore:
         return run_dir.parent == self.runs_dir or run_dir.parent.name in wanted or run_dir == self.runs_dir
 
 
-def read_run_for_report(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(config, status, validation points) of a run directory: what :func:`mtl.rundir.read_run` reads,
-    parsing only the metric lines that carry ``val/grader`` (training points are never reported).
-
-    As in ``mtl.records``: a torn final line is ignored, any other damaged line, or a status best point the
-    trace does not hold, is an error naming the file.
-    """
-    config, status = _config_and_status(run_dir)
-    metrics_path = RunDirectory(run_dir).metrics
-    try:
-        text = metrics_path.read_text() if metrics_path.exists() else ""
-    except OSError as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    try:
-        points = validation_points_of(text, metrics_path)
-        check_best_recorded(run_dir, status, points)
-    except RecordError as exc:  # the store's own error, in the shared reader's words
-        raise StoreError(str(exc)) from None
-    return config, status, points
-
-
-def _config_and_status(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    config_path = RunDirectory(run_dir).config_path
-    try:
-        status = read_status_checked(run_dir)
-        config = read_config(run_dir) or {}
-    except RecordError as exc:
-        raise StoreError(str(exc)) from None
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    if not isinstance(config, dict):
-        raise StoreError(f"{config_path}: expected a mapping of config keys, got {type(config).__name__}")
-    return config, status
-
-
 def summary_file_row(run_dir: Path) -> RunSummary | None:
     """The run's row from its summary file, points not read; None when it has no current summary."""
-    try:
-        summary = read_run_summary(run_dir)
-    except (OSError, SummaryError) as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    if summary is None:
+    found = read_current_summary(run_dir)
+    if found is None:
         return None
-    try:
-        status = read_status_checked(run_dir)
-        check_best_recorded(run_dir, status, headline_points(summary))
-    except RecordError as exc:
-        raise StoreError(str(exc)) from None
-    except OSError as exc:
-        raise StoreError(f"cannot read run directory {run_dir}: {exc}") from None
-    config = summary["config"]
-    return RunSummary(row=run_row(_run_input(run_dir, config, status, headline_points(summary))), keys=[], values=None)
+    summary, status = found
+    return RunSummary(row=run_row(_run_input(run_dir, summary["config"], status, headline_points(summary))),
+                      keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:
-    metrics_path = RunDirectory(summary.row["source"]).metrics
-    try:
-        text = metrics_path.read_text() if metrics_path.exists() else ""
-    except OSError as exc:
-        raise StoreError(f"cannot read run directory {summary.row['source']}: {exc}") from None
-    try:
-        return point_block(validation_points_of(text, metrics_path))
-    except RecordError as exc:
-        raise StoreError(str(exc)) from None
+    return point_block(read_validation_points(Path(summary.row["source"])))
 
 
 def local_run_input(run_dir: Path) -> RunInput:

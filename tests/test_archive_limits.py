@@ -102,6 +102,7 @@ def _run_measured(args: list[str]) -> tuple[int, str, float]:
     return result.returncode, stderr, int(peak) / 1024  # Linux reports kilobytes
 
 
+@pytest.mark.slow  # mtl-ablate grade in a subprocess (a torch import each)
 def test_grade_refuses_a_zip_bomb_by_size_in_bounded_memory(tmp_path):
     dataset = _dataset(tmp_path / "data")
     good = _submission(tmp_path / "run")
@@ -221,6 +222,7 @@ def _grade_command(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # mtl-ablate grade in a subprocess (a torch import each)
 def test_grade_defaults_to_the_synthetic_dataset_the_run_was_trained_on(tmp_path, cache_dir):
     from mtl.data import resolve_dataset_root
 
@@ -233,6 +235,7 @@ def test_grade_defaults_to_the_synthetic_dataset_the_run_was_trained_on(tmp_path
     assert json.loads(result.stdout)["grader"] == grade(submission, expected_root)["grader"]
 
 
+@pytest.mark.slow  # mtl-ablate grade in a subprocess (a torch import each)
 def test_grade_uses_the_dataset_root_of_the_run_config_beside_the_archive(tmp_path):
     dataset = _dataset(tmp_path / "data")
     values = {"dataset": "miniscapes"}
