@@ -31,6 +31,7 @@ from PIL import Image
 import benchlib  # noqa: F401  (puts the repository on the path)
 from benchlib import print_header, scratch_dir
 from mtl.data.miniscapes import encode_depth_png, encode_semseg_png, sample_path
+from mtl.rundir import RunDirectory
 
 
 def tiny_files(height: int, width: int) -> dict[str, bytes]:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=benchlib.REPO, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
-        fresh = wait_for(log_dir / "checkpoints" / "last.pt", process, started, args.timeout)
+        fresh = wait_for(RunDirectory(log_dir).last, process, started, args.timeout)
         process.send_signal(signal.SIGKILL)
         process.wait()
         print(f"mtl-train, fresh run and empty integrity cache: step-1 checkpoint after {fresh:.1f} s")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=benchlib.REPO, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
-        resumed = wait_for(log_dir / "metrics.jsonl", process, started, args.timeout)
+        resumed = wait_for(RunDirectory(log_dir).metrics, process, started, args.timeout)
         process.send_signal(signal.SIGKILL)
         process.wait()
         print(f"mtl-train, resumed from that checkpoint (integrity cache warm): first trace point (step 2) "

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl import recovery
+from mtl.best import better_point
 from mtl.config import Config
 from mtl.data import build_datasets, load_depth_unit, resolve_dataset_root
 from mtl.data.integrity import check_data_before_training
@@ -44,7 +45,6 @@ from mtl.rundir import (
     RunDirectory,
     RunRefused,
     State,
-    better_point,
     now_iso,
 )
 from mtl.runtime import Clock, autocast, restore_rng_states, rng_states, seed_everything, select_device, to_device

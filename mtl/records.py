@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from mtl.rundir import CONFIG_FILE, GRADER_KEY, METRICS_FILE, STATUS_FILE, RunRecord, State, read_config, read_jsonl
+from mtl.best import GRADER_KEY
+from mtl.rundir import CONFIG_FILE, METRICS_FILE, STATUS_FILE, RunRecord, State, read_config, read_jsonl
 
 
 class RecordError(ValueError):

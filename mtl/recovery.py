@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 import torch
 
+from mtl.best import GRADER_KEY
 from mtl.io import atomic_torch_save
 from mtl.records import RecordError, read_points
-from mtl.rundir import GRADER_KEY, RunDirectory, RunRefused, read_status
+from mtl.rundir import RunDirectory, RunRefused, read_status
 
 DATASET_SPLITS = ("train", "val", "test")
 RETRAIN_HINT = "delete the run directory (or `mtl-ablate run --force`) to train it again from scratch"

@@ -1,7 +1,7 @@
 """A run's summary file: what report tables need of one run, so they need not parse its whole trace.
 
 The trainer rewrites it atomically after each validation and when the run ends: the best validation
-point (by :func:`mtl.rundir.best_point`), the final one, the headline values of every validation point
+point (by :func:`mtl.best.best_point`), the final one, the headline values of every validation point
 (step, epoch, grader, IoU, SI-logRMSE: enough to redo the best rule and its notes), the model's size and
 the state, and the run's config as parsed from config.yaml (parsing YAML is most of what reading a run
 costs). It records the trace's size and config.yaml's size and modification time when written: a trace
@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mtl.best import GRADER_KEY, best_point
 from mtl.io import atomic_write_text
-from mtl.rundir import GRADER_KEY, RunDirectory, best_point, read_config, read_status
+from mtl.rundir import RunDirectory, read_config, read_status
 
 SUMMARY_FORMAT = 2
 HEADLINE_KEYS = ("step", "epoch", GRADER_KEY, "val/iou", "val/si_logrmse")

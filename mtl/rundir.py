@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import math
 import os
 import re
 import socket
@@ -26,6 +25,7 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
+from mtl.best import GRADER_KEY, best_point
 from mtl.io import atomic_write_text
 
 # ------------------------------------------------------------------------------------------ layout
@@ -49,7 +49,6 @@ PROFILE_FILE = ".profile"
 # The files a run's record is read from; a reader caching a summary watches these.
 RECORD_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
 
-GRADER_KEY = "val/grader"
 # Status key with the run's W&B page, written by the trainer when the run logs online (reports link to it).
 STATUS_WANDB_URL = "wandb_url"
 # libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
@@ -322,11 +321,6 @@ class RunDirectory:
 
 
 # ------------------------------------------------------------------------------------------ records
-def is_finite_number(value: Any) -> bool:
-    """A real int or float (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass
 class RunRecord:
     path: Path
@@ -344,61 +338,6 @@ class RunRecord:
 
     def best(self, key: str = GRADER_KEY) -> dict[str, Any] | None:
         return best_point(self.points, key)
-
-
-# The one rule for "best", used by a run's best point and best.pt, an entry's winner and the report:
-# the highest ranking metric (the grader by default); a tie goes to the higher IoU - SI-logRMSE
-# (both tasks at once), then to the earlier step. A grader of 0 is common early in training, so
-# without the tie-break the first epoch would win over a later one that is better on both tasks.
-TIE_BREAK = "IoU - SI-logRMSE"
-
-
-def _metric(point: dict[str, Any], name: str) -> Any:
-    """``name`` of a validation point (``val/name``) or of a status's best point (``name``)."""
-    value = point.get(f"val/{name}")
-    return point.get(name) if value is None else value
-
-
-def tie_break_value(point: dict[str, Any]) -> float:
-    """IoU - SI-logRMSE of a point; -inf when either is missing or not finite."""
-    iou, si = _metric(point, "iou"), _metric(point, "si_logrmse")
-    return float(iou - si) if is_finite_number(iou) and is_finite_number(si) else -math.inf
-
-
-def point_rank(point: dict[str, Any], key: str = GRADER_KEY, mode: str = "max") -> tuple[float, float, float]:
-    """A sortable rank of a validation point: higher is better (see TIE_BREAK above)."""
-    value = _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
-    primary = float(value) if is_finite_number(value) else -math.inf
-    step = point.get("step", 0)
-    return (primary if mode == "max" else -primary, tie_break_value(point),
-            -float(step) if is_finite_number(step) else -math.inf)
-
-
-def better_point(candidate: dict[str, Any], incumbent: Optional[dict[str, Any]], key: str = GRADER_KEY,
-                 mode: str = "max") -> bool:
-    """Whether ``candidate`` beats ``incumbent`` (None: nothing yet) by the rule; a non-finite metric never wins."""
-    value = _metric(candidate, key[len("val/"):]) if key.startswith("val/") else candidate.get(key)
-    if not is_finite_number(value):
-        return False
-    return incumbent is None or point_rank(candidate, key, mode) > point_rank(incumbent, key, mode)
-
-
-def deciding_rule(first: tuple[float, ...], second: tuple[float, ...], metric: str = "grader") -> str:
-    """Which part of two ranks (``point_rank`` or means of them) decides between them, in words."""
-    if first[0] != second[0]:
-        return f"by {metric}"
-    if len(first) > 1 and first[1] != second[1]:
-        return f"tie on {metric} {abs(first[0]):.2f}: decided by {TIE_BREAK}"
-    return f"tie on {metric} and {TIE_BREAK}: decided by the earlier step/order"
-
-
-def best_point(points: list[dict[str, Any]], key: str = GRADER_KEY, mode: str = "max") -> dict[str, Any] | None:
-    """The best point by the rule above (finite ``key`` only); None if no point has one."""
-    best = None
-    for point in points:
-        if better_point(point, best, key, mode):
-            best = point
-    return best
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ the same frames:
 ``runs``   one row per run: ``ablation, run, variant, seed, state, grader, iou, si_logrmse, step,
            epoch, params, gflops, note, source, url`` followed by every config key (one column each);
            ``url`` is the run's W&B page, or empty when the run was not logged online.
-           The metric columns hold the best validation point (:func:`mtl.rundir.best_point`: the highest
+           The metric columns hold the best validation point (:func:`mtl.best.best_point`: the highest
            grader, ties to the higher IoU - SI-logRMSE, then the earlier step); a run that never validated
            has NaN there and a note.
 ``points`` one row per validation point of every run: ``ablation, run, variant, seed, step, epoch``
@@ -27,18 +27,9 @@ import numpy as np
 import pandas as pd
 
 from mtl import rundir
+from mtl.best import GRADER_KEY, TIE_BREAK, best_point, is_finite_number, tie_break_value
 from mtl.run_summary import headline_points
-from mtl.rundir import (
-    GRADER_KEY,
-    STATUS_WANDB_URL,
-    TIE_BREAK,
-    RunDirectory,
-    best_point,
-    find_run_dirs,
-    is_finite_number,
-    parse_run_name,
-    tie_break_value,
-)
+from mtl.rundir import STATUS_WANDB_URL, RunDirectory, find_run_dirs, parse_run_name
 from report.run_files import StoreError, read_current_summary, read_run_for_report, read_validation_points
 
 VAL_PREFIX = "val/"

@@ -24,8 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from mtl.best import GRADER_KEY, deciding_rule
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
-from mtl.rundir import GRADER_KEY, deciding_rule
 from report.store import RUN_COLUMNS, ResultTables
 
 NOISE_RULES = {

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mtl.rundir import GRADER_KEY
+from mtl.best import GRADER_KEY
 from report.store import VAL_PREFIX, ResultTables, RunInput, StoreError, build_tables
 
 # mtl.tracking logs every point with its optimizer step under this key (W&B's own _step counts calls).

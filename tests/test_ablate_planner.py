@@ -9,17 +9,9 @@ import pytest
 from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
 from mtl.ablate.selection import select_runs
+from mtl.best import best_point, better_point, deciding_rule, point_rank
 from mtl.config import make_config
-from mtl.rundir import (
-    RunDirectory,
-    best_point,
-    better_point,
-    deciding_rule,
-    parse_run_name,
-    point_rank,
-    remember_profile,
-    short_variant,
-)
+from mtl.rundir import RunDirectory, parse_run_name, remember_profile, short_variant
 from mtl.suite import main
 from support import REPO, write_entry
 

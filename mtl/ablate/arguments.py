@@ -21,6 +21,10 @@ from mtl.rundir import default_ablations_dir, default_runs_dir
 _INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<word>[^' ]*)'? \(choose from (?P<choices>.*)\)$")
 
 
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
 class SuggestingParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors name the closest flag or choice ("did you mean '--profile'?").
 

@@ -29,21 +29,17 @@ from mtl.rundir import (
 from mtl.stopping import describe_signal
 
 from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
-from .arguments import SuggestingParser, add_adhoc_arguments
-from .backends import LocalBackend, parse_devices, placements
+from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, select_entries
+from .launch import make_backend, print_sbatch
 from .planner import Plan, UnresolvedBase, make_plan, plan_profile
-from .scheduler import ActionKind, Scheduler, planned_action
+from .scheduler import Scheduler, planned_action
 from .selection import stale_note, stale_runs, with_prerequisites
-from .slurm import SlurmConfigError, SubmititBackend, add_slurm_arguments, options_from_args, sbatch_script
+from .slurm import add_slurm_arguments
 from .upkeep import plan_when_base_settles, repair_plan
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed without a traceback, exit code 2."""
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -221,43 +217,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _slurm_options(args: argparse.Namespace) -> Any:
-    try:
-        return options_from_args(args, args.ablations_dir)
-    except SlurmConfigError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _make_backend(args: argparse.Namespace) -> tuple[Any, list]:
-    if args.backend == "slurm":
-        try:
-            backend = SubmititBackend(args.runs_dir / ".submitit", _slurm_options(args), cluster="slurm")
-        except RuntimeError as exc:
-            raise UsageError(str(exc)) from None
-        # SLURM queues the jobs itself (an entry's runs as one array, capped by --slurm-array-parallelism).
-        return backend, [backend.placement] * 10_000
-    try:
-        devices = parse_devices(args.devices)
-        slots = placements(devices, args.jobs_per_device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return LocalBackend(slots), slots
-
-
-def _print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
-    """The sbatch script ``run --backend slurm`` would submit for the plan's runs that need training."""
-    launch = [run for run in plan.runs if planned_action(run, args.retry_failed, args.force).kind
-              not in (ActionKind.SKIP, ActionKind.LOCKED)]
-    if not launch:
-        console.print(f"{plan.entry.id}: nothing to submit")
-        return
-    kind = f"a job array of {len(launch)} runs" if len(launch) > 1 else "one job"
-    console.print(f"{plan.entry.id}: sbatch script of {kind} (a run whose recorded job is still queued or running "
-                  "is followed instead):", markup=False, highlight=False, soft_wrap=True)
-    script = sbatch_script(_slurm_options(args), args.runs_dir / ".submitit", plan.entry.id, [r.name for r in launch])
-    console.print(script, markup=False, highlight=False, soft_wrap=True)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
@@ -274,9 +233,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             plan = _plan(entry, args, allow_unresolved=True)
             _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started")
             if args.backend == "slurm":
-                _print_sbatch(console, plan, args)
+                print_sbatch(console, plan, args)
         return EXIT_OK
-    backend, slots = _make_backend(args)
+    backend, slots = make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
         plan = _plan_waiting_for_base(entry, args, console)

@@ -9,22 +9,18 @@ profile still decides where and how a run executes. The run directory is
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, format_config_value, make_config
+from mtl.best import best_point, deciding_rule, point_rank
+from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
 from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
 from mtl.rundir import (
     RunDirectory,
     State,
-    best_point,
-    deciding_rule,
     is_finished,
     parse_run_name,
-    point_rank,
     read_config,
     read_status,
     recorded_state,
@@ -33,7 +29,8 @@ from mtl.rundir import (
 )
 
 from .arguments import command_line
-from .entry import Entry, EntryError, Scaled, entry_path, load_entry, load_profile, root_profile
+from .entry import Entry, EntryError, entry_path, load_entry, load_profile, root_profile
+from .variants import expand_variants, where_in_entry, written_points
 
 # States after which a run will not change without being asked to (retry or force).
 SETTLED_STATES = (State.FINISHED, State.FAILED, State.DIVERGED, State.SKIPPED)
@@ -176,46 +173,6 @@ def make_plan(
 # ---------------------------------------------------------------------------------------------- variants
 
 
-def _scaled_value(entry: Entry, key: str, index: int, scaled: Scaled, reference: Config) -> Any:
-    base_value = getattr(reference, key)
-    value = float(f"{base_value * scaled.times:.12g}")  # 0.01 * 0.1 -> 0.001, not 0.0010000000000000002
-    if Config.model_fields[key].annotation is int:
-        if not math.isclose(value, round(value)):
-            raise EntryError(
-                entry.path,
-                f"grid.{key}[{index}]",
-                f"base value {base_value} times {scaled.times} = {value} is not an integer",
-            )
-        value = int(round(value))
-    return value
-
-
-def expand_variants(entry: Entry, base_values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(variant name, overrides) for every variant: grid points (relative values resolved) or the explicit list."""
-    if entry.variants is not None:
-        return [(v.name, dict(v.overrides)) for v in entry.variants]
-    if entry.grid is None:
-        return [("base", {})]
-    try:
-        reference = make_config({**base_values, **entry.overrides})
-    except ConfigError as exc:
-        raise EntryError(entry.path, "overrides", f"does not combine with the base: {exc}") from None
-    axes = []
-    for key, values in entry.grid.items():
-        axes.append(
-            [
-                _scaled_value(entry, key, i, v, reference) if isinstance(v, Scaled) else v
-                for i, v in enumerate(values)
-            ]
-        )
-    variants = []
-    for combo in itertools.product(*axes):
-        overrides = dict(zip(entry.grid, combo))
-        name = ",".join(f"{k}={format_config_value(v, '+')}" for k, v in overrides.items())
-        variants.append((name, overrides))
-    return variants
-
-
 def finished_elsewhere(runs_dir: Path, entry_id: str) -> dict[tuple[int, str], Path]:
     """(seed, config hash) -> a finished run directory of another entry under ``runs_dir`` (the first in
     sorted order), from the directory names: a run's identity is its config hash and seed."""
@@ -240,7 +197,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -
     elsewhere = finished_elsewhere(runs_dir, entry.id) if reuse and base.unresolved is None else {}
     runs = []
     seen: dict[str, str] = {}  # "s<seed>-<config hash>" -> the variant (grid point) that made it
-    written = _written_points(entry)
+    written = written_points(entry)
     for index, (variant, overrides) in enumerate(expand_variants(entry, base.values)):
         for seed in entry.seeds:
             values = {
@@ -252,7 +209,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -
                 "wandb_job_type": variant,
                 "wandb_tags": (entry.problem,),
             }
-            where = _where(entry, variant)
+            where = where_in_entry(entry, variant)
             try:
                 config = make_config(values, source=f"{entry.path}, variant {variant!r}")
             except ConfigError as exc:
@@ -291,26 +248,6 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -
         hp = run.config.hyperparameters()
         run.varied = {k: hp[k] for k in varied_keys}
     return runs
-
-
-def _written_points(entry: Entry) -> list[str]:
-    """Each variant as the entry file writes it ("grid point optimizer_lr={times: 1}"), in plan order."""
-    if entry.variants is not None:
-        return [f"variant {v.name!r}" for v in entry.variants]
-    if entry.grid is None:
-        return ["the base"]
-    axes = [[f"{key}={{times: {v.times:g}}}" if isinstance(v, Scaled) else f"{key}={format_config_value(v, '+')}"
-             for v in values] for key, values in entry.grid.items()]
-    return ["grid point " + ",".join(combo) for combo in itertools.product(*axes)]
-
-
-def _where(entry: Entry, variant: str) -> str:
-    """The entry key whose values make a run's config: its grid, its variant's overrides or its overrides."""
-    if entry.grid is not None:
-        return "grid"
-    if entry.variants is not None:
-        return f"variants[{[v.name for v in entry.variants].index(variant)}].overrides"
-    return "overrides"
 
 
 def varied_parameters(runs: list[RunSpec]) -> list[str]:
@@ -368,7 +305,7 @@ def resolve_winner(
     skipped = {run.variant: read_status(run.run_dir).get("error") or "no reason recorded"
                for run in source_plan.runs if states[run.name] == State.SKIPPED}
     metric, mode = source.rank_by.metric, source.rank_by.mode
-    # Each run's best point by the one rule for "best" (mtl.rundir.point_rank); a variant ranks by the
+    # Each run's best point by the one rule for "best" (mtl.best.point_rank); a variant ranks by the
     # mean over its seeds of that rank (the metric, then IoU - SI-logRMSE), then by its plan order.
     ranked: dict[str, list[tuple[tuple[float, float, float], float, RunSpec]]] = {}
     for run in source_plan.runs:
