@@ -2,7 +2,7 @@
 
 A damaged line or file is named the same way everywhere ("<path>: line 7 is not valid JSON") and never
 silently changes a result; only a torn final line of the trace (a write cut short by a kill) is ignored.
-A recorded best point must be one of the trace's validation points: if status.json says otherwise, the
+A recorded best point must be one of the trace's validation points: if the status says otherwise, the
 records disagree and the reader says so rather than picking one.
 """
 
@@ -39,7 +39,7 @@ def read_points(path: Path) -> list[dict[str, Any]]:
 
 def read_status_checked(run_dir: Path) -> dict[str, Any]:
     """The run's status, ``{"state": "not started"}`` without one; RecordError naming the file when it is
-    empty, not JSON, or not an object (status.json is written atomically, so that is damage)."""
+    empty, not JSON, or not an object (the status is written atomically, so that is damage)."""
     path = Path(run_dir) / STATUS_FILE
     try:
         text = path.read_text()

@@ -1,9 +1,9 @@
 """Reopening a run directory: what its records allow (resume, rebuild, refuse) before anything is written.
 
 A run with a recorded best point is never trained again by accident. Checkpoints are written last.pt
-first, then best.pt, then status.json, so whatever instant a kill lands, what remains tells what to do:
+first, then best.pt, then the status, so whatever instant a kill lands, what remains tells what to do:
 
-- training done (the trace holds the last epoch's validation point) but last.pt, status.json or
+- training done (the trace holds the last epoch's validation point) but last.pt, the status or
   submission.zip gone: rebuild them from best.pt and the trace, train nothing;
 - best.pt behind last.pt (a kill between the two writes): rewrite best.pt from last.pt, whose model is
   the one validated at that step;
