@@ -344,7 +344,7 @@ def load_yaml(path: str | Path, extra_keys: tuple[str, ...] = ()) -> dict[str, A
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, or a text that is not UTF-8
         raise ConfigError(f"config file {str(path)!r} cannot be read as a YAML text file: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None

@@ -15,6 +15,9 @@ from support import ABLATIONS
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MTL_OFFLINE", "1")  # no test downloads ImageNet weights from the internet
+# pytest-xdist gives its workers COLUMNS=80; the commands' tables would wrap there and not in a plain run.
+# A test that checks a width sets COLUMNS itself.
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(scope="session")

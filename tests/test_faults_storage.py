@@ -15,7 +15,7 @@ import torch
 from faults.checks import check_run_dir, run_differences
 from faults.launcher import run_train
 from faults.runs import FREQUENT_CHECKPOINTS, fault_args, reference_run
-from faults.storage import fail_write, limit_file_size
+from faults.storage import fail_write, fail_write_holding, limit_file_size
 from mtl.rundir import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -74,9 +74,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes_exactly(r
 
 
 def test_a_failed_status_write_is_recorded_by_the_next_one(tmp_path, cache_dir):
-    # status.json writes: running, W&B id, model summary, end of epoch 1 (the 4th, which fails).
+    # The status write at the end of epoch 1 (top-level "epoch": 1) fails; progress records before it come
+    # and go with the clock, so the write is found by what it holds, not by how many came before it.
     run_dir = tmp_path / "run"
-    assert _train(run_dir, fail_write("status.json", 4)) == 1
+    assert _train(run_dir, fail_write_holding("status.json", b'\n  "epoch": 1,')) == 1
     status = _assert_intact_and_failed(run_dir, "No space left on device", "status.json")
     assert status["epoch"] == 0  # the epoch-1 status never landed ...
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1  # ... its checkpoint did

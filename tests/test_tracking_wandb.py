@@ -174,7 +174,7 @@ def test_a_failing_wandb_call_costs_the_run_nothing(home, tmp_path, capsys):
     sink.run.log = broken
     sink.log({"step": 1, "epoch": 1, "time": 0.1, "train/loss": 1.0})
     err = capsys.readouterr().err
-    assert "W&B log failed (OSError: disk full); continuing without W&B (metrics.jsonl has every point)" in err
+    assert "W&B log failed (OSError: disk full); continuing without W&B (the local trace has every point)" in err
     assert sink.run is None and sink.mode == "disabled"
     sink.log({"step": 2, "epoch": 1, "time": 0.2, "train/loss": 1.0})  # later points: nothing to fail
     sink.summary({"best/grader": 1.0})

@@ -22,17 +22,22 @@ from typing import Any, Callable
 
 
 class _FullDiskFile:
-    """A file handle whose first write stops half-way with ENOSPC."""
+    """A file handle whose first write (of data holding ``marker``, when given) stops half-way with ENOSPC."""
 
-    def __init__(self, handle: Any):
+    def __init__(self, handle: Any, marker: bytes | None = None, on_fail: Callable[[], None] | None = None):
         self._handle = handle
         self._failed = False
+        self._marker = marker
+        self._on_fail = on_fail
 
     def write(self, data):
-        if not self._failed:
+        wanted = self._marker is None or self._marker in (data if isinstance(data, bytes) else data.encode())
+        if not self._failed and wanted:
             self._failed = True
             self._handle.write(data[: len(data) // 2])
             self._handle.flush()
+            if self._on_fail is not None:
+                self._on_fail()
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return self._handle.write(data)
 
@@ -82,6 +87,28 @@ def _install_full_disk(target: str, occurrence: int) -> None:
         return _FullDiskFile(handle) if "a" in mode and is_target(Path(path).name) else handle
 
     mtl.io.open = open_for_append  # module global: shadows the builtin for append_line only
+
+
+def _install_full_disk_for(target: str, marker: bytes) -> None:
+    import mtl.io
+
+    failed = [False]
+
+    class _OsFailingOnce(_OsWithFullDisk):
+        def fdopen(self, fd: int, *args: Any, **kwargs: Any):
+            handle = self._os.fdopen(fd, *args, **kwargs)
+            name = Path(self._os.readlink(f"/proc/self/fd/{fd}")).name
+            if failed[0] or not self._is_target(name):
+                return handle
+            return _FullDiskFile(handle, marker, on_fail=lambda: failed.__setitem__(0, True))
+
+    mtl.io.os = _OsFailingOnce(os, lambda name: name.startswith(f".{target}.") and name.endswith(".tmp"))
+
+
+def fail_write_holding(target: str, marker: bytes) -> Callable[[], None]:
+    """A picklable setup: the first atomic write of a file named ``target`` whose data holds ``marker`` fails
+    with ENOSPC (what a write fails on does not depend on how many writes came before it)."""
+    return functools.partial(_install_full_disk_for, target, marker)
 
 
 def fail_write(target: str, occurrence: int) -> Callable[[], None]:
