@@ -8,6 +8,7 @@ a checkpoint.
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import traceback
 
@@ -33,13 +34,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
 
-    from mtl.engine import train
-    from mtl.models.encoder import PretrainedWeightsUnavailable
-
     if stop.received:
         print(f"mtl-train: stopped by {stop.describe()} before the run started; "
               "nothing was written", file=sys.stderr)
         return ExitCode.STOPPED
+    try:
+        return _train_and_report(cfg, stop)
+    finally:
+        end_loader_workers()
+
+
+def end_loader_workers() -> None:
+    """Kill the DataLoader workers still alive. They ignore stop signals (so one sent to the whole process
+    group reaches the trainer alone, which checkpoints), and a loader left behind by a failed epoch -- kept
+    alive by the traceback that holds its iterator -- would make the interpreter's exit, which stops its
+    daemonic children with SIGTERM and then waits, wait forever."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join()
+
+
+def _train_and_report(cfg, stop: StopSignals) -> int:
+    from mtl.engine import train
+    from mtl.models.encoder import PretrainedWeightsUnavailable
+
     try:
         status = train(cfg, stop)
     except RunLocked as exc:
