@@ -4,6 +4,7 @@ report tools (nothing here trains: the numbers are whatever the caller plants)."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -84,3 +85,23 @@ def plant_submission(run_dir: Path, checkpoint_bytes: bytes = b"planted checkpoi
     write_submission(path, predictions_dir=run_dir / "predictions", test_indices=indices, checkpoint=checkpoint,
                      checkpoint_name="best", source_zip=source_zip, metrics_path=RunDirectory(run_dir).metrics)
     return path
+
+
+def plant_reference_runs(root: Path, ablation: str) -> Path:
+    """Four runs of ``ablation`` that exercise the best-point rule and the notes of a report."""
+    # IoU peaks at step 20, the grader at step 30: the result is step 30 with its own IoU.
+    plant_run(root, ablation, "peak", 0, overrides={"optimizer_lr": 0.1}, model={"params": 22_000_000, "gflops": 7.5},
+              points=[training_point(10, 1), validation_point(10, 1, 10.0, 60.0, 40.0),
+                      training_point(20, 2), validation_point(20, 2, 20.0, 80.0, 30.0),
+                      training_point(30, 3), validation_point(30, 3, 25.0, 70.0, 20.0)])
+    # Equal graders at steps 20 and 30: the earliest wins, and the tie is noted.
+    plant_run(root, ablation, "tie", 0, overrides={"optimizer_lr": 0.01},
+              points=[validation_point(10, 1, 5.0, 55.0, 50.0), validation_point(20, 2, 12.5, 60.0, 47.5),
+                      validation_point(30, 3, 12.5, 61.0, 48.5)])
+    # A diverged run: NaN points are skipped and counted.
+    plant_run(root, ablation, "nan", 0, overrides={"optimizer_lr": 1.0}, state="diverged",
+              points=[validation_point(10, 1, 3.0, 52.0, 49.0), validation_point(20, 2, math.nan, math.nan, math.nan)])
+    # A run that failed before its first validation.
+    plant_run(root, ablation, "never", 0, overrides={"optimizer_lr": 0.001}, state="failed",
+              points=[training_point(10, 1)])
+    return root

@@ -64,3 +64,20 @@ def write_entry(folder: Path, entry_id: str, **fields) -> Path:
     path = folder / f"{entry_id}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+# The suite's end-to-end tests: the tiny budget with 4/2/2 images, threads left to the scheduler.
+SUITE_PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"}, "synthetic_num_train": 4,
+                 "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64}
+
+
+def tiny_ablations(folder: Path) -> Path:
+    """An entry folder whose only profile, ``tiny``, is SUITE_PROFILE."""
+    (folder / "profiles").mkdir(parents=True)
+    (folder / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(SUITE_PROFILE))
+    return folder
+
+
+def write_tiny_entry(folder: Path, entry_id: str, **fields) -> Path:
+    """write_entry on the ``tiny`` profile unless ``base`` says otherwise."""
+    return write_entry(folder, entry_id, **{"base": "tiny", **fields})

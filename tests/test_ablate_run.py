@@ -25,26 +25,18 @@ from mtl.ablate.scheduler import Scheduler, lock_held, log_path
 from mtl.ablate.slurm import SlurmOptions, SubmititBackend
 from mtl.rundir import read_run
 from mtl.suite import main
-from support import REPO, TINY, wait_for_epoch
+from support import REPO, SUITE_PROFILE, tiny_ablations, wait_for_epoch
+from support import write_tiny_entry as write_entry
 
 pytestmark = pytest.mark.slow
 
 # Smaller than the shared tiny budget: these tests start several trainings.
-PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"},
-           "synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64}
+PROFILE = SUITE_PROFILE
 
 
 @pytest.fixture
 def ablations(tmp_path, cache_dir) -> Path:
-    folder = tmp_path / "ablations"
-    (folder / "profiles").mkdir(parents=True)
-    (folder / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(PROFILE))
-    return folder
-
-
-def write_entry(folder: Path, entry_id: str, **fields) -> None:
-    data = {"question": "Does it help?", "item": "1.1", "base": "tiny", **fields}
-    (folder / f"{entry_id}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return tiny_ablations(tmp_path / "ablations")
 
 
 def wait_until_released(run_dir: Path, timeout: float = 60) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from mtl.run_summary import read_run_summary
 from mtl.rundir import SUMMARY_FILE, read_run
-from planting import plant_run, training_point, validation_point
+from planting import plant_reference_runs, plant_run, validation_point
 from report.store import LocalStore, StoreError, best_with_note, local_run_input
 
 ABLATION = "problem1.lr"
@@ -24,23 +24,7 @@ def _row(tables, variant):
 
 @pytest.fixture()
 def runs_root(tmp_path):
-    root = tmp_path / "runs"
-    # IoU peaks at step 20, the grader at step 30: the result is step 30 with its own IoU.
-    plant_run(root, ABLATION, "peak", 0, overrides={"optimizer_lr": 0.1}, model={"params": 22_000_000, "gflops": 7.5},
-              points=[training_point(10, 1), validation_point(10, 1, 10.0, 60.0, 40.0),
-                      training_point(20, 2), validation_point(20, 2, 20.0, 80.0, 30.0),
-                      training_point(30, 3), validation_point(30, 3, 25.0, 70.0, 20.0)])
-    # Equal graders at steps 20 and 30: the earliest wins, and the tie is noted.
-    plant_run(root, ABLATION, "tie", 0, overrides={"optimizer_lr": 0.01},
-              points=[validation_point(10, 1, 5.0, 55.0, 50.0), validation_point(20, 2, 12.5, 60.0, 47.5),
-                      validation_point(30, 3, 12.5, 61.0, 48.5)])
-    # A diverged run: NaN points are skipped and counted.
-    plant_run(root, ABLATION, "nan", 0, overrides={"optimizer_lr": 1.0}, state="diverged",
-              points=[validation_point(10, 1, 3.0, 52.0, 49.0), validation_point(20, 2, math.nan, math.nan, math.nan)])
-    # A run that failed before its first validation.
-    plant_run(root, ABLATION, "never", 0, overrides={"optimizer_lr": 0.001}, state="failed",
-              points=[training_point(10, 1)])
-    return root
+    return plant_reference_runs(tmp_path / "runs", ABLATION)
 
 
 def test_best_point_is_the_highest_grader_not_the_highest_iou(runs_root):

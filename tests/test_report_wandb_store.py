@@ -3,12 +3,10 @@ store, resumed runs without duplicate steps, and a bounded number of requests (p
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 
-from planting import plant_run, training_point, validation_point
+from planting import plant_reference_runs, plant_run, validation_point
 from report.store import LocalStore, StoreError
 from report.wandb_store import WandbStore, last_point_per_step
 from wandb_fake import FakeWandbApi, FakeWandbRun
@@ -18,19 +16,7 @@ ABLATION = "problem1.lr"
 
 @pytest.fixture()
 def runs_root(tmp_path):
-    root = tmp_path / "runs"
-    plant_run(root, ABLATION, "peak", 0, overrides={"optimizer_lr": 0.1}, model={"params": 22_000_000, "gflops": 7.5},
-              points=[training_point(10, 1), validation_point(10, 1, 10.0, 60.0, 40.0),
-                      training_point(20, 2), validation_point(20, 2, 20.0, 80.0, 30.0),
-                      training_point(30, 3), validation_point(30, 3, 25.0, 70.0, 20.0)])
-    plant_run(root, ABLATION, "tie", 0, overrides={"optimizer_lr": 0.01},
-              points=[validation_point(10, 1, 5.0, 55.0, 50.0), validation_point(20, 2, 12.5, 60.0, 47.5),
-                      validation_point(30, 3, 12.5, 61.0, 48.5)])
-    plant_run(root, ABLATION, "nan", 0, overrides={"optimizer_lr": 1.0}, state="diverged",
-              points=[validation_point(10, 1, 3.0, 52.0, 49.0), validation_point(20, 2, math.nan, math.nan, math.nan)])
-    plant_run(root, ABLATION, "never", 0, overrides={"optimizer_lr": 0.001}, state="failed",
-              points=[training_point(10, 1)])
-    return root
+    return plant_reference_runs(tmp_path / "runs", ABLATION)
 
 
 def mirror(root, **api_options):

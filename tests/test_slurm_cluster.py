@@ -22,25 +22,17 @@ from mtl.ablate.planner import plan
 from mtl.ablate.slurm import read_slurm_jobs
 from mtl.rundir import read_run
 from mtl.suite import main
-from support import TINY
+from support import SUITE_PROFILE, tiny_ablations
+from support import write_tiny_entry as write_entry
 
-PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"}, "synthetic_num_train": 4,
-           "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64}
+PROFILE = SUITE_PROFILE
 SLURM_FLAGS = ["--backend", "slurm", "--slurm-gpus", "0", "--slurm-cpus", "1", "--slurm-timeout-min", "10",
                "--slurm-signal-delay-s", "60"]
 
 
 @pytest.fixture
 def ablations(tmp_path, cache_dir) -> Path:
-    folder = tmp_path / "ablations"
-    (folder / "profiles").mkdir(parents=True)
-    (folder / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(PROFILE))
-    return folder
-
-
-def write_entry(folder: Path, entry_id: str, **fields) -> None:
-    data = {"question": "Does it help?", "item": "1.1", "base": "tiny", **fields}
-    (folder / f"{entry_id}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return tiny_ablations(tmp_path / "ablations")
 
 
 def ablate(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
