@@ -4,7 +4,7 @@
     MTL_FAULT_TRIALS=50 python bench/fault_tally.py  # more kills of each signal
     MTL_FAULT_SEED=7 ...                            # other kill moments (default: a random seed, printed)
     MTL_FAULT_ONLY=input,secrets ...                # some areas only (preemption, storage, data, input,
-                                                    # divergence, secrets, signals, records)
+                                                    # divergence, secrets, signals, records, archives)
 
 Uses the fault helpers of the tests (tests/faults/): training processes forked from a server that
 imported torch once, a check of every run file after every kill, bit-for-bit comparison with an
@@ -23,6 +23,8 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -274,6 +276,51 @@ def records(tally: Tally, base: Path, reference: Path) -> None:
     tally.add("records", f"two `mtl-ablate run --force` at once, then two `run` at once: {text}", problems, files)
 
 
+def _zip_of(path: Path, members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns "Duplicate name", and writes it anyway
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+def hostile_archives(tally: Tally, base: Path) -> None:
+    """Archives built to hurt their reader, refused from what they declare, each naming the member."""
+    from mtl.safezip import ArchiveError
+    from mtl.submission import validate_submission
+    from report.leaks import MAX_NESTING_DEPTH, scan_file
+
+    folder = base / "archives"
+    folder.mkdir()
+    bomb = folder / "bomb.zip"  # 1 GiB of zeros deflated to about 1 MB, written in chunks
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("predictions/semseg/0.png", "w", force_zip64=True) as member:
+        for _ in range(64):
+            member.write(bytes(16 << 20))
+    nested = b"AWS key AKIAABCDEFGHIJKLMNOP\n"
+    for level in range(MAX_NESTING_DEPTH + 1):
+        nested = _zip_of(folder / "level.zip", [(f"level{level}.zip" if level else "notes.txt", nested)]).read_bytes()
+    (folder / "deep.zip").write_bytes(nested)
+    cases = [("1 GiB-inflating member", lambda: validate_submission(bomb), "predictions/semseg/0.png"),
+             ("duplicate member names", lambda: validate_submission(_zip_of(
+                 folder / "twice.zip", [("metrics.csv", b"a"), ("metrics.csv", b"b")])), "metrics.csv"),
+             ("high compression ratio", lambda: validate_submission(_zip_of(
+                 folder / "ratio.zip", [("metrics.csv", bytes(64 << 20))], zipfile.ZIP_DEFLATED)), "metrics.csv"),
+             (f"zip nested {MAX_NESTING_DEPTH + 1} deep", lambda: scan_file(folder / "deep.zip"), "level")]
+    refused, problems = 0, []
+    for label, read, member in cases:
+        try:
+            messages = [str(message) for message in read()]
+        except ArchiveError as exc:
+            messages = [str(exc)]
+        if any(member in message for message in messages):
+            refused += 1
+        else:
+            problems.append(f"{label}: not refused naming {member} ({messages[:1]})")
+    tally.add("archives", f"{len(cases)} hostile archives (bomb, duplicates, ratio, nesting): refused from their "
+                          f"declarations naming the member {refused}/{len(cases)}", problems)
+
+
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mtl-fault-tally-") as tmp:
@@ -289,7 +336,8 @@ def main() -> int:
                  "storage": lambda: storage(tally, base, reference), "data": lambda: bad_data(tally, base),
                  "input": lambda: bad_input(tally, base), "divergence": lambda: divergence(tally, base),
                  "secrets": lambda: secrets(tally, base), "signals": lambda: process_group(tally, base),
-                 "records": lambda: records(tally, base, reference)}
+                 "records": lambda: records(tally, base, reference),
+                 "archives": lambda: hostile_archives(tally, base)}
         chosen = os.environ.get("MTL_FAULT_ONLY", ",".join(areas)).split(",")
         for name in chosen:
             if name not in areas:
