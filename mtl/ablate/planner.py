@@ -270,6 +270,19 @@ def _metric_name(metric: str) -> str:
     return metric[len("val/"):] if metric.startswith("val/") else metric
 
 
+def _plan_base_entry(entry: Entry, source_id: str, profile: Optional[str], runs_dir: Path, chain: tuple[str, ...],
+                     profile_name: Optional[str]) -> tuple[Entry, Plan]:
+    """The entry ``entry`` builds on (its winner or a variant of it) and that entry's resolved plan."""
+    if source_id in chain:
+        raise EntryError(entry.path, "base", f"bases form a cycle: {' -> '.join(chain + (source_id,))}")
+    path = entry_path(entry.ablations_dir, source_id)
+    if not path.exists():
+        raise EntryError(entry.path, "base", f"unknown entry {source_id!r} (no {path.name} next to it)")
+    source = load_entry(path)
+    plan_ = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain, _profile_name=profile_name)
+    return source, plan_
+
+
 def resolve_winner(
     entry: Entry,
     profile: Optional[str],
@@ -280,13 +293,7 @@ def resolve_winner(
     """The winning config of ``entry.best_of`` under the same profile, read from its run records."""
     source_id = entry.best_of
     assert source_id is not None
-    if source_id in chain:
-        raise EntryError(entry.path, "base", f"'best of' bases form a cycle: {' -> '.join(chain + (source_id,))}")
-    path = entry_path(entry.ablations_dir, source_id)
-    if not path.exists():
-        raise EntryError(entry.path, "base", f"unknown entry {source_id!r} (no {path.name} next to it)")
-    source = load_entry(path)
-    source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain, _profile_name=profile_name)
+    source, source_plan = _plan_base_entry(entry, source_id, profile, runs_dir, chain, profile_name)
     # Status and metrics only (JSON); the YAML config is read for the winner alone.
     states = {run.name: recorded_state(run.run_dir) for run in source_plan.runs}
     for run in source_plan.runs:
@@ -371,13 +378,7 @@ def resolve_variant(
     replaced by another one."""
     assert entry.variant_of is not None
     source_id, variant = entry.variant_of
-    if source_id in chain:
-        raise EntryError(entry.path, "base", f"bases form a cycle: {' -> '.join(chain + (source_id,))}")
-    path = entry_path(entry.ablations_dir, source_id)
-    if not path.exists():
-        raise EntryError(entry.path, "base", f"unknown entry {source_id!r} (no {path.name} next to it)")
-    source = load_entry(path)
-    source_plan = make_plan(source, profile, runs_dir, allow_unresolved=False, _chain=chain, _profile_name=profile_name)
+    _, source_plan = _plan_base_entry(entry, source_id, profile, runs_dir, chain, profile_name)
     runs = [run for run in source_plan.runs if run.variant == variant]
     if not runs:
         names = list(dict.fromkeys(run.variant for run in source_plan.runs))
