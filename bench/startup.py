@@ -111,20 +111,20 @@ def main(argv: list[str] | None = None) -> int:
                    f"--log_dir={log_dir}"]
         env = {**os.environ, "MTL_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled",
                "PYTHONPATH": str(benchlib.REPO)}
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=benchlib.REPO, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        fresh = wait_for(RunDirectory(log_dir).last, process, started, args.timeout)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        print(f"mtl-train, fresh run and empty integrity cache: step-1 checkpoint after {fresh:.1f} s")
 
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=benchlib.REPO, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        resumed = wait_for(RunDirectory(log_dir).metrics, process, started, args.timeout)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        def seconds_until(path: Path) -> float:
+            """Start mtl-train, wait until ``path`` appears, then kill it (SIGKILL: nothing written after)."""
+            started = time.perf_counter()
+            process = subprocess.Popen(command, cwd=benchlib.REPO, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+            seconds = wait_for(path, process, started, args.timeout)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return seconds
+
+        fresh = seconds_until(RunDirectory(log_dir).last)
+        print(f"mtl-train, fresh run and empty integrity cache: step-1 checkpoint after {fresh:.1f} s")
+        resumed = seconds_until(RunDirectory(log_dir).metrics)
         print(f"mtl-train, resumed from that checkpoint (integrity cache warm): first trace point (step 2) "
               f"after {resumed:.1f} s")
     return 0
