@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL) --extra-index-url https://pypi.org/simple) -e ".[test]"
 	touch $@
 
-# problem1.lr builds on the winner of problem1.optimizer, so --with-deps trains that entry first.
+# problem1.lr builds on the winner of problem1.optimizer: `run` trains that entry first (--no-deps refuses).
 demo: install
 	$(BIN)/mtl-ablate run $(ENTRY) --profile $(PROFILE) --runs-dir $(RUNS)
 	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports

@@ -64,6 +64,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         entries = _entries(args.ablations_dir, args.ids, args.all, args.runs_dir)
+        if args.ladder:
+            entries = _ladder_chain(entries, args)
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
@@ -73,6 +75,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
             selections = plan_selections(entries, args.runs_dir, args.profile)
             results = store.load([e.id for e in entries], selections=selections)
+        if args.ladder:
+            return _write_ladder(entries, results, args)
         formats = args.format or ["md", "latex", "csv"]
         result = write_report(entries, results, args.out, formats, draw_figures=not args.no_figures,
                               dataset_root=args.dataset_root, noise_rule=args.noise_rule,
@@ -85,6 +89,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     for problem in result.problems:
         print(f"problem: {problem}", file=sys.stderr)
     return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def _ladder_chain(entries: list[Any], args: argparse.Namespace) -> list[Any]:
+    from mtl.ablate.entry import load_entries
+    from mtl.ablate.selection import with_prerequisites
+
+    if len(entries) != 1:
+        raise ValueError("--ladder takes one entry: the last step of the chain (e.g. problem4.final)")
+    return with_prerequisites(entries, load_entries(args.ablations_dir))
+
+
+def _write_ladder(chain: list[Any], results: Any, args: argparse.Namespace) -> int:
+    from report.ladder import write_ladder
+
+    markdown, files = write_ladder(chain, results, args.out, noise_rule=args.noise_rule)
+    print(markdown)
+    for line in written_files_lines(files, args.out):
+        print(line)
+    return EXIT_OK
 
 
 def written_files_lines(files: list[Path], out_dir: Path) -> list[str]:
@@ -234,6 +257,9 @@ def register(subparsers: Any) -> None:
                    help="when a variant is within seed noise of the winner (default: welch)")
     p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
                    help="read the results from W&B instead of the run directories (needs credentials)")
+    p.add_argument("--ladder", action="store_true",
+                   help="one table of the entry and every entry its bases build on, step by step: each winner, "
+                   "its metrics and its gain (writes ladder.<entry>.md and .csv)")
     where(p)
     p.set_defaults(func=cmd_report)
 

@@ -105,3 +105,21 @@ def plant_reference_runs(root: Path, ablation: str) -> Path:
     plant_run(root, ablation, "never", 0, overrides={"optimizer_lr": 0.001}, state="failed",
               points=[training_point(10, 1)])
     return root
+
+
+def plant_planned(spec: Any, graders: list[float], iou: float = 50.0, si_logrmse: float = 30.0) -> None:
+    """A finished run where the planner expects ``spec`` (a planned run), one validation point per epoch
+    with the given graders (the same IoU and SI-logRMSE at each), 10 steps an epoch."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    (spec.run_dir / "config.yaml").write_text(spec.config.to_yaml())
+    lines = []
+    for epoch, grader in enumerate(graders, start=1):
+        lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "time": 1.0, "train/loss": 1.0}))
+        lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "time": 1.0, "val/grader": grader,
+                                 "val/iou": iou, "val/si_logrmse": si_logrmse}))
+    (spec.run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    best_epoch = max(range(len(graders)), key=lambda i: graders[i]) + 1
+    best = {"step": best_epoch * 10, "epoch": best_epoch, "grader": max(graders), "iou": iou,
+            "si_logrmse": si_logrmse}
+    (spec.run_dir / "status.json").write_text(json.dumps({"state": "finished", "epoch": len(graders),
+                                                          "num_epochs": len(graders), "best": best}))

@@ -3,30 +3,14 @@ damaged line or file the same way, and never let it change a winner (planted run
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from mtl.ablate.entry import EntryError, load_entries
 from mtl.ablate.planner import make_plan, plan
 from mtl.records import RecordError, read_record
 from mtl.suite import main
+from planting import plant_planned as plant
 from support import write_entry
-
-
-def plant(spec, graders: list[float]) -> None:
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
-    (spec.run_dir / "config.yaml").write_text(spec.config.to_yaml())
-    lines = []
-    for epoch, grader in enumerate(graders, start=1):
-        lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "time": 1.0, "train/loss": 1.0}))
-        lines.append(json.dumps({"step": epoch * 10, "epoch": epoch, "time": 1.0, "val/grader": grader,
-                                 "val/iou": 50.0, "val/si_logrmse": 30.0}))
-    (spec.run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    best_epoch = max(range(len(graders)), key=lambda i: graders[i]) + 1
-    best = {"step": best_epoch * 10, "epoch": best_epoch, "grader": max(graders), "iou": 50.0, "si_logrmse": 30.0}
-    (spec.run_dir / "status.json").write_text(json.dumps({"state": "finished", "epoch": len(graders),
-                                                          "num_epochs": len(graders), "best": best}))
 
 
 @pytest.fixture

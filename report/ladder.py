@@ -1,0 +1,133 @@
+"""The ladder: an entry and every entry its bases build on, one row per step, from the root to the entry.
+
+Each row is one entry of the chain: what it builds on (a profile, the winner of the step before, or a
+variant the assignment prescribes), its winner by the one rule for "best", the winner's three metrics
+(means over finished seeds, with the grader's standard deviation where there are several), the gain in
+grader over the previous row's winner, its margin over the runner-up, what decided the winner, and the
+variants within seed noise of it or skipped on this machine. Steps trained with one seed cannot measure
+their own noise: their margin is compared with the grader's seed deviation pooled over the chain's
+variants that have several seeds (problem4.final's three), and flagged when under two of them. The rows
+come from the same run selections and tables as the entry reports, so the ladder and the entry sections
+of the write-up never disagree.
+
+    mtl-ablate report problem4.final --ladder     ->  reports/ladder.problem4.final.{md,csv}
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from report.store import ResultTables
+from report.tables import TableError, entry_tables, to_csv
+
+COLUMNS = ["step", "entry", "item", "builds on", "winner", "runs", "grader", "grader std", "IoU", "SI-logRMSE",
+           "Δ grader", "margin", "decided", "note"]
+NUMERIC = {"step", "runs", "grader", "grader std", "IoU", "SI-logRMSE", "Δ grader", "margin"}
+NOISE_SDS = 2.0  # a winner whose margin over the runner-up is under this many seed standard deviations is flagged
+
+
+def seed_noise(chain: Sequence[Any], results: ResultTables) -> float:
+    """The grader's standard deviation across seeds, pooled over every variant of the chain that finished
+    with several seeds (NaN when none did): the yardstick for steps trained with one seed."""
+    runs = results.runs[results.runs["ablation"].isin([e.id for e in chain]) & (results.runs["state"] == "finished")]
+    squares, degrees = 0.0, 0
+    for _, group in runs.groupby(["ablation", "variant"]):
+        graders = group["grader"].dropna()
+        if len(graders) > 1:
+            squares += float(graders.var(ddof=1)) * (len(graders) - 1)
+            degrees += len(graders) - 1
+    return math.sqrt(squares / degrees) if degrees else math.nan
+
+
+def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = "welch") -> pd.DataFrame:
+    """One row per entry of ``chain`` (root first), raw values: NaN where an entry has no scored run."""
+    rows = []
+    previous = math.nan
+    noise = seed_noise(chain, results)
+    for number, entry in enumerate(chain, start=1):
+        row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": entry.base_kind,
+                               "winner": "", "runs": 0, "grader": math.nan, "grader std": math.nan,
+                               "IoU": math.nan, "SI-logRMSE": math.nan, "Δ grader": math.nan, "margin": math.nan,
+                               "decided": "",
+                               "note": ""}
+        subset = results.for_ablation(entry.id)
+        if subset.runs.empty:
+            row["note"] = "no runs recorded"
+            rows.append(row)
+            continue
+        variant_order = [v.name for v in entry.variants] if entry.variants else None
+        try:
+            tables = entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
+                                  rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode,
+                                  variant_order=variant_order)
+        except TableError as exc:
+            row["note"] = str(exc)
+            rows.append(row)
+            continue
+        summary = tables.summary
+        row["runs"] = int(summary["finished"].sum())
+        if tables.winner is None:
+            row["note"] = _note(tables, math.nan, noise)
+            rows.append(row)
+            continue
+        best = summary.loc[summary["variant"] == tables.winner].iloc[0]
+        others = summary.loc[summary["variant"] != tables.winner, "grader"].dropna()
+        row["margin"] = best["grader"] - others.max() if len(others) else math.nan
+        row["note"] = _note(tables, row["margin"], noise)
+        row.update({"winner": tables.winner, "grader": best["grader"], "grader std": best["grader_std"],
+                    "IoU": best["iou"], "SI-logRMSE": best["si_logrmse"], "Δ grader": best["grader"] - previous,
+                    "decided": tables.winner_rule})
+        previous = best["grader"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _note(tables: Any, margin: float, noise: float) -> str:
+    parts = []
+    if math.isfinite(margin) and math.isfinite(noise) and margin < NOISE_SDS * noise:
+        parts.append(f"margin under {NOISE_SDS:g} seed sd ({NOISE_SDS * noise:.2f})")
+    within = tables.summary[tables.summary["within_noise"].astype(str).str.startswith("yes")]["variant"].tolist()
+    if within:
+        parts.append(f"within seed noise: {', '.join(map(str, within))}")
+    skipped = tables.runs[tables.runs["state"] == "skipped"]["variant"].tolist()
+    if skipped:
+        parts.append(f"skipped here: {', '.join(map(str, dict.fromkeys(skipped)))}")
+    return "; ".join(parts)
+
+
+def ladder_markdown(frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    for column in ("grader", "grader std", "IoU", "SI-logRMSE"):
+        shown[column] = [_number(v) for v in shown[column]]
+    shown["Δ grader"] = [_number(v, signed=True) for v in shown["Δ grader"]]
+    shown["margin"] = [_number(v) for v in shown["margin"]]
+    shown["runs"] = shown["runs"].astype(str)
+    shown["step"] = shown["step"].astype(str)
+    align = ["right" if column in NUMERIC else "left" for column in shown.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+
+
+def _number(value: float, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noise_rule: str = "welch"
+                 ) -> tuple[str, list[Path]]:
+    """Writes ``ladder.<last entry>.md`` and ``.csv`` under ``out_dir``; returns the Markdown and the files."""
+    frame = ladder_frame(chain, results, noise_rule)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"ladder.{chain[-1].id}"
+    noise = seed_noise(chain, results)
+    footer = (f"Seed noise: grader standard deviation {noise:.2f}, pooled over the variants with several seeds."
+              if math.isfinite(noise) else "Seed noise: unknown (no variant of the chain has several finished seeds).")
+    markdown = ladder_markdown(frame) + "\n" + footer + "\n"
+    files = [Path(f"{stem}.md"), Path(f"{stem}.csv")]
+    files[0].write_text(markdown)
+    files[1].write_text(to_csv(frame))
+    return markdown, files
