@@ -61,9 +61,14 @@ def deciding_rule(first: tuple[float, ...], second: tuple[float, ...], metric: s
 
 
 def best_point(points: list[dict[str, Any]], key: str = GRADER_KEY, mode: str = "max") -> dict[str, Any] | None:
-    """The best point by the rule above (finite ``key`` only); None if no point has one."""
-    best = None
+    """The best point by the rule above (finite ``key`` only); None if no point has one. Each point's rank
+    is built once (a report ranks every point of a thousand runs)."""
+    best, best_rank = None, None
     for point in points:
-        if better_point(point, best, key, mode):
-            best = point
+        value = _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
+        if not is_finite_number(value):
+            continue
+        rank = point_rank(point, key, mode)
+        if best_rank is None or rank > best_rank:
+            best, best_rank = point, rank
     return best

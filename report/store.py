@@ -53,6 +53,7 @@ class RunInput:
     model: dict[str, Any] | None
     source: str  # run directory or W&B path, so a reader can find the run again
     url: str | None = None  # the run's W&B page, when the run was logged online
+    best: dict[str, Any] | None = None  # the best point when already known (a summary file's), else ranked here
 
 
 class ResultTables:
@@ -107,12 +108,14 @@ def _cell(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- rows
-def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, Any] | None, str]:
-    """The best-grader validation point and a note on what was unusual (never validated, NaN, ties)."""
+def best_with_note(points: list[dict[str, Any]], state: str,
+                   known_best: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
+    """The best-grader validation point (``known_best`` when the trainer's summary gives it) and a note on
+    what was unusual (never validated, NaN, ties)."""
     notes = []
     graders = [_number(p.get(GRADER_KEY)) for p in points]
     non_finite = sum(1 for g in graders if not is_finite_number(g))
-    best = best_point(points, GRADER_KEY)
+    best = known_best if known_best is not None else best_point(points, GRADER_KEY)
     if not points:
         notes.append(f"never validated (state {state})")
     elif best is None:
@@ -120,7 +123,7 @@ def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, 
     elif non_finite:
         notes.append(f"{non_finite} validation point(s) with non-finite grader skipped")
     if best is not None:
-        tied = [p for p in points if _number(p.get(GRADER_KEY)) == best[GRADER_KEY]]
+        tied = [p for p, grader in zip(points, graders) if grader == best[GRADER_KEY]]
         if len(tied) > 1:
             steps = ", ".join(str(s) for s in sorted(p.get("step") for p in tied))
             by_tie_break = sum(1 for p in tied if tie_break_value(p) == tie_break_value(best)) == 1
@@ -130,7 +133,7 @@ def best_with_note(points: list[dict[str, Any]], state: str) -> tuple[dict[str, 
 
 
 def run_row(run: RunInput) -> dict[str, Any]:
-    best, note = best_with_note(run.points, run.state)
+    best, note = best_with_note(run.points, run.state, run.best)
     model = run.model or {}
     row = {
         "ablation": run.ablation,
@@ -356,8 +359,9 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
     if found is None:
         return None
     summary, status = found
-    return RunSummary(row=run_row(_run_input(run_dir, summary["config"], status, headline_points(summary))),
-                      keys=[], values=None)
+    run = _run_input(run_dir, summary["config"], status, headline_points(summary))
+    run.best = summary.get("best")  # ranked by the trainer with the same rule when it wrote the summary
+    return RunSummary(row=run_row(run), keys=[], values=None)
 
 
 def _trace_points(summary: RunSummary) -> tuple[list[str], np.ndarray]:

@@ -346,16 +346,26 @@ def to_markdown(shown: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
-def to_latex(shown: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
-    """A booktabs table (\\toprule, \\midrule, \\bottomrule); cells and headers LaTeX-escaped."""
+def to_latex(shown: pd.DataFrame) -> str:
+    """A booktabs tabular (\\toprule, \\midrule, \\bottomrule); cells and headers LaTeX-escaped. Written
+    out by hand: pandas' Styler takes seconds over a thousand-run report."""
     shown = shown.drop(columns=[LINK_COLUMN], errors="ignore")  # no links: the report loads no hyperref
     column_format = "".join("r" if _is_numeric_header(c) else "l" for c in shown.columns)
-    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    text = styler.to_latex(hrules=True, column_format=column_format, caption=caption, label=label,
-                           position="htbp" if caption or label else None, position_float="centering"
-                           if caption or label else None)
-    # Unicode the escaper leaves alone, spelled for any LaTeX engine.
-    return text.replace("Δ", r"$\Delta$").replace("–", "--")
+    rows = [" & ".join(latex_escape(c) for c in shown.columns)]
+    rows += [" & ".join(latex_escape(cell) for cell in cells) for cells in shown.itertuples(index=False)]
+    lines = [rf"\begin{{tabular}}{{{column_format}}}", r"\toprule", rows[0] + r" \\", r"\midrule",
+             *(row + r" \\" for row in rows[1:]), r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Text as LaTeX prints it: the special characters escaped, the Unicode the tables use spelled out."""
+    text = "".join(_LATEX_SPECIALS.get(c, c) for c in str(text))
+    return text.replace("–", "--").replace("Δ", r"$\Delta$").replace("≥", r"$\geq$")
 
 
 def _linked(shown: pd.DataFrame) -> pd.DataFrame:
@@ -380,6 +390,6 @@ def to_csv(frame: pd.DataFrame) -> str:
     """Raw values (full precision; tuples as a, b, c)."""
     out = frame.copy()
     for column in out.columns:
-        if out[column].map(lambda v: isinstance(v, tuple)).any():
+        if out[column].dtype == object and out[column].map(lambda v: isinstance(v, tuple)).any():
             out[column] = out[column].map(lambda v: ", ".join(map(str, v)) if isinstance(v, tuple) else v)
     return out.to_csv(index=False)

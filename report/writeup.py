@@ -24,7 +24,8 @@ from mtl.ablate.arguments import command_line
 from mtl.ablate.entry import FIGURE_KINDS
 from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
 from report.store import ResultTables
-from report.tables import NOISE_RULES, EntryTables, TableError, entry_tables, to_csv, to_latex, to_markdown
+from report.tables import (NOISE_RULES, EntryTables, TableError, entry_tables, latex_escape, to_csv, to_latex,
+                           to_markdown)
 
 FORMATS = ("md", "latex", "csv")
 MAX_IMAGE_RUNS = 4  # variants shown in the image figures: the winner first, then in table order
@@ -353,15 +354,6 @@ def render_markdown(sections: Sequence[EntryReport], out_dir: Path, runs_label: 
         parts += [f"<!-- CONCLUSION({entry.id}): answer the question from the table and figures above. -->",
                   "**Conclusion.** _TODO_", ""]
     return "\n".join(parts)
-
-
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    text = "".join(_LATEX_SPECIALS.get(c, c) for c in str(text))
-    return text.replace("–", "--").replace("Δ", r"$\Delta$").replace("≥", r"$\geq$")
 
 
 LATEX_PREAMBLE = r"""\documentclass[10pt]{article}

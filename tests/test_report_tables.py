@@ -46,11 +46,7 @@ RUNS_MD = """\
 
 # sgd: graders 10, 12 -> mean 11, std sqrt(2); Welch p = 0.032 against adam's 20, 21 -> not noise.
 # mom: graders 19, 21 -> mean 20, std sqrt(2); Welch p = 0.71 -> within noise.
-VARIANTS_LATEX = r"""\begin{table}[htbp]
-\centering
-\caption{Optimizer}
-\label{tab:opt}
-\begin{tabular}{lllrrrrrrrrrll}
+VARIANTS_LATEX = r"""\begin{tabular}{lllrrrrrrrrrll}
 \toprule
 variant & optimizer & optimizer\_lr & seeds & finished & grader & grader std & IoU & IoU std & SI-logRMSE & SI-logRMSE std & $\Delta$ grader & within noise & winner \\
 \midrule
@@ -59,7 +55,6 @@ adam & adam & 0.0001 & 2 & 2 & 20.50 & 0.71 & 66.50 & 0.71 & 46.00 & 0.00 & +0.0
 mom & sgd & 0.001 & 2 & 2 & 20.00 & 1.41 & 65.50 & 0.71 & 45.50 & 0.71 & -0.50 & yes &  \\
 \bottomrule
 \end{tabular}
-\end{table}
 """  # noqa: E501 (expected output)
 
 VARIANTS_CSV = """\
@@ -79,7 +74,7 @@ def test_run_table_markdown_is_exact(seeded):
 
 def test_variant_table_latex_and_csv_are_exact(seeded):
     tables = entry_tables(seeded, ENTRY, variant_order=["sgd", "adam", "mom"])
-    assert to_latex(tables.variants_display, caption="Optimizer", label="tab:opt") == VARIANTS_LATEX
+    assert to_latex(tables.variants_display) == VARIANTS_LATEX
     assert to_csv(tables.variants) == VARIANTS_CSV
 
 
