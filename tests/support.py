@@ -5,6 +5,8 @@ a run's first epoch, and writing ablation entries. Tests and bench/fault_tally.p
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,3 +83,20 @@ def tiny_ablations(folder: Path) -> Path:
 def write_tiny_entry(folder: Path, entry_id: str, **fields) -> Path:
     """write_entry on the ``tiny`` profile unless ``base`` says otherwise."""
     return write_entry(folder, entry_id, **{"base": "tiny", **fields})
+
+
+def compile_latex(tex: Path) -> Path:
+    """Compile ``tex`` where it lies with pdflatex or tectonic (skips the test when neither is installed;
+    `apt-get install texlive-latex-recommended` gives pdflatex); returns the PDF."""
+    for name in ("pdflatex", "tectonic"):
+        path = shutil.which(name)
+        if path:
+            break
+    else:
+        pytest.skip("no LaTeX engine (pdflatex or tectonic) installed")
+    command = [path, "-interaction=nonstopmode", "-halt-on-error", tex.name] if name == "pdflatex" else [path, tex.name]
+    result = subprocess.run(command, cwd=tex.parent, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:]
+    pdf = tex.with_suffix(".pdf")
+    assert pdf.stat().st_size > 1000
+    return pdf

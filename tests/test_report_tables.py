@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 
 from planting import plant_run, validation_point
 from report import commands, writeup
 from report.store import LocalStore
 from report.tables import NOISE_RULES, TableError, entry_tables, to_csv, to_latex, to_markdown
+from support import compile_latex
 
 ENTRY = "problem1.optimizer"
 # variant: (optimizer, lr, [(grader, IoU, SI-logRMSE) of seed 0, seed 1])
@@ -130,28 +128,13 @@ def test_command_choices_match_the_modules():
     assert set(commands.NOISE_RULE_CHOICES) == set(NOISE_RULES)
 
 
-def _latex_engine():
-    for name in ("pdflatex", "tectonic"):
-        path = shutil.which(name)
-        if path:
-            return name, path
-    return None
-
-
 def test_latex_tables_compile(seeded, tmp_path):
-    engine = _latex_engine()
-    if engine is None:
-        pytest.skip("no LaTeX engine (pdflatex or tectonic) installed")
     tables = entry_tables(seeded, ENTRY)
     body = "\n".join(writeup.latex_table(tables, kind, shown, "1.1a: problem1.optimizer", f"tab:{kind}")
                      for kind, _, shown in writeup._table_parts(tables))
     document = writeup.LATEX_PREAMBLE + body + "\n\\end{document}\n"
     (tmp_path / "t.tex").write_text(document)
-    name, path = engine
-    command = [path, "-interaction=nonstopmode", "-halt-on-error", "t.tex"] if name == "pdflatex" else [path, "t.tex"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert (tmp_path / "t.pdf").exists()
+    compile_latex(tmp_path / "t.tex")
 
 
 def test_a_tie_on_the_grader_is_decided_by_iou_minus_si_logrmse_and_said(tmp_path):

@@ -14,6 +14,7 @@ from planting import plant_predictions, plant_run, plant_submission, validation_
 from report.commands import main as report_main
 from report.store import LocalStore
 from report.writeup import FIGURE_RENDERERS, write_report
+from support import compile_latex
 
 
 def _entry(folder, entry_id, item, question, body):
@@ -100,6 +101,12 @@ def test_write_report_sections_tables_figures_and_placeholders(project):
         assert f"\\includegraphics[width=\\linewidth]{{figures/{stem}.pdf}}" in tex
     assert result.problems == ["problem2.branched: no runs recorded yet (`mtl-ablate run problem2.branched`)"]
     assert "> **Missing:** no runs recorded yet" in md
+
+
+def test_the_whole_latex_write_up_compiles_with_its_figures(project):
+    entries = load_entries(project["ablations"])
+    write_report(entries.values(), LocalStore(project["runs"]).load(), project["out"], runs_label="runs")
+    compile_latex(project["out"] / "report.tex")
 
 
 def test_every_figure_kind_an_entry_may_name_has_a_renderer():
