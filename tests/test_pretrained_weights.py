@@ -167,6 +167,27 @@ def test_server_down_is_a_clear_error_naming_the_url(torch_home):
     assert cache_files(torch_home) == []
 
 
+def test_a_server_that_never_answers_is_a_clear_error_after_the_stall_time(torch_home, monkeypatch):
+    # It accepts the connection and then sends nothing, as a network that drops packets would.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/resnet34-0123abcd.pth"
+        monkeypatch.setenv("MTL_DOWNLOAD_STALL_S", "0.5")
+        with pytest.raises(PretrainedWeightsUnavailable) as info:
+            load_imagenet_weights(ResNet34Encoder(), url=url)
+    message = str(info.value)
+    assert url in message and "the network sent nothing for 0.5 s (MTL_DOWNLOAD_STALL_S" in message
+    assert cache_files(torch_home) == []
+    assert socket.getdefaulttimeout() is None  # the process's default is restored
+
+
+def test_a_bad_stall_time_is_named(torch_home, monkeypatch):
+    monkeypatch.setenv("MTL_DOWNLOAD_STALL_S", "soon")
+    with pytest.raises(PretrainedWeightsUnavailable, match="MTL_DOWNLOAD_STALL_S='soon': expected a positive number"):
+        load_imagenet_weights(ResNet34Encoder(), url="http://127.0.0.1:9/resnet34-0123abcd.pth")
+
+
 def test_missing_file_on_the_server_names_the_http_status(torch_home, served_dir):
     _, base, _ = served_dir
     url = f"{base}/resnet34-0123abcd.pth"

@@ -7,7 +7,9 @@ torchvision's own ``BasicBlock`` refuses dilation, hence the dilation-capable bl
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,6 +154,10 @@ def build_encoder(name: str, dilation: tuple[bool, bool, bool]) -> ResNet34Encod
 
 # Set to 1 on machines that must never download: a missing cache file is then an error at once.
 OFFLINE_ENV = "MTL_OFFLINE"
+# Seconds a download may wait on the network for one connect or read before it fails (torch.hub sets none,
+# so a network that drops packets would hang a run forever).
+DOWNLOAD_STALL_ENV = "MTL_DOWNLOAD_STALL_S"
+DEFAULT_DOWNLOAD_STALL_S = 60.0
 
 
 def imagenet_weights_source(url: Optional[str] = None) -> tuple[Path, str]:
@@ -184,8 +190,10 @@ def _put_it_there(path: Path, url: str) -> str:
     )
 
 
-def _download_failure(exc: BaseException) -> str:
-    """The cause of a failed download in a few words: HTTP status, refused connection, hash mismatch."""
+def _download_failure(exc: BaseException, stall: float) -> str:
+    """The cause of a failed download in a few words: HTTP status, refused connection, stall, hash mismatch."""
+    if isinstance(exc, TimeoutError) or (isinstance(exc, URLError) and isinstance(exc.reason, TimeoutError)):
+        return f"the network sent nothing for {stall:g} s ({DOWNLOAD_STALL_ENV} sets how long to wait)"
     if isinstance(exc, HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, URLError):
@@ -193,6 +201,19 @@ def _download_failure(exc: BaseException) -> str:
     if isinstance(exc, RuntimeError) and "hash" in str(exc):
         return f"hash mismatch ({exc}); the downloaded file was discarded"
     return f"{type(exc).__name__}: {exc}"
+
+
+def download_stall_seconds() -> float:
+    raw = os.environ.get(DOWNLOAD_STALL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DOWNLOAD_STALL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise PretrainedWeightsUnavailable(f"{DOWNLOAD_STALL_ENV}={raw!r}: expected a positive number of seconds")
+    return value
 
 
 def download_imagenet_weights(url: str, path: Path) -> None:
@@ -215,15 +236,20 @@ def download_imagenet_weights(url: str, path: Path) -> None:
             f"SHA-256 (name-<sha256>.pth, like torchvision's files) so the download can be checked"
         )
     progress = sys.stderr.isatty()
+    stall = download_stall_seconds()
     print(f"downloading ImageNet weights {url} to {path}", file=sys.stderr, flush=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(stall)  # urllib (under torch.hub) takes the default for its sockets
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1), progress=progress)
     except Exception as exc:  # every cause ends the same way: no file, a message saying why
         raise PretrainedWeightsUnavailable(
             f"could not download ImageNet weights for resnet34 from {url} to {str(path)!r}: "
-            f"{_download_failure(exc)}. " + _put_it_there(path, url)
+            f"{_download_failure(exc, stall)}. " + _put_it_there(path, url)
         ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
     print(f"downloaded ImageNet weights to {path}", file=sys.stderr, flush=True)
 
 
