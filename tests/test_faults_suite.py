@@ -105,7 +105,7 @@ def test_killed_suite_restarted_twice_at_once_trains_each_run_once(suite, capsys
     second, third = start_ablate(args, env), start_ablate(args, env)  # two at once
     outputs = [p.communicate(timeout=600)[0] for p in (second, third)]
     codes = [second.returncode, third.returncode]
-    assert codes == [1, 1], outputs  # 1: not every run finished (one diverged)
+    assert codes == [0, 0], outputs  # a diverged run is a result (recorded, reported), not a failure
 
     for spec in (killed, other):
         record = read_run(spec.run_dir)
@@ -126,7 +126,7 @@ def test_killed_suite_restarted_twice_at_once_trains_each_run_once(suite, capsys
     # A third start finds nothing to do and touches nothing.
     watched = [killed.run_dir, other.run_dir, diverges.run_dir, log_path(killed).parent]
     before = snapshot(watched)
-    assert ablate_main(args) == 1
+    assert ablate_main(args) == 0
     assert snapshot(watched) == before
     out = capsys.readouterr().out
     assert "already finished" in out and "--retry-failed" in out

@@ -3,7 +3,8 @@
 The console script itself is :mod:`mtl.suite`, which adds the report's subcommands (``report.commands``)
 through ``extra_commands``; this module does not import the report package.
 
-Exit codes: 0 success (for ``run``: every run finished), 1 some run failed or did not finish,
+Exit codes: 0 success (for ``run``: every run ended with a result: finished, diverged or skipped here,
+each recorded with its reason), 1 some run failed, was refused or did not finish,
 2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 128+N stopped by
 a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the running trainings checkpointed.
 """
@@ -40,6 +41,8 @@ from .slurm import add_slurm_arguments
 from .upkeep import plan_when_base_settles, repair_plan
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+# Outcomes that answer the question a run was planned for; any other ends `run` with EXIT_RUN_FAILED.
+RESULT_STATES = (State.FINISHED, State.DIVERGED, State.SKIPPED)
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -268,8 +271,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     soft_wrap=True,
                 )
         # A skipped run (cannot run here, recorded with the reason) is not a failure: the winner is chosen
-        # among the variants that ran, and the plan, status and report say so.
-        if any(o.state not in (State.FINISHED, State.SKIPPED) for o in outcomes):
+        # among the variants that ran, and the plan, status and report say so. Nor is a diverged one: too
+        # high a learning rate diverging is an answer the lr bracket asks for, recorded and reported.
+        if any(o.state not in RESULT_STATES for o in outcomes):
             exit_code = EXIT_RUN_FAILED
         if scheduler.stop_signal is not None:
             console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
