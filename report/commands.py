@@ -76,7 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             selections = plan_selections(entries, args.runs_dir, args.profile)
             results = store.load([e.id for e in entries], selections=selections)
         if args.ladder:
-            return _write_ladder(entries, results, args)
+            return _write_ladder(entries, results, args, selections)
         formats = args.format or ["md", "latex", "csv"]
         result = write_report(entries, results, args.out, formats, draw_figures=not args.no_figures,
                               dataset_root=args.dataset_root, noise_rule=args.noise_rule,
@@ -100,10 +100,10 @@ def _ladder_chain(entries: list[Any], args: argparse.Namespace) -> list[Any]:
     return with_prerequisites(entries, load_entries(args.ablations_dir))
 
 
-def _write_ladder(chain: list[Any], results: Any, args: argparse.Namespace) -> int:
+def _write_ladder(chain: list[Any], results: Any, args: argparse.Namespace, selections: Any) -> int:
     from report.ladder import write_ladder
 
-    markdown, files = write_ladder(chain, results, args.out, noise_rule=args.noise_rule)
+    markdown, files = write_ladder(chain, results, args.out, noise_rule=args.noise_rule, selections=selections)
     print(markdown)
     for line in written_files_lines(files, args.out):
         print(line)
@@ -146,6 +146,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail("export", exc)
     print(result.path)
     print(f"{len(result.exported_runs)} submission.zip file(s), {len(result.members)} members")
+    for run, why in result.without_submission.items():
+        print(f"note: run {run} has no submission.zip: {why}")
     for line in result.missing:
         print(f"missing: {line}", file=sys.stderr)
     if result.missing:

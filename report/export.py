@@ -85,6 +85,8 @@ class ExportResult:
     exported_runs: list[str]
     skipped_runs: dict[str, str] = field(default_factory=dict)  # run -> why it has no submission in the archive
     problems: list[str] = field(default_factory=list)  # report problems (figures not drawn, entries without runs)
+    # Runs whose result has no weights to grade (diverged, skipped here): cited by the tables, nothing missing.
+    without_submission: dict[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[str]:
@@ -107,9 +109,15 @@ def archive_name(team: str) -> str:
     return f"dlad_ex2_report.{team}.zip"
 
 
-def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str], dict[str, str]]:
-    """The submission.zip of every finished run the report's tables cite (run dirs from the store)."""
-    members, exported, skipped = [], [], {}
+# States that are a run's result without a submission.zip: not missing from a complete archive.
+RESULTS_WITHOUT_WEIGHTS = {"diverged": "diverged: its result is the divergence the tables show, no weights to grade",
+                           "skipped": "skipped: it cannot run on this machine (the tables give the reason)"}
+
+
+def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str], dict[str, str], dict[str, str]]:
+    """The submission.zip of every finished run the report's tables cite (run dirs from the store); the runs
+    not finished yet (missing), and the runs whose result has no weights (diverged, skipped)."""
+    members, exported, skipped, without = [], [], {}, {}
     shipped: dict[Path, str] = {}  # a run reused by several entries is shipped once
     for section in sections:
         if section.tables is None:
@@ -118,6 +126,9 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
             run_dir = Path(run["source"])
             key = f"{section.entry.id}/{run['run']}"
             state = run["state"]
+            if state in RESULTS_WITHOUT_WEIGHTS:
+                without[key] = RESULTS_WITHOUT_WEIGHTS[state]
+                continue
             if state != "finished":
                 skipped[key] = f"state {state}: no submission.zip until it finishes"
                 continue
@@ -131,7 +142,7 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
             # Left on disk: memory stays flat in the number of runs, the bytes are copied as they are.
             members.append(Member.from_file(f"submissions/{key}/submission.zip", submission, stored=True))
             exported.append(key)
-    return members, exported, skipped
+    return members, exported, skipped, without
 
 
 def report_members(report_dir: Path) -> list[Member]:
@@ -143,7 +154,7 @@ def report_members(report_dir: Path) -> list[Member]:
 
 
 def manifest(members: list[Member], exported: list[str], skipped: dict[str, str], team: str,
-             problems: Iterable[str] = ()) -> Member:
+             problems: Iterable[str] = (), without: dict[str, str] | None = None) -> Member:
     problems = list(problems)
     data = {
         "team": team,
@@ -151,6 +162,7 @@ def manifest(members: list[Member], exported: list[str], skipped: dict[str, str]
         "members": {m.name: {"sha256": m.sha256, "bytes": m.size} for m in members},
         "exported_runs": exported,
         "runs_not_exported": skipped,
+        "runs_without_submission": without or {},
         "report_problems": problems,
     }
     return Member.from_bytes("MANIFEST.json", (json.dumps(data, indent=2) + "\n").encode(), stored=False)
@@ -231,16 +243,16 @@ def export(team: str, runs_dir: str | Path, entries: Iterable[Any], out_dir: str
         report = write_report(entries, results, report_dir, FORMATS, draw_figures=draw_figures,
                               dataset_root=dataset_root, runs_label=runs_dir.name or "runs", selections=selections)
         members = report_members(report_dir)
-    submissions, exported, skipped = submission_members(report.sections)
+    submissions, exported, skipped, without = submission_members(report.sections)
     members += submissions
     incomplete = ExportResult(None, members, exported, skipped, report.problems)
     if strict and incomplete.missing:
         raise IncompleteExportError(incomplete.missing)
-    members.append(manifest(members, exported, skipped, team, report.problems))
+    members.append(manifest(members, exported, skipped, team, report.problems, without))
     findings = scan(members)
     if findings:
         raise LeakError(findings)
     path = Path(out_dir) / name
     write_archive(path, members)
     return ExportResult(path=path, members=members, exported_runs=exported, skipped_runs=skipped,
-                        problems=report.problems)
+                        problems=report.problems, without_submission=without)

@@ -43,13 +43,20 @@ def seed_noise(chain: Sequence[Any], results: ResultTables) -> float:
     return math.sqrt(squares / degrees) if degrees else math.nan
 
 
-def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = "welch") -> pd.DataFrame:
-    """One row per entry of ``chain`` (root first), raw values: NaN where an entry has no scored run."""
+def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = "welch",
+                 selections: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per entry of ``chain`` (root first), raw values: NaN where an entry has no scored run.
+    ``selections`` (entry id -> mtl.ablate.selection.Selection) add what stood in for a prescribed base
+    that could not run here."""
     rows = []
     previous = math.nan
     noise = seed_noise(chain, results)
     for number, entry in enumerate(chain, start=1):
-        row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": entry.base_kind,
+        builds_on = entry.base_kind
+        selection = (selections or {}).get(entry.id)
+        if selection is not None and selection.base_note:
+            builds_on += f"; here: {selection.base_note}"
+        row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": builds_on,
                                "winner": "", "runs": 0, "grader": math.nan, "grader std": math.nan,
                                "IoU": math.nan, "SI-logRMSE": math.nan, "Δ grader": math.nan, "margin": math.nan,
                                "decided": "",
@@ -117,10 +124,10 @@ def _number(value: float, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noise_rule: str = "welch"
-                 ) -> tuple[str, list[Path]]:
+def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noise_rule: str = "welch",
+                 selections: dict[str, Any] | None = None) -> tuple[str, list[Path]]:
     """Writes ``ladder.<last entry>.md`` and ``.csv`` under ``out_dir``; returns the Markdown and the files."""
-    frame = ladder_frame(chain, results, noise_rule)
+    frame = ladder_frame(chain, results, noise_rule, selections)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"ladder.{chain[-1].id}"
     noise = seed_noise(chain, results)

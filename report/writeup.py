@@ -24,8 +24,16 @@ from mtl.ablate.arguments import command_line
 from mtl.ablate.entry import FIGURE_KINDS
 from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
 from report.store import ResultTables
-from report.tables import (NOISE_RULES, EntryTables, TableError, entry_tables, latex_escape, to_csv, to_latex,
-                           to_markdown)
+from report.tables import (
+    NOISE_RULES,
+    EntryTables,
+    TableError,
+    entry_tables,
+    latex_escape,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
 
 FORMATS = ("md", "latex", "csv")
 MAX_IMAGE_RUNS = 4  # variants shown in the image figures: the winner first, then in table order
@@ -324,6 +332,8 @@ def _setup_lines(report: EntryReport) -> list[str]:
         for variant, values in setup["varied"].items():
             lines.append(f"Variant {variant}: {_pairs(values)}.")
         lines.append(f"Shared by every run, differing from the template defaults: {_pairs(setup['common'])}.")
+    if report.selection is not None and report.selection.base_note:
+        lines.append(f"Base on this machine: {report.selection.base_note}.")
     if report.selection is not None and report.selection.stale_note:
         lines.append(report.selection.stale_note[0].upper() + report.selection.stale_note[1:] + ".")
     if report.tables is not None and (report.tables.runs["state"] == "skipped").any():

@@ -328,7 +328,7 @@ def test_a_finished_config_is_reused_and_older_configs_are_listed_apart(ablation
     assert "prescribed variant 'x' of problem1.a" in out and "why this base:" in out
 
 
-def test_a_prescribed_variant_that_was_skipped_is_an_error_not_a_fallback(ablations, tmp_path):
+def test_a_prescribed_variant_that_was_skipped_is_stood_in_for_by_the_winner_and_said(ablations, tmp_path):
     runs_dir = tmp_path / "runs"
     write_entry(ablations, "problem1.a", grid={"pretrained": [False, True]})
     write_entry(ablations, "problem1.b", base="problem1.a variant pretrained=true")
@@ -338,8 +338,14 @@ def test_a_prescribed_variant_that_was_skipped_is_an_error_not_a_fallback(ablati
     _finish(scratch, [10.0])
     pretrained.run_dir.mkdir(parents=True)
     RunDirectory(pretrained.run_dir).write_status(state="skipped", error="PretrainedWeightsUnavailable: offline")
-    with pytest.raises(UnresolvedBase, match="variant 'pretrained=true' of problem1.a, was skipped on this machine"):
-        make_plan(entries["problem1.b"], "quick", runs_dir)
+    prescribed = make_plan(entries["problem1.b"], "quick", runs_dir)
+    assert prescribed.base.values["pretrained"] is False
+    assert prescribed.runs[0].reused_from is not None  # it is problem1.a's pretrained=false run itself
+    said = ("variant 'pretrained=true' was skipped on this machine (PretrainedWeightsUnavailable: offline), so the "
+            "winner among the variants that ran, 'pretrained=false' (the only variant scored), stands in for it")
+    assert prescribed.base.fallback == said
+    assert said in prescribed.base.describe()
+    assert select_runs(entries["problem1.b"], runs_dir, "quick").base_note == said
     # 'best of' chooses among the variants that ran, and says which one could not.
     base = make_plan(entries["problem1.c"], "quick", runs_dir).base
     assert base.winner.variant == "pretrained=false"

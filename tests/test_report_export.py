@@ -83,6 +83,25 @@ def test_unfinished_runs_are_listed_not_exported(project):
         assert json.loads(archive.read("MANIFEST.json"))["runs_not_exported"] == result.skipped_runs
 
 
+def test_diverged_and_skipped_runs_are_results_not_missing(project, capsys):
+    diverged = project["adam"]  # the planned adam run, now diverged: no submission.zip
+    status = json.loads((diverged / "status.json").read_text())
+    (diverged / "status.json").write_text(json.dumps({**status, "state": "diverged"}))
+    (diverged / "submission.zip").unlink()
+    result = export("t", project["runs"], _entries(project), project["out"], draw_figures=False, strict=True)
+    key = f"problem1.optimizer/{diverged.name}"
+    assert result.missing == [] and result.path.exists()
+    assert result.without_submission == {key: "diverged: its result is the divergence the tables show, no weights "
+                                              "to grade"}
+    with zipfile.ZipFile(result.path) as archive:
+        manifest = json.loads(archive.read("MANIFEST.json"))
+    assert manifest["complete"] is True and manifest["runs_without_submission"] == result.without_submission
+    assert report_main(["export", "--team", "t", "--runs-dir", str(project["runs"]), "--ablations-dir",
+                        str(project["ablations"]), "--out", str(project["out"]), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: run {key} has no submission.zip: diverged" in out
+
+
 def test_finished_run_without_submission_is_an_error(project):
     (project["sgd"] / "submission.zip").unlink()
     with pytest.raises(ExportError, match=rf"{project['sgd'].name} is finished but has no submission.zip"):

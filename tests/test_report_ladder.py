@@ -7,6 +7,7 @@ import pytest
 
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
+from mtl.rundir import RunDirectory
 from mtl.suite import main
 from planting import plant_planned
 from support import write_entry
@@ -77,3 +78,28 @@ def test_ladder_takes_one_entry(chain, capsys):
     assert main(["report", "problem1.a", "problem1.b", "--ladder", "--runs-dir", str(runs_dir),
                  "--ablations-dir", str(ablations)]) == 2
     assert "--ladder takes one entry" in capsys.readouterr().err
+
+
+def test_ladder_says_what_stood_in_for_a_prescribed_variant_that_could_not_run(ablations, tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "reports"
+    write_entry(ablations, "problem1.a", item="1.1", grid={"pretrained": [False, True]})
+    write_entry(ablations, "problem1.b", item="1.2", base="problem1.a variant pretrained=true",
+                grid={"aspp": [False, True]})
+    entries = load_entries(ablations)
+    scratch, pretrained = plan(entries["problem1.a"], None, runs_dir)
+    plant_planned(scratch, [10.0])
+    pretrained.run_dir.mkdir(parents=True)
+    (pretrained.run_dir / "config.yaml").write_text(pretrained.config.to_yaml())
+    RunDirectory(pretrained.run_dir).write_status(state="skipped", error="PretrainedWeightsUnavailable: offline")
+    for spec in plan(entries["problem1.b"], None, runs_dir):
+        if spec.reused_from is None:
+            plant_planned(spec, [12.0 if spec.config.aspp else 10.0])
+    assert main(["report", "problem1.b", "--ladder", "--runs-dir", str(runs_dir), "--ablations-dir", str(ablations),
+                 "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "ladder.problem1.b.csv", dtype={"note": str}).fillna({"note": ""})
+    assert frame["note"].tolist()[0] == "skipped here: pretrained=true"
+    assert frame["builds on"].tolist()[1] == (
+        "prescribed variant pretrained=true of problem1.a; here: variant 'pretrained=true' was skipped on this "
+        "machine (PretrainedWeightsUnavailable: offline), so the winner among the variants that ran, "
+        "'pretrained=false' (the only variant scored), stands in for it")
+    assert frame["winner"].tolist() == ["pretrained=false", "aspp=true"]

@@ -217,6 +217,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print(
                 f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
             )
+        if plan.base.fallback:
+            console.print(f"  base: {plan.base.fallback}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -87,12 +87,15 @@ class Base:
     unresolved: Optional[str] = None
     # (entry id, variant name) when the base is a prescribed variant of an earlier entry.
     variant_of: Optional[tuple[str, str]] = None
+    # When the prescribed variant could not run on this machine: what stands in for it and why, in words.
+    fallback: Optional[str] = None
 
     def describe(self) -> str:
         if self.variant_of is not None:
             source, variant = self.variant_of
             state = f" (unresolved: {self.unresolved})" if self.unresolved else ""
-            return f"prescribed variant {variant!r} of {source}{state}; profile {self.profile}"
+            fallback = f" ({self.fallback})" if self.fallback else ""
+            return f"prescribed variant {variant!r} of {source}{state}{fallback}; profile {self.profile}"
         if self.best_of is None:
             return f"profile {self.profile}"
         if self.winner is None:
@@ -153,7 +156,8 @@ def make_plan(
                 base.winner = resolve_winner(entry, profile, runs_dir, chain, profile_name)
                 base.values.update(base.winner.hyperparameters)
             else:
-                base.values.update(resolve_variant(entry, profile, runs_dir, chain, profile_name))
+                values, base.fallback = resolve_variant(entry, profile, runs_dir, chain, profile_name)
+                base.values.update(values)
         except UnresolvedBase as exc:
             if not allow_unresolved:
                 raise
@@ -289,9 +293,11 @@ def resolve_winner(
     runs_dir: Path,
     chain: tuple[str, ...] = (),
     profile_name: Optional[str] = None,
+    source_id: Optional[str] = None,
 ) -> Winner:
-    """The winning config of ``entry.best_of`` under the same profile, read from its run records."""
-    source_id = entry.best_of
+    """The winning config of ``source_id`` (default: ``entry.best_of``) under the same profile, read from
+    its run records."""
+    source_id = source_id or entry.best_of
     assert source_id is not None
     source, source_plan = _plan_base_entry(entry, source_id, profile, runs_dir, chain, profile_name)
     # Status and metrics only (JSON); the YAML config is read for the winner alone.
@@ -372,10 +378,12 @@ def resolve_variant(
     runs_dir: Path,
     chain: tuple[str, ...] = (),
     profile_name: Optional[str] = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Optional[str]]:
     """The hyperparameters of the prescribed variant ``entry.variant_of`` of an earlier entry, whichever won
-    there. Its config is known from the plan; a variant recorded as skipped on this machine is an error, never
-    replaced by another one."""
+    there, and None; or, when that variant was recorded as skipped on this machine (it cannot run here,
+    e.g. ImageNet weights absent offline), the winner among the variants that ran and a sentence saying
+    so, which the plan, ``show``, ``status``, the write-up and the ladder print: a visible fallback, so
+    that an offline chain still trains to its end."""
     assert entry.variant_of is not None
     source_id, variant = entry.variant_of
     _, source_plan = _plan_base_entry(entry, source_id, profile, runs_dir, chain, profile_name)
@@ -384,16 +392,18 @@ def resolve_variant(
         names = list(dict.fromkeys(run.variant for run in source_plan.runs))
         raise EntryError(entry.path, "base",
                          f"entry {source_id} has no variant {variant!r}; its variants: {', '.join(names)}")
-    for run in runs:
-        if recorded_state(run.run_dir) == State.SKIPPED:
-            reason = read_status(run.run_dir).get("error") or "no reason recorded"
-            raise UnresolvedBase(
-                source_id,
-                f"the prescribed base of {entry.id}, variant {variant!r} of {source_id}, was skipped on this machine "
-                f"({run.run_dir}): {reason}. It is not replaced by another variant: make it runnable (put the "
-                f"weights file where the message says, or set pretrained_weights_path in the profile), then "
-                f"run `mtl-ablate run {source_id}` again",
-            )
+    skipped = [run for run in runs if recorded_state(run.run_dir) == State.SKIPPED]
+    if skipped:
+        reason = read_status(skipped[0].run_dir).get("error") or "no reason recorded"
+        winner = resolve_winner(entry, profile, runs_dir, chain, profile_name, source_id=source_id)
+        fallback = (f"variant {variant!r} was skipped on this machine ({first_sentence(reason)}), so the winner "
+                    f"among the variants that ran, {winner.variant!r} ({winner.rule}), stands in for it")
+        return dict(winner.hyperparameters), fallback
     values = runs[0].config.model_dump()
-    return {k: v for k, v in values.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
+    return {k: v for k, v in values.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}, None
 
+
+def first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of a recorded reason, cut at ``limit`` characters (the run's status has it whole)."""
+    sentence = text.split(". ", 1)[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."

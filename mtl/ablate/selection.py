@@ -32,6 +32,7 @@ class Selection:
     runs: list[SelectedRun]
     stale: list[Path] = field(default_factory=list)
     unresolved: Optional[str] = None
+    base_note: Optional[str] = None  # what stands in for a prescribed base variant that could not run here
 
     @property
     def stale_note(self) -> str:
@@ -43,7 +44,8 @@ def select_runs(entry: Entry, runs_dir: str | Path, profile: Optional[str] = Non
     plan = make_plan(entry, plan_profile(entry, profile, runs_dir), runs_dir, allow_unresolved=True)
     runs = [SelectedRun(run.run_dir, run.variant, run.seed, run.reused_from) for run in plan.runs
             if not run.provisional]
-    return Selection(entry.id, plan.base.profile, runs, stale_runs(plan, runs_dir), plan.base.unresolved)
+    return Selection(entry.id, plan.base.profile, runs, stale_runs(plan, runs_dir), plan.base.unresolved,
+                     plan.base.fallback)
 
 
 def stale_runs(plan: Plan, runs_dir: str | Path) -> list[Path]:
