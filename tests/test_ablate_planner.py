@@ -341,7 +341,7 @@ def test_a_prescribed_variant_that_was_skipped_is_stood_in_for_by_the_winner_and
     prescribed = make_plan(entries["problem1.b"], "quick", runs_dir)
     assert prescribed.base.values["pretrained"] is False
     assert prescribed.runs[0].reused_from is not None  # it is problem1.a's pretrained=false run itself
-    said = ("variant 'pretrained=true' was skipped on this machine (PretrainedWeightsUnavailable: offline), so the "
+    said = ("variant 'pretrained=true' was skipped on this machine (PretrainedWeightsUnavailable), so the "
             "winner among the variants that ran, 'pretrained=false' (the only variant scored), stands in for it")
     assert prescribed.base.fallback == said
     assert said in prescribed.base.describe()

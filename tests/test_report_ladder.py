@@ -100,6 +100,6 @@ def test_ladder_says_what_stood_in_for_a_prescribed_variant_that_could_not_run(a
     assert frame["note"].tolist()[0] == "skipped here: pretrained=true"
     assert frame["builds on"].tolist()[1] == (
         "prescribed variant pretrained=true of problem1.a; here: variant 'pretrained=true' was skipped on this "
-        "machine (PretrainedWeightsUnavailable: offline), so the winner among the variants that ran, "
+        "machine (PretrainedWeightsUnavailable), so the winner among the variants that ran, "
         "'pretrained=false' (the only variant scored), stands in for it")
     assert frame["winner"].tolist() == ["pretrained=false", "aspp=true"]

@@ -255,6 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"runs in {args.runs_dir.absolute() / entry.id}",
             markup=False,
             highlight=False,
+            soft_wrap=True,  # one line: the base can be a long sentence, and scripts grep it
         )
         for run in plan.runs:
             if run.reused_from:

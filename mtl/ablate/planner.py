@@ -396,14 +396,10 @@ def resolve_variant(
     if skipped:
         reason = read_status(skipped[0].run_dir).get("error") or "no reason recorded"
         winner = resolve_winner(entry, profile, runs_dir, chain, profile_name, source_id=source_id)
-        fallback = (f"variant {variant!r} was skipped on this machine ({first_sentence(reason)}), so the winner "
+        # The kind of reason only: the whole one (in the skipped run's status) names local paths, which
+        # would reach the write-up and be refused by export's leak check.
+        fallback = (f"variant {variant!r} was skipped on this machine ({reason.split(':', 1)[0]}), so the winner "
                     f"among the variants that ran, {winner.variant!r} ({winner.rule}), stands in for it")
         return dict(winner.hyperparameters), fallback
     values = runs[0].config.model_dump()
     return {k: v for k, v in values.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}, None
-
-
-def first_sentence(text: str, limit: int = 160) -> str:
-    """The first sentence of a recorded reason, cut at ``limit`` characters (the run's status has it whole)."""
-    sentence = text.split(". ", 1)[0].rstrip(".")
-    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
