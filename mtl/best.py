@@ -27,6 +27,11 @@ def _metric(point: dict[str, Any], name: str) -> Any:
     return point.get(name) if value is None else value
 
 
+def _key_value(point: dict[str, Any], key: str) -> Any:
+    """The ranking metric ``key`` of a point: ``val/x`` read as :func:`_metric` reads ``x``, else the key itself."""
+    return _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
+
+
 def tie_break_value(point: dict[str, Any]) -> float:
     """IoU - SI-logRMSE of a point; -inf when either is missing or not finite."""
     iou, si = _metric(point, "iou"), _metric(point, "si_logrmse")
@@ -35,7 +40,7 @@ def tie_break_value(point: dict[str, Any]) -> float:
 
 def point_rank(point: dict[str, Any], key: str = GRADER_KEY, mode: str = "max") -> tuple[float, float, float]:
     """A sortable rank of a validation point: higher is better (see TIE_BREAK above)."""
-    value = _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
+    value = _key_value(point, key)
     primary = float(value) if is_finite_number(value) else -math.inf
     step = point.get("step", 0)
     return (primary if mode == "max" else -primary, tie_break_value(point),
@@ -45,8 +50,7 @@ def point_rank(point: dict[str, Any], key: str = GRADER_KEY, mode: str = "max") 
 def better_point(candidate: dict[str, Any], incumbent: Optional[dict[str, Any]], key: str = GRADER_KEY,
                  mode: str = "max") -> bool:
     """Whether ``candidate`` beats ``incumbent`` (None: nothing yet) by the rule; a non-finite metric never wins."""
-    value = _metric(candidate, key[len("val/"):]) if key.startswith("val/") else candidate.get(key)
-    if not is_finite_number(value):
+    if not is_finite_number(_key_value(candidate, key)):
         return False
     return incumbent is None or point_rank(candidate, key, mode) > point_rank(incumbent, key, mode)
 
@@ -65,8 +69,7 @@ def best_point(points: list[dict[str, Any]], key: str = GRADER_KEY, mode: str = 
     is built once (a report ranks every point of a thousand runs)."""
     best, best_rank = None, None
     for point in points:
-        value = _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
-        if not is_finite_number(value):
+        if not is_finite_number(_key_value(point, key)):
             continue
         rank = point_rank(point, key, mode)
         if best_rank is None or rank > best_rank:

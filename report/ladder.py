@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from report.store import ResultTables
-from report.tables import TableError, entry_tables, to_csv
+from report.tables import TableError, to_csv
+from report.writeup import tables_of_entry
 
 COLUMNS = ["step", "entry", "item", "builds on", "winner", "runs", "grader", "grader std", "IoU", "SI-logRMSE",
            "Δ grader", "margin", "decided", "note"]
@@ -44,13 +45,13 @@ def seed_noise(chain: Sequence[Any], results: ResultTables) -> float:
 
 
 def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = "welch",
-                 selections: dict[str, Any] | None = None) -> pd.DataFrame:
+                 selections: dict[str, Any] | None = None, noise: float | None = None) -> pd.DataFrame:
     """One row per entry of ``chain`` (root first), raw values: NaN where an entry has no scored run.
     ``selections`` (entry id -> mtl.ablate.selection.Selection) add what stood in for a prescribed base
-    that could not run here."""
+    that could not run here; ``noise`` is :func:`seed_noise` of the chain when the caller has it."""
     rows = []
     previous = math.nan
-    noise = seed_noise(chain, results)
+    noise = seed_noise(chain, results) if noise is None else noise
     for number, entry in enumerate(chain, start=1):
         builds_on = entry.base_kind
         selection = (selections or {}).get(entry.id)
@@ -59,18 +60,14 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
         row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": builds_on,
                                "winner": "", "runs": 0, "grader": math.nan, "grader std": math.nan,
                                "IoU": math.nan, "SI-logRMSE": math.nan, "Δ grader": math.nan, "margin": math.nan,
-                               "decided": "",
-                               "note": ""}
+                               "decided": "", "note": ""}
         subset = results.for_ablation(entry.id)
         if subset.runs.empty:
             row["note"] = "no runs recorded"
             rows.append(row)
             continue
-        variant_order = [v.name for v in entry.variants] if entry.variants else None
         try:
-            tables = entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
-                                  rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode,
-                                  variant_order=variant_order)
+            tables = tables_of_entry(entry, subset, noise_rule)
         except TableError as exc:
             row["note"] = str(exc)
             rows.append(row)
@@ -127,10 +124,10 @@ def _number(value: float, signed: bool = False) -> str:
 def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noise_rule: str = "welch",
                  selections: dict[str, Any] | None = None) -> tuple[str, list[Path]]:
     """Writes ``ladder.<last entry>.md`` and ``.csv`` under ``out_dir``; returns the Markdown and the files."""
-    frame = ladder_frame(chain, results, noise_rule, selections)
+    noise = seed_noise(chain, results)
+    frame = ladder_frame(chain, results, noise_rule, selections, noise)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"ladder.{chain[-1].id}"
-    noise = seed_noise(chain, results)
     footer = (f"Seed noise: grader standard deviation {noise:.2f}, pooled over the variants with several seeds."
               if math.isfinite(noise) else "Seed noise: unknown (no variant of the chain has several finished seeds).")
     markdown = ladder_markdown(frame) + "\n" + footer + "\n"

@@ -141,6 +141,13 @@ def run_command(entry: Any, runs_dir: Path | None) -> str:
     return command_line("run", [entry.id], runs_dir=runs_dir, ablations_dir=getattr(entry, "ablations_dir", None))
 
 
+def tables_of_entry(entry: Any, subset: ResultTables, noise_rule: str = "welch") -> EntryTables:
+    """The tables of ``entry``'s runs as its file asks: its report columns, ranking metric and variant order."""
+    variant_order = [v.name for v in entry.variants] if getattr(entry, "variants", None) else None
+    return entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
+                        rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode, variant_order=variant_order)
+
+
 def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats: Sequence[str] = FORMATS,
                        draw_figures: bool = True, dataset_root: Path | None = None,
                        noise_rule: str = "welch", runs_dir: Path | None = None) -> EntryReport:
@@ -149,9 +156,7 @@ def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats
     if subset.runs.empty:
         return EntryReport(entry=entry, tables=None,
                            problems=[f"no runs recorded yet (`{run_command(entry, runs_dir)}`)"])
-    variant_order = [v.name for v in entry.variants] if getattr(entry, "variants", None) else None
-    tables = entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
-                          rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode, variant_order=variant_order)
+    tables = tables_of_entry(entry, subset, noise_rule)
     report = EntryReport(entry=entry, tables=tables)
     report.setup = config_differences(subset.runs, list(tables.summary["variant"]))
     report.rendered = render_tables(tables, caption=f"{entry.item}: {entry.id}", label_prefix=f"tab:{entry.id}")
