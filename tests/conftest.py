@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,22 @@ os.environ.setdefault("MTL_OFFLINE", "1")  # no test downloads ImageNet weights 
 # pytest-xdist gives its workers COLUMNS=80; the commands' tables would wrap there and not in a plain run.
 # A test that checks a width sets COLUMNS itself.
 os.environ.pop("COLUMNS", None)
+
+
+def _own_cores_per_xdist_worker() -> None:
+    """Give each pytest-xdist worker its own share of the cores. The trainings a test starts inherit it, and
+    the suite sizes a CPU run's threads by the cores it may use: otherwise each worker's runs take every
+    core, and two workers' torch threads fight over them."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker.removeprefix("gw")) % count::count]
+    if share:
+        os.sched_setaffinity(0, share)
+
+
+_own_cores_per_xdist_worker()
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +60,24 @@ def _fresh_wandb_setup():
     yield
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown()
+
+
+# The files that take longest, longest first (pytest --durations on an idle 2-core machine; test_device_options
+# compiles with inductor, about 30 s on a machine without its cache).
+LONGEST_FILES = ("test_ablate_run.py", "test_records.py", "test_engine.py", "test_faults_process_group.py",
+                 "test_slurm_cluster.py", "test_faults_preemption.py", "test_faults_suite.py",
+                 "test_device_options.py", "test_ablate_sweep.py", "test_faults_storage.py",
+                 "test_archive_limits.py", "test_tracking_wandb.py", "test_models.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The longest files first, then the rest by their number of slow tests. pytest-xdist hands out whole
+    files (--dist loadfile) in this order, so the suite ends on short files instead of one worker still
+    running a long one while the other waits. The order within a file is kept."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        return (LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES), -slow[item.path])
+
+    items.sort(key=rank)

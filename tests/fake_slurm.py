@@ -50,6 +50,17 @@ def read_state(state_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"next_id": 1000, "jobs": {}, "sbatch": []}
 
 
+def settled_state(state_dir: Path, timeout: float = 60) -> dict[str, Any]:
+    """The state once every job has ended. submitit counts a job done when its result file is written, a
+    moment before the job script exits and the cluster records the job's end (sacct lags the same way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(state_dir)
+        if all(job["state"] in FINISHED for job in state["jobs"].values()) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
 # ---------------------------------------------------------------------------------------------- state
 def _dir() -> Path:
     return Path(os.environ["FAKE_SLURM_DIR"])

@@ -58,7 +58,7 @@ def test_array_with_a_cap_a_timed_out_task_requeued_and_a_second_run_submitting_
     code, output = finish(ablate(args, env))
     assert code == 0, output
 
-    state = fake_slurm.read_state(state_dir)
+    state = fake_slurm.settled_state(state_dir)
     (call,) = state["sbatch"]
     assert call["array"] == "0-1%1" and call["job_name"] == "mtl:problem1.cluster"
     assert "gpus-per-node" not in call["options"] and call["options"]["signal"] == "USR2@60"

@@ -117,11 +117,16 @@ def run_chain(argv: list[str], run_dir: Path, reference_dir: Path, kill_signal: 
 def preempt(argv: list[str], root: Path, reference_dir: Path, kill_signal: int, trials: int, seed: int,
             max_delay_s: float, num_epochs: int, keep: bool = False,
             on_kill: Optional[Callable[[Kill], None]] = None) -> list[Chain]:
-    """``trials`` kills spread over as many chains as it takes; every chain ends verified."""
+    """``trials`` kills spread over as many chains as it takes; every chain ends verified.
+
+    A resumed run has less left to train than the delay is drawn over, so a chain often finishes before
+    its later kills: the next chain takes them. Chains are capped at three per kill wanted (a chain that
+    ends unkilled counts against the cap), so a run that never lives long enough to be signalled ends
+    the loop short of ``trials`` kills, which the callers assert against."""
     rng = random.Random(seed)
     chains: list[Chain] = []
     kills = 0
-    while kills < trials and len(chains) < trials:  # a chain that ends unkilled still counts against the cap
+    while kills < trials and len(chains) < 3 * trials:
         run_dir = root / f"{signal.Signals(kill_signal).name.lower()}-{len(chains)}"
         chain = run_chain(argv, run_dir, reference_dir, kill_signal, trials - kills, rng, max_delay_s, num_epochs,
                           root / "logs", on_kill)

@@ -4,7 +4,7 @@ closed terminal send it.
 
 The trainer is a real ``python -m mtl.cli`` in a session of its own, so ``os.killpg`` reaches exactly
 it and its workers. The signal goes out once the run has checkpointed a step (with a checkpoint after
-every step, ``last.pt`` appearing means training is under way); the run must end ``interrupted`` with
+every step, a new ``last.pt`` means training is under way); the run must end ``interrupted`` with
 exit 143 and a rerun must end bit-identical to an unbroken run.
 """
 
@@ -52,19 +52,27 @@ def _group_empties(pgid: int, timeout: float = 30) -> bool:
     return False
 
 
+def _modified_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, timeout: float = 600) -> GroupStop:
-    """Start the run, send ``signum`` to its process group after its first checkpointed step, and check
-    how it ended (exit code, state, the error naming the signal, every file readable)."""
+    """Start (or resume) the run, send ``signum`` to its process group once it has checkpointed a step in
+    this start, and check how it ended (exit code, state, the error naming the signal, every file readable)."""
     name = signal.Signals(signum).name
-    process = train_process([*argv, f"--log_dir={run_dir}"], log_path, new_session=True)
     last = RunDirectory(run_dir).last
+    before = _modified_ns(last)  # a resumed run's checkpoint: wait for a newer one
+    process = train_process([*argv, f"--log_dir={run_dir}"], log_path, new_session=True)
     deadline = time.monotonic() + timeout
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+    while _modified_ns(last) in (None, before) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    if process.poll() is not None or not last.exists():
+    if process.poll() is not None or _modified_ns(last) in (None, before):
         process.kill()
-        return GroupStop(name, process.wait(), "", "", [f"{run_dir}: the run ended or hung before its first "
-                                                         f"checkpoint (log {log_path})"])
+        return GroupStop(name, process.wait(), "", "", [f"{run_dir}: the run ended or hung before it checkpointed "
+                                                         f"a step (log {log_path})"])
     os.killpg(process.pid, signum)  # the session leader's pid is its group id
     code = process.wait(timeout)
     status = read_status_strict(run_dir)
