@@ -291,17 +291,19 @@ class Scheduler:
                 for (spec, placement), job in zip(launches, self._start(launches)):
                     running[spec.run_dir] = (job, placement, spec)
                     self.monitor.started(spec, placement, job)
+                freed = False
                 for key, (job, placement, spec) in list(running.items()):
                     code = job.poll()
                     if code is not None:
                         del running[key]
                         free.append(placement)
+                        freed = True
                         if code == ExitCode.LOCKED and not stopping:  # lost a race to another process
                             self.wait_for(spec)
                             continue
                         settle(self.outcome_of(spec, code, job))
                 self.monitor.refresh()
-                if pending or running or self.waiting:
+                if (pending or running or self.waiting) and not (freed and pending):  # a freed slot starts at once
                     time.sleep(self.poll_interval)
         finally:
             for s, handler in previous.items():
