@@ -230,7 +230,30 @@ def test_list_counts_run_directories(tmp_path, capsys):
     main(["list", "--runs-dir", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert "done" in next(row for row in lines if "problem1.optimizer" in row)
-    assert "waiting for its base" in next(row for row in lines if "problem1.lr " in row)
+    # problem1.lr has not run: it takes the profile of the entry it builds on, whose runs resolve its base.
+    line = next(row for row in lines if "problem1.lr " in row)
+    assert "quick" in line and "0/3" in line and "not run" in line
+    remember_profile(tmp_path / "problem1.optimizer", "full")
+    main(["list", "--runs-dir", str(tmp_path)])
+    line = next(row for row in capsys.readouterr().out.splitlines() if "problem1.lr " in row)
+    assert "full" in line and "waiting for its base" in line
+
+
+def test_an_entry_not_run_yet_takes_the_profile_its_base_entries_last_ran_with(tmp_path, capsys):
+    """After `make demo` (problem1.lr under quick), problem1.batch_size plans under quick without --profile,
+    so `run problem1.batch_size`, as the hints of `report --all` and `export` suggest, builds on those runs."""
+    entries = load_entries(ABLATIONS)
+    for entry_id in ("problem1.optimizer", "problem1.lr"):
+        for i, spec in enumerate(make_plan(entries[entry_id], "quick", tmp_path, reuse=False).runs):
+            plant_run(spec, [10.0 + i])
+        remember_profile(tmp_path / entry_id, "quick")
+    runs = ["--runs-dir", str(tmp_path)]
+    assert main(["show", "problem1.batch_size", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "base: best of problem1.lr: variant" in out and "profile quick" in out and "unresolved" not in out
+    assert main(["show", "problem1.batch_size", "--profile", "full", *runs]) == 0  # a profile given still wins
+    out = capsys.readouterr().out
+    assert "profile full" in out and "unresolved" in out
 
 
 def test_with_deps_puts_the_best_of_chain_first():

@@ -128,9 +128,31 @@ def plan(entry: Entry, profile: Optional[str] = None, runs_dir: str | Path = "ru
 
 
 def plan_profile(entry: Entry, profile: Optional[str], runs_dir: str | Path) -> Optional[str]:
-    """The profile to plan ``entry`` with: the one given, else the one of its last `run`, else None (the
-    entry's own, decided by :func:`make_plan`)."""
-    return profile or remembered_profile(Path(runs_dir) / entry.id)
+    """The profile to plan ``entry`` with: the one given; else the one of its last `run`; else the one the
+    nearest entry it builds on last ran with (after `run problem1.lr --profile quick`, problem1.batch_size
+    plans, reports and suggests commands under quick too, not under its own profile, whose runs of the
+    chain do not exist); else None (the entry's own, decided by :func:`make_plan`)."""
+    if profile:
+        return profile
+    seen: set[str] = set()
+    current: Optional[Entry] = entry
+    while current is not None and current.id not in seen:
+        seen.add(current.id)
+        remembered = remembered_profile(Path(runs_dir) / current.id)
+        if remembered:
+            return remembered
+        current = _base_entry_or_none(current)
+    return None
+
+
+def _base_entry_or_none(entry: Entry) -> Optional[Entry]:
+    """The entry ``entry`` builds on; None when there is none or it cannot be read (planning says why)."""
+    if entry.base_entry is None:
+        return None
+    try:
+        return load_entry(entry_path(entry.ablations_dir, entry.base_entry))
+    except (EntryError, OSError):
+        return None
 
 
 def make_plan(
