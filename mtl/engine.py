@@ -377,6 +377,8 @@ def _restore(trainer: Trainer, datasets: dict[str, Any], status: dict[str, Any])
         p = trainer.position
         print(f"mtl-train: resuming from step {p.step} (epoch {p.epoch + 1}/{cfg.num_epochs}, "
               f"{p.batch_in_epoch} batches into it)", flush=True)
+        # With this attempt's pid, so the suite tells this resume from an earlier attempt's.
+        run.write_status(resumed={"pid": os.getpid(), "step": p.step, "epoch": p.epoch + 1})
     # Points logged after the checkpoint -- or, without one, by an attempt killed before its first
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
     trainer.trace.truncate_after(trainer.position.step)

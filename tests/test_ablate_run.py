@@ -8,6 +8,7 @@ and one whose directory lock another process holds.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,9 +144,14 @@ def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_
     assert process.returncode == 128 + signal.SIGINT, out
     stopped = read_run(run.run_dir)
     assert stopped.state == "interrupted" and stopped.status["error"].startswith("stopped by SIGINT"), stopped.status
+    capsys.readouterr()
     assert main(args) == 0
     assert read_run(run.run_dir).state == "finished"
-    assert "mtl-train: resuming from step " in log_path(run).read_text()
+    resumed = re.search(r"mtl-train: resuming from step (\d+) \(epoch (\d+)/3", log_path(run).read_text())
+    assert resumed, log_path(run).read_text()
+    # The suite's own output says it too, from the trainer's status.
+    said = f"problem1.stop {run.variant} s0: resuming from step {resumed[1]} (epoch {resumed[2]}/3)"
+    assert said in capsys.readouterr().out
 
 
 def test_adhoc_grid_from_the_command_line_runs_and_reports_like_an_entry(ablations, tmp_path, capsys, monkeypatch):

@@ -102,6 +102,7 @@ class Monitor:
         row["message"] = outcome.message
         status = read_status(outcome.spec.run_dir)
         row["status"] = status
+        self._say_resumed(row, status)  # a short run can end between two refreshes
         best = status.get("best") or {}
         text = f"{run_label(outcome.spec)}: {outcome.state}"
         if best:
@@ -118,6 +119,7 @@ class Monitor:
                 row["state"] = "running"
         for _, row in active:
             status = row["status"]
+            self._say_resumed(row, status)
             progress = _progress_of(status)
             if status.get("state") != "running" or not progress:
                 continue  # nothing trained yet in this attempt: no "epoch 0, ETA -" line
@@ -133,6 +135,16 @@ class Monitor:
                     f"{format_number(progress.get('it_s'))} it/s, ETA {format_duration(progress.get('eta_s'))} "
                     f"(entry {format_duration(self.entry_eta(spec.entry_id))})"
                 )
+
+    def _say_resumed(self, row: dict[str, Any], status: dict[str, Any]) -> None:
+        """Once per run: where the trainer resumed from, when this attempt resumed (the trainer records
+        the step with its pid)."""
+        resumed = status.get("resumed")
+        if row.get("resume_said") or not isinstance(resumed, dict) or resumed.get("pid") != status.get("pid"):
+            return
+        row["resume_said"] = True
+        self.note(f"{run_label(row['spec'])}: resuming from step {resumed.get('step')} "
+                  f"(epoch {resumed.get('epoch')}/{status.get('num_epochs', '?')})")
 
     def end(self) -> None:
         if self._live is not None:
