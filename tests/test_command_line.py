@@ -53,3 +53,14 @@ def test_list_keeps_entry_ids_whole_at_80_columns(tmp_path, capsys, monkeypatch)
     ids = sorted(path.stem for path in (REPO / "ablations").glob("problem*.yaml"))
     for entry_id in ids:
         assert any(f"│ {entry_id} " in line for line in lines), entry_id
+    # Too narrow for the questions: one line per entry, every other column whole, and where to read them.
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == len(ids) and all("not run" in row or "waiting for its base" in row for row in rows)
+    assert "mtl-ablate show ID" in "\n".join(lines)
+    # Wider: each entry's question and its base on one line each, cut to fit, not folded a word per line.
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("│")]
+    assert max(len(line) for line in lines) <= 120 and len(rows) == 2 * len(ids), "\n".join(lines)
+    assert "│ problem1.lr " in rows[2] and "(base: best of problem1.optimizer)" in rows[3]

@@ -86,25 +86,49 @@ def plan_summary(entry: Entry, args: argparse.Namespace) -> tuple[str, int, int,
 def cmd_list(args: argparse.Namespace) -> int:
     console = make_console()
     entries = _entries(args)
+    rows = []
+    for entry in entries.values():
+        state, finished, expected, profile = plan_summary(entry, args)
+        rows.append((entry, profile, f"{finished}/{expected}", state))
+    # Ids stay whole (they are typed back). Without --full the question and its base take one line each, cut
+    # to the width the other columns leave; a terminal too narrow for that gets no question column rather than
+    # a question stacked a word per line.
+    width = _question_width(console.width, rows) if not args.full else None
+    show_question = args.full or width >= MIN_QUESTION_WIDTH
     table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir}, "
-                        "under the profile of each entry's last run)")
-    # Ids stay whole (they are typed back); the question folds to the width left.
-    longest_id = max((len(entry_id) for entry_id in entries), default=5)
-    table.add_column("entry", no_wrap=True, min_width=longest_id)
+                        "under the profile of each entry's last run)",
+                  caption=None if show_question else "questions: `mtl-ablate show ID` or `list --full`")
+    table.add_column("entry", no_wrap=True, min_width=max((len(e.id) for e, *_ in rows), default=5))
     table.add_column("item", no_wrap=True)
-    table.add_column("question (base)", overflow="fold", ratio=1)
+    if show_question:
+        table.add_column("question (base)", overflow="fold", ratio=1)
     table.add_column("profile", no_wrap=True)
     table.add_column("runs", no_wrap=True)
     table.add_column("state", overflow="fold")
-    for entry in entries.values():
-        state, finished, expected, profile = plan_summary(entry, args)
-        question = " ".join(entry.question.split())
-        if len(question) > 90 and not args.full:
-            question = question[:87] + "..."
-        table.add_row(entry.id, entry.item, Text(f"{question}\n(base: {entry.base})"), profile,
-                      f"{finished}/{expected}", state)
+    for entry, profile, runs, state in rows:
+        question = [" ".join(entry.question.split()), f"(base: {entry.base})"]
+        if width is not None:
+            question = [_cut(line, width) for line in question]
+        cells = [entry.id, entry.item, *([Text("\n".join(question))] if show_question else []), profile, runs, state]
+        table.add_row(*cells)
     console.print(table)
     return EXIT_OK
+
+
+MIN_QUESTION_WIDTH = 24
+
+
+def _question_width(console_width: int, rows: list[tuple[Entry, str, str, str]]) -> int:
+    """Characters left for the question column: the console's width less the other columns and the borders
+    (seven bars, one space of padding on each side of six columns)."""
+    widths = [max([len(header), *(len(str(cell)) for cell in cells)]) for header, cells in (
+        ("entry", [e.id for e, *_ in rows]), ("item", [e.item for e, *_ in rows]),
+        ("profile", [r[1] for r in rows]), ("runs", [r[2] for r in rows]), ("state", [r[3] for r in rows]))]
+    return console_width - sum(widths) - 7 - 12
+
+
+def _cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[:width - 3] + "..."
 
 
 def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Plan:
