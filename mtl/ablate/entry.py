@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -45,6 +45,7 @@ __all__ = [
     "EntryFile",
     "ReportSpec",
     "Scaled",
+    "base_chain",
     "check_base",
     "entry_json_schema",
     "entry_json_schema_text",
@@ -251,9 +252,11 @@ def check_base(entry: Entry, entries: dict[str, Entry]) -> None:
     profile_path(current.ablations_dir, current.base, file=current.path, key="base")
 
 
-def root_profile(entry: Entry, entries: dict[str, Entry] | None = None) -> str:
-    """The profile an entry runs under by default: its base, or that of the entry at the end of its 'best of' chain."""
+def base_chain(entry: Entry, entries: dict[str, Entry] | None = None) -> Iterator[Entry]:
+    """``entry``, then the entry it builds on, and so on to the one based on a profile (from ``entries`` when
+    given, else read from the entry's folder); an EntryError when the bases come back to an entry."""
     seen = {entry.id}
+    yield entry
     while entry.base_entry is not None:
         target = entry.base_entry
         nxt = entries.get(target) if entries else None
@@ -261,8 +264,14 @@ def root_profile(entry: Entry, entries: dict[str, Entry] | None = None) -> str:
         if nxt.id in seen:
             raise EntryError(nxt.path, "base", f"'best of' bases form a cycle through {nxt.id!r}")
         seen.add(nxt.id)
+        yield nxt
         entry = nxt
-    return entry.base
+
+
+def root_profile(entry: Entry, entries: dict[str, Entry] | None = None) -> str:
+    """The profile an entry runs under by default: its base, or that of the entry at the end of its 'best of' chain."""
+    *_, root = base_chain(entry, entries)
+    return root.base
 
 
 # ---------------------------------------------------------------------------------------------- profiles

@@ -29,7 +29,7 @@ from mtl.rundir import (
 )
 
 from .arguments import command_line
-from .entry import Entry, EntryError, entry_path, load_entry, load_profile, root_profile
+from .entry import Entry, EntryError, base_chain, entry_path, load_entry, load_profile, root_profile
 from .variants import expand_variants, where_in_entry, written_points
 
 # States after which a run will not change without being asked to (retry or force).
@@ -134,25 +134,14 @@ def plan_profile(entry: Entry, profile: Optional[str], runs_dir: str | Path) -> 
     chain do not exist); else None (the entry's own, decided by :func:`make_plan`)."""
     if profile:
         return profile
-    seen: set[str] = set()
-    current: Optional[Entry] = entry
-    while current is not None and current.id not in seen:
-        seen.add(current.id)
-        remembered = remembered_profile(Path(runs_dir) / current.id)
-        if remembered:
-            return remembered
-        current = _base_entry_or_none(current)
-    return None
-
-
-def _base_entry_or_none(entry: Entry) -> Optional[Entry]:
-    """The entry ``entry`` builds on; None when there is none or it cannot be read (planning says why)."""
-    if entry.base_entry is None:
-        return None
     try:
-        return load_entry(entry_path(entry.ablations_dir, entry.base_entry))
+        for current in base_chain(entry):
+            remembered = remembered_profile(Path(runs_dir) / current.id)
+            if remembered:
+                return remembered
     except (EntryError, OSError):
-        return None
+        pass  # a base that cannot be read or that loops: planning says so
+    return None
 
 
 def make_plan(

@@ -13,7 +13,7 @@ from typing import Optional
 
 from mtl.rundir import parse_run_name
 
-from .entry import Entry
+from .entry import Entry, base_chain
 from .planner import Plan, make_plan, plan_profile
 
 
@@ -72,10 +72,7 @@ def with_prerequisites(selected: list[Entry], entries: dict[str, Entry]) -> list
     once, in order."""
     ordered: list[Entry] = []
     for entry in selected:
-        chain = [entry]
-        while chain[-1].base_entry is not None:
-            chain.append(entries[chain[-1].base_entry])
-        for item in reversed(chain):
+        for item in reversed(list(base_chain(entry, entries))):
             if item not in ordered:
                 ordered.append(item)
     return ordered
