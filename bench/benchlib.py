@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark scripts: the machine line, ABBA-interleaved measurement, and an
-in-memory engine set-up (a real :class:`mtl.engine.Trainer` whose data are batches held in memory).
+in-memory engine set-up (a real :class:`mtl.train.engine.Trainer` whose data are batches held in memory).
 
 Every benchmark quotes ratios of two measurements taken in alternation within one process, so load
 from other processes on a shared machine and clock drift hit both sides alike. Absolute times are
@@ -137,15 +137,18 @@ def set_threads(threads: int) -> None:
 
 def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None):
     """A real engine Trainer (model, optimizer, scheduler, loss, depth unit, local trace, disabled W&B
-    sink) set up the way ``mtl.engine._build_trainer`` sets one up, for in-memory benchmarking."""
+    sink) set up the way ``mtl.train.engine._build_trainer`` sets one up, for in-memory benchmarking."""
     from mtl.data import build_datasets, load_depth_unit
-    from mtl.engine import Trainer
-    from mtl.losses import MultiTaskLoss
     from mtl.models import build_model
-    from mtl.optim import build_optimizer, build_scheduler
-    from mtl.rundir import RunDirectory
-    from mtl.runtime import seed_everything
-    from mtl.tracking import LocalTrace, WandbSink
+    from mtl.run.layout import RunDirectory
+    from mtl.run.status import StatusWriter
+    from mtl.run.trace import LocalTrace
+    from mtl.train.hooks import default_hooks
+    from mtl.train.loop import Trainer
+    from mtl.train.losses import MultiTaskLoss
+    from mtl.train.optim import build_optimizer, build_scheduler
+    from mtl.train.runtime import seed_everything
+    from mtl.train.tracking import Progress, WandbSink
 
     device = device or torch.device("cpu")
     seed_everything(cfg.seed, cfg.deterministic)
@@ -159,8 +162,11 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
     run.path.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg=cfg, run=run, device=device, model=model, optimizer=optimizer,
                       scheduler=build_scheduler(cfg, optimizer), loss_fn=MultiTaskLoss(cfg, depth_unit),
-                      depth_unit=depth_unit, trace=LocalTrace(run.metrics), wandb=WandbSink(cfg, run.path, "bench"),
+                      depth_unit=depth_unit, trace=LocalTrace(run.metrics), batches=1,
                       scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
+    # The hooks of a real run: trace, W&B, progress and its status record, checkpoints.
+    sink = WandbSink(cfg, run.path, "bench")
+    trainer.hooks = default_hooks(Progress(cfg.progress, 10**9, 0), StatusWriter(run), sink, val_loader=[])
     return trainer, datasets
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchlib import REPO, machine_line
-from mtl.run_summary import validation_points
+from mtl.run.trace import read_validation_lines
 
 GRADER = "val/grader"
 METRICS = (GRADER, "val/iou", "val/si_logrmse")
@@ -85,7 +85,7 @@ def main() -> None:
     jobs = [(name, seed) for seed in args.seeds for name in CONFIGS]
     costs = train_all(jobs, args.epochs, args.threads, args.jobs, args.out)
 
-    curves = {job: validation_points(run_command(*job, args.epochs, args.threads, args.out)[1] / "metrics.jsonl")
+    curves = {job: read_validation_lines(run_command(*job, args.epochs, args.threads, args.out)[1] / "metrics.jsonl")
               for job in jobs}
     print("\nmean ± sd over seeds; 'best' is each run's best grader up to that epoch (what a report shows)")
     print("epoch  step | baseline grader  best          IoU   SI   | strong grader   best          IoU   SI   "

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from mtl.config import make_config  # noqa: E402
-from mtl.rundir import METRICS_FILE, RunDirectory  # noqa: E402
+from mtl.run.layout import METRICS_FILE, RunDirectory  # noqa: E402
 
 ENTRY = "problem1.lr"
 TEST_IMAGES = 40
@@ -63,11 +63,11 @@ def write_entries(folder: Path, runs: int) -> None:
 
 
 def build_submission(folder: Path, checkpoint_mb: int) -> Path:
-    """One realistic submission.zip, written by mtl.submission's own writer."""
+    """One realistic submission.zip, written by mtl.train.submission's own writer."""
     import torch
 
     from mtl.data.miniscapes import write_depth, write_semseg
-    from mtl.submission import build_source_zip, write_submission
+    from mtl.train.submission import build_source_zip, write_submission
 
     rng = np.random.default_rng(0)
     for task in ("semseg", "depth"):
@@ -89,7 +89,7 @@ def build_submission(folder: Path, checkpoint_mb: int) -> Path:
 
 
 def plant_runs(runs_dir: Path, runs: int, submission: Path) -> None:
-    """Finished run directories in the layout of DESIGN.md section 4, each linking ``submission``."""
+    """Finished run directories in the layout of docs/DESIGN.md §4.1, each linking ``submission``."""
     for index in range(runs):
         variant = f"lr{index}"
         cfg = make_config({"optimizer_lr": lr(index), "num_epochs": 2, "seed": 0, "wandb_group": ENTRY,

@@ -45,7 +45,8 @@ from faults.preemption import preempt  # noqa: E402
 from faults.runs import FAULT_CONFIG, FREQUENT_CHECKPOINTS, fault_args, reference_run  # noqa: E402
 from faults.secrets import fake_credentials, scan_for_secrets, secret_values  # noqa: E402
 from faults.storage import fail_write, limit_file_size  # noqa: E402
-from mtl import rundir  # noqa: E402
+from mtl.run import layout as rundir  # noqa: E402
+from mtl.run.records import read_status  # noqa: E402
 
 TRIALS = int(os.environ.get("MTL_FAULT_TRIALS", "10"))
 SIGTERM_TRIALS = int(os.environ.get("MTL_FAULT_SIGTERM_TRIALS", str(TRIALS)))
@@ -115,7 +116,7 @@ def storage(tally: Tally, base: Path, reference: Path) -> None:
         run_dir = base / f"storage-{index}"
         argv = [*fault_args(), FREQUENT_CHECKPOINTS, f"--log_dir={run_dir}"]
         code, _ = run_train(argv, base / f"storage-{index}.log", setup=setup)
-        status = rundir.read_status_strict(run_dir)
+        status = _status(run_dir)
         check = check_run_dir(run_dir)
         files += check.files_checked
         problems += check.problems + [f"{label}: temporary file {p} left behind" for p in check.temporaries]
@@ -152,7 +153,7 @@ def bad_data(tally: Tally, base: Path) -> None:
         run_dir = base / f"data-run-{index}"
         code, _ = run_train([*fault_args(workers=1, workers_validation=1), "--dataset=miniscapes",
                              f"--dataset_root={root}", f"--log_dir={run_dir}"], base / f"data-run-{index}.log")
-        status = rundir.read_status_strict(run_dir)
+        status = _status(run_dir)
         error = status.get("error") or ""
         if code == 1 and status.get("step") == 0 and damage.named_in(error, root) and "\n" not in error:
             refused += 1
@@ -212,11 +213,17 @@ def bad_input(tally: Tally, base: Path) -> None:
               f"{counts['known bug']} hit a reported bug", problems)
 
 
+def _status(run_dir: Path) -> dict:
+    """The run's status through the one reader, as plain values ({} when it has none)."""
+    status = read_status(run_dir)
+    return status.model_dump(mode="json") if status is not None else {}
+
+
 def divergence(tally: Tally, base: Path) -> None:
     run_dir = base / "diverges"
     code, _ = run_train([*fault_args(optimizer_lr=1e6), FREQUENT_CHECKPOINTS, f"--log_dir={run_dir}"],
                         base / "diverges.log")
-    status = rundir.read_status_strict(run_dir)
+    status = _status(run_dir)
     problems = [] if code == 3 and status["state"] == "diverged" else [f"lr 1e6: exit {code}, state {status['state']}"]
     kept = status.get("checkpoint_step")
     if kept is not None:
@@ -287,7 +294,7 @@ def _zip_of(path: Path, members: list[tuple[str, bytes]], compression: int = zip
 def hostile_archives(tally: Tally, base: Path) -> None:
     """Archives built to hurt their reader, refused from what they declare, each naming the member."""
     from mtl.safezip import ArchiveError
-    from mtl.submission import validate_submission
+    from mtl.train.submission import validate_submission
     from report.leaks import MAX_NESTING_DEPTH, scan_file
 
     folder = base / "archives"

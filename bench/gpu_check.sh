@@ -77,7 +77,8 @@ for jobs in 1 2; do
     "$PY" - "$start" "$end" "$jobs" "$runs" <<'PY'
 import sys
 from pathlib import Path
-from mtl.rundir import find_run_dirs, recorded_state
+from mtl.run.layout import find_run_dirs
+from mtl.run.records import recorded_state
 start, end, jobs, runs = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 states = [recorded_state(d) for d in find_run_dirs(runs)]
 done = states.count("finished")
@@ -96,14 +97,15 @@ tail -3 "$work/train.log"
 "$PY" - "$run_dir" <<'PY'
 import sys
 from pathlib import Path
-from mtl.rundir import RunDirectory, read_run
-from mtl.submission import validate_submission
+from mtl.run.layout import RunDirectory
+from mtl.run.records import read_record
+from mtl.train.submission import validate_submission
 run = RunDirectory(Path(sys.argv[1]))
-record = read_run(run.path)
+record = read_record(run.path)
 problems = validate_submission(run.submission, test_indices=list(range(16)))
 best = record.best()
 print(f"state {record.state}; best grader {best['val/grader']:.2f} at step {best['step']}; "
-      f"elapsed {record.status.get('elapsed_s')} s; submission.zip {run.submission.stat().st_size} bytes, "
+      f"elapsed {record.status.elapsed_s} s; submission.zip {run.submission.stat().st_size} bytes, "
       f"{'valid' if not problems else 'PROBLEMS: ' + '; '.join(problems)}")
 sys.exit(1 if problems or record.state != "finished" else 0)
 PY

@@ -73,7 +73,7 @@ class Variant:
     """One configured trainer with its batches on the device, warmed up (compiled, autotuned) once."""
 
     def __init__(self, name: str, base: dict, device: torch.device, args, tmp: Path):
-        from mtl.runtime import to_device
+        from mtl.train.runtime import to_device
 
         self.name = name
         cuda = device.type == "cuda"

@@ -5,7 +5,7 @@
    that holds memory (training steps, validation, the checkpoints, test prediction, submission.zip);
    ``--full`` runs the whole profile. Printed: ``ru_maxrss`` of the children (the largest single
    process), and the peak of the whole process tree (trainer + loader workers) and of the trainer
-   alone, sampled from /proc every 50 ms. The RSS of a bare ``import torch, mtl.engine`` is printed
+   alone, sampled from /proc every 50 ms. The RSS of a bare ``import torch, mtl.train.engine`` is printed
    for reference.
 2. With CUDA: peak allocated and reserved GPU memory of training steps at the ``full`` profile's crop
    (256) for each of ``--gpu-batches``, for fp32 and bf16, plus a validation pass on full 256x512
@@ -92,7 +92,7 @@ def mib(value: float) -> str:
 def import_baseline() -> int:
     """Peak RSS (bytes) of a process that only imports torch and the engine."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", "import torch, mtl.engine"], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-c", "import torch, mtl.train.engine"], cwd=REPO, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(after, before) * 1024  # ru_maxrss is in KiB on Linux
 
@@ -127,15 +127,15 @@ def quick_run(tmp: Path, args) -> None:
     print(f"  sampled peak, whole process tree ({sampler.peak_processes} processes at most): "
           f"{mib(sampler.peak_tree)}")
     print(f"  sampled peak, trainer process alone: {mib(sampler.peak_main)}")
-    print(f"  for reference, a process that only imports torch and mtl.engine: {mib(baseline)}")
+    print(f"  for reference, a process that only imports torch and mtl.train.engine: {mib(baseline)}")
 
 
 def gpu_table(tmp: Path, batch_sizes: list[int]) -> None:
     if not torch.cuda.is_available():
         print("GPU memory: no CUDA device on this machine; skipped (run this script on a GPU host for the table)")
         return
-    from mtl.evaluation import evaluate
-    from mtl.runtime import to_device
+    from mtl.train.evaluation import evaluate
+    from mtl.train.runtime import to_device
 
     device = torch.device("cuda")
     print(f"GPU memory, full-profile crop 256, {torch.cuda.get_device_name(0)}:")

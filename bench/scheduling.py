@@ -87,9 +87,9 @@ class TimedBackend(LocalBackend):
         super().__init__(slots)
         self.jobs: list[TimedJob] = []
 
-    def start(self, config, placement, log_path):
+    def start(self, launch):
         started = time.perf_counter()
-        job = TimedJob(super().start(config, placement, log_path), started)
+        job = TimedJob(super().start(launch), started)
         self.jobs.append(job)
         return job
 
@@ -109,7 +109,7 @@ def run_pass(root: Path, runs: int, jobs: int, threads: int, poll_interval: floa
     slots = placements(["cpu"], jobs, cpus=jobs * threads)
     backend = TimedBackend(slots)
     monitor = Monitor(Console(file=io.StringIO(), width=200), live=False)
-    scheduler = Scheduler(backend, slots, monitor, poll_interval=poll_interval)
+    scheduler = Scheduler(backend, monitor, poll_interval=poll_interval)
     specs = make_specs(root, runs)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()

@@ -31,7 +31,7 @@ from PIL import Image
 import benchlib  # noqa: F401  (puts the repository on the path)
 from benchlib import print_header, scratch_dir
 from mtl.data.miniscapes import encode_depth_png, encode_semseg_png, sample_path
-from mtl.rundir import RunDirectory
+from mtl.run.layout import RunDirectory
 
 
 def tiny_files(height: int, width: int) -> dict[str, bytes]:

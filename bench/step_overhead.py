@@ -95,13 +95,11 @@ def slow_fsync(delay_s: float) -> None:
 def bookkeeping_per_step(trainer, batch, repeats: int = 2000, points: int = 50) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds per training step of each piece ``train_epoch`` adds around ``train_step``, each
     timed alone over many repetitions (steady figures even on a loaded machine)."""
-    from mtl.engine import TRAIN_LOG_INTERVAL
-    from mtl.runtime import to_device
-    from mtl.tracking import Progress
+    from mtl.train.loop import TRAIN_LOG_INTERVAL
+    from mtl.train.runtime import to_device
 
     total, losses = trainer.train_step(batch)
     sums = torch.zeros(3, dtype=torch.float64)
-    progress = Progress("plain", 10**9, 0)
     point = {"step": 10, "epoch": 1, "time": 1.0, "train/loss": 1.0, "train/loss_semseg": 1.0,
              "train/loss_depth": 1.0, "train/lr": 0.01}
 
@@ -111,10 +109,9 @@ def bookkeeping_per_step(trainer, batch, repeats: int = 2000, points: int = 50) 
 
     def log_point() -> None:
         (sums / 10).tolist()
-        trainer.trace.log(point)
-        trainer.wandb.log(point)
         with contextlib.redirect_stdout(io.StringIO()):
-            progress.update(10, 1, 1.0)
+            for hook in trainer.hooks:  # trace, W&B, progress (and its rate-limited status record)
+                hook.after_train_point(trainer, point)
 
     pieces = {"to_device": (lambda: to_device(batch, trainer.device, trainer.cfg.channels_last), repeats, 1),
               "loss sums": (accumulate, repeats, 1),
@@ -150,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_dir("step") as tmp:
         trainer, datasets = build_trainer(cfg, Path(tmp) / "run")
         batches = load_batches(datasets["train"], cfg, args.steps)
-        from mtl.optim import build_optimizer
-        from mtl.runtime import Clock
-        from mtl.tracking import Progress
+        from mtl.train.optim import build_optimizer
 
         if args.tiny_model:
             torch.manual_seed(cfg.seed)
@@ -176,14 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.allclose(engine_loss, bare_loss, rtol=1e-5, atol=1e-6):
             raise SystemExit("the engine and the bare loop compute different losses; the comparison would be unfair")
 
-        progress = Progress("plain", 10**9, 0)
-        clock = Clock(0.0)
         sink = io.StringIO()
+        trainer.batches = len(batches)
 
         def engine_block() -> None:
             trainer.position.batch_in_epoch = 0
             with contextlib.redirect_stdout(sink):
-                trainer.train_epoch(batches, len(batches), progress, clock)
+                trainer.train_epoch(batches)
             sink.seek(0), sink.truncate()
 
         def bare_block() -> None:

@@ -34,8 +34,8 @@ from typing import ClassVar
 import torch
 
 import benchlib  # noqa: F401  (puts the repository on the path)
-import mtl.evaluation
-import mtl.runtime
+import mtl.train.evaluation
+import mtl.train.runtime
 from benchlib import (
     SHARED_DATASET,
     abba,
@@ -49,7 +49,7 @@ from benchlib import (
     set_threads,
     spread,
 )
-from mtl.metrics import MetricAccumulator
+from mtl.train.metrics import MetricAccumulator
 
 GOAL_SHARE = 0.05
 
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     print_header("validation: share of time in metric accumulation", args)
     set_threads(args.threads)
 
-    from mtl.evaluation import evaluate
-    from mtl.runtime import select_device, to_device
+    from mtl.train.evaluation import evaluate
+    from mtl.train.runtime import select_device, to_device
 
     device = select_device(args.device)
     cfg = bench_config(**SHARED_DATASET, synthetic_height=args.height, synthetic_width=args.width,
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         null_cls = make_null_accumulator(reference.compute())
 
         def run_evaluate(accumulator_cls) -> tuple[float, float]:
-            mtl.evaluation.MetricAccumulator = accumulator_cls  # evaluate looks the class up at call time
+            mtl.train.evaluation.MetricAccumulator = accumulator_cls  # evaluate looks the class up at call time
             try:
                 sync()
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 return time.perf_counter() - wall, time.process_time() - cpu
             finally:
-                mtl.evaluation.MetricAccumulator = MetricAccumulator
+                mtl.train.evaluation.MetricAccumulator = MetricAccumulator
 
         run_evaluate(accumulator)  # warm-up
         shares: list[tuple[float, float]] = []
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU {verdicts[1]:.2f}%)")
 
         def outputs_of(batch):
-            with torch.no_grad(), mtl.runtime.autocast(cfg, device):
+            with torch.no_grad(), mtl.train.runtime.autocast(cfg, device):
                 outputs = model(batch["image"])
             return outputs["semseg"], unit.decode(outputs["depth"].float())
 

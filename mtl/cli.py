@@ -1,8 +1,8 @@
 """``mtl-train``: one multi-task run, configured by ``--key value`` / ``--key=value`` / ``--config FILE``.
 
-Exit codes (``mtl.rundir.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
+Exit codes (``mtl.run.model.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
 resume, 3 diverged, 4 run directory in use, 5 cannot run here (ImageNet weights unavailable; recorded
-as skipped), 143 stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.stopping.STOP_SIGNALS``) after writing
+as skipped), 143 stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.run.stopping.STOP_SIGNALS``) after writing
 a checkpoint.
 """
 
@@ -13,8 +13,11 @@ import sys
 import traceback
 
 from mtl.config import ConfigError, config_from_cli, help_text
-from mtl.rundir import ExitCode, RunDirectory, RunLocked, RunRefused, State
-from mtl.stopping import StopSignals
+from mtl.run.errors import RunLocked, RunRefused
+from mtl.run.layout import RunDirectory
+from mtl.run.model import ExitCode, RunState
+from mtl.run.status import StatusWriter
+from mtl.run.stopping import StopSignals
 
 USAGE = "usage: mtl-train [--config FILE.yaml ...] [--key value | --key=value ...]\n\nkeys:\n"
 
@@ -56,8 +59,8 @@ def end_loader_workers() -> None:
 
 
 def _train_and_report(cfg, stop: StopSignals) -> int:
-    from mtl.engine import train
     from mtl.models.encoder import PretrainedWeightsUnavailable
+    from mtl.train.engine import train
 
     try:
         status = train(cfg, stop)
@@ -72,7 +75,7 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
         # skipped with the reason, so a suite chooses among the variants that ran and says so.
         message = error_message(exc)
         try:
-            RunDirectory(cfg.log_dir).write_status(state=State.SKIPPED, error=message)
+            StatusWriter(RunDirectory(cfg.log_dir)).skipped(error=message)
         except OSError as status_error:
             print(f"mtl-train: could not record the skip in the run status: {status_error}", file=sys.stderr)
         print(f"mtl-train: run skipped, it cannot run here: {message}", file=sys.stderr)
@@ -80,21 +83,21 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
     except Exception as exc:  # noqa: BLE001 - record any failure in the run's status, then exit non-zero
         message = error_message(exc)
         try:
-            RunDirectory(cfg.log_dir).write_status(state=State.FAILED, error=message, traceback=traceback.format_exc())
+            StatusWriter(RunDirectory(cfg.log_dir)).failed(error=message, traceback=traceback.format_exc())
         except OSError as status_error:  # the disk that failed the run may refuse this write too
             print(f"mtl-train: could not record the failure in the run status: {status_error}", file=sys.stderr)
         print(f"mtl-train: run failed: {message}", file=sys.stderr)
         traceback.print_exc()
         return ExitCode.FAILED
-    state = status.get("state")
-    best = status.get("best") or {}
-    if state == State.FINISHED:
-        print(f"mtl-train: finished {cfg.log_dir}: best grader {best.get('grader', float('nan')):.2f} "
-              f"(IoU {best.get('iou', float('nan')):.2f}, SI-logRMSE {best.get('si_logrmse', float('nan')):.2f}) "
-              f"at step {best.get('step')}")
+    best = status.best
+    if status.state is RunState.FINISHED:
+        headline = (f"best grader {best.grader:.2f} (IoU {best.iou:.2f}, SI-logRMSE {best.si_logrmse:.2f}) at step "
+                    f"{best.step}" if best is not None else "no best point")
+        print(f"mtl-train: finished {cfg.log_dir}: {headline}")
         return ExitCode.FINISHED
-    print(f"mtl-train: {state}: {status.get('error')}", file=sys.stderr)
-    return {State.DIVERGED: ExitCode.DIVERGED, State.INTERRUPTED: ExitCode.STOPPED}.get(state, ExitCode.FAILED)
+    print(f"mtl-train: {status.state}: {status.error}", file=sys.stderr)
+    return {RunState.DIVERGED: ExitCode.DIVERGED, RunState.INTERRUPTED: ExitCode.STOPPED}.get(status.state,
+                                                                                            ExitCode.FAILED)
 
 
 def error_message(exc: BaseException) -> str:

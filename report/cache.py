@@ -22,8 +22,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mtl.rundir import RECORD_FILES
-from mtl.rundir import default_cache_dir as cache_root
+from mtl.run.layout import RECORD_FILES
+from mtl.run.layout import default_cache_dir as cache_root
 
 
 def default_cache_dir() -> Path:

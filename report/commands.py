@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from mtl.rundir import default_ablations_dir, default_runs_dir
+from mtl.run.layout import default_ablations_dir, default_runs_dir
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_REFUSED = 0, 1, 2
 # Spelled out here so that building the parser imports neither pandas nor matplotlib (mtl-ablate starts
@@ -191,7 +191,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     entity = entity or os.environ.get("WANDB_ENTITY") or ""
     project = project or os.environ.get("WANDB_PROJECT") or "mtl-ablate"  # the trainer's default project
     if args.save:
-        from mtl.tracking import has_wandb_credentials
+        from mtl.train.tracking import has_wandb_credentials
 
         if not has_wandb_credentials():
             return _fail("dashboard", ValueError(

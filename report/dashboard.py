@@ -23,7 +23,7 @@ LOSS_PANELS = {
     "segmentation loss": ["train/loss_semseg", "val/loss_semseg"],
     "depth loss": ["train/loss_depth", "val/loss_depth"],
 }
-# The run summary holds the best grader under "max" (define_metric(..., summary="max") in mtl.tracking).
+# The run summary holds the best grader under "max" (define_metric(..., summary="max") in mtl.train.tracking).
 BEST_GRADER_SUMMARY = "val/grader.max"
 # Seeds of a variant drawn as their mean with a band of one standard deviation.
 GROUP_AGGREGATE, GROUP_RANGE = "mean", "stddev"

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
+from mtl.run.layout import RunDirectory
+from mtl.run.model import STATE_COLUMN, RunState
 from mtl.safezip import CHUNK_BYTES
 from report.leaks import Finding, LeakError, scan_bytes, scan_file
 from report.store import LocalStore
@@ -110,8 +112,9 @@ def archive_name(team: str) -> str:
 
 
 # States that are a run's result without a submission.zip: not missing from a complete archive.
-RESULTS_WITHOUT_WEIGHTS = {"diverged": "diverged: its result is the divergence the tables show, no weights to grade",
-                           "skipped": "skipped: it cannot run on this machine (the tables give the reason)"}
+RESULTS_WITHOUT_WEIGHTS = {
+    RunState.DIVERGED: "diverged: its result is the divergence the tables show, no weights to grade",
+    RunState.SKIPPED: "skipped: it cannot run on this machine (the tables give the reason)"}
 
 
 def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str], dict[str, str], dict[str, str]]:
@@ -125,14 +128,14 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
         for _, run in section.tables.runs.iterrows():
             run_dir = Path(run["source"])
             key = f"{section.entry.id}/{run['run']}"
-            state = run["state"]
+            state = run[STATE_COLUMN]
             if state in RESULTS_WITHOUT_WEIGHTS:
                 without[key] = RESULTS_WITHOUT_WEIGHTS[state]
                 continue
-            if state != "finished":
+            if state != RunState.FINISHED:
                 skipped[key] = f"state {state}: no submission.zip until it finishes"
                 continue
-            submission = run_dir / "submission.zip"
+            submission = RunDirectory(run_dir).submission
             if not submission.is_file():
                 raise ExportError(f"run {run_dir} is finished but has no submission.zip (deleted or lost), so it "
                                   "cannot be exported")

@@ -34,7 +34,8 @@ from mtl.data.miniscapes import (  # noqa: E402
     read_semseg,
     sample_path,
 )
-from mtl.visualize import DISPARITY_MAX, DISPARITY_MIN, colorize, disparity  # noqa: E402
+from mtl.run.layout import RunDirectory  # noqa: E402
+from mtl.train.visualize import DISPARITY_MAX, DISPARITY_MIN, colorize, disparity  # noqa: E402
 
 METRIC_TITLES = {"grader": "grader (higher is better)", "iou": "IoU [%] (higher is better)",
                  "si_logrmse": "SI-logRMSE (lower is better)"}
@@ -121,7 +122,7 @@ def bars(summary: pd.DataFrame, out_dir: Path, stem: str, title: str = "") -> li
 
 # ---------------------------------------------------------------------------------------- images
 def _depth_image(axis: plt.Axes, depth_m: np.ndarray) -> None:
-    # The training panels' disparity scale (mtl.visualize), in colour; invalid pixels left blank.
+    # The training panels' disparity scale (mtl.train.visualize), in colour; invalid pixels left blank.
     shown = np.where(depth_m > 0, disparity(depth_m), np.nan)
     axis.imshow(shown, cmap="magma", vmin=DISPARITY_MIN, vmax=DISPARITY_MAX, interpolation="nearest")
 
@@ -131,11 +132,12 @@ def has_test_labels(dataset_root: Path) -> bool:
 
 
 def prediction_paths(run_dir: Path, index: int) -> tuple[Path, Path]:
-    return run_dir / "predictions" / "semseg" / f"{index}.png", run_dir / "predictions" / "depth" / f"{index}.png"
+    run = RunDirectory(run_dir)
+    return run.prediction("semseg", index), run.prediction("depth", index)
 
 
 def predicted_indices(run_dir: Path) -> list[int]:
-    folder = run_dir / "predictions" / "semseg"
+    folder = RunDirectory(run_dir).prediction_dir("semseg")
     if not folder.is_dir():
         raise FigureError(f"run {run_dir} has no predictions/semseg folder (it has not finished)")
     return list_indices(folder, ".png")

@@ -1,9 +1,9 @@
 """Grade a submission.zip against a dataset's test labels, as the course grader would.
 
-The archive is validated first (:func:`mtl.submission.validate_submission`, with the dataset's test
-indices); then every test prediction is scored with :class:`mtl.metrics.MetricAccumulator`, exactly the
+The archive is validated first (:func:`mtl.train.submission.validate_submission`, with the dataset's test
+indices); then every test prediction is scored with :class:`mtl.train.metrics.MetricAccumulator`, exactly the
 metric code of validation. Predictions cover the test image cropped from the top-left to sides that
-are multiples of 32 (DESIGN.md section 3), so the labels are cropped the same way. The predicted depth is
+are multiples of 32 (docs/DESIGN.md §3), so the labels are cropped the same way. The predicted depth is
 the 8-bit disparity code of the archive, so SI-logRMSE includes its quantisation (validation scores the
 network's float output).
 
@@ -19,8 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtl.run.layout import RunDirectory
 from mtl.safezip import ArchiveError, open_zip
-from mtl.submission import directory_problems, read_cmd, read_prediction, validate_submission
+from mtl.train.submission import directory_problems, read_cmd, read_prediction, validate_submission
 
 CROP_MULTIPLE = 32
 
@@ -74,7 +75,7 @@ def _grade(submission: Path, dataset_root: Path) -> dict[str, float]:
     import torch
 
     from mtl.data.miniscapes import read_depth, read_semseg, sample_path
-    from mtl.metrics import MetricAccumulator
+    from mtl.train.metrics import MetricAccumulator
 
     indices = test_indices_with_labels(dataset_root)
     problems = validate_submission(submission, test_indices=indices)
@@ -125,7 +126,7 @@ def trained_dataset_root(submission: str | Path) -> tuple[Path, str]:
     if "dataset" not in recorded:
         raise GradeError(f"{submission}: source.zip cmd.txt does not record the dataset; pass --dataset-root")
     values, how = dict(recorded), f"the dataset recorded in {submission.name}'s source.zip cmd.txt"
-    config_path = submission.parent / "config.yaml"
+    config_path = RunDirectory(submission.parent).config_path
     if config_path.is_file():
         try:
             config = load_yaml(config_path)

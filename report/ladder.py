@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from mtl.run.model import STATE_COLUMN, RunState
 from report.store import ResultTables
 from report.tables import TableError, to_csv
 from report.writeup import tables_of_entry
@@ -34,7 +35,8 @@ NOISE_SDS = 2.0  # a winner whose margin over the runner-up is under this many s
 def seed_noise(chain: Sequence[Any], results: ResultTables) -> float:
     """The grader's standard deviation across seeds, pooled over every variant of the chain that finished
     with several seeds (NaN when none did): the yardstick for steps trained with one seed."""
-    runs = results.runs[results.runs["ablation"].isin([e.id for e in chain]) & (results.runs["state"] == "finished")]
+    in_chain = results.runs["ablation"].isin([e.id for e in chain])
+    runs = results.runs[in_chain & (results.runs[STATE_COLUMN] == RunState.FINISHED)]
     squares, degrees = 0.0, 0
     for _, group in runs.groupby(["ablation", "variant"]):
         graders = group["grader"].dropna()
@@ -97,7 +99,7 @@ def _note(tables: Any, margin: float, noise: float) -> str:
     within = tables.summary[tables.summary["within_noise"].astype(str).str.startswith("yes")]["variant"].tolist()
     if within:
         parts.append(f"within seed noise: {', '.join(map(str, within))}")
-    skipped = tables.runs[tables.runs["state"] == "skipped"]["variant"].tolist()
+    skipped = tables.runs[tables.runs[STATE_COLUMN] == RunState.SKIPPED]["variant"].tolist()
     if skipped:
         parts.append(f"skipped here: {', '.join(map(str, dict.fromkeys(skipped)))}")
     return "; ".join(parts)

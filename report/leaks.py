@@ -1,6 +1,6 @@
 """Secrets and personal paths in files about to leave the machine, found before they are archived.
 
-What counts (DESIGN.md: no secret is ever logged or archived): W&B API keys (40 hex characters after
+What counts (docs/DESIGN.md §8: no secret is ever logged or archived): W&B API keys (40 hex characters after
 ``WANDB_API_KEY`` or as a ``.netrc`` password), ngrok auth tokens, other API keys and tokens assigned to
 a key/secret/token name or in a well-known vendor format, private keys (``-----BEGIN ... PRIVATE
 KEY-----``), ``.netrc`` files themselves, and absolute home paths (``/home/<user>/``, ``/Users/<user>/``,

@@ -7,7 +7,7 @@ the same frames:
 ``runs``   one row per run: ``ablation, run, variant, seed, state, grader, iou, si_logrmse, step,
            epoch, params, gflops, note, source, url`` followed by every config key (one column each);
            ``url`` is the run's W&B page, or empty when the run was not logged online.
-           The metric columns hold the best validation point (:func:`mtl.best.best_point`: the highest
+           The metric columns hold the best validation point (:func:`mtl.run.best.best_point`: the highest
            grader, ties to the higher IoU - SI-logRMSE, then the earlier step); a run that never validated
            has NaN there and a note.
 ``points`` one row per validation point of every run: ``ablation, run, variant, seed, step, epoch``
@@ -26,14 +26,16 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import pandas as pd
 
-from mtl import rundir
-from mtl.best import GRADER_KEY, TIE_BREAK, best_point, is_finite_number, tie_break_value
-from mtl.run_summary import headline_points
-from mtl.rundir import STATUS_WANDB_URL, RunDirectory, find_run_dirs, parse_run_name
+from mtl.run import best as best_rule
+from mtl.run import records, trace
+from mtl.run import summary as summary_file
+from mtl.run.best import TIE_BREAK, best_point, is_finite_number, tie_break_value
+from mtl.run.layout import RunDirectory, find_run_dirs, parse_run_name
+from mtl.run.model import GRADER_KEY, STATE_COLUMN, RunState, Status
 from report.run_files import StoreError, read_current_summary, read_run_for_report, read_validation_points
 
 VAL_PREFIX = "val/"
-IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", "state"]
+IDENTITY_COLUMNS = ["ablation", "run", "variant", "seed", STATE_COLUMN]
 BEST_COLUMNS = ["grader", "iou", "si_logrmse", "step", "epoch"]
 MODEL_COLUMNS = ["params", "gflops"]
 RUN_COLUMNS = IDENTITY_COLUMNS + BEST_COLUMNS + MODEL_COLUMNS + ["note", "source", "url"]
@@ -47,10 +49,11 @@ class RunInput:
     run: str
     variant: str
     seed: Any
-    state: str
+    state: str  # a RunState value
     config: dict[str, Any]
     points: list[dict[str, Any]]  # validation points: step, epoch and val/ keys
-    model: dict[str, Any] | None
+    params: float | None  # the model's size, when known
+    gflops: float | None
     source: str  # run directory or W&B path, so a reader can find the run again
     url: str | None = None  # the run's W&B page, when the run was logged online
     best: dict[str, Any] | None = None  # the best point when already known (a summary file's), else ranked here
@@ -134,20 +137,19 @@ def best_with_note(points: list[dict[str, Any]], state: str,
 
 def run_row(run: RunInput) -> dict[str, Any]:
     best, note = best_with_note(run.points, run.state, run.best)
-    model = run.model or {}
     row = {
         "ablation": run.ablation,
         "run": run.run,
         "variant": run.variant,
         "seed": run.seed,
-        "state": run.state,
+        STATE_COLUMN: run.state,
         "grader": _number(best.get(GRADER_KEY)) if best else math.nan,
         "iou": _number(best.get("val/iou")) if best else math.nan,
         "si_logrmse": _number(best.get("val/si_logrmse")) if best else math.nan,
         "step": _number(best.get("step")) if best else math.nan,
         "epoch": _number(best.get("epoch")) if best else math.nan,
-        "params": _number(model.get("params")),
-        "gflops": _number(model.get("gflops")),
+        "params": _number(run.params),
+        "gflops": _number(run.gflops),
         "note": note,
         "source": run.source,
         "url": run.url or "",
@@ -274,7 +276,7 @@ def _strip(key: str) -> str:
 class LocalStore:
     """Run directories under ``runs_dir`` (``<runs>/<ablation id>/<run name>/``).
 
-    A run's row comes from its summary file (:mod:`mtl.run_summary`, written by the trainer) when that
+    A run's row comes from its summary file (:mod:`mtl.run.summary`, written by the trainer) when that
     is current; its trace is read only when the points frame is used (curves, a rank metric other than
     the grader). Runs without a current summary are read from their trace. With ``cache_dir``, those
     runs' rows and points are kept there (:mod:`report.cache`) and a run is parsed again only when one of
@@ -286,8 +288,10 @@ class LocalStore:
         if cache_dir is not None:
             from report.cache import SummaryCache
 
-            # A summary depends on how rows are built (here) and how the best point is chosen (mtl.rundir).
-            self.cache: Any = SummaryCache(cache_dir, code_files=(__file__, rundir.__file__))
+            # A cached row depends on how rows are built (here), how the records are read and checked, and how
+            # the best point is chosen.
+            deciding = (__file__, best_rule.__file__, records.__file__, summary_file.__file__, trace.__file__)
+            self.cache: Any = SummaryCache(cache_dir, code_files=deciding)
         else:
             self.cache = None
 
@@ -359,8 +363,11 @@ def summary_file_row(run_dir: Path) -> RunSummary | None:
     if found is None:
         return None
     summary, status = found
-    run = _run_input(run_dir, summary["config"], status, headline_points(summary))
-    run.best = summary.get("best")  # ranked by the trainer with the same rule when it wrote the summary
+    headlines = summary.validation
+    points = [{"step": s, "epoch": e, GRADER_KEY: g, "val/iou": i, "val/si_logrmse": si} for s, e, g, i, si in
+              zip(headlines.step, headlines.epoch, headlines.grader, headlines.iou, headlines.si_logrmse)]
+    run = _run_input(run_dir, summary.config or {}, status, points)
+    run.best = summary.best  # ranked by the trainer with the same rule when it wrote the summary
     return RunSummary(row=run_row(run), keys=[], values=None)
 
 
@@ -375,32 +382,31 @@ def local_run_input(run_dir: Path) -> RunInput:
     return _run_input(run_dir, config, status, points)
 
 
-def _run_input(run_dir: Path, config: dict[str, Any], status: dict[str, Any],
+def _run_input(run_dir: Path, config: dict[str, Any], status: Status | None,
                points: list[dict[str, Any]]) -> RunInput:
     name = parse_run_name(run_dir.name)
     variant = config.get("wandb_job_type") or (name.variant if name else run_dir.name)
     seed = config.get("seed", name.seed if name else None)
-    model = status.get("model")
+    model = status.model if status else None
     return RunInput(
         ablation=config.get("wandb_group") or run_dir.parent.name,
         run=run_dir.name,
         variant=variant,
         seed=seed,
-        state=status.get("state", "unknown"),
+        state=(status.state if status else RunState.NOT_STARTED).value,
         config=config,
         points=points,
-        model=model if isinstance(model, dict) else None,
+        params=model.params if model else None,
+        gflops=model.gflops if model else None,
         source=str(run_dir),
         url=_wandb_url(status, run_dir),
     )
 
 
-def _wandb_url(status: dict[str, Any], run_dir: Path) -> str | None:
-    url = status.get(STATUS_WANDB_URL)
+def _wandb_url(status: Status | None, run_dir: Path) -> str | None:
+    url = status.wandb_url if status else None
     if url is None:
         return None
-    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise StoreError(
-            f"{run_dir / rundir.STATUS_FILE}: {STATUS_WANDB_URL} must be the run's http(s) URL, got {url!r}"
-        )
+    if not url.startswith(("https://", "http://")):
+        raise StoreError(f"{RunDirectory(run_dir).status_path}: wandb_url must be the run's http(s) URL, got {url!r}")
     return url

@@ -5,7 +5,7 @@ flagged. Rendered as Markdown (tabulate), LaTeX (booktabs) and CSV.
 Winner: chosen as the planner chooses the base of a ``best of`` entry (mtl.ablate.planner.resolve_winner):
 each finished run scores its best value of the entry's ``rank_by`` metric (default: the highest
 ``val/grader``), a variant scores the mean over its finished runs, the best variant wins; a tie goes to
-the higher mean IoU - SI-logRMSE (mtl.rundir's one rule for "best"), then to the variant listed first.
+the higher mean IoU - SI-logRMSE (mtl.run.best's one rule for "best"), then to the variant listed first.
 ``EntryTables.winner_rule`` says which of these decided. The variant means and standard deviations are over
 finished runs too.
 
@@ -24,8 +24,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from mtl.best import GRADER_KEY, deciding_rule
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
+from mtl.run.best import deciding_rule
+from mtl.run.model import GRADER_KEY, STATE_COLUMN, RunState
 from report.store import RUN_COLUMNS, ResultTables
 
 NOISE_RULES = {
@@ -78,7 +79,7 @@ class EntryTables:
     def runs_display(self) -> pd.DataFrame:
         """The run table's text cells; a ``url`` column, when some run was online, stays for
         :func:`to_markdown` to link the run names with (and :func:`to_latex` drops it)."""
-        hidden = ["source"] + (["state"] if (self.runs["state"] == "finished").all() else [])
+        hidden = ["source"] + ([STATE_COLUMN] if (self.runs[STATE_COLUMN] == RunState.FINISHED).all() else [])
         return display_frame(self.runs.drop(columns=hidden)).rename(columns=self._score_headers())
 
     @functools.cached_property
@@ -189,7 +190,7 @@ def _ordered(runs: pd.DataFrame, parameters: list[str], variant_order: list[str]
 
 def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str, rank_mode: str) -> pd.DataFrame:
     rows = []
-    finished_mask = (runs["state"] == "finished").to_numpy()
+    finished_mask = (runs[STATE_COLUMN] == RunState.FINISHED).to_numpy()
     arrays = {m: runs[c].to_numpy(dtype=float) for m, c in [*((m, m) for m in METRICS), ("score", "rank_score")]}
     arrays["tie_break"] = arrays["iou"] - arrays["si_logrmse"]  # at each run's best point
     first_values = {p: runs[p].tolist() for p in parameters}
@@ -227,7 +228,7 @@ def _variant_summary(runs: pd.DataFrame, parameters: list[str], noise_rule: str,
 
 
 def _variant_ranks(summary: pd.DataFrame, rank_mode: str) -> list[tuple[float, float]]:
-    """Each variant's rank by the one rule for "best" (mtl.rundir): mean score, then mean IoU - SI-logRMSE."""
+    """Each variant's rank by the one rule for "best" (mtl.run.best): mean score, then mean IoU - SI-logRMSE."""
     sign = 1.0 if rank_mode == "max" else -1.0
     ranks = []
     for score, tie in zip(summary["score"].to_numpy(dtype=float), summary["tie_break"].to_numpy(dtype=float)):
@@ -287,7 +288,7 @@ def _run_table(runs: pd.DataFrame, parameters: list[str], winner: str | None, ra
     for optional in ("params", "gflops"):
         if runs[optional].notna().any():
             columns.append(optional)
-    columns.append("state")  # in the CSV always; displayed when some run has not finished
+    columns.append(STATE_COLUMN)  # in the CSV always; displayed when some run has not finished
     table = runs[columns].copy()
     if rank_metric != GRADER_KEY:
         table["score"] = runs["rank_score"]
@@ -304,7 +305,7 @@ def _run_table(runs: pd.DataFrame, parameters: list[str], winner: str | None, ra
 HEADERS = {
     "run": "run", "variant": "variant", "seed": "seed", "seeds": "seeds", "finished": "finished",
     "grader": "grader", "iou": "IoU", "si_logrmse": "SI-logRMSE", "step": "step", "epoch": "epoch",
-    "params": "params (M)", "gflops": "GFLOPs", "state": "state", "winner": "winner", "note": "note",
+    "params": "params (M)", "gflops": "GFLOPs", STATE_COLUMN: STATE_COLUMN, "winner": "winner", "note": "note",
     "grader_std": "grader std", "iou_std": "IoU std", "si_logrmse_std": "SI-logRMSE std",
     "delta": "Δ", "within_noise": "within noise", "score": "score", "score_std": "score std",
 }

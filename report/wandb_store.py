@@ -13,20 +13,20 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mtl.best import GRADER_KEY
+from mtl.run.model import GRADER_KEY, RunState
 from report.store import VAL_PREFIX, ResultTables, RunInput, StoreError, build_tables
 
-# mtl.tracking logs every point with its optimizer step under this key (W&B's own _step counts calls).
+# mtl.train.tracking logs every point with its optimizer step under this key (W&B's own _step counts calls).
 WANDB_STEP_KEY = "trainer/step"
-# W&B run states in the vocabulary of a run's status (mtl.rundir.State).
+# W&B run states in the vocabulary of a run's status.
 WANDB_STATES = {
-    "finished": "finished",
-    "running": "running",
-    "crashed": "failed",
-    "failed": "failed",
-    "killed": "interrupted",
-    "preempting": "interrupted",
-    "preempted": "interrupted",
+    "finished": RunState.FINISHED,
+    "running": RunState.RUNNING,
+    "crashed": RunState.FAILED,
+    "failed": RunState.FAILED,
+    "killed": RunState.INTERRUPTED,
+    "preempting": RunState.INTERRUPTED,
+    "preempted": RunState.INTERRUPTED,
 }
 # Runs per listing request. Each run in a page carries its config and summary (a few kB).
 LISTING_PAGE_SIZE = 500
@@ -53,17 +53,16 @@ def wandb_run_input(run: Any) -> RunInput:
             val_keys.append(GRADER_KEY)
         keys = val_keys + [WANDB_STEP_KEY] + (["epoch"] if "epoch" in summary else [])
         points = last_point_per_step(run.scan_history(keys=keys, page_size=HISTORY_PAGE_SIZE), val_keys)
-    params, gflops = summary.get("model/params"), summary.get("model/gflops")
-    model = {"params": params, "gflops": gflops} if params is not None or gflops is not None else None
     return RunInput(
         ablation=run.group or config.get("wandb_group") or "",
         run=run.name,
         variant=run.job_type or config.get("wandb_job_type") or run.name,
         seed=config.get("seed"),
-        state=WANDB_STATES.get(run.state, run.state),
+        state=WANDB_STATES[run.state].value if run.state in WANDB_STATES else str(run.state),
         config=config,
         points=points,
-        model=model,
+        params=summary.get("model/params"),
+        gflops=summary.get("model/gflops"),
         source=run_path(run),
         url=run.url,
     )
@@ -107,7 +106,7 @@ class WandbStore:
     def _connect(self) -> Any:
         if self._api is not None:
             return self._api
-        from mtl.tracking import has_wandb_credentials
+        from mtl.train.tracking import has_wandb_credentials
 
         if not has_wandb_credentials():
             raise StoreError("W&B store needs credentials: set WANDB_API_KEY or run `wandb login`")

@@ -23,6 +23,8 @@ import pandas as pd
 from mtl.ablate.arguments import command_line
 from mtl.ablate.entry import FIGURE_KINDS
 from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
+from mtl.run.layout import RunDirectory
+from mtl.run.model import STATE_COLUMN, RunState
 from report.store import ResultTables
 from report.tables import (
     NOISE_RULES,
@@ -102,7 +104,7 @@ def _hashable(value: Any) -> Any:
 
 def image_runs(tables: EntryTables, runs: pd.DataFrame) -> list[tuple[str, Path]]:
     """(label, run dir) of the best finished run of each variant that wrote predictions, winner first."""
-    finished = runs[(runs["state"] == "finished") & runs["grader"].notna()]
+    finished = runs[(runs[STATE_COLUMN] == RunState.FINISHED) & runs["grader"].notna()]
     chosen = []
     order = list(dict.fromkeys(tables.summary["variant"]))
     if tables.winner in order:
@@ -114,7 +116,7 @@ def image_runs(tables: EntryTables, runs: pd.DataFrame) -> list[tuple[str, Path]
             continue
         best = group.sort_values(["grader", "step"], ascending=[False, True]).iloc[0]
         run_dir = Path(best["source"])
-        if (run_dir / "predictions" / "semseg").is_dir():
+        if RunDirectory(run_dir).prediction_dir("semseg").is_dir():
             chosen.append((str(variant), run_dir))
         if len(chosen) == MAX_IMAGE_RUNS:
             break
@@ -341,8 +343,8 @@ def _setup_lines(report: EntryReport) -> list[str]:
         lines.append(f"Base on this machine: {report.selection.base_note}.")
     if report.selection is not None and report.selection.stale_note:
         lines.append(report.selection.stale_note[0].upper() + report.selection.stale_note[1:] + ".")
-    if report.tables is not None and (report.tables.runs["state"] == "skipped").any():
-        skipped = report.tables.runs[report.tables.runs["state"] == "skipped"]["variant"]
+    if report.tables is not None and (report.tables.runs[STATE_COLUMN] == RunState.SKIPPED).any():
+        skipped = report.tables.runs[report.tables.runs[STATE_COLUMN] == RunState.SKIPPED]["variant"]
         lines.append(f"Skipped on this machine (cannot run here, see each run's note): {', '.join(map(str, skipped))}; "
                      "the winner is chosen among the variants that ran.")
     return lines

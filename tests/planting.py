@@ -1,4 +1,4 @@
-"""Hand-made run directories in the layout of DESIGN.md section 4, for tests and benchmarks of the
+"""Hand-made run directories in the layout of docs/DESIGN.md §4.1, for tests and benchmarks of the
 report tools (nothing here trains: the numbers are whatever the caller plants)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mtl.config import make_config
-from mtl.run_summary import write_run_summary
-from mtl.rundir import RunDirectory, run_name
+from mtl.run.layout import RunDirectory, run_name
+from mtl.run.summary import write_run_summary
 
 
 def validation_point(step: int, epoch: int, grader: float, iou: float, si_logrmse: float,
@@ -69,10 +69,10 @@ def plant_predictions(run_dir: Path, predictions: dict[int, tuple[Any, Any]]) ->
 
 
 def plant_submission(run_dir: Path, checkpoint_bytes: bytes = b"planted checkpoint") -> Path:
-    """``submission.zip`` from the run's predictions/, config and metrics, through mtl.submission's writer
+    """``submission.zip`` from the run's predictions/, config and metrics, through mtl.train.submission's writer
     (``source.zip`` holds the real mtl/ sources and cmd.txt)."""
     from mtl.config import load_yaml
-    from mtl.submission import build_source_zip, write_submission
+    from mtl.train.submission import build_source_zip, write_submission
 
     cfg = make_config(load_yaml(run_dir / "config.yaml"))
     checkpoint = run_dir / "checkpoints" / "best.pt"

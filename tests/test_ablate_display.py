@@ -35,7 +35,7 @@ def test_live_rows_follow_status_json(tmp_path):
     monitor.started(runs[0], Placement("cpu", 2), FakeJob())
     runs[0].run_dir.mkdir(parents=True)
     status = {"state": "running", "pid": 123, "epoch": 2, "num_epochs": 4, "eta_s": 95.0,
-              "best": {"grader": 12.345, "epoch": 2, "step": 20},
+              "best": {"grader": 12.345, "epoch": 2, "step": 20, "iou": 20.0, "si_logrmse": 40.0},
               "progress": {"step": 50, "total_steps": 96, "epoch": 3, "loss": 0.9421, "lr": 0.01, "it_s": 0.5,
                            "eta_s": 92.0, "at": 1.0}}
     (runs[0].run_dir / "status.json").write_text(json.dumps(status))
@@ -101,4 +101,4 @@ def test_results_table_reports_every_metric_at_the_best_grader_point(tmp_path):
     cells = [c.strip() for c in sgd.split("│")[1:-1]]
     assert cells == ["sgd", "0", "optimizer=sgd optimizer_lr=0.01", "9.50", "54.75", "28.00", "20", "2", "finished"]
     adam = next(line for line in text.splitlines() if "│ adam" in line)
-    assert "not run" in adam
+    assert "not started" in adam

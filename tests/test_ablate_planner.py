@@ -9,9 +9,11 @@ import pytest
 from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import RunSpec, UnresolvedBase, make_plan, plan
 from mtl.ablate.selection import select_runs
-from mtl.best import best_point, better_point, deciding_rule, point_rank
 from mtl.config import make_config
-from mtl.rundir import RunDirectory, parse_run_name, remember_profile, short_variant
+from mtl.run.best import best_point, better_point, deciding_rule, point_rank
+from mtl.run.layout import RunDirectory, parse_run_name, remember_profile, short_variant
+from mtl.run.model import ValidationPoint
+from mtl.run.status import StatusWriter
 from mtl.suite import main
 from support import REPO, write_entry
 
@@ -279,7 +281,7 @@ def test_grader_ties_go_to_iou_minus_si_logrmse_then_the_earlier_step():
     assert best_point(points)["step"] == 40  # better on both tasks; the later equal point loses on step
     # The trainer's status holds its best point without the val/ prefix: the same rule applies.
     assert better_point(points[1], {"step": 10, "grader": 0.0, "iou": 5.29, "si_logrmse": 61.83})
-    assert not better_point(points[2], {"step": 40, "grader": 0.0, "iou": 5.98, "si_logrmse": 58.78})
+    assert not better_point(points[2], ValidationPoint(step=40, epoch=4, grader=0.0, iou=5.98, si_logrmse=58.78))
     assert not better_point(points[3], None)  # a non-finite grader never wins
     assert deciding_rule(point_rank(points[1]), point_rank(points[0])) == \
         "tie on grader 0.00: decided by IoU - SI-logRMSE"
@@ -360,7 +362,7 @@ def test_a_prescribed_variant_that_was_skipped_is_stood_in_for_by_the_winner_and
     scratch, pretrained = plan(entries["problem1.a"], "quick", runs_dir)
     _finish(scratch, [10.0])
     pretrained.run_dir.mkdir(parents=True)
-    RunDirectory(pretrained.run_dir).write_status(state="skipped", error="PretrainedWeightsUnavailable: offline")
+    StatusWriter(RunDirectory(pretrained.run_dir)).skipped(error="PretrainedWeightsUnavailable: offline")
     prescribed = make_plan(entries["problem1.b"], "quick", runs_dir)
     assert prescribed.base.values["pretrained"] is False
     assert prescribed.runs[0].reused_from is not None  # it is problem1.a's pretrained=false run itself

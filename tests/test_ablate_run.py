@@ -24,7 +24,7 @@ from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import Scheduler, lock_held, log_path
 from mtl.ablate.slurm import SlurmOptions, SubmititBackend
-from mtl.rundir import read_run
+from mtl.run.records import read_record
 from mtl.suite import main
 from support import REPO, SUITE_PROFILE, tiny_ablations, wait_for_epoch
 from support import write_tiny_entry as write_entry
@@ -74,11 +74,11 @@ def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         wait_until_released(killed.run_dir)
-        assert read_run(first.run_dir).state == "finished"
-        failed = read_run(broken.run_dir)
-        assert failed.state == "failed" and str(missing) in failed.status["error"]
+        assert read_record(first.run_dir).state == "finished"
+        failed = read_record(broken.run_dir)
+        assert failed.state == "failed" and str(missing) in failed.status.error
         assert not (held.run_dir / "status.json").exists()  # never launched
-        assert read_run(killed.run_dir).state == "running"  # as the kill left it
+        assert read_record(killed.run_dir).state == "running"  # as the kill left it
 
         metrics, first_log, broken_log = first.run_dir / "metrics.jsonl", log_path(first), log_path(broken)
         before = (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes())
@@ -87,13 +87,13 @@ def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
         # Finished run untouched, failed run not retried, killed run resumed to the end without repeating an epoch.
         assert (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(),
                 broken_log.read_bytes()) == before
-        resumed = read_run(killed.run_dir)
+        resumed = read_record(killed.run_dir)
         assert resumed.state == "finished", out
-        assert [p["epoch"] for p in resumed.validation_points] == [1, 2]
+        assert [p["epoch"] for p in resumed.points] == [1, 2]
         assert "already finished" in out and "--retry-failed" in out and "locked" in out
         # The results table: one row per run at its best-grader validation point.
         for run in (first, killed):
-            best = read_run(run.run_dir).best()
+            best = read_record(run.run_dir).best()
             row = next(line for line in out.splitlines() if line.startswith(f"│ {run.variant} "))
             for value in (best["val/grader"], best["val/iou"], best["val/si_logrmse"]):
                 assert f"{value:.2f}" in row, row
@@ -102,7 +102,7 @@ def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
         # --retry-failed retries "broken" (which fails again, for real); the rest stays as it is.
         assert main([*args, "--retry-failed"]) == 1
         assert len(broken_log.read_bytes()) > len(before[3])
-        assert read_run(broken.run_dir).state == "failed"
+        assert read_record(broken.run_dir).state == "failed"
         assert metrics.read_bytes() == before[1]
         assert not (held.run_dir / "status.json").exists()
     finally:
@@ -116,11 +116,11 @@ def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_pa
     write_entry(ablations, "problem1.remote", overrides={"dataset": "miniscapes", "dataset_root": str(missing)})
     runs = plan(load_entries(ablations)["problem1.remote"], None, runs_dir)
     backend = SubmititBackend(tmp_path / "submitit", SlurmOptions(cpus_per_task=1, timeout_min=10), cluster="local")
-    scheduler = Scheduler(backend, [backend.placement], Monitor(make_console(), live=False), poll_interval=0.5)
+    scheduler = Scheduler(backend, Monitor(make_console(), live=False), poll_interval=0.5)
     (outcome,) = scheduler.run(runs)
     assert (outcome.state, outcome.exit_code) == ("failed", 1)
-    record = read_run(runs[0].run_dir)  # written by mtl-train inside the job
-    assert record.state == "failed" and str(missing) in record.status["error"]
+    record = read_record(runs[0].run_dir)  # written by mtl-train inside the job
+    assert record.state == "failed" and str(missing) in record.status.error
     assert record.config["num_threads"] == 1 and record.config["device"] == "cpu"
 
 
@@ -142,11 +142,11 @@ def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert process.returncode == 128 + signal.SIGINT, out
-    stopped = read_run(run.run_dir)
-    assert stopped.state == "interrupted" and stopped.status["error"].startswith("stopped by SIGINT"), stopped.status
+    stopped = read_record(run.run_dir)
+    assert stopped.state == "interrupted" and stopped.status.error.startswith("stopped by SIGINT"), stopped.status
     capsys.readouterr()
     assert main(args) == 0
-    assert read_run(run.run_dir).state == "finished"
+    assert read_record(run.run_dir).state == "finished"
     resumed = re.search(r"mtl-train: resuming from step (\d+) \(epoch (\d+)/3", log_path(run).read_text())
     assert resumed, log_path(run).read_text()
     # The suite's own output says it too, from the trainer's status.
@@ -171,7 +171,7 @@ def test_adhoc_grid_from_the_command_line_runs_and_reports_like_an_entry(ablatio
     assert saved["grid"] == {"optimizer_lr": [0.02, 0.005]} and saved["overrides"] == {"num_epochs": 1}
     assert not (ablations / "adhoc.lr.yaml").exists()  # only with --save
     runs = [child for child in (runs_dir / "adhoc.lr").iterdir() if (child / "status.json").exists()]
-    assert sorted(read_run(run).state for run in runs) == ["finished", "finished"]
+    assert sorted(read_record(run).state for run in runs) == ["finished", "finished"]
     assert main(["status", "adhoc.lr", *where]) == 0
     assert main(["report", "adhoc.lr", "--format", "csv", "--no-figures", "--out", str(tmp_path / "reports"),
                  *where]) == 0
@@ -216,7 +216,7 @@ def test_run_trains_its_chain_reuses_same_configs_and_records_unavailable_weight
     out = capsys.readouterr().out
     assert "skipped" in out and "MTL_OFFLINE" in out
     skipped = next(runs_dir.glob("problem1.pre/pretrained=true-s0-*"))
-    assert read_run(skipped).state == "skipped" and "MTL_OFFLINE" in read_run(skipped).status["error"]
+    assert read_record(skipped).state == "skipped" and "MTL_OFFLINE" in read_record(skipped).status.error
 
     # The prescribed variant could not run: the winner among those that ran stands in, and the plan says so;
     # here that is problem1.a's x itself, so nothing trains.

@@ -23,7 +23,7 @@ from mtl.ablate.sweep import COMMAND, PROGRAM, sweep_config
 from mtl.ablate.sweep_run import PLACE_KEYS, SweepPointError, point_config
 from mtl.ablate.sweep_run import main as sweep_run_main
 from mtl.config import Config
-from mtl.rundir import read_config, read_status
+from mtl.run.records import read_config, read_status
 from mtl.suite import main
 from support import ABLATIONS, REPO, TINY, write_entry
 from test_ablate_planner import plant_run
@@ -235,7 +235,7 @@ def test_agent_trained_runs_are_the_plans_runs(tmp_path, agent, capsys, cache_di
         config = read_config(spec.run_dir)  # the plan's directory, the agent's W&B run id
         assert (config["wandb_group"], config["wandb_job_type"]) == ("problem1.pair", spec.variant)
         assert config["wandb_run_id"] == f"agent{i}"
-        assert read_status(spec.run_dir)["state"] == "finished"
+        assert read_status(spec.run_dir).state == "finished"
         assert planned_action(spec).kind is ActionKind.SKIP
     traces = {spec.name: (spec.run_dir / "metrics.jsonl").read_bytes() for spec in local}
 

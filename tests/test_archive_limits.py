@@ -22,7 +22,7 @@ import pytest
 from mtl.config import make_config
 from mtl.data.miniscapes import write_depth, write_rgb, write_semseg
 from mtl.safezip import MAX_COMPRESSION_RATIO, MAX_PNG_BYTES, MAX_PNG_PIXELS, ArchiveError, open_zip, read_member
-from mtl.submission import build_source_zip, write_submission
+from mtl.train.submission import build_source_zip, write_submission
 from report import leaks
 from report.grade import GradeError, grade
 from report.leaks import scan_bytes
@@ -44,7 +44,7 @@ def _dataset(root: Path, count: int = 2) -> Path:
 
 
 def _submission(run_dir: Path, count: int = 2, values: dict | None = None, size=(HEIGHT, WIDTH)) -> Path:
-    """A real submission.zip (mtl.submission's writer): all-road predictions, depth 20 m."""
+    """A real submission.zip (mtl.train.submission's writer): all-road predictions, depth 20 m."""
     cfg = make_config(values or DATASET_KEYS)
     for task in ("semseg", "depth"):
         (run_dir / "predictions" / task).mkdir(parents=True, exist_ok=True)

@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from mtl.config import make_config
 from mtl.data.loading import EpochSampler, make_loader
 from mtl.data.transforms import DepthUnit
-from mtl.engine import Trainer
-from mtl.evaluation import evaluate
-from mtl.losses import MultiTaskLoss
 from mtl.models import build_model
-from mtl.optim import build_optimizer, build_scheduler
-from mtl.rundir import RunDirectory
-from mtl.runtime import to_device
-from mtl.tracking import LocalTrace, WandbSink
+from mtl.run.layout import RunDirectory
+from mtl.run.trace import LocalTrace
+from mtl.train.evaluation import evaluate
+from mtl.train.loop import Trainer
+from mtl.train.losses import MultiTaskLoss
+from mtl.train.optim import build_optimizer, build_scheduler
+from mtl.train.runtime import to_device
 
 DEPTH_UNIT = DepthUnit("meters", 27.0727, 29.1264)
 BASE = {"aug_input_crop_size": 32, "batch_size": 4, "optimizer_lr": 0.05, "device": "cpu", "wandb_mode": "disabled",
@@ -84,7 +84,7 @@ def make_trainer(tmp_path, model: torch.nn.Module, **options) -> Trainer:
     run = RunDirectory(tmp_path / "run")
     return Trainer(cfg=cfg, run=run, device=torch.device("cpu"), model=model, optimizer=optimizer,
                    scheduler=build_scheduler(cfg, optimizer), loss_fn=MultiTaskLoss(cfg, DEPTH_UNIT),
-                   depth_unit=DEPTH_UNIT, trace=LocalTrace(run.metrics), wandb=WandbSink(cfg, run.path, "test"),
+                   depth_unit=DEPTH_UNIT, trace=LocalTrace(run.metrics), batches=STEPS,
                    scaler=torch.amp.GradScaler("cpu") if cfg.amp == "fp16" else None)
 
 
@@ -134,7 +134,7 @@ def test_fp16_scaler_state_travels_in_the_checkpoint(tmp_path):
 def test_real_architecture_forward_under_numeric_option(name):
     """The full network (ASPP and skip on) accepts each option; outputs match fp32 loosely."""
     options, _ = NUMERIC_OPTIONS[name]
-    from mtl.runtime import autocast
+    from mtl.train.runtime import autocast
 
     cfg = make_config({**BASE, "aspp": True, "decoder_skip": True, **options})
     torch.manual_seed(0)

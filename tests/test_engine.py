@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 
-from mtl.run_summary import read_run_summary
-from mtl.rundir import read_run
-from mtl.submission import validate_submission
+from mtl.run.records import read_record
+from mtl.run.summary import read_run_summary
+from mtl.run.trace import read_trace
+from mtl.train.submission import validate_submission
 from support import REPO, tiny_args, train_command
 
 pytestmark = pytest.mark.slow
@@ -46,19 +47,19 @@ def test_finished_run_has_every_contract_file(finished_run):
     # One checkpoint besides submission.zip: last.pt only served resuming, which a finished run never does.
     assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == ["best.pt"]
     # The trainer's latest progress record, which `mtl-ablate run` shows while the run trains.
-    progress = read_run(finished_run).status["progress"]
-    assert 1 <= progress["step"] <= progress["total_steps"] and progress["it_s"] > 0
-    assert {"loss", "lr", "eta_s", "epoch"} <= progress.keys()
-    record = read_run(finished_run)
+    record = read_record(finished_run)
+    progress = record.status.progress
+    assert 1 <= progress.step <= progress.total_steps and progress.it_s > 0
+    assert progress.loss is not None and progress.lr is not None and progress.eta_s is not None
     assert record.state == "finished"
-    assert len(record.validation_points) == 2
+    assert len(record.points) == 2
     best = record.best()
-    assert record.status["best"]["grader"] == best["val/grader"] and record.status["best"]["step"] == best["step"]
-    assert record.status["model"]["params"] > 1_000_000
+    assert record.status.best.grader == best["val/grader"] and record.status.best.step == best["step"]
+    assert record.status.model.params > 1_000_000
     summary = read_run_summary(finished_run)  # what reports read instead of the trace
-    assert summary["state"] == "finished" and summary["model"] == record.status["model"]
-    assert summary["best"] == best and summary["final"] == record.validation_points[-1]
-    assert summary["validation"]["step"] == [p["step"] for p in record.validation_points]
+    assert summary.state == "finished" and summary.model == record.status.model
+    assert summary.best == best and summary.final == record.points[-1]
+    assert summary.validation.step == [p["step"] for p in record.points]
     assert yaml.safe_load((finished_run / "config.yaml").read_text())["num_epochs"] == 2
 
 
@@ -72,7 +73,7 @@ def test_submission_zip_structure_and_decodable_predictions(finished_run):
         assert [n for n in names if n.startswith("checkpoints/")] == [f"checkpoints/{finished_run.name}.ckpt"]
         with zipfile.ZipFile(archive.open("source.zip")) as source:
             cmd = source.read("cmd.txt").decode()
-            assert "mtl/engine.py" in source.namelist()
+            assert "mtl/train/engine.py" in source.namelist() and "mtl/run/layout.py" in source.namelist()
         assert "optimizer_lr: 0.01" in cmd and "log_dir" not in cmd and "workers" not in cmd
         header = archive.read("metrics.csv").decode().splitlines()[0]
         assert "val/grader" in header and "train/loss" in header
@@ -134,14 +135,14 @@ def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_
     assert status["state"] == "running"  # a SIGKILL leaves no chance to write anything else
     result = run_train(log_dir)
     assert result.returncode == 0
-    resumed, reference = read_run(log_dir), read_run(finished_run)
+    resumed, reference = read_trace(log_dir / "metrics.jsonl"), read_trace(finished_run / "metrics.jsonl")
     if epoch_at_kill < 2:  # the kill came before the run finished: check that it did not start over
-        assert [p["step"] for p in resumed.points] == [p["step"] for p in reference.points]
+        assert [p["step"] for p in resumed] == [p["step"] for p in reference]
     strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
-    assert strip(resumed.points) == strip(reference.points)
+    assert strip(resumed) == strip(reference)
     for key, tensor in _weights(finished_run).items():
         assert torch.equal(tensor, _weights(log_dir)[key]), key
-    assert read_run_summary(log_dir)["validation"] == read_run_summary(finished_run)["validation"]
+    assert read_run_summary(log_dir).validation == read_run_summary(finished_run).validation
 
 
 def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp_path):
@@ -164,4 +165,5 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp
                      resumed.stdout, re.MULTILINE), resumed.stdout
     for key, tensor in _weights(finished_run).items():
         assert torch.equal(tensor, _weights(log_dir)[key]), key
-    np.testing.assert_allclose(read_run(log_dir).best()["val/grader"], read_run(finished_run).best()["val/grader"])
+    resumed_best, reference_best = read_record(log_dir).best(), read_record(finished_run).best()
+    np.testing.assert_allclose(resumed_best["val/grader"], reference_best["val/grader"])

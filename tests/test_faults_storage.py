@@ -16,7 +16,7 @@ from faults.checks import check_run_dir, run_differences
 from faults.launcher import run_train
 from faults.runs import FREQUENT_CHECKPOINTS, fault_args, reference_run
 from faults.storage import fail_write, fail_write_holding, limit_file_size
-from mtl.rundir import read_jsonl
+from mtl.run.trace import read_trace
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes_exactly(r
     _assert_intact_and_failed(run_dir, "No space left on device", target)
     state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert state["step"] == kept_step
-    trace_before = read_jsonl(run_dir / "metrics.jsonl")
+    trace_before = read_trace(run_dir / "metrics.jsonl")
     if target == "metrics.jsonl":  # the torn half line is not a point; everything before it is
         assert not (run_dir / "metrics.jsonl").read_text().endswith("\n")
         assert [p["step"] for p in trace_before] == [2, 2]
@@ -70,7 +70,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes_exactly(r
     assert _train(run_dir) == 0
     assert run_differences(run_dir, reference) == []
     if target == "submission.zip":  # nothing was trained again
-        assert read_jsonl(run_dir / "metrics.jsonl") == trace_before
+        assert read_trace(run_dir / "metrics.jsonl") == trace_before
 
 
 def test_a_failed_status_write_is_recorded_by_the_next_one(tmp_path, cache_dir):

@@ -27,7 +27,7 @@ from faults.runs import FAULT_CONFIG
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import log_path
-from mtl.rundir import read_run
+from mtl.run.records import read_record
 from mtl.suite import main as ablate_main
 from support import REPO, wait_for_epoch
 
@@ -89,15 +89,15 @@ def test_killed_suite_restarted_twice_at_once_trains_each_run_once(suite, capsys
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     # The diverged run stopped cleanly and the suite went on to the next run.
-    status = read_run(diverges.run_dir).status
-    assert status["state"] == "diverged", status
-    assert re.search(r"non-finite .* step \d+", status["error"]) and status["diverged_step"] >= 1, status
-    if status["checkpoint_step"] is not None:  # the checkpoint kept is finite and the one the status names
+    status = read_record(diverges.run_dir).status
+    assert status.state == "diverged", status
+    assert re.search(r"non-finite .* step \d+", status.error) and status.diverged_step >= 1, status
+    if status.checkpoint_step is not None:  # the checkpoint kept is finite and the one the status names
         kept = torch.load(diverges.run_dir / "checkpoints" / "last.pt", weights_only=False)
-        assert kept["step"] == status["checkpoint_step"]
+        assert kept["step"] == status.checkpoint_step
         assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
     assert "diverged" in log_path(diverges).read_text()
-    wandb_id = read_run(killed.run_dir).status["wandb_run_id"]
+    wandb_id = read_record(killed.run_dir).status.wandb_run_id
     folders = wandb_run_folders(killed.run_dir)
     assert folders and all(name.endswith(f"-{wandb_id}") for name in folders), folders
     assert check_run_dir(killed.run_dir).problems == []
@@ -108,17 +108,17 @@ def test_killed_suite_restarted_twice_at_once_trains_each_run_once(suite, capsys
     assert codes == [0, 0], outputs  # a diverged run is a result (recorded, reported), not a failure
 
     for spec in (killed, other):
-        record = read_run(spec.run_dir)
+        record = read_record(spec.run_dir)
         assert record.state == "finished", (spec.name, record.status, outputs)
-        assert [p["epoch"] for p in record.validation_points] == [1, 2]
+        assert [p["epoch"] for p in record.points] == [1, 2]
         # Trained exactly once: across every attempt, each epoch was validated once, none repeated.
         assert validated_epochs(log_path(spec).read_text()) == [1, 2], log_path(spec).read_text()
         assert check_run_dir(spec.run_dir).problems == []
-    assert read_run(diverges.run_dir).state == "diverged"
+    assert read_record(diverges.run_dir).state == "diverged"
     assert log_path(diverges).read_text().count("mtl-train: diverged") == 1  # not retried by either
 
     # W&B: the resumed run continued the same run id, in a new offline folder of that id.
-    assert read_run(killed.run_dir).status["wandb_run_id"] == wandb_id
+    assert read_record(killed.run_dir).status.wandb_run_id == wandb_id
     folders = wandb_run_folders(killed.run_dir)
     assert len(folders) >= 2 and all(name.endswith(f"-{wandb_id}") for name in folders), folders
     assert wandb_run_folders(other.run_dir)  # other runs log to W&B offline too

@@ -1,11 +1,11 @@
-"""Hand-computed cases for the exact DESIGN.md formulas."""
+"""Hand-computed cases for the exact formulas of docs/DESIGN.md §3."""
 
 import math
 
 import pytest
 import torch
 
-from mtl.metrics import MetricAccumulator, grader_score
+from mtl.train.metrics import MetricAccumulator, grader_score
 
 
 def test_iou_ignores_255_and_averages_absent_classes_as_zero():

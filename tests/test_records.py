@@ -15,8 +15,11 @@ import pytest
 import torch
 import yaml
 
-from mtl import rundir
-from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
+from mtl.run import layout as rundir
+from mtl.run.errors import RecordError
+from mtl.run.model import ExitCode, RunState
+from mtl.run.records import read_record, read_status
+from mtl.run.trace import read_trace
 from support import REPO, TINY, tiny_args, train_command
 
 pytestmark = pytest.mark.slow
@@ -87,21 +90,21 @@ def test_lost_best_checkpoint_is_refused_naming_it(finished, tmp_path):
     run.best.unlink()
     run.submission.unlink()
     metrics = run.metrics.read_bytes()
-    result = checked(mtl_train(run_dir), rundir.ExitCode.REFUSED)
+    result = checked(mtl_train(run_dir), ExitCode.REFUSED)
     assert f"{run.best} is missing" in result.stderr
     assert run.metrics.read_bytes() == metrics
-    assert json.loads(run.status_path.read_text())["state"] == rundir.State.FINISHED
+    assert read_status(run_dir).state is RunState.FINISHED
 
 
 KILL_AFTER_WRITE = """
 import os, sys
-import mtl.io, mtl.engine
-real = mtl.io.atomic_torch_save
+import mtl.run.io
+real = mtl.run.io.atomic_torch_save
 def save(obj, path):
     real(obj, path)
     if os.path.basename(str(path)) == sys.argv[1]:
         os._exit(9)
-mtl.engine.atomic_torch_save = save
+mtl.run.io.atomic_torch_save = save
 from mtl.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -118,7 +121,7 @@ def test_changed_dataset_is_refused_on_resume(tmp_path, cache_dir):
     state["dataset"] = "0" * 16
     torch.save(state, run.last)
     result = checked(subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True, timeout=300),
-                     rundir.ExitCode.REFUSED)
+                     ExitCode.REFUSED)
     assert "changed since this run started" in result.stderr
 
 
@@ -134,10 +137,9 @@ def test_kill_between_checkpoint_writes_leaves_records_that_agree(killed_after, 
     result = checked(subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True, timeout=300))
     if killed_after == "last.pt":
         assert "rebuilding checkpoints/best.pt from checkpoints/last.pt" in result.stderr
-    status = read_status_checked(run_dir)
+    status = read_record(run_dir).status  # the one reader checks its best point against the trace
     best = torch.load(run.best, weights_only=False)["best"]
-    assert status["state"] == rundir.State.FINISHED and status["best"] == best
-    check_best_recorded(run_dir, status, read_points(run.metrics))
+    assert status.state is RunState.FINISHED and status.best.model_dump() == best
 
 
 def test_damaged_records_are_named(finished, tmp_path):
@@ -146,17 +148,19 @@ def test_damaged_records_are_named(finished, tmp_path):
     lines = run.metrics.read_text().splitlines(keepends=True)
     run.metrics.write_text("".join(lines[:1] + ['{"step": 3, "val/gr\n'] + lines[1:]))
     with pytest.raises(RecordError, match=r"metrics.jsonl: line 2 is not valid JSON"):
-        read_points(run.metrics)
+        read_trace(run.metrics)
     run.metrics.write_text("".join(lines) + '{"step": 99, "val/grad')  # torn final line: ignored
-    assert len(read_points(run.metrics)) == len(lines)
+    assert len(read_trace(run.metrics)) == len(lines)
+    status_text = run.status_path.read_text()
     run.status_path.write_text("")
     with pytest.raises(RecordError, match=r"status.json: is empty"):
-        read_status_checked(run_dir)
-    status = json.loads((finished / rundir.STATUS_FILE).read_text())
-    kept = [line for line in lines if f'"step": {status["best"]["step"]},' not in line]
+        read_status(run_dir)
+    run.status_path.write_text(status_text)
+    best_step = read_status(run_dir).best.step
+    kept = [line for line in lines if f'"step": {best_step},' not in line]
     run.metrics.write_text("".join(kept))
     with pytest.raises(RecordError, match=r"holds no validation point at step"):
-        check_best_recorded(run_dir, status, read_points(run.metrics))
+        read_record(run_dir)
 
 
 def test_lock_held_creates_nothing(tmp_path):
@@ -165,7 +169,7 @@ def test_lock_held_creates_nothing(tmp_path):
     assert not rundir.lock_held(run_dir)
     assert not (run_dir / rundir.LOCK_FILE).exists()
     with rundir.RunDirectory(run_dir).exclusive():
-        held = subprocess.run([sys.executable, "-c", "import sys; from mtl.rundir import lock_held; "
+        held = subprocess.run([sys.executable, "-c", "import sys; from mtl.run.layout import lock_held; "
                                "print(lock_held(sys.argv[1]))", str(run_dir)], cwd=REPO,
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert held.stdout.strip() == "True", held.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from mtl.ablate.entry import EntryError, load_entries
 from mtl.ablate.planner import make_plan, plan
-from mtl.records import RecordError, read_record
+from mtl.run.records import RecordError, read_record
 from mtl.suite import main
 from planting import plant_planned as plant
 from support import write_entry

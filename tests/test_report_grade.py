@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mtl.data.miniscapes import decode_depth, encode_depth, read_depth, write_depth, write_rgb, write_semseg
-from mtl.rundir import read_run
+from mtl.run.records import read_record
 from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
 from report.grade import GradeError, grade
@@ -65,7 +65,7 @@ def submission(tmp_path):
 
 
 def _expected(dataset) -> dict[str, float]:
-    """The DESIGN.md formulas written out in numpy, independent of mtl.metrics."""
+    """The docs/DESIGN.md §3 formulas written out in numpy, independent of mtl.train.metrics."""
     confusion = np.zeros((19, 19), np.int64)
     per_image = []
     for index, (pred_ids, pred_depth_m) in _predictions().items():
@@ -150,7 +150,7 @@ def test_grade_agrees_with_the_engine_when_test_is_the_validation_split(tmp_path
                                           f"--log_dir={run_dir}"),
                             cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert result.returncode == 0, result.stdout + result.stderr
-    best = read_run(run_dir).best()
+    best = read_record(run_dir).best()
     metrics = grade(run_dir / "submission.zip", root)
     assert metrics["iou"] == pytest.approx(best["val/iou"], abs=1e-9)
     for key, value in metrics.items():

@@ -7,7 +7,8 @@ import pytest
 
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
-from mtl.rundir import RunDirectory
+from mtl.run.layout import RunDirectory
+from mtl.run.status import StatusWriter
 from mtl.suite import main
 from planting import plant_planned
 from support import write_entry
@@ -90,7 +91,7 @@ def test_ladder_says_what_stood_in_for_a_prescribed_variant_that_could_not_run(a
     plant_planned(scratch, [10.0])
     pretrained.run_dir.mkdir(parents=True)
     (pretrained.run_dir / "config.yaml").write_text(pretrained.config.to_yaml())
-    RunDirectory(pretrained.run_dir).write_status(state="skipped", error="PretrainedWeightsUnavailable: offline")
+    StatusWriter(RunDirectory(pretrained.run_dir)).skipped(error="PretrainedWeightsUnavailable: offline")
     for spec in plan(entries["problem1.b"], None, runs_dir):
         if spec.reused_from is None:
             plant_planned(spec, [12.0 if spec.config.aspp else 10.0])

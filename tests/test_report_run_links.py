@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from planting import plant_run, validation_point
-from report.store import STATUS_WANDB_URL, LocalStore, StoreError
+from report.store import LocalStore, StoreError
 from report.tables import entry_tables, to_markdown
 from report.writeup import render_tables, write_tables
 
@@ -16,7 +16,7 @@ URL = "https://wandb.example/team/mtl/runs/3kq9x2ab"
 
 @pytest.fixture()
 def runs_root(tmp_path):
-    plant_run(tmp_path, ENTRY, "adam", 0, overrides={"optimizer": "adam"}, status_extra={STATUS_WANDB_URL: URL},
+    plant_run(tmp_path, ENTRY, "adam", 0, overrides={"optimizer": "adam"}, status_extra={"wandb_url": URL},
               points=[validation_point(10, 1, 20.0, 66.0, 46.0)])
     plant_run(tmp_path, ENTRY, "sgd", 0, overrides={"optimizer": "sgd"},  # logged offline: no URL
               points=[validation_point(10, 1, 10.0, 61.0, 51.0)])
@@ -55,8 +55,10 @@ def test_without_online_runs_the_tables_have_no_url_column(tmp_path):
     assert "url" not in tables.runs.columns and "url" not in tables.runs_display.columns
 
 
-@pytest.mark.parametrize("value", [42, "wandb.example/team/mtl/runs/x"])
-def test_a_url_that_is_not_one_is_an_error_naming_the_file(tmp_path, value):
-    plant_run(tmp_path, ENTRY, "sgd", 0, status_extra={STATUS_WANDB_URL: value})
-    with pytest.raises(StoreError, match=r"status.json: wandb_url must be the run's http\(s\) URL"):
+@pytest.mark.parametrize("value, message", [(42, r"status.json: field 'wandb_url': Input should be a valid string"),
+                                            ("wandb.example/team/mtl/runs/x",
+                                             r"status.json: wandb_url must be the run's http\(s\) URL")])
+def test_a_url_that_is_not_one_is_an_error_naming_the_file(tmp_path, value, message):
+    plant_run(tmp_path, ENTRY, "sgd", 0, status_extra={"wandb_url": value}, summary=False)
+    with pytest.raises(StoreError, match=message):
         LocalStore(tmp_path).load()

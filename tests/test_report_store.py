@@ -8,8 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from mtl.run_summary import read_run_summary
-from mtl.rundir import SUMMARY_FILE, read_run
+from mtl.run.layout import SUMMARY_FILE
+from mtl.run.records import read_record
+from mtl.run.summary import read_run_summary
 from planting import plant_reference_runs, plant_run, validation_point
 from report.store import LocalStore, StoreError, best_with_note, local_run_input
 
@@ -76,10 +77,10 @@ def test_runs_frame_has_identity_config_and_points_columns(runs_root):
 
 def test_local_store_reads_what_read_run_reads(runs_root):
     for run_dir in sorted(p.parent for p in runs_root.rglob("config.yaml")):
-        record = read_run(run_dir)
+        record = read_record(run_dir)
         run = local_run_input(run_dir)
         assert run.config == record.config
-        assert json.dumps(run.points) == json.dumps(record.validation_points)  # NaN compares equal as text
+        assert json.dumps(run.points) == json.dumps(record.points)  # NaN compares equal as text
         assert run.state == record.state
 
 
@@ -160,10 +161,10 @@ def test_runs_table_does_not_read_traces_and_points_do(runs_root):
 def test_summary_written_by_planting_holds_the_best_and_final_points(runs_root):
     peak = next(p.parent for p in runs_root.rglob("config.yaml") if p.parent.name.startswith("peak-"))
     summary = read_run_summary(peak)
-    record = read_run(peak)
-    assert summary["best"] == record.best() and summary["best"]["step"] == 30
-    assert summary["final"] == record.validation_points[-1]
-    assert summary["model"] == {"params": 22_000_000, "gflops": 7.5} and summary["state"] == "finished"
+    record = read_record(peak)
+    assert summary.best == record.best() and summary.best["step"] == 30
+    assert summary.final == record.points[-1]
+    assert summary.model.params == 22_000_000 and summary.model.gflops == 7.5 and summary.state == "finished"
 
 
 def test_stale_summary_gives_way_to_the_trace(runs_root):

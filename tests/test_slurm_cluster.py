@@ -20,7 +20,7 @@ import fake_slurm
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import plan
 from mtl.ablate.slurm import read_slurm_jobs
-from mtl.rundir import read_run
+from mtl.run.records import read_record
 from mtl.suite import main
 from support import SUITE_PROFILE, tiny_ablations
 from support import write_tiny_entry as write_entry
@@ -71,13 +71,13 @@ def test_array_with_a_cap_a_timed_out_task_requeued_and_a_second_run_submitting_
 
     runs = plan(load_entries(ablations)["problem1.cluster"], None, runs_dir)
     for index, run in enumerate(runs):
-        record = read_run(run.run_dir)
+        record = read_record(run.run_dir)
         assert record.state == "finished"
         assert [r.job_id for r in read_slurm_jobs(run.run_dir)] == [f"{call['job_id']}_{index}"]
     requeued = runs[tasks.index(timed_out[0])]
     log = (requeued.run_dir.parent / ".logs" / f"{requeued.name}.log").read_text()
     assert "stopped by SIGUSR2 (time limit)" in log and "requeued" in log
-    assert read_run(requeued.run_dir).points[-1]["step"] == 4  # resumed, not restarted: the trace is whole
+    assert read_record(requeued.run_dir).points[-1]["step"] == 4  # resumed, not restarted: the trace is whole
 
     code, output = finish(ablate(args, env))
     assert code == 0, output
@@ -107,7 +107,7 @@ def test_a_second_run_follows_a_queued_job_instead_of_submitting_it_again(ablati
     assert code == 0, output
     state = fake_slurm.read_state(state_dir)
     assert len(state["sbatch"]) == 1 and state["sbatch"][0]["job_name"] == f"mtl:problem1.queued:{run.name}"
-    assert read_run(run.run_dir).state == "finished"
+    assert read_record(run.run_dir).state == "finished"
     assert len(read_slurm_jobs(run.run_dir)) == 1
 
 

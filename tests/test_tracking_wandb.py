@@ -16,8 +16,7 @@ import pytest
 from faults.secrets import scan_for_secrets
 from faults.wandb_outage import WANDB_VARIABLES, RecordingBlackHole, default_base_url, outage_environment, write_netrc
 from mtl.config import make_config
-from mtl.rundir import STATUS_WANDB_URL
-from mtl.tracking import WandbSink, decide_wandb_mode
+from mtl.train.tracking import WandbSink, decide_wandb_mode
 from support import REPO, TINY, tiny_args, train_command
 
 
@@ -199,7 +198,7 @@ def test_a_logged_in_run_with_wandb_unreachable_falls_back_to_offline_and_finish
     assert result.returncode == 0, output[-3000:]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "finished"
-    assert status[STATUS_WANDB_URL] is None  # the W&B run went offline: no page to link to yet
+    assert status["wandb_url"] is None  # the W&B run went offline: no page to link to yet
 
     host = urlsplit(default_base_url()).netloc
     assert proxy.asked_for(host)  # it did try wandb's server

@@ -1,4 +1,4 @@
-"""The W&B validation panels and the shared class/depth colouring (mtl.visualize)."""
+"""The W&B validation panels and the shared class/depth colouring (mtl.train.visualize)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from mtl.config import make_config
 from mtl.data.miniscapes import IGNORE_INDEX, PALETTE
 from mtl.data.transforms import DepthUnit
-from mtl.runtime import rng_states, to_device
-from mtl.visualize import colorize, depth_gray, validation_panels, visual_panels
+from mtl.train.runtime import rng_states, to_device
+from mtl.train.visualize import colorize, depth_gray, validation_panels, visual_panels
 
 DEPTH_UNIT = DepthUnit("meters", 27.0727, 29.1264)
 CFG = make_config({"device": "cpu", "wandb_mode": "disabled", "progress": "none"})

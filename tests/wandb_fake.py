@@ -11,7 +11,7 @@ It has the method names, arguments and attributes of ``wandb.Api().runs`` (wandb
 - a ``scan_history`` is ``requests_per_scan`` requests (one by default; wandb 0.31 also asks for the
   run's last step first, so two is closer to a real server).
 
-Runs are filled the way mtl.tracking logs them: each metrics.jsonl point without ``step``/``time``, plus
+Runs are filled the way mtl.train.tracking logs them: each metrics.jsonl point without ``step``/``time``, plus
 ``trainer/step``; W&B's ``_step`` counts the log calls; the summary holds the last value of every key,
 ``val/grader`` as ``{"max": ...}`` (define_metric summary="max") and the validation histogram.
 """

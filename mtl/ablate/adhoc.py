@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from mtl.io import atomic_write_text
+from mtl.run.io import atomic_write_text
 
 from .entry import Entry, EntryError, entry_path, load_entries, parse_entry
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from mtl.config import did_you_mean
-from mtl.rundir import default_ablations_dir, default_runs_dir
+from mtl.run.layout import default_ablations_dir, default_runs_dir
 
 # "argument COMMAND: invalid choice: 'lst' (choose from 'list', 'show')" -- Python 3.12+ drops the quotes.
 _INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<word>[^' ]*)'? \(choose from (?P<choices>.*)\)$")

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence
 
 from mtl.config import Config, cli_args
-from mtl.rundir import REPO_ROOT
+from mtl.run.layout import REPO_ROOT
 
 
 def train_command(config: Config) -> list[str]:
@@ -101,6 +101,35 @@ class Job(Protocol):
     def describe(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One run to start: its config, the slot it runs on and the file its console output is appended to."""
+
+    config: Config
+    placement: Placement
+    log_path: Path
+
+
+class Backend(Protocol):
+    """Where the scheduler starts runs (:mod:`mtl.ablate.scheduler`).
+
+    ``queues``: the backend takes every run at once and queues them itself (SLURM: one job array, capped
+    by its array parallelism); otherwise the scheduler keeps at most one run on each of ``slots``."""
+
+    name: str
+    queues: bool
+
+    def slots(self) -> list[Placement]:
+        """The device slots runs take turns on (with ``queues``: the one placement every job gets)."""
+
+    def start_many(self, launches: Sequence[Launch], entry_id: str) -> list[Job]:
+        """Start the runs (in one submission where the backend can); one job per launch, in order."""
+
+    def adopt(self, run_dir: Path) -> Optional[Job]:
+        """A job started earlier for this run that is still queued or running (followed, not started
+        again), or None."""
+
+
 class LocalJob:
     def __init__(self, command: list[str], env: dict[str, str], log_path: Path):
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,10 +155,22 @@ class LocalBackend:
     """Runs each command as a child process pinned to one device slot."""
 
     name = "local"
+    queues = False
 
     def __init__(self, slots: list[Placement]):
-        self.slots = slots
+        if not slots:
+            raise ValueError("no device slot to run on")
+        self._slots = slots
 
-    def start(self, config: Config, placement: Placement, log_path: Path) -> LocalJob:
-        config = config.replace(**placement.config_updates())
-        return LocalJob(train_command(config), child_environment(placement.env_updates()), log_path)
+    def slots(self) -> list[Placement]:
+        return list(self._slots)
+
+    def start(self, launch: Launch) -> LocalJob:
+        config = launch.config.replace(**launch.placement.config_updates())
+        return LocalJob(train_command(config), child_environment(launch.placement.env_updates()), launch.log_path)
+
+    def start_many(self, launches: Sequence[Launch], entry_id: str) -> list[Job]:
+        return [self.start(launch) for launch in launches]
+
+    def adopt(self, run_dir: Path) -> Optional[Job]:
+        return None  # a local run outlives no `mtl-ablate`: its lock tells whether another process trains it

@@ -19,15 +19,11 @@ from typing import Any, Callable, Optional, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from mtl.records import RecordError, read_status_checked
-from mtl.rundir import (
-    State,
-    default_ablations_dir,
-    default_runs_dir,
-    recorded_state,
-    remember_profile,
-)
-from mtl.stopping import describe_signal
+from mtl.run.errors import RecordError
+from mtl.run.layout import default_ablations_dir, default_runs_dir, remember_profile
+from mtl.run.model import STATE_COLUMN, Outcome, RunState
+from mtl.run.records import read_status, recorded_state
+from mtl.run.stopping import describe_signal
 
 from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
 from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
@@ -41,8 +37,6 @@ from .slurm import add_slurm_arguments
 from .upkeep import plan_when_base_settles, repair_plan
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
-# Outcomes that answer the question a run was planned for; any other ends `run` with EXIT_RUN_FAILED.
-RESULT_STATES = (State.FINISHED, State.DIVERGED, State.SKIPPED)
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -66,14 +60,14 @@ def plan_summary(entry: Entry, args: argparse.Namespace) -> tuple[str, int, int,
         return "invalid", 0, entry.run_count(), "?"
     states = [recorded_state(run.run_dir) for run in plan.runs]
     expected = entry.run_count()
-    finished = states.count(State.FINISHED)
+    finished = states.count(RunState.FINISHED)
     if plan.base.unresolved:
         state = "waiting for its base"
-    elif all(s == State.NOT_RUN for s in states):
+    elif all(s is RunState.NOT_STARTED for s in states):
         state = "not run"
     elif finished >= expected:
         state = "done"
-    elif any(s in (State.FAILED, State.DIVERGED) for s in states):
+    elif any(s in (RunState.FAILED, RunState.DIVERGED) for s in states):
         state = "failed"
     else:
         state = "partial"
@@ -104,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column("question (base)", overflow="fold", ratio=1)
     table.add_column("profile", no_wrap=True)
     table.add_column("runs", no_wrap=True)
-    table.add_column("state", overflow="fold")
+    table.add_column(STATE_COLUMN, overflow="fold")
     for entry, profile, runs, state in rows:
         question = [" ".join(entry.question.split()), f"(base: {entry.base})"]
         if width is not None:
@@ -123,7 +117,7 @@ def _question_width(console_width: int, rows: list[tuple[Entry, str, str, str]])
     (seven bars, one space of padding on each side of six columns)."""
     widths = [max([len(header), *(len(str(cell)) for cell in cells)]) for header, cells in (
         ("entry", [e.id for e, *_ in rows]), ("item", [e.item for e, *_ in rows]),
-        ("profile", [r[1] for r in rows]), ("runs", [r[2] for r in rows]), ("state", [r[3] for r in rows]))]
+        ("profile", [r[1] for r in rows]), ("runs", [r[2] for r in rows]), (STATE_COLUMN, [r[3] for r in rows]))]
     return console_width - sum(widths) - 7 - 12
 
 
@@ -163,7 +157,7 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
             "(built on the profile alone)[/yellow]"
         )
     table = Table(title=title)
-    for column in ("run", "variant", "seed", "differences from the base", "state", "action"):
+    for column in ("run", "variant", "seed", "differences from the base", STATE_COLUMN, "action"):
         table.add_column(column, overflow="fold")
     for run in plan.runs:
         differences = {k: v for k, v in run.differences.items()}
@@ -173,7 +167,7 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         else:
             action_text = str(action) if not run.provisional else "wait for the base"
         table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
-                      recorded_state(run.run_dir), action_text)
+                      str(recorded_state(run.run_dir)), action_text)
     console.print(table)
     _print_stale(console, plan, args)
     console.print(
@@ -210,7 +204,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for column in (
             "variant",
             "seed",
-            "state",
+            STATE_COLUMN,
             "epoch",
             "best grader",
             "IoU",
@@ -221,19 +215,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         ):
             table.add_column(column, overflow="fold")
         for run in plan.runs:
-            try:
-                status = read_status_checked(run.run_dir)
-            except RecordError as exc:  # named in the error column, the same words as every reader
-                status = {"state": State.UNKNOWN, "error": str(exc)}
-            best = status.get("best") or {}
-            epoch = f"{status['epoch']}/{status.get('num_epochs', '?')}" if "epoch" in status else "-"
             state = recorded_state(run.run_dir)
+            try:
+                status = read_status(run.run_dir)
+                error = (status.error or "") if status else ""
+            except RecordError as exc:  # named in the error column, the same words as every reader
+                status, error = None, str(exc)
+            best = status.best if status else None
+            epoch = f"{status.epoch}/{status.num_epochs or '?'}" if status else "-"
             table.add_row(
-                run.variant, str(run.seed), state, epoch, format_number(best.get("grader")),
-                format_number(best.get("iou")), format_number(best.get("si_logrmse")),
-                format_duration(status.get("elapsed_s")),
-                format_duration(status.get("eta_s")) if state == "running" else "-",
-                status.get("error") or "",
+                run.variant, str(run.seed), str(state), epoch, format_number(best.grader if best else None),
+                format_number(best.iou if best else None), format_number(best.si_logrmse if best else None),
+                format_duration(status.elapsed_s if status else None),
+                format_duration(status.eta_s if status else None) if state is RunState.RUNNING else "-",
+                error,
             )
         console.print(table)
         _print_stale(console, plan, args)
@@ -264,13 +259,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.backend == "slurm":
                 print_sbatch(console, plan, args)
         return EXIT_OK
-    backend, slots = make_backend(args)
+    backend = make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
         plan = _plan_waiting_for_base(entry, args, console)
         if entry not in requested:
             needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
-            done = all(recorded_state(run.run_dir) == State.FINISHED for run in plan.runs)
+            done = all(recorded_state(run.run_dir) is RunState.FINISHED for run in plan.runs)
             console.print(f"{needed_by} needs {entry.id}: {'already trained' if done else 'training it first'}",
                           markup=False, highlight=False)
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
@@ -286,11 +281,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 console.print(f"  {run.name}: same config as {run.reused_from} (finished): its records are used",
                               markup=False, highlight=False, soft_wrap=True)
         _print_stale(console, plan, args)
-        scheduler = Scheduler(backend, slots, Monitor(console), retry_failed=args.retry_failed, force=args.force)
+        scheduler = Scheduler(backend, Monitor(console), retry_failed=args.retry_failed, force=args.force)
         outcomes = scheduler.run(plan.runs)
         console.print(results_table(plan.runs, title=f"{entry.id}: best-grader validation point of each run"))
         for outcome in outcomes:
-            if outcome.state != "finished":
+            if outcome.state is not Outcome.FINISHED:
                 console.print(
                     f"  {outcome.spec.name}: {outcome.state}: {outcome.message}",
                     markup=False,
@@ -300,7 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A skipped run (cannot run here, recorded with the reason) is not a failure: the winner is chosen
         # among the variants that ran, and the plan, status and report say so. Nor is a diverged one: too
         # high a learning rate diverging is an answer the lr bracket asks for, recorded and reported.
-        if any(o.state not in RESULT_STATES for o in outcomes):
+        if not all(o.state.has_result for o in outcomes):
             exit_code = EXIT_RUN_FAILED
         if scheduler.stop_signal is not None:
             console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")

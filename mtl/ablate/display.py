@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,8 +19,10 @@ from rich.live import Live
 from rich.table import Table
 
 from mtl.config import format_config_value
-from mtl.records import RecordError, read_record
-from mtl.rundir import State, has_status, log_path, read_status
+from mtl.run.errors import RecordError
+from mtl.run.layout import log_path
+from mtl.run.model import STATE_COLUMN, Progress, RunState, Status
+from mtl.run.records import read_record, read_status
 
 from .planner import RunSpec
 
@@ -54,10 +57,36 @@ def run_label(spec: RunSpec) -> str:
     return f"{spec.entry_id} {spec.variant} s{spec.seed}"
 
 
-def _progress_of(status: dict[str, Any]) -> dict[str, Any]:
-    """The trainer's latest progress record (step, loss, lr, it/s, ETA; written every few seconds)."""
-    record = status.get("progress")
-    return record if isinstance(record, dict) else {}
+def _status_of(run_dir: Path) -> Optional[Status]:
+    """The run's status for the live table; None when absent or damaged (the results table names damage)."""
+    try:
+        return read_status(run_dir)
+    except RecordError:
+        return None
+
+
+@dataclass
+class _Row:
+    """What the live table knows of one run."""
+
+    spec: RunSpec
+    log: str
+    state: str = "queued"  # queued, starting, running, then the outcome
+    where: str = ""
+    status: Optional[Status] = None
+    message: str = ""
+    seen: Optional[tuple[int, float]] = None  # (epoch, progress time) last said in a plain line
+    said: float = 0.0
+    resume_said: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running")
+
+    @property
+    def progress(self) -> Optional[Progress]:
+        """The trainer's latest progress record while it runs (step, loss, lr, it/s, ETA; every few seconds)."""
+        return self.status.progress if self.status is not None and self.state == "running" else None
 
 
 def _shown_path(path: Path) -> str:
@@ -77,7 +106,7 @@ class Monitor:
     def __init__(self, console: Console, live: Optional[bool] = None):
         self.console = console
         self.live_mode = console.is_terminal if live is None else live
-        self.rows: dict[Path, dict[str, Any]] = {}
+        self.rows: dict[Path, _Row] = {}
         self.slots = 1
         self._live: Optional[Live] = None
 
@@ -85,66 +114,62 @@ class Monitor:
     def begin(self, specs: list[RunSpec], slots: int = 1) -> None:
         self.slots = max(1, min(slots, len(specs)))
         for spec in specs:
-            self.rows[spec.run_dir] = {"spec": spec, "state": "queued", "where": "", "seen": None, "said": 0.0,
-                                       "log": _shown_path(log_path(spec.run_dir))}
+            self.rows[spec.run_dir] = _Row(spec=spec, log=_shown_path(log_path(spec.run_dir)))
         if self.live_mode:
             self._live = Live(console=self.console, refresh_per_second=2, get_renderable=self.table)
             self._live.start()
 
     def started(self, spec: RunSpec, placement: Any, job: Any) -> None:
         row = self.rows[spec.run_dir]
-        row.update(state="starting", where=placement.describe())
-        self._say(f"{run_label(spec)}: started on {row['where']} -> {spec.run_dir} (log: {row['log']})")
+        row.state, row.where = "starting", placement.describe()
+        self._say(f"{run_label(spec)}: started on {row.where} -> {spec.run_dir} (log: {row.log})")
 
     def settled(self, outcome: Any) -> None:
         row = self.rows[outcome.spec.run_dir]
-        row["state"] = outcome.state
-        row["message"] = outcome.message
-        status = read_status(outcome.spec.run_dir)
-        row["status"] = status
-        self._say_resumed(row, status)  # a short run can end between two refreshes
-        best = status.get("best") or {}
+        row.state, row.message = str(outcome.state), outcome.message
+        row.status = _status_of(outcome.spec.run_dir)
+        self._say_resumed(row)  # a short run can end between two refreshes
+        best = row.status.best if row.status else None
         text = f"{run_label(outcome.spec)}: {outcome.state}"
-        if best:
-            text += f" (best grader {format_number(best.get('grader'))} at epoch {best.get('epoch')})"
+        if best is not None:
+            text += f" (best grader {format_number(best.grader)} at epoch {best.epoch})"
         if outcome.message:
             text += f" - {outcome.message}"
         self._say(text)
 
     def refresh(self) -> None:
-        active = [(run_dir, row) for run_dir, row in self.rows.items() if row["state"] in ("starting", "running")]
-        for run_dir, row in active:  # every status first: the entry ETAs below use all of them
-            row["status"] = read_status(run_dir)
-            if row["status"].get("state") == "running" and row["status"].get("pid"):
-                row["state"] = "running"
-        for _, row in active:
-            status = row["status"]
-            self._say_resumed(row, status)
-            progress = _progress_of(status)
-            if status.get("state") != "running" or not progress:
+        active = [row for row in self.rows.values() if row.active]
+        for row in active:  # every status first: the entry ETAs below use all of them
+            row.status = _status_of(row.spec.run_dir)
+            if row.status is not None and row.status.state is RunState.RUNNING and row.status.pid:
+                row.state = "running"
+        for row in active:
+            self._say_resumed(row)
+            progress = row.progress
+            if progress is None or row.status is None or row.status.state is not RunState.RUNNING:
                 continue  # nothing trained yet in this attempt: no "epoch 0, ETA -" line
-            seen = (status.get("epoch"), progress.get("at"))
-            due = time.monotonic() - row["said"] >= self.PLAIN_LINE_INTERVAL_S or seen[0] != (row["seen"] or (None,))[0]
-            if seen != row["seen"] and due:
-                row["seen"], row["said"] = seen, time.monotonic()
-                spec = row["spec"]
+            seen = (row.status.epoch, progress.at)
+            due = time.monotonic() - row.said >= self.PLAIN_LINE_INTERVAL_S or row.seen is None \
+                or seen[0] != row.seen[0]
+            if seen != row.seen and due:
+                row.seen, row.said = seen, time.monotonic()
                 self._say(
-                    f"{run_label(spec)}: epoch {progress.get('epoch', '?')}/{status.get('num_epochs', '?')}, "
-                    f"step {progress.get('step')}/{progress.get('total_steps')}, "
-                    f"loss {format_number(progress.get('loss'), 4)}, "
-                    f"{format_number(progress.get('it_s'))} it/s, ETA {format_duration(progress.get('eta_s'))} "
-                    f"(entry {format_duration(self.entry_eta(spec.entry_id))})"
+                    f"{run_label(row.spec)}: epoch {progress.epoch}/{row.status.num_epochs or '?'}, "
+                    f"step {progress.step}/{progress.total_steps}, loss {format_number(progress.loss, 4)}, "
+                    f"{format_number(progress.it_s)} it/s, ETA {format_duration(progress.eta_s)} "
+                    f"(entry {format_duration(self.entry_eta(row.spec.entry_id))})"
                 )
 
-    def _say_resumed(self, row: dict[str, Any], status: dict[str, Any]) -> None:
+    def _say_resumed(self, row: _Row) -> None:
         """Once per run: where the trainer resumed from, when this attempt resumed (the trainer records
         the step with its pid)."""
-        resumed = status.get("resumed")
-        if row.get("resume_said") or not isinstance(resumed, dict) or resumed.get("pid") != status.get("pid"):
+        status = row.status
+        resumed = status.resumed if status else None
+        if row.resume_said or status is None or resumed is None or resumed.pid != status.pid:
             return
-        row["resume_said"] = True
-        self.note(f"{run_label(row['spec'])}: resuming from step {resumed.get('step')} "
-                  f"(epoch {resumed.get('epoch')}/{status.get('num_epochs', '?')})")
+        row.resume_said = True
+        self.note(f"{run_label(row.spec)}: resuming from step {resumed.step} "
+                  f"(epoch {resumed.epoch}/{status.num_epochs or '?'})")
 
     def end(self) -> None:
         if self._live is not None:
@@ -162,17 +187,18 @@ class Monitor:
     def entry_eta(self, entry_id: str) -> Optional[float]:
         """Seconds until the entry's runs are done: the running runs' ETAs plus, for each queued run, the
         duration the running ones suggest, shared over the device slots. None while nothing suggests it."""
-        rows = [row for row in self.rows.values() if row["spec"].entry_id == entry_id]
-        running = [_progress_of(row.get("status") or {}) for row in rows if row["state"] in ("starting", "running")]
-        queued = sum(1 for row in rows if row["state"] == "queued")
-        if not running and not queued:
+        rows = [row for row in self.rows.values() if row.spec.entry_id == entry_id]
+        active = [row for row in rows if row.active]
+        queued = sum(1 for row in rows if row.state == "queued")
+        if not active and not queued:
             return 0.0
-        durations = [p["total_steps"] / p["it_s"] for p in running if p.get("it_s") and p.get("total_steps")]
-        etas = [p.get("eta_s") for p in running]
-        if any(not isinstance(eta, (int, float)) for eta in etas) or (queued and not durations):
+        running = [row.status.progress if row.status else None for row in active]
+        durations = [p.total_steps / p.it_s for p in running if p is not None and p.it_s and p.total_steps]
+        etas = [p.eta_s if p is not None else None for p in running]
+        if any(eta is None for eta in etas) or (queued and not durations):
             return None
         per_run = sum(durations) / len(durations) if durations else 0.0
-        return (sum(etas) + queued * per_run) / self.slots
+        return (sum(eta for eta in etas if eta is not None) + queued * per_run) / self.slots
 
     # -------------------------------------------------------------------------------------- output
     def _say(self, text: str) -> None:
@@ -180,25 +206,25 @@ class Monitor:
             self.console.print(f"[{time.strftime('%H:%M:%S')}] {text}", markup=False, highlight=False, soft_wrap=True)
 
     def table(self) -> Table:
-        entries = dict.fromkeys(row["spec"].entry_id for row in self.rows.values())
+        entries = dict.fromkeys(row.spec.entry_id for row in self.rows.values())
         caption = "; ".join(f"{entry_id}: ETA {format_duration(self.entry_eta(entry_id))}" for entry_id in entries)
         table = Table(title="mtl-ablate run", caption=caption, expand=False)
         numeric = ("seed", "epoch", "step", "loss", "it/s", "ETA", "best grader")
-        for column in ("entry", "variant", "seed", "state", "epoch", "step", "loss", "it/s", "ETA", "best grader",
+        for column in ("entry", "variant", "seed", STATE_COLUMN, "epoch", "step", "loss", "it/s", "ETA", "best grader",
                        "where", "log"):
             table.add_column(column, justify="right" if column in numeric else "left",
                              overflow="fold" if column == "log" else "ellipsis")
         for row in self.rows.values():
-            spec, status = row["spec"], row.get("status") or {}
-            best = status.get("best") or {}
-            progress = _progress_of(status) if row["state"] == "running" else {}
-            epoch = f"{status.get('epoch', 0)}/{status.get('num_epochs', spec.config.num_epochs)}" if status else "-"
-            step = f"{progress['step']}/{progress.get('total_steps', '?')}" if "step" in progress else "-"
+            spec, status, progress = row.spec, row.status, row.progress
+            best = status.best if status else None
+            epoch = f"{status.epoch}/{status.num_epochs or spec.config.num_epochs}" if status else "-"
             table.add_row(
-                spec.entry_id, spec.variant, str(spec.seed), row["state"], epoch, step,
-                format_number(progress.get("loss"), 4), format_number(progress.get("it_s")),
-                format_duration(progress.get("eta_s")) if progress else "-", format_number(best.get("grader")),
-                row["where"], row["log"],
+                spec.entry_id, spec.variant, str(spec.seed), row.state, epoch,
+                f"{progress.step}/{progress.total_steps}" if progress else "-",
+                format_number(progress.loss if progress else None, 4),
+                format_number(progress.it_s if progress else None),
+                format_duration(progress.eta_s) if progress else "-", format_number(best.grader if best else None),
+                row.where, row.log,
             )
         return table
 
@@ -209,7 +235,8 @@ def results_table(specs: list[RunSpec], title: str = "best-grader validation poi
     entries = {spec.entry_id for spec in specs}
     if len(entries) > 1:
         table.add_column("entry")
-    for column in ("variant", "seed", "varied parameters", "grader", "IoU", "SI-logRMSE", "step", "epoch", "state"):
+    columns = ("variant", "seed", "varied parameters", "grader", "IoU", "SI-logRMSE", "step", "epoch", STATE_COLUMN)
+    for column in columns:
         numeric = column in ("seed", "grader", "IoU", "SI-logRMSE", "step", "epoch")
         table.add_column(column, justify="right" if numeric else "left")
     for spec in specs:
@@ -229,7 +256,7 @@ def results_table(specs: list[RunSpec], title: str = "best-grader validation poi
             format_number(best.get("val/si_logrmse")),
             str(best.get("step", "-")),
             str(best.get("epoch", "-")),
-            record.state if has_status(spec.run_dir) else State.NOT_RUN,
+            str(record.state),
         ]
         table.add_row(*([spec.entry_id] if len(entries) > 1 else []), *cells)
     return table

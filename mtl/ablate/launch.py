@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .arguments import UsageError
-from .backends import LocalBackend, parse_devices, placements
+from .backends import Backend, LocalBackend, parse_devices, placements
 from .planner import Plan
 from .scheduler import ActionKind, planned_action
 from .slurm import SlurmConfigError, SubmititBackend, options_from_args, sbatch_script
@@ -20,20 +20,17 @@ def slurm_options(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def make_backend(args: argparse.Namespace) -> tuple[Any, list]:
+def make_backend(args: argparse.Namespace) -> Backend:
     if args.backend == "slurm":
         try:
-            backend = SubmititBackend(args.runs_dir / ".submitit", slurm_options(args), cluster="slurm")
+            # SLURM queues the jobs itself (an entry's runs as one array, capped by --slurm-array-parallelism).
+            return SubmititBackend(args.runs_dir / ".submitit", slurm_options(args), cluster="slurm")
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
-        # SLURM queues the jobs itself (an entry's runs as one array, capped by --slurm-array-parallelism).
-        return backend, [backend.placement] * 10_000
     try:
-        devices = parse_devices(args.devices)
-        slots = placements(devices, args.jobs_per_device)
+        return LocalBackend(placements(parse_devices(args.devices), args.jobs_per_device))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return LocalBackend(slots), slots
 
 
 def print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:

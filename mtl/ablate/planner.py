@@ -13,27 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from mtl.best import best_point, deciding_rule, point_rank
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
-from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
-from mtl.rundir import (
-    RunDirectory,
-    State,
-    is_finished,
-    parse_run_name,
-    read_config,
-    read_status,
-    recorded_state,
-    remembered_profile,
-    run_name,
-)
+from mtl.run.best import best_point, deciding_rule, point_rank
+from mtl.run.errors import RecordError
+from mtl.run.layout import RunDirectory, parse_run_name, remembered_profile, run_name
+from mtl.run.model import RunState
+from mtl.run.records import error_of, is_finished, read_config, read_record, read_status, recorded_state
 
 from .arguments import command_line
 from .entry import Entry, EntryError, base_chain, entry_path, load_entry, load_profile, root_profile
 from .variants import expand_variants, where_in_entry, written_points
 
 # States after which a run will not change without being asked to (retry or force).
-SETTLED_STATES = (State.FINISHED, State.FAILED, State.DIVERGED, State.SKIPPED)
+SETTLED_STATES = (RunState.FINISHED, RunState.FAILED, RunState.DIVERGED, RunState.SKIPPED)
 
 
 class UnresolvedBase(RuntimeError):
@@ -314,9 +306,9 @@ def resolve_winner(
     # Status and metrics only (JSON); the YAML config is read for the winner alone.
     states = {run.name: recorded_state(run.run_dir) for run in source_plan.runs}
     for run in source_plan.runs:
-        if states[run.name] == State.UNKNOWN:  # a damaged status is named, not taken for "not finished"
+        if states[run.name] is RunState.UNKNOWN:  # a damaged status is named, not taken for "not finished"
             try:
-                read_status_checked(run.run_dir)
+                read_status(run.run_dir)
             except RecordError as exc:
                 raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
     unsettled = [name for name, state in states.items() if state not in SETTLED_STATES]
@@ -326,18 +318,17 @@ def resolve_winner(
             f"entry {source_id} has {len(unsettled)} of {len(states)} runs not finished "
             f"({', '.join(unsettled)}); {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)}",
         )
-    skipped = {run.variant: read_status(run.run_dir).get("error") or "no reason recorded"
-               for run in source_plan.runs if states[run.name] == State.SKIPPED}
+    skipped = {run.variant: error_of(run.run_dir) or "no reason recorded"
+               for run in source_plan.runs if states[run.name] is RunState.SKIPPED}
     metric, mode = source.rank_by.metric, source.rank_by.mode
-    # Each run's best point by the one rule for "best" (mtl.best.point_rank); a variant ranks by the
+    # Each run's best point by the one rule for "best" (mtl.run.best.point_rank); a variant ranks by the
     # mean over its seeds of that rank (the metric, then IoU - SI-logRMSE), then by its plan order.
     ranked: dict[str, list[tuple[tuple[float, float, float], float, RunSpec]]] = {}
     for run in source_plan.runs:
-        if states[run.name] != State.FINISHED:
+        if states[run.name] is not RunState.FINISHED:
             continue
         try:  # damaged or disagreeing records must not silently change the winner
-            points = read_points(RunDirectory(run.run_dir).metrics)
-            check_best_recorded(run.run_dir, read_status_checked(run.run_dir), points)
+            points = read_record(run.run_dir).points
         except RecordError as exc:
             raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
         point = best_point(points, metric, mode)
@@ -362,7 +353,10 @@ def resolve_winner(
             if runner_up is not None else "the only variant scored")
     best_run = max(ranked[best_variant], key=lambda item: item[0])[2]
     config_file = RunDirectory(best_run.run_dir).config_path
-    recorded = read_config(best_run.run_dir) or {}
+    try:
+        recorded = read_config(best_run.run_dir) or {}
+    except RecordError as exc:
+        raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
     values = {k: v for k, v in recorded.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}
     try:
         resolved = make_config(values, source=str(config_file))
@@ -403,9 +397,9 @@ def resolve_variant(
         names = list(dict.fromkeys(run.variant for run in source_plan.runs))
         raise EntryError(entry.path, "base",
                          f"entry {source_id} has no variant {variant!r}; its variants: {', '.join(names)}")
-    skipped = [run for run in runs if recorded_state(run.run_dir) == State.SKIPPED]
+    skipped = [run for run in runs if recorded_state(run.run_dir) is RunState.SKIPPED]
     if skipped:
-        reason = read_status(skipped[0].run_dir).get("error") or "no reason recorded"
+        reason = error_of(skipped[0].run_dir) or "no reason recorded"
         winner = resolve_winner(entry, profile, runs_dir, chain, profile_name, source_id=source_id)
         # The kind of reason only: the whole one (in the skipped run's status) names local paths, which
         # would reach the write-up and be refused by export's leak check.

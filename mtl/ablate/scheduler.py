@@ -19,40 +19,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mtl import rundir
-from mtl.rundir import ExitCode, RunDirectory, RunLocked, State, lock_held, lock_holder, read_status, recorded_state
-from mtl.stopping import STOP_SIGNALS
+from mtl.run.errors import RunLocked
+from mtl.run.layout import RunDirectory, lock_held, lock_holder
+from mtl.run.model import ExitCode, Outcome, RunState
+from mtl.run.records import error_of, read_status, recorded_state
+from mtl.run.stopping import STOP_SIGNALS
 
-from .backends import Placement
+from .backends import Backend, Job, Launch, Placement
 from .planner import RunSpec
-from .upkeep import clear_run_directory
 
 # mtl-train's exit code -> the run's outcome (a stop signal that killed it before its handler was installed: -signum).
-EXIT_STATES = {
-    ExitCode.FINISHED: State.FINISHED, ExitCode.FAILED: State.FAILED, ExitCode.REFUSED: "refused",
-    ExitCode.DIVERGED: State.DIVERGED, ExitCode.LOCKED: "locked", ExitCode.STOPPED: State.INTERRUPTED,
-    ExitCode.UNAVAILABLE: State.SKIPPED,
-    **{-signum: State.INTERRUPTED for signum in STOP_SIGNALS},
+EXIT_OUTCOMES: dict[int, Outcome] = {
+    ExitCode.FINISHED: Outcome.FINISHED, ExitCode.FAILED: Outcome.FAILED, ExitCode.REFUSED: Outcome.REFUSED,
+    ExitCode.DIVERGED: Outcome.DIVERGED, ExitCode.LOCKED: Outcome.LOCKED, ExitCode.STOPPED: Outcome.INTERRUPTED,
+    ExitCode.UNAVAILABLE: Outcome.SKIPPED,
+    **{-signum: Outcome.INTERRUPTED for signum in STOP_SIGNALS},
 }
-FAILED_STATES = ("failed", "diverged", "refused", "killed")
 
 
 @dataclass
 class RunOutcome:
     spec: RunSpec
-    state: str  # finished | failed | diverged | refused | killed | locked | interrupted | not started
+    state: Outcome
     exit_code: Optional[int] = None
     message: str = ""
     launched: bool = False
 
     @property
     def failed(self) -> bool:
-        return self.state in FAILED_STATES
+        return self.state.failed
 
 
 def log_path(spec: RunSpec) -> Path:
     """Console output of a run's ``mtl-train`` processes (appended per attempt), kept beside its run directory."""
-    return rundir.log_path(spec.run_dir)
+    return RunDirectory(spec.run_dir).log
 
 
 class ActionKind(enum.Enum):
@@ -69,12 +69,12 @@ class Action:
     """What ``run`` will do with a run; ``reason`` says why a run is skipped (its recorded state)."""
 
     kind: ActionKind
-    reason: str = ""
+    reason: Optional[RunState] = None
 
     def __str__(self) -> str:
         if self.kind is not ActionKind.SKIP:
-            return self.kind.value
-        if self.reason == State.FINISHED:
+            return str(self.kind.value)
+        if self.reason is RunState.FINISHED:
             return f"skip ({self.reason})"
         return f"skip ({self.reason}; --retry-failed retries)"
 
@@ -84,18 +84,19 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
     if lock_held(spec.run_dir):
         return Action(ActionKind.LOCKED)
     state = recorded_state(spec.run_dir)
-    if force and spec.run_dir.exists():
+    run = RunDirectory(spec.run_dir)
+    if force and run.path.exists():
         return Action(ActionKind.RESTART)
-    if state == State.FINISHED and rundir.RunDirectory(spec.run_dir).submission.exists():
+    if state is RunState.FINISHED and run.submission.exists():
         return Action(ActionKind.SKIP, state)
-    if state == State.FINISHED:  # its submission is lost: mtl-train rebuilds it from best.pt
+    if state is RunState.FINISHED:  # its submission is lost: mtl-train rebuilds it from best.pt
         return Action(ActionKind.RESUME)
-    if state in (State.FAILED, State.DIVERGED):
+    if state in (RunState.FAILED, RunState.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
-    if state == State.SKIPPED:
+    if state is RunState.SKIPPED:
         # It could not run on this machine (weights absent); trying again is cheap and picks up a fix.
         return Action(ActionKind.RETRY)
-    fresh = state == State.NOT_RUN and not rundir.RunDirectory(spec.run_dir).checkpoints.exists()
+    fresh = state is RunState.NOT_STARTED and not run.checkpoints.exists()
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
 
 
@@ -118,20 +119,21 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 class Scheduler:
+    """Starts a plan's runs on a :class:`~mtl.ablate.backends.Backend` and follows them to their outcomes."""
+
     def __init__(
         self,
-        backend: Any,
-        slots: list[Placement],
+        backend: Backend,
         monitor: Any,
         retry_failed: bool = False,
         force: bool = False,
         poll_interval: float = 1.0,
         lock_grace_s: float = 10.0,
     ):
-        if not slots:
-            raise ValueError("no device slot to run on")
         self.backend = backend
-        self.slots = slots
+        self.slots = backend.slots()
+        if not self.slots:
+            raise ValueError("no device slot to run on")
         self.monitor = monitor
         self.retry_failed = retry_failed
         self.force = force
@@ -148,16 +150,17 @@ class Scheduler:
         action = planned_action(spec, self.retry_failed, self.force if force is None else force)
         if action.kind is ActionKind.LOCKED:
             return self.wait_for(spec)
-        if action.kind is ActionKind.SKIP and action.reason == State.FINISHED:
-            return RunOutcome(spec, "finished", message="already finished")
+        if action.kind is ActionKind.SKIP and action.reason is RunState.FINISHED:
+            return RunOutcome(spec, Outcome.FINISHED, message="already finished")
         if action.kind is ActionKind.SKIP:
-            error = read_status(spec.run_dir).get("error") or ""
-            return RunOutcome(spec, action.reason,
-                              message=f"{action.reason} earlier (use --retry-failed to retry): {error}")
+            assert action.reason is not None
+            earlier = f"{action.reason} earlier (use --retry-failed to retry): {error_of(spec.run_dir)}"
+            return RunOutcome(spec, Outcome(action.reason.value), message=earlier)
         if action.kind is ActionKind.RESTART and spec.run_dir.exists():
+            run = RunDirectory(spec.run_dir)
             try:  # --force: start from scratch, whatever the directory held -- under its lock
-                with RunDirectory(spec.run_dir).exclusive():
-                    clear_run_directory(spec.run_dir)
+                with run.exclusive():
+                    run.clear()
             except RunLocked:
                 return self.wait_for(spec)
         return None
@@ -165,9 +168,12 @@ class Scheduler:
     def wait_for(self, spec: RunSpec) -> Optional[RunOutcome]:
         """Wait for a run whose lock another process holds; say so once."""
         if spec.run_dir not in self.waiting:
-            status = read_status(spec.run_dir)
-            running = status.get("state") == State.RUNNING
-            where = f" (pid {status.get('pid')} on {status.get('host')})" if running else ""
+            try:
+                status = read_status(spec.run_dir)
+            except ValueError:
+                status = None
+            running = status is not None and status.state is RunState.RUNNING
+            where = f" (pid {status.pid} on {status.host})" if status is not None and running else ""
             self.monitor.note(f"{spec.entry_id} {spec.variant} s{spec.seed}: another process is training it{where}; "
                               "waiting for it to finish")
             self.waiting[spec.run_dir] = (spec, time.time())
@@ -184,10 +190,10 @@ class Scheduler:
                 # and does not train: locked.
                 holder = lock_holder(run_dir)
                 foreign = holder is not None and holder != os.getpid() and _alive(holder)
-                if holder == os.getpid() or (not foreign and recorded_state(run_dir) != State.RUNNING
+                if holder == os.getpid() or (not foreign and recorded_state(run_dir) is not RunState.RUNNING
                                              and time.time() - since > self.lock_grace_s):
                     del self.waiting[run_dir]
-                    settled.append(RunOutcome(spec, "locked", message="another process holds this run's lock "
+                    settled.append(RunOutcome(spec, Outcome.LOCKED, message="another process holds this run's lock "
                                               f"({RunDirectory(run_dir).lock_path}) without training it"))
                 continue
             del self.waiting[run_dir]
@@ -200,27 +206,27 @@ class Scheduler:
                 launch.append(spec)
         return launch, settled
 
-    def outcome_of(self, spec: RunSpec, code: int, job: Any) -> RunOutcome:
-        if code in EXIT_STATES:
-            state = EXIT_STATES[code]
+    def outcome_of(self, spec: RunSpec, code: int, job: Job) -> RunOutcome:
+        if code in EXIT_OUTCOMES:
+            state = EXIT_OUTCOMES[code]
         elif code < 0:
-            state = "killed"
+            state = Outcome.KILLED
         else:
-            state = "failed"
-        if state == State.FINISHED and recorded_state(spec.run_dir) != State.FINISHED:
-            state = "failed"  # exit 0 without a finished record breaks the mtl-train contract
-        status = read_status(spec.run_dir)  # the error only (a damaged trace is for the results to name)
-        detail = status.get("error") or getattr(job, "error", None) or ""
-        if state in ("failed", "refused", "killed", "locked") and not detail:
+            state = Outcome.FAILED
+        if state is Outcome.FINISHED and recorded_state(spec.run_dir) is not RunState.FINISHED:
+            state = Outcome.FAILED  # exit 0 without a finished record breaks the mtl-train contract
+        # The error only (a damaged trace is for the results to name).
+        detail = error_of(spec.run_dir) or getattr(job, "error", None) or ""
+        if state in (Outcome.FAILED, Outcome.REFUSED, Outcome.KILLED, Outcome.LOCKED) and not detail:
             detail = _tail(log_path(spec))
-        if state == "killed":
+        if state is Outcome.KILLED:
             detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
-        message = detail if state != "finished" else ""
-        if state == State.SKIPPED:
+        message = detail if state is not Outcome.FINISHED else ""
+        if state is Outcome.SKIPPED:
             message = f"cannot run on this machine, recorded as skipped: {detail}"
-        if state == "refused":
+        if state is Outcome.REFUSED:
             message += " (the directory holds another code version or config; --force deletes it and starts over)"
-        if state in FAILED_STATES:
+        if state.failed:
             message += f" (log: {log_path(spec)})"
         return RunOutcome(spec, state, exit_code=code, message=message.strip(), launched=True)
 
@@ -228,14 +234,12 @@ class Scheduler:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
 
-    def _start(self, launches: list[tuple[RunSpec, Placement]]) -> list[Any]:
-        """Start the runs: together (one SLURM job array) when the backend can, else one by one."""
+    def _start(self, launches: list[tuple[RunSpec, Placement]]) -> list[Job]:
+        """Start the runs, in one submission where the backend can (a SLURM job array)."""
         if not launches:
             return []
-        start_many = getattr(self.backend, "start_many", None)
-        if start_many is not None:
-            return start_many([(s.config, p, log_path(s)) for s, p in launches], entry_id=launches[0][0].entry_id)
-        return [self.backend.start(s.config, p, log_path(s)) for s, p in launches]
+        return self.backend.start_many([Launch(s.config, p, log_path(s)) for s, p in launches],
+                                       entry_id=launches[0][0].entry_id)
 
     def run(self, specs: list[RunSpec], on_outcome: Optional[Callable[[RunOutcome], None]] = None) -> list[RunOutcome]:
         outcomes: dict[Path, RunOutcome] = {}
@@ -248,11 +252,11 @@ class Scheduler:
             if on_outcome:
                 on_outcome(outcome)
 
-        free = list(self.slots)
-        running: dict[Path, tuple[Any, Placement, RunSpec]] = {}
-        adopt = getattr(self.backend, "adopt", None)  # a job queued earlier (SLURM) is followed, not resubmitted
+        # A queueing backend (SLURM) takes every run at once: one slot per run, all the same placement.
+        free = list(self.slots) * (len(specs) if self.backend.queues else 1)
+        running: dict[Path, tuple[Job, Placement, RunSpec]] = {}
         for spec in specs:
-            earlier = adopt(spec.run_dir) if adopt is not None else None
+            earlier = self.backend.adopt(spec.run_dir)  # a job queued earlier (SLURM) is followed, not resubmitted
             if earlier is not None:
                 placement = free.pop(0)
                 running[spec.run_dir] = (earlier, placement, spec)
@@ -278,7 +282,7 @@ class Scheduler:
                         # The signal the user sent (Ctrl-C: SIGINT), so that the run's status names it.
                         job.terminate(self.stop_signal)
                     for spec in [*pending, *(s for s, _ in self.waiting.values())]:
-                        settle(RunOutcome(spec, "not started", message="stopped before it started"))
+                        settle(RunOutcome(spec, Outcome.NOT_STARTED, message="stopped before it started"))
                     pending = []
                     self.waiting.clear()
                 launches: list[tuple[RunSpec, Placement]] = []

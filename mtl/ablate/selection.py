@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mtl.rundir import parse_run_name
+from mtl.run.layout import parse_run_name
 
 from .entry import Entry, base_chain
 from .planner import Plan, make_plan, plan_profile

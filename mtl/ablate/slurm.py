@@ -22,13 +22,14 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from mtl.config import Config
-from mtl.rundir import SLURM_JOBS_FILE, now_iso, read_jsonl
-from mtl.stopping import describe_signal
+from mtl.run.layout import RunDirectory
+from mtl.run.status import now_iso
+from mtl.run.stopping import describe_signal
+from mtl.run.trace import read_lines
 
-from .backends import Placement, child_environment, train_command
+from .backends import Job, Launch, Placement, child_environment, train_command
 from .entry import PROFILE_SLURM_SECTION, profile_path
 
 # Lead time of SLURM's warning signal before the time limit. The trainer stops at the next step
@@ -195,7 +196,7 @@ class SlurmJobRecord:
 
 def record_slurm_job(run_dir: Path, record: SlurmJobRecord) -> None:
     """Append a submission to the run's job list (the run directory is created if need be)."""
-    path = Path(run_dir) / SLURM_JOBS_FILE
+    path = RunDirectory(run_dir).slurm_jobs
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"job_id": record.job_id, "folder": record.folder,
                        "submitted_at": record.submitted_at or now_iso()})
@@ -208,7 +209,7 @@ def record_slurm_job(run_dir: Path, record: SlurmJobRecord) -> None:
 def read_slurm_jobs(run_dir: Path) -> list[SlurmJobRecord]:
     """The run's SLURM submissions, oldest first ([] when it was never submitted)."""
     return [SlurmJobRecord(str(p["job_id"]), str(p["folder"]), str(p.get("submitted_at", "")))
-            for p in read_jsonl(Path(run_dir) / SLURM_JOBS_FILE) if "job_id" in p and "folder" in p]
+            for p in read_lines(RunDirectory(run_dir).slurm_jobs) if "job_id" in p and "folder" in p]
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -318,6 +319,7 @@ class SubmititBackend:
     ``cluster="slurm"`` needs ``sbatch``; ``"local"`` is submitit's own executor on this machine."""
 
     name = "slurm"
+    queues = True  # an entry's runs go out as one job array; SLURM runs them as the cluster allows
 
     def __init__(self, folder: Path, options: SlurmOptions, cluster: str = "slurm"):
         import submitit
@@ -329,34 +331,33 @@ class SubmititBackend:
         gpu = options.gpus_per_node and cluster == "slurm"
         self.placement = Placement("0" if gpu else "cpu", options.cpus_per_task)
 
-    def _job(self, config: Config, placement: Placement, log_path: Path) -> TrainingJob:
-        config = config.replace(**placement.config_updates())
-        env = placement.env_updates()
-        if placement.device != "cpu":
+    def slots(self) -> list[Placement]:
+        return [self.placement]
+
+    def _job(self, launch: Launch) -> TrainingJob:
+        config = launch.config.replace(**launch.placement.config_updates())
+        env = launch.placement.env_updates()
+        if launch.placement.device != "cpu":
             env.pop("CUDA_VISIBLE_DEVICES")  # SLURM assigns the job's GPU itself
-        return TrainingJob(train_command(config), env, str(log_path), max(10, self.options.signal_delay_s - 30))
+        return TrainingJob(train_command(config), env, str(launch.log_path), max(10, self.options.signal_delay_s - 30))
 
     def _parameters(self, name: str) -> dict[str, Any]:
         if self.cluster == "slurm":
             return self.options.executor_parameters(name)
         return {"timeout_min": self.options.timeout_min}
 
-    def start(self, config: Config, placement: Placement, log_path: Path) -> SubmititJob:
-        (job,) = self.start_many([(config, placement, log_path)])
-        return job
-
-    def start_many(self, launches: list[tuple[Config, Placement, Path]], entry_id: str = "") -> list[SubmititJob]:
+    def start_many(self, launches: Sequence[Launch], entry_id: str = "") -> list[Job]:
         """Submit the runs as one job array (a single run as a plain job); record each job id in its run."""
-        runs = [Path(config.log_dir) for config, _, _ in launches]
+        runs = [Path(launch.config.log_dir) for launch in launches]
         self.executor.update_parameters(**self._parameters(job_name(entry_id or runs[0].parent.name,
                                                                      [r.name for r in runs])))
-        jobs = self.executor.submit_array([self._job(*launch) for launch in launches])
+        jobs = self.executor.submit_array([self._job(launch) for launch in launches])
         for run_dir, job in zip(runs, jobs):
             if self.cluster == "slurm":
                 record_slurm_job(run_dir, SlurmJobRecord(str(job.job_id), str(self.folder.absolute())))
         return [SubmititJob(job) for job in jobs]
 
-    def adopt(self, run_dir: Path) -> Optional[SubmititJob]:
+    def adopt(self, run_dir: Path) -> Optional[Job]:
         """The run's last recorded job when SLURM still has it queued or running (asked through sacct)."""
         if self.cluster != "slurm":
             return None

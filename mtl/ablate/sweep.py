@@ -112,7 +112,7 @@ def write_sweep(config: dict[str, Any], out_dir: Path) -> Path:
 
 def create_sweep(config: dict[str, Any]) -> str:
     """Register the sweep with W&B (needs credentials); returns its id."""
-    from mtl.tracking import has_wandb_credentials
+    from mtl.train.tracking import has_wandb_credentials
 
     if not has_wandb_credentials():
         raise MissingCredentials("--create needs W&B credentials (WANDB_API_KEY or `wandb login`); none were found")

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, cli_args, make_config, parse_cli_overrides
-from mtl.rundir import ExitCode, default_ablations_dir, remember_profile
+from mtl.run.layout import default_ablations_dir, remember_profile
+from mtl.run.model import ExitCode
 
 from .entry import EntryError, load_entries, select_entries
 from .planner import Plan, RunSpec, UnresolvedBase, make_plan

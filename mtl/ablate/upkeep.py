@@ -3,13 +3,14 @@ training (``run`` waits for them), and ``repair``, which rebuilds what finished 
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-from mtl.records import RecordError
-from mtl.rundir import LOCK_FILE, RunRefused, State, lock_held, recorded_state
+from mtl.run.errors import RecordError, RunRefused
+from mtl.run.layout import lock_held
+from mtl.run.model import RunState
+from mtl.run.records import recorded_state
 
 from .planner import Plan, UnresolvedBase
 
@@ -21,7 +22,7 @@ def trained_elsewhere(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(child.name for child in folder.iterdir()
-                  if child.is_dir() and lock_held(child) and recorded_state(child) == State.RUNNING)
+                  if child.is_dir() and lock_held(child) and recorded_state(child) is RunState.RUNNING)
 
 
 def plan_when_base_settles(make_plan: Callable[[], Plan], runs_dir: Path, say: Callable[[str], None]) -> Plan:
@@ -42,22 +43,10 @@ def plan_when_base_settles(make_plan: Callable[[], Plan], runs_dir: Path, say: C
             time.sleep(BASE_POLL_S)
 
 
-def clear_run_directory(path: Path) -> None:
-    """Delete everything in a run directory but its lock file, so the run starts over from nothing. Only the
-    lock's holder may call this; the lock file stays (deleting it would let another process lock a new one)."""
-    for child in path.iterdir():
-        if child.name == LOCK_FILE:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 def repair_plan(plan: Plan, say: Callable[[str], None]) -> bool:
     """Rebuild what the plan's finished runs lost (status, submission, best.pt after a kill), each step
     said; False when some run's records cannot be repaired (said, naming the file)."""
-    from mtl.engine import repair  # (lazy: torch)
+    from mtl.train.engine import repair  # (lazy: torch)
 
     repaired = True
     for run in plan.runs:
@@ -70,5 +59,5 @@ def repair_plan(plan: Plan, say: Callable[[str], None]) -> bool:
             say(f"{label}: cannot repair: {exc}")
             repaired = False
             continue
-        say(f"{label}: {status.get('state')}, records agree")
+        say(f"{label}: {status.state}, records agree")
     return repaired

@@ -27,8 +27,8 @@ from mtl.data.miniscapes import (
     read_semseg,
     sample_path,
 )
-from mtl.io import atomic_write_text
-from mtl.rundir import default_cache_dir
+from mtl.run.io import atomic_write_text
+from mtl.run.layout import default_cache_dir
 
 
 def _indices(folder: Path, problems: list[str]) -> list[int]:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from mtl.config import Config
-from mtl.stopping import ignore_stop_signals
+from mtl.run.stopping import ignore_stop_signals
 
 
 class EpochSampler(Sampler):

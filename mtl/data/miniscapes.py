@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtl.io import atomic_write_bytes
+from mtl.run.io import atomic_write_bytes
 
 # --------------------------------------------------------------------------- dataset facts
 

@@ -26,7 +26,7 @@ from mtl.data.miniscapes import (
     read_depth_codes,
     sample_path,
 )
-from mtl.io import atomic_write_bytes
+from mtl.run.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

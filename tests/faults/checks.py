@@ -1,8 +1,8 @@
 """Is anything in a run directory truncated, unreadable or lost? And does a run end as a reference run did?
 
-``check_run_dir`` opens every file the run-directory contract names (DESIGN.md section 4) the way its
+``check_run_dir`` opens every file the run-directory contract names (docs/DESIGN.md §4.1) the way its
 readers do: status.json and config.yaml parse (the config through the schema), metrics.jsonl through
-``mtl.rundir.read_jsonl``, checkpoints through ``torch.load``, zips with every member's CRC checked,
+``mtl.run.trace``, checkpoints through ``torch.load``, zips with every member's CRC checked,
 prediction PNGs decoded. W&B's own files under ``wandb/`` are W&B's to keep consistent and are not
 opened. A hidden ``.<name>.<random>.tmp`` is a write a kill cut short: it is not a run file (readers
 never see it), so it is reported apart, and a restarted run must clear it away.
@@ -10,7 +10,6 @@ never see it), so it is reported apart, and a restarted run must clear it away.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,10 @@ import yaml
 from PIL import Image
 
 from mtl.config import make_config
-from mtl.run_summary import read_run_summary
-from mtl.rundir import SUMMARY_FILE, read_jsonl, read_run
+from mtl.run.layout import SUMMARY_FILE
+from mtl.run.records import read_record, read_status
+from mtl.run.summary import read_run_summary
+from mtl.run.trace import read_trace
 
 TOP_LEVEL_FILES = {"status.json", "config.yaml", "metrics.jsonl", SUMMARY_FILE, "source.zip", "submission.zip",
                    ".lock"}
@@ -71,13 +72,13 @@ def _check_file(path: Path, run_dir: Path) -> list[str]:
     relative = path.relative_to(run_dir)
     top = relative.parts[0]
     if path.name == "status.json" and len(relative.parts) == 1:
-        status = json.loads(path.read_text())
-        return [] if isinstance(status, dict) and "state" in status else [f"{path}: no 'state' in {status!r}"]
+        read_status(run_dir)  # through the model: a damaged or incomplete status raises, naming the field
+        return []
     if path.name == "config.yaml" and len(relative.parts) == 1:
         make_config(yaml.safe_load(path.read_text()), source=str(path))
         return []
     if path.name == "metrics.jsonl" and len(relative.parts) == 1:
-        points = read_jsonl(path)
+        points = read_trace(path)
         return [f"{path}: a point without 'step'" for p in points if "step" not in p][:1]
     if path.name == SUMMARY_FILE and len(relative.parts) == 1:
         read_run_summary(run_dir)  # a damaged one raises; a stale one (the trace moved on) is allowed
@@ -136,20 +137,22 @@ def run_differences(run_dir: Path, reference_dir: Path) -> list[str]:
     """How a finished run differs from a reference run of the same config (nothing, when resume is exact):
     state, best point (grader and step), the whole metric trace except wall time, and the final and
     best weights bit for bit."""
-    ours, theirs = read_run(run_dir), read_run(reference_dir)
+    ours, theirs = read_record(run_dir), read_record(reference_dir)
     problems = []
     if ours.state != "finished":
-        problems.append(f"{run_dir}: state {ours.state!r}, expected 'finished' ({ours.status.get('error')})")
+        problems.append(f"{run_dir}: state {ours.state!r}, expected 'finished' "
+                        f"({ours.status.error if ours.status else 'no status'})")
         return problems
     best, reference_best = ours.best(), theirs.best()
     for key in ("step", "val/grader"):
         if (best or {}).get(key) != (reference_best or {}).get(key):
             problems.append(f"{run_dir}: best {key} {(best or {}).get(key)} != reference "
                             f"{(reference_best or {}).get(key)}")
-    if _without_time(ours.points) != _without_time(theirs.points):
-        steps = [p.get("step") for p in ours.points]
+    trace, reference_trace = read_trace(run_dir / "metrics.jsonl"), read_trace(reference_dir / "metrics.jsonl")
+    if _without_time(trace) != _without_time(reference_trace):
+        steps = [p.get("step") for p in trace]
         problems.append(f"{run_dir}: metric trace differs from the reference (steps {steps} vs "
-                        f"{[p.get('step') for p in theirs.points]})")
+                        f"{[p.get('step') for p in reference_trace]})")
     for name in ("best.pt",):  # a finished run keeps best.pt only; the identical traces cover the rest
         problems += weight_differences(run_dir / "checkpoints" / name, reference_dir / "checkpoints" / name)
     return problems

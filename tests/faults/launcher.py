@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 # Everything a training process imports before its first step (torch._dynamo comes in through
 # torch.use_deterministic_algorithms, and costs as much as torch itself).
 PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "PIL.Image", "yaml", "filelock",
-           "mtl.cli", "mtl.engine", "mtl.data.synthetic", "mtl.data.integrity", "mtl.submission",
+           "mtl.cli", "mtl.train.engine", "mtl.data.synthetic", "mtl.data.integrity", "mtl.train.submission",
            "faults.launcher", "faults.storage", "faults.checks", "faults.preemption", "faults.runs",
            "faults.records",
            # A child imports its parent's main module again: pytest's, or the bench script's.

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faults.checks import check_run_dir, run_differences
-from mtl.rundir import ExitCode, RunDirectory, read_status_strict
+from mtl.run.layout import RunDirectory
+from mtl.run.model import ExitCode
+from mtl.run.records import read_status
 
 WORKERS = 2
 
@@ -75,8 +77,8 @@ def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, time
                                                          f"a step (log {log_path})"])
     os.killpg(process.pid, signum)  # the session leader's pid is its group id
     code = process.wait(timeout)
-    status = read_status_strict(run_dir)
-    result = GroupStop(name, code, status.get("state", ""), status.get("error") or "")
+    status = read_status(run_dir)
+    result = GroupStop(name, code, str(status.state) if status else "", (status.error if status else None) or "")
     output = log_path.read_text(errors="replace")
     if code != ExitCode.STOPPED or result.state != "interrupted":
         result.problems.append(f"{run_dir}: {name} to the process group ended the run with exit {code}, state "

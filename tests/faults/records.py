@@ -17,23 +17,25 @@ import torch
 
 from faults.launcher import run_train
 from faults.runs import fault_args
-from mtl import rundir
-from mtl.records import RecordError, check_best_recorded, read_points, read_status_checked
+from mtl.run import layout as rundir
+from mtl.run.errors import RecordError
+from mtl.run.model import ExitCode, RunState
+from mtl.run.records import read_record, read_status, recorded_state
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _kill_after(name: str) -> None:
-    import mtl.engine
+    import mtl.run.io
 
-    real = mtl.engine.atomic_torch_save
+    real = mtl.run.io.atomic_torch_save
 
     def save(obj, path):
         real(obj, path)
         if Path(path).name == name:
             os._exit(9)
 
-    mtl.engine.atomic_torch_save = save
+    mtl.run.io.atomic_torch_save = save
 
 
 def kill_after_write(name: str) -> Callable[[], None]:
@@ -93,18 +95,19 @@ def damaged_records(reference: Path, base: Path) -> tuple[int, int, list[str]]:
         code, _ = run_train([*fault_args(), f"--log_dir={run.path}"], base / f"records-{index}.log")
         log = (base / f"records-{index}.log").read_text()
         if refused_file is not None:
-            if code != rundir.ExitCode.REFUSED or refused_file not in log:
+            if code != ExitCode.REFUSED or refused_file not in log:
                 problems.append(f"{label}: exit {code}, expected 2 naming {refused_file}")
             elif run.metrics.read_bytes() != trace_after_damage:
                 problems.append(f"{label}: refused but the trace changed")
             else:
                 refused += 1
             continue
-        status = read_status_checked(run.path)
+        status = read_status(run.path)
+        restored = status.model_dump(mode="json") if status else {}
         if code != 0 or run.metrics.read_bytes() != trace or run.best.read_bytes() != best:
             problems.append(f"{label}: exit {code}; trace and best.pt byte-identical: "
                             f"{run.metrics.read_bytes() == trace}, {run.best.read_bytes() == best}")
-        elif any(status.get(key) != original[key] for key in ("state", "step", "best")):
+        elif any(restored.get(key) != original[key] for key in ("state", "step", "best")):
             problems.append(f"{label}: status not restored: {status}")
         elif not run.submission.exists():
             problems.append(f"{label}: no submission.zip after the rebuild")
@@ -126,14 +129,14 @@ def kill_between_checkpoints(base: Path) -> tuple[int, list[str]]:
             continue
         code, _ = run_train(argv, base / f"kill-after-{name}.log")
         try:
-            status = read_status_checked(run.path)
+            status = read_record(run.path).status  # its best point must be one of the trace's
             best = torch.load(run.best, weights_only=False)["best"]
-            check_best_recorded(run.path, status, read_points(run.metrics))
         except (RecordError, OSError) as exc:
             problems.append(f"kill after {name}: {exc}")
             continue
-        if code != 0 or status.get("best") != best:
-            problems.append(f"kill after {name}: exit {code}, status best {status.get('best')} vs best.pt {best}")
+        recorded = status.best.model_dump() if status and status.best else None
+        if code != 0 or recorded != best:
+            problems.append(f"kill after {name}: exit {code}, status best {recorded} vs best.pt {best}")
         else:
             agreed += 1
     return agreed, problems
@@ -170,6 +173,6 @@ def concurrent_suites(base: Path, profile: dict) -> tuple[str, list[str], int]:
         check = check_run_dir(run_dir)
         problems += check.problems
         files += check.files_checked
-        if rundir.recorded_state(run_dir) != rundir.State.FINISHED:
-            problems.append(f"{run_dir.name}: {rundir.recorded_state(run_dir)} after the races")
+        if recorded_state(run_dir) is not RunState.FINISHED:
+            problems.append(f"{run_dir.name}: {recorded_state(run_dir)} after the races")
     return f"exits {codes}, {len(runs)} runs finished", problems, files

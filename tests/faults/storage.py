@@ -2,9 +2,9 @@
 
 ``fail_write(name, occurrence)`` runs in a forked ``mtl-train`` before it starts (see
 ``faults.launcher.start_train(setup=...)``). From then on the ``occurrence``-th file named ``name`` that
-the run opens for writing -- through ``mtl.io`` (checkpoints, status, config, source.zip, submission.zip,
+the run opens for writing -- through ``mtl.run.io`` (checkpoints, status, config, source.zip, submission.zip,
 the metrics trace) -- takes half of its first write and then fails it with ``OSError(ENOSPC)``, as
-write(2) on a full disk does. Nothing in ``mtl.io`` is replaced: its own code runs and must clean up.
+write(2) on a full disk does. Nothing in ``mtl.run.io`` is replaced: its own code runs and must clean up.
 
 ``limit_file_size(n)`` is the kernel's version (RLIMIT_FSIZE): every write past ``n`` bytes of a file
 fails with EFBIG, whoever writes it.
@@ -52,7 +52,7 @@ class _FullDiskFile:
 
 
 class _OsWithFullDisk:
-    """``os`` for mtl.io, except that ``fdopen`` of the chosen temporary file returns a full-disk handle."""
+    """``os`` for mtl.run.io, except that ``fdopen`` of the chosen temporary file returns a full-disk handle."""
 
     def __init__(self, real_os: Any, is_target: Callable[[str], bool]):
         self._os, self._is_target = real_os, is_target
@@ -69,7 +69,7 @@ class _OsWithFullDisk:
 def _install_full_disk(target: str, occurrence: int) -> None:
     import builtins
 
-    import mtl.io
+    import mtl.run.io
 
     seen = [0]
 
@@ -80,17 +80,17 @@ def _install_full_disk(target: str, occurrence: int) -> None:
             return seen[0] == occurrence
         return False
 
-    mtl.io.os = _OsWithFullDisk(os, is_target)
+    mtl.run.io.os = _OsWithFullDisk(os, is_target)
 
     def open_for_append(path, mode="r", *args, **kwargs):
         handle = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 (the caller closes it, as with open)
         return _FullDiskFile(handle) if "a" in mode and is_target(Path(path).name) else handle
 
-    mtl.io.open = open_for_append  # module global: shadows the builtin for append_line only
+    mtl.run.io.open = open_for_append  # module global: shadows the builtin for append_line only
 
 
 def _install_full_disk_for(target: str, marker: bytes) -> None:
-    import mtl.io
+    import mtl.run.io
 
     failed = [False]
 
@@ -102,7 +102,7 @@ def _install_full_disk_for(target: str, marker: bytes) -> None:
                 return handle
             return _FullDiskFile(handle, marker, on_fail=lambda: failed.__setitem__(0, True))
 
-    mtl.io.os = _OsFailingOnce(os, lambda name: name.startswith(f".{target}.") and name.endswith(".tmp"))
+    mtl.run.io.os = _OsFailingOnce(os, lambda name: name.startswith(f".{target}.") and name.endswith(".tmp"))
 
 
 def fail_write_holding(target: str, marker: bytes) -> Callable[[], None]:

@@ -27,8 +27,8 @@ from mtl.data.miniscapes import (
 )
 from mtl.data.synthetic.params import GENERATOR_VERSION, SyntheticParams
 from mtl.data.synthetic.render import render_scene
-from mtl.io import atomic_write_bytes
-from mtl.rundir import default_cache_dir as cache_dir
+from mtl.run.io import atomic_write_bytes
+from mtl.run.layout import default_cache_dir as cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from mtl.data.miniscapes import DEPTH_MAX_M, DEPTH_MIN_M, IGNORE_INDEX, PALETTE
-from mtl.runtime import autocast, rng_preserved, to_device
+from mtl.train.runtime import autocast, rng_preserved, to_device
 
 if TYPE_CHECKING:
     from mtl.config import Config

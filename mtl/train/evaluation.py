@@ -8,9 +8,9 @@ import torch
 
 from mtl.config import Config
 from mtl.data.transforms import DepthUnit
-from mtl.losses import MultiTaskLoss
-from mtl.metrics import MetricAccumulator
-from mtl.runtime import autocast, to_device
+from mtl.train.losses import MultiTaskLoss
+from mtl.train.metrics import MetricAccumulator
+from mtl.train.runtime import autocast, to_device
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """submission.zip: write it, validate it, read its predictions back.
 
-Structure (DESIGN.md section 3): ``predictions/semseg/<i>.png``, ``predictions/depth/<i>.png`` for
+Structure (docs/DESIGN.md §5): ``predictions/semseg/<i>.png``, ``predictions/depth/<i>.png`` for
 every test image, ``checkpoints/<name>.ckpt`` (the single best-grader checkpoint), ``source.zip``
 (the ``mtl/`` sources that ran plus ``cmd.txt``) and ``metrics.csv``. The archive is written once and
 never repacked.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mtl.config import Config
-from mtl.rundir import read_jsonl
+from mtl.run.trace import read_trace
 from mtl.safezip import (
     MAX_PNG_BYTES,
     MAX_SMALL_MEMBER_BYTES,
@@ -33,8 +33,11 @@ from mtl.safezip import (
     read_png,
 )
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the mtl package
 SOURCE_ZIP_CMD = "cmd.txt"
+# Members of submission.zip beside the predictions and the checkpoint (docs/DESIGN.md §5).
+SOURCE_MEMBER = "source.zip"
+METRICS_MEMBER = "metrics.csv"
 # A fixed timestamp keeps source.zip byte-identical for identical sources.
 _ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
 
@@ -101,22 +104,22 @@ def source_zip_differences(source_zip: Path, cfg: Config) -> list[str]:
 def metrics_csv(metrics_path: Path) -> bytes:
     import pandas as pd  # (lazy: validating and grading do not need it)
 
-    frame = pd.DataFrame(read_jsonl(metrics_path))
+    frame = pd.DataFrame(read_trace(metrics_path))
     return frame.to_csv(index=False).encode()
 
 
 def write_submission(path: Path, *, predictions_dir: Path, test_indices: list[int], checkpoint: Path,
                      checkpoint_name: str, source_zip: Path, metrics_path: Path) -> None:
     """Write submission.zip atomically from files already in the run directory."""
-    from mtl.io import atomic_open  # (lazy: it imports torch, which validating does not need)
+    from mtl.run.io import atomic_open  # (lazy: it imports torch, which validating does not need)
 
     with atomic_open(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         for index in test_indices:
             for task in ("semseg", "depth"):
                 archive.write(predictions_dir / task / f"{index}.png", f"predictions/{task}/{index}.png")
         archive.write(checkpoint, f"checkpoints/{checkpoint_name}.ckpt", compress_type=zipfile.ZIP_STORED)
-        archive.write(source_zip, "source.zip", compress_type=zipfile.ZIP_STORED)
-        archive.writestr("metrics.csv", metrics_csv(metrics_path))
+        archive.write(source_zip, SOURCE_MEMBER, compress_type=zipfile.ZIP_STORED)
+        archive.writestr(METRICS_MEMBER, metrics_csv(metrics_path))
 
 
 def read_prediction(archive: zipfile.ZipFile, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +139,7 @@ MAX_CMD_BYTES = 1 << 20
 def read_source_zip(archive: zipfile.ZipFile, label: str) -> tuple[list[str], bytes | None]:
     """(member names, cmd.txt or None) of a submission's source.zip, read bounded; the sources themselves
     are not inflated (only their names are checked)."""
-    data = read_member(archive, "source.zip", MAX_SOURCE_ZIP_BYTES, label)
+    data = read_member(archive, SOURCE_MEMBER, MAX_SOURCE_ZIP_BYTES, label)
     inner_label = f"{label} member source.zip"
     with open_zip(io.BytesIO(data), inner_label) as source:
         names = source.namelist()
@@ -181,7 +184,7 @@ def member_limit(name: str) -> int:
     """The most bytes member ``name`` of a submission.zip may inflate to."""
     if name.startswith("predictions/") and name.endswith(".png"):
         return MAX_PNG_BYTES
-    if name == "source.zip":
+    if name == SOURCE_MEMBER:
         return MAX_SOURCE_ZIP_BYTES
     if name.startswith("checkpoints/"):
         return MAX_CHECKPOINT_BYTES
@@ -226,10 +229,10 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
         checkpoints = [n for n in names if n.startswith("checkpoints/") and n.endswith(".ckpt")]
         if len(checkpoints) != 1:
             problems.append(f"{path}: expected exactly one checkpoints/<name>.ckpt, found {len(checkpoints)}")
-        for member in ("source.zip", "metrics.csv"):
+        for member in (SOURCE_MEMBER, METRICS_MEMBER):
             if member not in names:
                 problems.append(f"{path}: missing member {member}")
-        if "source.zip" in names:
+        if SOURCE_MEMBER in names:
             try:
                 inner, _ = read_source_zip(archive, str(path))
                 if SOURCE_ZIP_CMD not in inner or not any(n.startswith("mtl/") for n in inner):
@@ -256,7 +259,3 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
     return problems
 
 
-def submission_summary(path: Path) -> dict[str, Any]:
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return {"members": len(names), "test_images": len(prediction_indices(names, "semseg"))}

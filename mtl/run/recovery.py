@@ -18,14 +18,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-import torch
-
-from mtl.best import GRADER_KEY
-from mtl.io import atomic_torch_save
-from mtl.records import RecordError, read_points
-from mtl.rundir import RunDirectory, RunRefused, read_status
+from mtl.run.errors import RecordError, RunRefused
+from mtl.run.io import atomic_torch_save
+from mtl.run.layout import RunDirectory
+from mtl.run.model import ValidationPoint
+from mtl.run.records import check_best_in_trace, read_status, steps_and_graders
+from mtl.run.trace import Line, read_validation_lines
 
 DATASET_SPLITS = ("train", "val", "test")
 RETRAIN_HINT = "delete the run directory (or `mtl-ablate run --force`) to train it again from scratch"
@@ -52,7 +52,7 @@ def dataset_fingerprint(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_same_dataset(recorded: str | None, current: str, root: Path, source: Path) -> None:
+def check_same_dataset(recorded: Optional[str], current: str, root: Path, source: Path) -> None:
     if recorded is not None and recorded != current:
         raise RunRefused(
             f"the dataset at {root} changed since this run started (fingerprint {recorded} recorded in "
@@ -60,26 +60,41 @@ def check_same_dataset(recorded: str | None, current: str, root: Path, source: P
             f"Restore the dataset, or {RETRAIN_HINT}.")
 
 
-@dataclass
+def best_of_checkpoint(state: dict[str, Any]) -> Optional[ValidationPoint]:
+    """The best point a checkpoint holds (checkpoints keep it as a plain dict: no pickled classes)."""
+    best = state.get("best")
+    return ValidationPoint.model_validate(best) if best is not None else None
+
+
+@dataclass(frozen=True)
+class LastCheckpoint:
+    """last.pt's position (no tensors kept)."""
+
+    epoch: int
+    step: int
+    best: Optional[ValidationPoint]
+    dataset: Optional[str]
+
+
+@dataclass(frozen=True)
 class Records:
     """What a run directory's checkpoints and trace say, read before the run is touched."""
 
-    last: dict[str, Any] | None  # last.pt's position fields (no tensors kept)
-    best: dict[str, Any] | None  # best.pt's best point
-    final_point: dict[str, Any] | None  # the trace's validation point of the last epoch, if reached
+    last: Optional[LastCheckpoint]
+    best: Optional[ValidationPoint]  # best.pt's best point
+    final_point: Optional[Line]  # the trace's validation line of the last epoch, if reached
 
     @property
-    def recorded_best(self) -> dict[str, Any] | None:
-        return (self.last or {}).get("best") or self.best
-
-
-def _position(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: state.get(k) for k in ("epoch", "step", "best", "dataset")}
+    def recorded_best(self) -> Optional[ValidationPoint]:
+        return (self.last.best if self.last else None) or self.best
 
 
 def _load(path: Path) -> dict[str, Any]:
+    import torch  # (here: the run package loads no torch until a checkpoint is read)
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+        return state
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file; name the file
         raise RunRefused(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc}); "
                          f"it cannot be rebuilt here: {RETRAIN_HINT}") from None
@@ -89,36 +104,37 @@ def inspect(run: RunDirectory, num_epochs: int, say: Callable[[str], None]) -> R
     """Read the records and repair what a kill between two checkpoint writes left behind; RunRefused for
     what cannot be repaired (the message names the file)."""
     last_state = _load(run.last) if run.last.exists() else None
-    last = _position(last_state) if last_state is not None else None
-    best = _load(run.best).get("best") if run.best.exists() else None
+    last = (LastCheckpoint(epoch=last_state["epoch"], step=last_state["step"], best=best_of_checkpoint(last_state),
+                           dataset=last_state.get("dataset")) if last_state is not None else None)
+    best = best_of_checkpoint(_load(run.best)) if run.best.exists() else None
     try:
-        points = read_points(run.metrics)
+        validation = read_validation_lines(run.metrics)
     except RecordError as exc:  # refused, not failed: a damaged trace must not flip a finished run's state
         raise RunRefused(f"{exc}; the trace cannot be trusted to rebuild or resume from: {RETRAIN_HINT}") from None
-    validation = [p for p in points if GRADER_KEY in p]
     final = next((p for p in reversed(validation) if p.get("epoch") == num_epochs), None)
-    if last is not None and last["best"] is not None and last["best"] != best:
-        if last["best"].get("step") != last["step"]:
+    if last is not None and last.best is not None and last.best != best:
+        if last.best.step != last.step:
             if best is None:
                 raise RunRefused(f"{run.best} is missing: the run recorded its best point at step "
-                                 f"{last['best'].get('step')} in {run.last}; it cannot be rebuilt: {RETRAIN_HINT}")
+                                 f"{last.best.step} in {run.last}; it cannot be rebuilt: {RETRAIN_HINT}")
             raise RunRefused(f"{run.best} does not hold the best point recorded in {run.last} "
-                             f"(step {last['best'].get('step')}); it cannot be rebuilt: {RETRAIN_HINT}")
+                             f"(step {last.best.step}); it cannot be rebuilt: {RETRAIN_HINT}")
         # Killed between the two writes: last.pt's model is the one validated at its step.
         say(f"rebuilding {run.best.relative_to(run.path)} from {run.last.relative_to(run.path)} "
-            f"(best point at step {last['step']})")
-        atomic_torch_save({"model": last_state["model"], "config": last_state["config"], "best": last["best"]},
-                          run.best)
-        best = last["best"]
+            f"(best point at step {last.step})")
+        assert last_state is not None
+        atomic_torch_save({"model": last_state["model"], "config": last_state["config"],
+                           "best": last.best.model_dump()}, run.best)
+        best = last.best
     records = Records(last=last, best=best, final_point=final)
     if last is None and best is not None and final is None:
-        raise RunRefused(f"{run.last} is missing: the run recorded a best point (step {best.get('step')}, "
+        raise RunRefused(f"{run.last} is missing: the run recorded a best point (step {best.step}, "
                          f"{run.best}) but not its last epoch, and cannot resume without its last "
                          f"checkpoint; {RETRAIN_HINT}")
-    recorded = records.recorded_best or read_status(run.path).get("best")
+    recorded = records.recorded_best or _status_best(run)
     if recorded and best is None:
         raise RunRefused(f"{run.best} is missing: the run recorded its best point at step "
-                         f"{recorded.get('step')} ({run.last if last else run.status_path}); it cannot be "
+                         f"{recorded.step} ({run.last if last else run.status_path}); it cannot be "
                          f"rebuilt: {RETRAIN_HINT}")
     if last is None and best is None and final is not None:
         raise RunRefused(f"{run.best} and {run.last} are missing but {run.metrics} records every epoch; "
@@ -126,15 +142,24 @@ def inspect(run: RunDirectory, num_epochs: int, say: Callable[[str], None]) -> R
     return records
 
 
+def _status_best(run: RunDirectory) -> Optional[ValidationPoint]:
+    """The status's best point; None when it has none or is damaged (the trainer rewrites a damaged one)."""
+    try:
+        status = read_status(run.path)
+    except RecordError:
+        return None
+    return status.best if status else None
+
+
 def training_done(records: Records) -> bool:
     """The last epoch was validated and checkpointed: only prediction and status can be missing."""
     return records.final_point is not None and records.best is not None and (
-        records.last is None or records.last["step"] >= records.final_point["step"])
+        records.last is None or records.last.step >= records.final_point["step"])
 
 
-def check_best_in_trace(run: RunDirectory, best: dict[str, Any], points: list[dict[str, Any]]) -> None:
+def check_best_in_trace_or_refuse(run: RunDirectory, best: ValidationPoint) -> None:
     """best.pt's point must be a validation point of the trace with the same grader."""
-    match = [p for p in points if p.get("step") == best.get("step") and GRADER_KEY in p]
-    if not match or match[-1][GRADER_KEY] != best.get("grader"):
-        raise RunRefused(f"{run.best} holds the best point of step {best.get('step')} (grader "
-                         f"{best.get('grader')}), which {run.metrics} does not record; {RETRAIN_HINT}")
+    try:
+        check_best_in_trace(run.path, best, steps_and_graders(read_validation_lines(run.metrics)), source=run.best)
+    except RecordError as exc:
+        raise RunRefused(f"{exc}; {RETRAIN_HINT}") from None

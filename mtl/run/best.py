@@ -7,9 +7,13 @@ better on both tasks."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, TypeVar, Union
 
-GRADER_KEY = "val/grader"
+from mtl.run.model import GRADER_KEY, ValidationPoint
+
+# A trace line (``val/`` keys) or a validation point's headline (attributes).
+Point = Union[dict[str, Any], ValidationPoint]
+P = TypeVar("P", dict[str, Any], ValidationPoint)
 
 
 def is_finite_number(value: Any) -> bool:
@@ -17,38 +21,39 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-
 TIE_BREAK = "IoU - SI-logRMSE"
 
 
-def _metric(point: dict[str, Any], name: str) -> Any:
-    """``name`` of a validation point (``val/name``) or of a status's best point (``name``)."""
-    value = point.get(f"val/{name}")
-    return point.get(name) if value is None else value
+def _metric(point: Point, name: str) -> Any:
+    """``name`` of a trace line (``val/name``) or of a validation point's headline (its attribute)."""
+    if isinstance(point, ValidationPoint):
+        return getattr(point, name, None)
+    return point.get(f"val/{name}")
 
 
-def _key_value(point: dict[str, Any], key: str) -> Any:
+def _key_value(point: Point, key: str) -> Any:
     """The ranking metric ``key`` of a point: ``val/x`` read as :func:`_metric` reads ``x``, else the key itself."""
-    return _metric(point, key[len("val/"):]) if key.startswith("val/") else point.get(key)
+    if key.startswith("val/"):
+        return _metric(point, key[len("val/"):])
+    return getattr(point, key, None) if isinstance(point, ValidationPoint) else point.get(key)
 
 
-def tie_break_value(point: dict[str, Any]) -> float:
+def tie_break_value(point: Point) -> float:
     """IoU - SI-logRMSE of a point; -inf when either is missing or not finite."""
     iou, si = _metric(point, "iou"), _metric(point, "si_logrmse")
     return float(iou - si) if is_finite_number(iou) and is_finite_number(si) else -math.inf
 
 
-def point_rank(point: dict[str, Any], key: str = GRADER_KEY, mode: str = "max") -> tuple[float, float, float]:
+def point_rank(point: Point, key: str = GRADER_KEY, mode: str = "max") -> tuple[float, float, float]:
     """A sortable rank of a validation point: higher is better (see TIE_BREAK above)."""
     value = _key_value(point, key)
     primary = float(value) if is_finite_number(value) else -math.inf
-    step = point.get("step", 0)
+    step = _key_value(point, "step")
     return (primary if mode == "max" else -primary, tie_break_value(point),
             -float(step) if is_finite_number(step) else -math.inf)
 
 
-def better_point(candidate: dict[str, Any], incumbent: Optional[dict[str, Any]], key: str = GRADER_KEY,
-                 mode: str = "max") -> bool:
+def better_point(candidate: Point, incumbent: Optional[Point], key: str = GRADER_KEY, mode: str = "max") -> bool:
     """Whether ``candidate`` beats ``incumbent`` (None: nothing yet) by the rule; a non-finite metric never wins."""
     if not is_finite_number(_key_value(candidate, key)):
         return False
@@ -64,10 +69,11 @@ def deciding_rule(first: tuple[float, ...], second: tuple[float, ...], metric: s
     return f"tie on {metric} and {TIE_BREAK}: decided by the earlier step/order"
 
 
-def best_point(points: list[dict[str, Any]], key: str = GRADER_KEY, mode: str = "max") -> dict[str, Any] | None:
+def best_point(points: Sequence[P], key: str = GRADER_KEY, mode: str = "max") -> Optional[P]:
     """The best point by the rule above (finite ``key`` only); None if no point has one. Each point's rank
     is built once (a report ranks every point of a thousand runs)."""
-    best, best_rank = None, None
+    best: Optional[P] = None
+    best_rank: Optional[tuple[float, float, float]] = None
     for point in points:
         if not is_finite_number(_key_value(point, key)):
             continue

@@ -1,13 +1,10 @@
-"""Where a run's numbers go: the local trace (always) and W&B (online, offline or disabled).
-
-The local trace (the run directory's metric lines, ``mtl.rundir``) is the source of truth; W&B mirrors it.
-Both receive the same dict per point.
+"""Where a run's numbers go besides its trace (:class:`mtl.run.trace.LocalTrace`, the source of truth): W&B
+(online, offline or disabled), which mirrors it point for point, and the progress shown while it trains.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shlex
@@ -19,32 +16,7 @@ from typing import Any
 import numpy as np
 
 from mtl.config import Config
-from mtl.io import append_line, atomic_write_text, fsync_file
-from mtl.rundir import read_jsonl
-
-
-class LocalTrace:
-    """The run's append-only metric lines, at ``RunDirectory.metrics``.
-
-    Points are plain appends; :meth:`sync` makes them durable right before each checkpoint and at the end.
-    Points after the last checkpoint need no fsync: resume truncates them and trains them again."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def log(self, point: dict[str, Any]) -> None:
-        append_line(self.path, json.dumps(point))  # NaN/Infinity as json writes them: read_jsonl and pandas accept them
-
-    def sync(self) -> None:
-        fsync_file(self.path)
-
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop points logged after the checkpoint; training re-creates them."""
-        if not self.path.exists():
-            return
-        kept = [p for p in read_jsonl(self.path) if p.get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(json.dumps(p) + "\n" for p in kept))
-
+from mtl.run.model import Progress as ProgressRecord
 
 WANDB_MODES = ("online", "offline", "disabled")
 # WANDB_MODE values wandb itself accepts under older names.
@@ -111,10 +83,6 @@ def decide_wandb_mode(cfg: Config) -> tuple[str, str]:
     return "online", f"credentials for {base_url} found in {source}"
 
 
-def resolve_wandb_mode(cfg: Config) -> str:
-    return decide_wandb_mode(cfg)[0]
-
-
 def derive_run_id(run_dir: Path) -> str:
     """A stable W&B id from the run directory, so a resumed run continues the same W&B run."""
     return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
@@ -130,7 +98,8 @@ def _say(text: str, warning: bool = False) -> None:
 
 
 class WandbSink:
-    """W&B mirror of the trace, with DESIGN.md's conventions (group = ablation id, job type = variant).
+    """W&B mirror of the trace, with the conventions of docs/DESIGN.md §8: group = ablation id, job type =
+    variant.
 
     W&B never costs a run: a server that cannot be reached at start (bounded by ``wandb_init_timeout_s``),
     or a W&B call that fails later, switches the mirror to offline files (``wandb sync`` uploads them
@@ -362,7 +331,7 @@ class Progress:
                      f"eta {format_eta(self.eta_seconds())}"]
             print(" ".join(part for part in parts if part), flush=True)
 
-    def record(self, force: bool = False) -> dict[str, Any] | None:
+    def record(self, force: bool = False) -> ProgressRecord | None:
         """Step, loss, lr, it/s and ETA for the run's status; None when the last one is under
         ``RECORD_INTERVAL_S`` seconds old (unless ``force``)."""
         now = time.monotonic()
@@ -370,9 +339,9 @@ class Progress:
             return None
         self._last_record = now
         rate, eta = self.steps_per_second(), self.eta_seconds()
-        return {"step": self.done, "total_steps": self.total, "epoch": self.epoch, "loss": self.loss, "lr": self.lr,
-                "it_s": round(rate, 4) if rate else None, "eta_s": round(eta, 1) if eta is not None else None,
-                "at": time.time()}
+        return ProgressRecord(step=self.done, total_steps=self.total, epoch=self.epoch, loss=self.loss, lr=self.lr,
+                              it_s=round(rate, 4) if rate else None, eta_s=round(eta, 1) if eta is not None else None,
+                              at=time.time())
 
     def message(self, text: str) -> None:
         if not self.enabled:

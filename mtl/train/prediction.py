@@ -11,11 +11,12 @@ from mtl.config import Config
 from mtl.data.loading import make_loader
 from mtl.data.miniscapes import write_depth, write_semseg
 from mtl.data.transforms import DepthUnit
-from mtl.runtime import autocast
-from mtl.submission import write_submission
+from mtl.run.layout import PREDICTION_TASKS, prediction_path
+from mtl.train.runtime import autocast
+from mtl.train.submission import write_submission
 
 if TYPE_CHECKING:
-    from mtl.rundir import RunDirectory
+    from mtl.run.layout import RunDirectory
 
 
 @torch.no_grad()
@@ -24,8 +25,8 @@ def predict(model: torch.nn.Module, loader, depth_unit: DepthUnit, device: torch
     """Write test predictions in the MiniScapes encodings; returns the indices written."""
     model.eval()
     written = []
-    for task in ("semseg", "depth"):
-        (out_dir / task).mkdir(parents=True, exist_ok=True)
+    for task in PREDICTION_TASKS:
+        prediction_path(out_dir, task, 0).parent.mkdir(parents=True, exist_ok=True)
     for batch in loader:
         images = batch["image"].to(device)
         if cfg.channels_last:
@@ -35,8 +36,8 @@ def predict(model: torch.nn.Module, loader, depth_unit: DepthUnit, device: torch
         ids = outputs["semseg"].argmax(1).to(torch.uint8).cpu().numpy()
         depth_m = depth_unit.decode(outputs["depth"].float()).squeeze(1).cpu().numpy()
         for index, seg, depth in zip(batch["index"].tolist(), ids, depth_m):
-            write_semseg(out_dir / "semseg" / f"{index}.png", seg)
-            write_depth(out_dir / "depth" / f"{index}.png", depth)
+            write_semseg(prediction_path(out_dir, "semseg", index), seg)
+            write_depth(prediction_path(out_dir, "depth", index), depth)
             written.append(index)
     return written
 

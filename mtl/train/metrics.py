@@ -1,4 +1,4 @@
-"""IoU, SI-logRMSE and the grader, exactly as DESIGN.md section 3 defines them.
+"""IoU, SI-logRMSE and the grader, exactly as docs/DESIGN.md §3 defines them.
 
 Everything accumulates on the device in float64 and int64; the host sees numbers once per epoch
 (``compute``), so validation does not synchronise per batch.

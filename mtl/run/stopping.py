@@ -27,10 +27,10 @@ SENDERS = {
 def describe_signal(signum: int) -> str:
     """``SIGUSR2 (time limit)``: the signal by name, and who usually sends it."""
     try:
-        name = signal.Signals(signum).name
+        known = signal.Signals(signum)
     except ValueError:
         return f"signal {signum}"
-    return f"{name} ({SENDERS[signum]})" if signum in SENDERS else name
+    return f"{known.name} ({SENDERS[known]})" if known in SENDERS else known.name
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:

@@ -1,0 +1,252 @@
+"""Where a run's files lie (docs/DESIGN.md §4.1): the one place that spells their names.
+
+A run directory is ``<runs>/<entry>/<variant>-s<seed>-<config hash>/``; beside the run directories of an
+entry lie its ``.logs/`` (each run's console output) and ``.profile`` (the profile of its last ``run``).
+Everything else reaches a file through :class:`RunDirectory`'s accessors. Nothing here imports torch, so
+the suite, the reports and the benchmarks find runs without paying for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from mtl.run.errors import RunLocked, RunRefused
+from mtl.run.io import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"  # derived from the trace and status (mtl.run.summary) for fast reports
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+PREDICTIONS_DIR = "predictions"
+SUBMISSION_FILE = "submission.zip"
+SOURCE_ZIP_FILE = "source.zip"
+WANDB_DIR = "wandb"
+LOCK_FILE = ".lock"
+SLURM_JOBS_FILE = "slurm-jobs.jsonl"  # one line per SLURM submission of the run: job id, submitit folder
+PREDICTION_TASKS = ("semseg", "depth")
+# Beside the run directories of an entry (not inside one).
+LOGS_DIR = ".logs"
+PROFILE_FILE = ".profile"
+# The files a run's record is read from; a reader caching a summary watches these.
+RECORD_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------------------------------ defaults
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("MTL_RUNS_DIR") or "runs")
+
+
+def default_ablations_dir() -> Path:
+    return Path(os.environ.get("MTL_ABLATIONS_DIR") or REPO_ROOT / "ablations")
+
+
+def default_cache_dir() -> Path:
+    """Root of the dataset and report caches."""
+    return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl-ablate").expanduser()
+
+
+# ------------------------------------------------------------------------------------------ run name
+# <variant>-s<seed>-<config hash>: the same config always lands in the same place.
+RUN_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]+)$")
+
+
+@dataclass(frozen=True)
+class RunName:
+    variant: str
+    seed: int
+    config_hash: str
+
+    def __str__(self) -> str:
+        return f"{self.variant}-s{self.seed}-{self.config_hash}"
+
+
+# A file name may hold 255 bytes; the run's log is <name>.log and temporary files add a prefix and a
+# suffix. A variant name longer than this (a grid over many keys) is cut and a hash of the whole name
+# appended, so that distinct variants keep distinct directories.
+MAX_VARIANT_BYTES = 120
+SHORTENED_MARK = "~"
+
+
+def short_variant(variant: str) -> str:
+    """``variant`` as it appears in a run name: unchanged when short enough, else cut with a hash of it."""
+    encoded = variant.encode()
+    if len(encoded) <= MAX_VARIANT_BYTES:
+        return variant
+    digest = hashlib.sha256(encoded).hexdigest()[:10]
+    head = encoded[: MAX_VARIANT_BYTES - len(digest) - len(SHORTENED_MARK)].decode(errors="ignore")
+    return f"{head}{SHORTENED_MARK}{digest}"
+
+
+def run_name(variant: str, seed: int, config_hash: str) -> str:
+    """``<variant>-s<seed>-<config hash>``, the variant shortened (:func:`short_variant`) when too long."""
+    return str(RunName(short_variant(variant), seed, config_hash))
+
+
+def parse_run_name(name: str) -> Optional[RunName]:
+    """The parts of a run directory's name, or None for a name not built by :func:`run_name`.
+
+    The variant is as the name holds it: :func:`short_variant` of the entry's variant name."""
+    match = RUN_NAME.match(name)
+    return RunName(match["variant"], int(match["seed"]), match["hash"]) if match else None
+
+
+def prediction_path(predictions: Path, task: str, index: int) -> Path:
+    """``<predictions>/<task>/<index>.png``: a test prediction of one task (``semseg`` or ``depth``) in the
+    MiniScapes encoding, as a run's predictions/ folder and submission.zip hold them."""
+    if task not in PREDICTION_TASKS:
+        raise ValueError(f"no prediction task {task!r}; expected one of {', '.join(PREDICTION_TASKS)}")
+    return Path(predictions) / task / f"{index}.png"
+
+
+# ------------------------------------------------------------------------------------------ entry folder
+def log_path(run_dir: Path) -> Path:
+    """Console output of a run's ``mtl-train`` processes (appended per attempt), kept beside its directory."""
+    return run_dir.parent / LOGS_DIR / f"{run_dir.name}.log"
+
+
+def remember_profile(entry_dir: Path, profile: str) -> None:
+    """Record ``profile`` as the one an entry's runs were last started with (``entry_dir`` = runs/<entry>)."""
+    Path(entry_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(entry_dir) / PROFILE_FILE, profile + "\n")
+
+
+def remembered_profile(entry_dir: Path) -> Optional[str]:
+    """The profile of the entry's last `run`, or None when it never ran (or the file is unreadable)."""
+    try:
+        name = (Path(entry_dir) / PROFILE_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name or None
+
+
+def find_run_dirs(root: str | Path) -> Iterator[Path]:
+    """Run directories (holding a config) below ``root``, sorted; never descends into a run.
+
+    Unlike a recursive glob this does not walk a run's predictions/ and checkpoints/ folders,
+    which hold thousands of files per run on the real dataset.
+    """
+    root = Path(root)
+    if (root / CONFIG_FILE).is_file():
+        yield root
+        return
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if child.name != WANDB_DIR:
+            yield from find_run_dirs(child)
+
+
+# ------------------------------------------------------------------------------------------ lock
+def lock_held(run_dir: Path) -> bool:
+    """Whether a live process holds the run directory's lock (``mtl-train`` keeps it for its whole life).
+
+    Creates nothing and opens nothing for writing, so it works on a read-only runs folder: no lock file
+    means nobody holds it (the holder creates it), and ``flock`` (what filelock uses on POSIX) takes a
+    read-only descriptor."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def lock_holder(run_dir: Path) -> Optional[int]:
+    """The pid written into the lock file by its latest holder (meaningful while ``lock_held``)."""
+    try:
+        return int((Path(run_dir) / LOCK_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class RunDirectory:
+    """The paths of one run's files, its lock, and the rule for reusing the directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / CONFIG_FILE
+        self.status_path = self.path / STATUS_FILE
+        self.metrics = self.path / METRICS_FILE
+        self.summary_path = self.path / SUMMARY_FILE
+        self.checkpoints = self.path / CHECKPOINTS_DIR
+        self.last = self.checkpoints / LAST_CHECKPOINT
+        self.best = self.checkpoints / BEST_CHECKPOINT
+        self.predictions = self.path / PREDICTIONS_DIR
+        self.submission = self.path / SUBMISSION_FILE
+        self.source_zip = self.path / SOURCE_ZIP_FILE
+        self.wandb = self.path / WANDB_DIR
+        self.lock_path = self.path / LOCK_FILE
+        self.slurm_jobs = self.path / SLURM_JOBS_FILE
+        self.log = log_path(self.path)
+
+    def prediction(self, task: str, index: int) -> Path:
+        """``predictions/<task>/<index>.png``, in the MiniScapes encoding of that task."""
+        return prediction_path(self.predictions, task, index)
+
+    def prediction_dir(self, task: str) -> Path:
+        """``predictions/<task>/``: every test prediction of one task."""
+        return prediction_path(self.predictions, task, 0).parent
+
+    def check_same_run(self, differences: list[str]) -> None:
+        """Refuse to reuse a directory whose recorded code or hyperparameters differ (``differences``)."""
+        if differences:
+            raise RunRefused(
+                f"run directory {self.path} holds a different run; refusing to resume:\n  "
+                + "\n  ".join(differences[:20])
+                + "\nUse another --log_dir, or delete the directory to start over.")
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the directory's lock for the block; RunLocked when another process holds it."""
+        import filelock
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise RunLocked(f"run directory {self.path} is in use by another process (lock {self.lock_path})") \
+                from None
+        try:
+            self.lock_path.write_text(f"{os.getpid()}\n")  # who holds it (lock_holder); flock ignores content
+            yield
+        finally:
+            lock.release()
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the ``.<name>.<random>.tmp`` files of writes that a kill cut short (a checkpoint's is as
+        large as the checkpoint). Only the holder of the directory lock may call this: no write is live."""
+        for path in self.path.rglob(".*.tmp"):
+            if path.is_file() and WANDB_DIR not in path.relative_to(self.path).parts:
+                path.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Delete everything in the directory but its lock file, so the run starts over from nothing. Only the
+        lock's holder may call this; the lock file stays (deleting it would let another process lock a new one)."""
+        import shutil
+
+        for child in self.path.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()

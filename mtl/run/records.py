@@ -1,0 +1,185 @@
+"""The one reader of a run's records (status, config, trace), shared by the trainer, the suite and the reports.
+
+A damaged file is named the same way everywhere (``<path>: line 7 is not valid JSON``, ``<path>: field
+'best.step': ...``) and never silently changes a result; only a torn final line of the trace (a write cut
+short by a kill) is ignored (:mod:`mtl.run.trace`). A recorded best point must be one of the trace's
+validation points: if the status says otherwise, the records disagree and the reader says so rather than
+picking one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import yaml
+from pydantic import ValidationError
+
+from mtl.run.best import best_point
+from mtl.run.errors import RecordError
+from mtl.run.layout import RunDirectory, lock_held
+from mtl.run.model import GRADER_KEY, RunState, Status, ValidationPoint
+from mtl.run.trace import Line, read_validation_lines
+
+# libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
+# thousands of runs. PyYAML built without libyaml still gives the same result.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+REPAIR_HINT = "`mtl-ablate repair` rebuilds it from the checkpoints"
+
+
+def model_error(path: Path, exc: ValidationError) -> RecordError:
+    """A RecordError naming the file and the first field that does not fit the model."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    return RecordError(f"{path}: field {where!r}: {error['msg']}")
+
+
+# ------------------------------------------------------------------------------------------ status
+def parse_status(text: str, path: Path) -> Status:
+    """``status.json``'s text as a Status; RecordError naming the file when it is empty, not JSON, not an
+    object or does not fit the model (the status is written atomically, so any of these is damage)."""
+    if not text.strip():
+        raise RecordError(f"{path}: is empty (damaged; {REPAIR_HINT})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: is not valid JSON ({exc.msg} at line {exc.lineno}); damaged, "
+                          f"{REPAIR_HINT}") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return Status.model_validate(data)
+    except ValidationError as exc:
+        raise model_error(path, exc) from None
+
+
+def read_status(run_dir: Path) -> Optional[Status]:
+    """The run's status; None when it has none yet; RecordError naming the file when it is damaged."""
+    path = RunDirectory(run_dir).status_path
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    return parse_status(text, path)
+
+
+def recorded_state(run_dir: Path) -> RunState:
+    """The run's state as a reader sees it: its status's, NOT_STARTED without one, UNKNOWN for a damaged one,
+    STOPPED for a status that says running while its trainer is gone (:func:`trainer_gone`)."""
+    try:
+        status = read_status(run_dir)
+    except RecordError:
+        return RunState.UNKNOWN
+    if status is None:
+        return RunState.NOT_STARTED
+    if status.state is RunState.RUNNING and trainer_gone(run_dir, status):
+        return RunState.STOPPED
+    return status.state
+
+
+def error_of(run_dir: Path) -> str:
+    """The error a run's status records ("" when none, or when the status is absent or damaged)."""
+    try:
+        status = read_status(run_dir)
+    except RecordError as exc:
+        return str(exc)
+    return (status.error or "") if status is not None else ""
+
+
+def trainer_gone(run_dir: Path, status: Status) -> bool:
+    """Whether the trainer a "running" status names is gone: its pid no longer exists on this host, or
+    nobody holds the run's lock (a trainer holds it for its whole life, on any host sharing the folder).
+    A folder whose lock cannot be tried (read-only) is judged by the pid alone."""
+    if status.pid is not None and status.host == socket.gethostname():
+        try:
+            os.kill(status.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, owned by someone else
+            pass
+    try:
+        return not lock_held(run_dir)
+    except OSError:
+        return False
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Finished means a finished status and a packed submission."""
+    return recorded_state(run_dir) is RunState.FINISHED and RunDirectory(run_dir).submission.exists()
+
+
+# ------------------------------------------------------------------------------------------ config
+def read_config(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The run's resolved config as parsed YAML; None when it has none; RecordError naming the file when it
+    does not parse or is not a mapping."""
+    path = RunDirectory(run_dir).config_path
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        config = yaml.load(text, Loader=YAML_LOADER)
+    except yaml.YAMLError as exc:
+        raise RecordError(f"{path}: is not valid YAML ({exc})") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise RecordError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+    return config
+
+
+# ------------------------------------------------------------------------------------------ trace
+def steps_and_graders(lines: Iterable[Line]) -> Iterator[tuple[Any, Any]]:
+    """(step, grader) of each validation line, what :func:`check_best_in_trace` compares."""
+    return ((line.get("step"), line.get(GRADER_KEY)) for line in lines)
+
+
+def check_best_in_trace(run_dir: Path, best: Optional[ValidationPoint], points: Iterable[tuple[Any, Any]],
+                        source: Optional[Path] = None) -> None:
+    """A recorded best point (of the status, or of ``source`` such as best.pt) must be a validation point of
+    the trace with the same grader; RecordError naming both files otherwise. ``points``: (step, grader) of
+    each validation point (:func:`steps_and_graders` of the trace's lines, or a summary's columns)."""
+    if best is None:
+        return
+    if any(step == best.step and grader == best.grader for step, grader in points):
+        return
+    run = RunDirectory(run_dir)
+    raise RecordError(f"{run.metrics}: holds no validation point at step {best.step} with grader {best.grader}, "
+                      f"the best point recorded in {source or run.status_path}; the records disagree "
+                      "(a damaged or replaced trace)")
+
+
+@dataclass
+class RunRecord:
+    """A run's config, status and validation lines, read and checked together."""
+
+    path: Path
+    config: dict[str, Any]
+    status: Optional[Status]
+    points: list[Line] = field(default_factory=list)  # the trace's validation lines
+
+    @property
+    def state(self) -> RunState:
+        return self.status.state if self.status is not None else RunState.NOT_STARTED
+
+    def best(self, key: str = GRADER_KEY, mode: str = "max") -> Optional[Line]:
+        """The best validation line by the rule (:mod:`mtl.run.best`)."""
+        return best_point(self.points, key, mode)
+
+
+def read_record(run_dir: Path) -> RunRecord:
+    """A run's config, status and validation lines, validated (RecordError naming the damaged file and line);
+    the status's best point must be one of the trace's validation points."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    points = read_validation_lines(RunDirectory(run_dir).metrics)
+    check_best_in_trace(run_dir, status.best if status else None, steps_and_graders(points))
+    return RunRecord(path=run_dir, config=read_config(run_dir) or {}, status=status, points=points)
