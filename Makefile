@@ -1,6 +1,7 @@
 # The two commands the README names:
 #   make demo   install, build the synthetic dataset, run the problem1.lr ablation (quick profile), report it
 #   make test   install, run the test suite (CPU, offline, W&B disabled)
+# Any CPython 3.10 to 3.13 (make clean install PYTHON=python3.10): pip takes its pins from constraints.txt.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
