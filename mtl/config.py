@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import reprlib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -26,6 +27,105 @@ from pydantic import (
 
 class ConfigError(ValueError):
     """A config key or value that cannot be accepted; the message names the key and what was expected."""
+
+
+# ------------------------------------------------------------------------------------------ quoting values
+# Error texts quote the value at fault; a value can be as large as the file it came from, so the quote is
+# bounded: containers shortened level by level, strings past 80 characters cut in the middle, the whole cut
+# to this length.
+QUOTE_LIMIT = 400
+
+
+class _BoundedRepr(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple, self.maxset = 3, 4, 6, 6, 6
+        self.maxstring = self.maxother = 80
+
+    def repr_str(self, x: str, level: int) -> str:
+        # Cut by characters, not by the length of the repr: a short key full of escapes is quoted whole.
+        if len(x) <= self.maxstring:
+            return repr(x)
+        half = self.maxstring // 2
+        return f"{x[:half]!r}...{x[-half:]!r} ({len(x)} characters)"
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr of an int past 4300 digits raises ValueError; a long one says how long it is instead.
+        if x.bit_length() <= 128:
+            return repr(x)
+        return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+
+
+_REPR = _BoundedRepr()
+
+
+def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, bounded in size whatever the value (see QUOTE_LIMIT)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------ reading YAML
+# Every YAML the suite reads from users (config files, profiles, entries, list values on a command line)
+# goes through read_yaml_text. Such a file is a few hundred bytes of keys and values: aliases (*name) are
+# refused, because nine levels of them expand 1 KB into a billion values; nesting and size are bounded, so
+# neither the reader's recursion nor its memory can be exhausted.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+
+
+class YamlRefused(yaml.YAMLError):
+    """YAML that the suite does not read: an alias, nesting past MAX_YAML_DEPTH, or a value no type holds."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases and with bounded nesting."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}: aliases are not accepted (expected plain values; "
+                "an alias can expand a small file into gigabytes)", event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep (expected keys and plain values)",
+                self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def read_yaml_text(text: str, name: str = "<text>") -> Any:
+    """``text`` parsed as YAML without aliases and with bounded nesting; yaml.YAMLError for anything else.
+    ``name`` (a file) is what the error's position names."""
+    loader = _BoundedLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError:
+        raise
+    except (ValueError, OverflowError) as exc:  # a date like 2001-13-45, an int past 4300 digits
+        raise YamlRefused(f"a value cannot be read: {str(exc).split(';')[0]}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document of the text file ``path`` (read_yaml_text). OSError when it cannot be read;
+    ValueError when it is larger than MAX_YAML_BYTES or not UTF-8 text; yaml.YAMLError when it is not YAML
+    the suite reads."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise ValueError(f"it is larger than {MAX_YAML_BYTES // 1024} KiB (expected a few keys and values)")
+    return read_yaml_text(data.decode(), str(path))
 
 
 # Keys that say where and how a run executes rather than what it computes. They are left out of the
@@ -189,9 +289,9 @@ class Config(BaseModel):
                 return None if text.lower() in ("none", "null") else ()
             if text.startswith("["):
                 try:
-                    return yaml.safe_load(text)
+                    return read_yaml_text(text)
                 except yaml.YAMLError:
-                    raise ValueError(f"{text!r} is not a list; expected e.g. 3,6,9 or [3, 6, 9]") from None
+                    raise ValueError(f"{quoted(text)} is not a list; expected e.g. 3,6,9 or [3, 6, 9]") from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -236,8 +336,8 @@ class Config(BaseModel):
         # distillation_decoder means nothing outside the distillation model; a non-default value is a mistake.
         if self.distillation_decoder != "template" and self.model_name != "distillation":
             raise ConfigError(
-                f"config key 'distillation_decoder' is {self.distillation_decoder!r} but model_name is "
-                f"{self.model_name!r}: it only applies to model_name 'distillation'"
+                f"config key 'distillation_decoder' is {quoted(self.distillation_decoder)} but model_name is "
+                f"{quoted(self.model_name)}: it only applies to model_name 'distillation'"
             )
         return self
 
@@ -292,12 +392,12 @@ def did_you_mean(word: str, choices: Any) -> str:
 
 def unknown_key_message(key: str, source: str = "") -> str:
     where = f" in {source}" if source else ""
-    return f"unknown config key {key!r}{where}{did_you_mean(key, FIELD_NAMES)}"
+    return f"unknown config key {quoted(key)}{where}{did_you_mean(key[:QUOTE_LIMIT], FIELD_NAMES)}"
 
 
 def value_problem(key: str, value: Any, error: dict) -> str:
     """One pydantic error of config key ``key`` (``error["loc"]`` starting at the key) as a sentence."""
-    return f"config key {key!r} got {value!r}: expected {_describe_expected(key, error)}"
+    return f"config key {key!r} got {quoted(value)}: expected {_describe_expected(key, error)}"
 
 
 def format_config_value(value: Any, separator: str = ",", float_format: str = "") -> str:
@@ -341,17 +441,17 @@ def load_yaml(path: str | Path, extra_keys: tuple[str, ...] = ()) -> dict[str, A
     ``extra_keys`` are sections the caller handles itself (a profile's ``slurm:``)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml_file(path)
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, or a text that is not UTF-8
-        raise ConfigError(f"config file {str(path)!r} cannot be read as a YAML text file: {exc}") from None
+        raise ConfigError(f"config file {quoted(str(path))} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {quoted(str(path))} is not valid YAML: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, a text that is not UTF-8, too large
+        raise ConfigError(f"config file {quoted(str(path))} cannot be read as a YAML text file: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"config file {quoted(str(path))} must hold a mapping of keys, got {type(data).__name__}")
     for key in data:
         if key not in Config.model_fields and key not in extra_keys:
             raise ConfigError(unknown_key_message(str(key), str(path)))
@@ -365,7 +465,7 @@ def parse_cli_overrides(argv: list[str]) -> dict[str, Any]:
     while i < len(argv):
         token = argv[i]
         if not token.startswith("--") or token == "--":
-            raise ConfigError(f"unexpected argument {token!r}: expected --key value or --key=value")
+            raise ConfigError(f"unexpected argument {quoted(token)}: expected --key value or --key=value")
         body = token[2:]
         if "=" in body:
             key, value = body.split("=", 1)
@@ -379,7 +479,7 @@ def parse_cli_overrides(argv: list[str]) -> dict[str, Any]:
                     value = "true"
                     i += 1
                 else:
-                    raise ConfigError(f"config key {key!r} has no value: expected --{key} VALUE")
+                    raise ConfigError(f"config key {quoted(key)} has no value: expected --{key[:QUOTE_LIMIT]} VALUE")
             else:
                 value = nxt
                 i += 2

@@ -1,0 +1,191 @@
+"""Hostile inputs: names that would become paths outside the project's folders, YAML built to expand without
+bound, numbers that size memory, threads or files, a device the machine lacks, a read-only dataset cache and
+a stop signal during a dataset build. Each is refused (or made safe) with a message naming the file, key or
+value and what was expected, before anything is written; no command shows a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtl.ablate.entry import EntryError, load_entries, load_entry
+from mtl.ablate.planner import make_plan
+from mtl.config import ConfigError, load_yaml, make_config
+from support import REPO, tiny_ablations, train_command, write_tiny_entry
+
+ABLATE = [sys.executable, "-m", "mtl.suite"]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")}
+
+
+def run_command(argv: list[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def assert_refused(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 2, no traceback, a message on stderr that holds every one of ``words``."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    for word in words:
+        assert word in result.stderr, (word, result.stderr[-2000:])
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A folder three levels down a private tree, with an ablations folder holding the ``tiny`` profile:
+    ``../../..`` from it is still inside ``tmp_path``, where the test can see anything written."""
+    folder = tmp_path / "a" / "b" / "c"
+    tiny_ablations(folder / "ablations")
+    return folder
+
+
+def ablate_in(project: Path, *argv: str) -> subprocess.CompletedProcess:
+    return run_command([*ABLATE, *argv, "--ablations-dir", "ablations", "--runs-dir", "runs"], cwd=project)
+
+
+# ----------------------------------------------------------------------------------- names that become paths
+@pytest.mark.parametrize("name", ["../../../escape", "a/b", "..", ".hidden", "x\x01y"])
+def test_an_adhoc_name_that_is_no_single_safe_name_is_refused_and_nothing_is_written(project, tmp_path, name):
+    before = files_under(tmp_path)
+    result = ablate_in(project, "run", "--grid", "optimizer_lr=0.01", "--base", "tiny", "--name", name, "--dry-run")
+    assert_refused(result, "--name")
+    assert files_under(tmp_path) == before
+
+
+def test_save_with_a_name_that_climbs_out_is_refused(project, tmp_path):
+    before = files_under(tmp_path)
+    result = ablate_in(project, "run", "--grid", "optimizer_lr=0.01", "--base", "tiny", "--name",
+                       "../../../../outside-abl", "--save", "--dry-run")
+    assert_refused(result, "--name")
+    assert files_under(tmp_path) == before
+
+
+def test_a_dry_run_writes_nothing(project, tmp_path):
+    before = files_under(tmp_path)
+    result = ablate_in(project, "run", "--grid", "optimizer_lr=0.01,0.1", "--base", "tiny", "--name", "lr", "--save",
+                       "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "adhoc.lr" in result.stdout
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("profile", ["../../escape", "../profiles/tiny", ".hidden"])
+def test_a_profile_name_that_is_a_path_is_refused(project, profile):
+    write_tiny_entry(project / "ablations", "problem1.pair", grid={"optimizer_lr": [0.01, 0.1]})
+    (project / "escape.yaml").write_text("num_epochs: 1\n")  # what ablations/profiles/../../escape reaches
+    (project / "ablations" / "profiles" / ".hidden.yaml").write_text("num_epochs: 1\n")
+    result = ablate_in(project, "show", "problem1.pair", "--profile", profile)
+    assert_refused(result, "profile", repr(profile))
+
+
+def test_an_adhoc_id_that_is_a_path_is_not_read_from_outside_the_runs_folder(project):
+    outside = project / "escape" / "entry.yaml"  # runs/adhoc.../../../escape/entry.yaml
+    outside.parent.mkdir()
+    (project / "runs" / "adhoc...").mkdir(parents=True)  # left by an earlier escape
+    outside.write_text("question: q\nitem: '0'\nbase: tiny\ngrid: {optimizer_lr: [0.01]}\n")
+    result = ablate_in(project, "show", "adhoc.../../../escape")
+    assert_refused(result, "unknown entry")
+
+
+PATH_VALUES = ["../../../../escaped/w.pth", "b.pth", "/abs/w.pth", "a%2Fb", "a/b", "x\x00y", "..", "."]
+
+
+def test_grid_values_like_paths_become_single_safe_names_that_stay_distinct(project):
+    ablations = project / "ablations"
+    write_tiny_entry(ablations, "problem1.weights", grid={"pretrained_weights_path": PATH_VALUES})
+    runs = project / "runs"
+    plan = make_plan(load_entries(ablations)["problem1.weights"], "tiny", runs)
+    names = [run.name for run in plan.runs]
+    assert len(set(names)) == len(PATH_VALUES), names
+    for run in plan.runs:
+        assert run.run_dir.parent == runs.absolute() / "problem1.weights", run.run_dir
+        assert "/" not in run.name and "\x00" not in run.name and not run.name.startswith("."), run.name
+    assert plan.runs[0].variant == "pretrained_weights_path=..%2F..%2F..%2F..%2Fescaped%2Fw.pth"
+    assert plan.runs[1].variant == "pretrained_weights_path=b.pth"  # a plain value keeps its name
+
+
+# ----------------------------------------------------------------------------------- YAML built to expand
+def laughs(levels: int = 9, width: int = 9) -> str:
+    """A YAML "billion laughs" as one list: each anchor a list of ``width`` aliases of the one before (about
+    1 KB for 9 levels; expanded, 9**9 strings)."""
+    items = ["&l0 [" + ", ".join(["lol"] * width) + "]"]
+    items += [f"&l{level} [{', '.join([f'*l{level - 1}'] * width)}]" for level in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+# Flow mappings of config keys: a whole config file or profile, or an entry's overrides.
+BOMBS = {
+    "laughs": "{aspp_rates: " + laughs() + "}",
+    "alias": "{aspp_rates: &b [1, 2, 3], wandb_tags: *b}",
+    "deep": "{aspp_rates: " + "[" * 5000 + "]" * 5000 + "}",
+    "huge int": "{seed: " + "9" * 5000 + "}",
+    "bad date": "{seed: 2001-13-45}",
+}
+
+
+@pytest.mark.parametrize("kind", BOMBS)
+def test_a_config_file_built_to_expand_is_refused_naming_the_file(tmp_path, kind):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMBS[kind] + "\n")
+    result = run_command(train_command(f"--config={path}", f"--log_dir={tmp_path / 'run'}"), cwd=tmp_path, timeout=30)
+    assert_refused(result, str(path))
+    assert len(result.stderr) < 2000, result.stderr[:3000]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", BOMBS)
+def test_an_entry_or_profile_built_to_expand_is_refused_naming_the_file(project, kind):
+    ablations = project / "ablations"
+    entry = ablations / "problem1.bomb.yaml"
+    entry.write_text(f"question: q\nitem: '1.1'\nbase: tiny\noverrides: {BOMBS[kind]}\n")
+    result = run_command([*ABLATE, "list", "--ablations-dir", "ablations", "--runs-dir", "runs"], cwd=project,
+                         timeout=30)
+    assert_refused(result, "problem1.bomb.yaml")
+    assert len(result.stderr) < 2000, result.stderr[:3000]
+    entry.unlink()
+    (ablations / "profiles" / "tiny.yaml").write_text(BOMBS[kind] + "\n")
+    write_tiny_entry(ablations, "problem1.pair", grid={"optimizer_lr": [0.01, 0.1]})
+    result = ablate_in(project, "show", "problem1.pair")
+    assert_refused(result, "tiny.yaml")
+    assert len(result.stderr) < 2000, result.stderr[:3000]
+
+
+def test_an_alias_in_an_entry_is_refused_where_it_is_read(tmp_path):
+    """The whole expanded value used to be quoted in the error (gigabytes)."""
+    path = tmp_path / "problem1.laughs.yaml"
+    path.write_text(f"question: q\nitem: '1.1'\nbase: tiny\noverrides: {BOMBS['laughs']}\n")
+    with pytest.raises(EntryError, match="alias") as error:
+        load_entry(path)
+    assert str(path) in str(error.value) and "line 4" in str(error.value) and len(str(error.value)) < 1000
+
+
+def test_a_huge_value_is_quoted_cut_short(tmp_path):
+    path = tmp_path / "problem1.long.yaml"
+    values = ", ".join(["x" * 1000] * 200)
+    path.write_text(f"question: q\nitem: '1.1'\nbase: tiny\noverrides:\n  aspp_rates: [{values}]\n")
+    with pytest.raises(EntryError, match="aspp_rates") as error:
+        load_entry(path)
+    assert len(str(error.value)) < 1000, len(str(error.value))
+    with pytest.raises(ConfigError, match="seed") as error:
+        make_config({"seed": "y" * 100_000})
+    assert len(str(error.value)) < 1000
+
+
+def test_an_oversized_yaml_file_is_refused_unread(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * 200_000 + "seed: 1\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_yaml(path)
+
+
+@pytest.mark.parametrize("value", ["[*a]", "[&a 1, *a, 2]", "[" * 100 + "]" * 100])
+def test_a_list_value_on_the_command_line_is_read_without_aliases(value):
+    with pytest.raises(ConfigError, match="aspp_rates"):
+        make_config({"aspp_rates": value})
