@@ -189,3 +189,95 @@ def test_an_oversized_yaml_file_is_refused_unread(tmp_path):
 def test_a_list_value_on_the_command_line_is_read_without_aliases(value):
     with pytest.raises(ConfigError, match="aspp_rates"):
         make_config({"aspp_rates": value})
+
+
+# ----------------------------------------------------------------------------------- numbers that size things
+# Values that were accepted and then started 10,000 threads, crashed libgomp, grew past 12 GB or failed the run
+# after its directory existed. Each is refused by the schema, naming the key and the bound.
+ABSURD = {
+    "num_threads": 5000,
+    "workers": 100_000,
+    "workers_validation": 100_000,
+    "seed": 2**64,
+    "synthetic_seed": 2**64,
+    "synthetic_num_train": 10**9,
+    "synthetic_height": 1_000_000,
+    "synthetic_width": 1_000_000,
+    "batch_size": 10**9,
+    "batch_size_validation": 10**9,
+    "aug_input_crop_size": 1_000_000,
+    "num_epochs": 10**12,
+    "optimizer_lr": 1e300,
+    "optimizer_weight_decay": 1e308,
+    "lr_scheduler_power": 1e300,
+    "aug_geom_scale_max": 1e300,
+    "aug_geom_scale_min": 1e-300,
+    "loss_weight_semseg": 1e300,
+    "loss_weight_initial": 1e300,
+    "aspp_channels": 10**6,
+    "decoder_skip_channels": 10**6,
+    "aspp_rates": (1, 1, 10**6),
+    "visualize_num_images": 10**9,
+    "wandb_init_timeout_s": 1e300,
+    "wandb_finish_timeout_s": 1e300,
+}
+
+
+@pytest.mark.parametrize("key", ABSURD)
+def test_an_absurd_number_is_refused_naming_the_key_and_the_bound(key):
+    with pytest.raises(ConfigError, match=key) as error:
+        make_config({key: ABSURD[key]})
+    assert "at most" in str(error.value) or "at least" in str(error.value), str(error.value)
+    assert len(str(error.value)) < 1000
+
+
+@pytest.mark.parametrize("key", ["num_threads", "workers"])
+def test_a_thread_bound_says_what_the_machine_has(key):
+    with pytest.raises(ConfigError, match=f"{os.cpu_count()} CPU cores"):
+        make_config({key: 100_000})
+
+
+@pytest.mark.parametrize("key", ["batch_size", "batch_size_validation", "synthetic_height", "aug_input_crop_size"])
+def test_a_memory_bound_states_the_estimate_and_the_memory_the_machine_has(key):
+    with pytest.raises(ConfigError) as error:
+        make_config({key: ABSURD[key]})
+    assert "memory" in str(error.value) and "this machine has" in str(error.value), str(error.value)
+
+
+def test_a_big_but_sane_configuration_is_accepted():
+    """Generous: a GPU-sized batch and crop, and the most threads the machine can use, pass."""
+    cfg = make_config({"batch_size": 16, "aug_input_crop_size": 512, "batch_size_validation": 16,
+                       "synthetic_height": 1024, "synthetic_width": 2048, "num_threads": os.cpu_count(),
+                       "workers": 16, "seed": 2**32 - 1, "optimizer_lr": 1e6})
+    assert cfg.seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("argument", ["--num_threads=100000", "--seed=18446744073709551616",
+                                      "--synthetic_height=1000000", "--batch_size_validation=1000000000",
+                                      "--aug_input_crop_size=1000000", "--optimizer_weight_decay=1e308"])
+def test_mtl_train_refuses_an_absurd_number_before_creating_anything(tmp_path, argument):
+    # A dataset folder that is a file: were the value accepted, the run would fail at once, not train or build.
+    (tmp_path / "not-a-folder").write_text("")
+    log_dir = tmp_path / "run"
+    result = run_command(train_command(argument, "--dataset=synthetic", f"--dataset_root={tmp_path / 'not-a-folder'}",
+                                       f"--log_dir={log_dir}", "--wandb_mode=disabled"), cwd=tmp_path)
+    assert_refused(result, argument.split("=")[0][2:])
+    assert not log_dir.exists()
+
+
+def test_an_entry_with_an_absurd_number_is_refused_before_a_run_exists(project):
+    write_tiny_entry(project / "ablations", "problem1.threads", grid={"num_threads": [1, 5000]})
+    result = ablate_in(project, "show", "problem1.threads")
+    assert_refused(result, "problem1.threads.yaml", "num_threads")
+    (project / "ablations" / "problem1.threads.yaml").unlink()
+    write_tiny_entry(project / "ablations", "problem1.batch", grid={"batch_size_validation": [4, 10**9]})
+    result = ablate_in(project, "run", "problem1.batch", "--dry-run")
+    assert_refused(result, "problem1.batch.yaml", "batch_size_validation")
+    assert not (project / "runs" / "problem1.batch").exists()
+
+
+def test_an_entry_seed_past_32_bits_is_refused_when_the_entry_is_read(tmp_path):
+    path = write_tiny_entry(tmp_path, "problem1.seeds", seeds=[0, 2**64])
+    with pytest.raises(EntryError, match="seeds") as error:
+        load_entry(path)
+    assert str(2**32 - 1) in str(error.value)

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from mtl.config import Config, format_config_value, quoted, unknown_key_message
+from mtl.config import MAX_SEED, Config, format_config_value, quoted, unknown_key_message
 from mtl.partial_config import ConfigOverrides, config_value_type, partial_config_model
 
 # Entry ids and profile and variant names become file and folder names: each pattern admits one path
@@ -195,8 +195,8 @@ class EntryFile(_Strict):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if any(s < 0 for s in seeds):
-            raise ValueError("seeds must be >= 0")
+        if any(not 0 <= s <= MAX_SEED for s in seeds):
+            raise ValueError(f"seeds must be in 0..{MAX_SEED}")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
