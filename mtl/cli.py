@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
+    problem = _device_problem(cfg.device)
+    if problem:  # refused like a bad value: before the run directory or anything else exists
+        print(f"mtl-train: {problem}", file=sys.stderr)
+        return ExitCode.REFUSED
 
     if stop.received:
         print(f"mtl-train: stopped by {stop.describe()} before the run started; "
@@ -42,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         return _train_and_report(cfg, stop)
     finally:
         end_loader_workers()
+
+
+def _device_problem(device: str) -> str | None:
+    """Why this machine cannot run on ``device`` (mtl.runtime.device_problem), or None; torch is loaded only
+    for a CUDA device."""
+    if device in ("auto", "cpu"):
+        return None
+    from mtl.runtime import device_problem
+
+    return device_problem(device)
 
 
 def end_loader_workers() -> None:

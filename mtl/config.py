@@ -268,7 +268,7 @@ class Config(BaseModel):
     # --- experiment identity and reproducibility
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for weights init, data order and augmentation.")
     deterministic: bool = Field(True, description="Use deterministic algorithms (bitwise repeatable on CPU).")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,4})?)$", description="auto, cpu, cuda or cuda:N.")
     num_threads: int = Field(0, ge=0, description=f"CPU threads for this run (0 = torch default); {THREADS_RULE}.")
 
     # --- data
@@ -507,6 +507,8 @@ def _describe_expected(key: str, error: dict) -> str:
         return "one of " + error["ctx"]["expected"]
     if error.get("type") == "value_error":
         return str(error.get("ctx", {}).get("error", error["msg"]))
+    if error.get("type") == "string_pattern_mismatch" and field is not None:
+        return f"{field.description} (a text matching {error['ctx']['pattern']})"
     if error.get("type") in _BOUND_WORDS:
         limit, words = _BOUND_WORDS[error["type"]]
         bound = f"{words} {error['ctx'][limit]}"

@@ -281,3 +281,29 @@ def test_an_entry_seed_past_32_bits_is_refused_when_the_entry_is_read(tmp_path):
     with pytest.raises(EntryError, match="seeds") as error:
         load_entry(path)
     assert str(2**32 - 1) in str(error.value)
+
+
+# ----------------------------------------------------------------------------------- a device the machine lacks
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:99", "cuda:0"])
+def test_a_cuda_device_the_machine_lacks_is_refused_before_anything_is_written(tmp_path, device):
+    index = int(device.partition(":")[2] or 0)
+    if index < _cuda_devices():
+        pytest.skip(f"this machine has {device}")
+    log_dir = tmp_path / "run"
+    result = run_command(train_command(f"--device={device}", f"--log_dir={log_dir}", "--wandb_mode=disabled"),
+                         cwd=tmp_path)
+    assert_refused(result, "device", repr(device))
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not log_dir.exists()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda:-1", "CPU ", "cuda:0:1"])
+def test_a_device_that_is_no_device_name_is_a_config_error(device):
+    with pytest.raises(ConfigError, match="device"):
+        make_config({"device": device})
