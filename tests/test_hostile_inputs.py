@@ -6,6 +6,7 @@ value and what was expected, before anything is written; no command shows a trac
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import make_plan
 from mtl.config import ConfigError, load_yaml, make_config
-from support import REPO, tiny_ablations, train_command, write_tiny_entry
+from support import REPO, tiny_ablations, tiny_args, train_command, write_tiny_entry
 
 ABLATE = [sys.executable, "-m", "mtl.suite"]
 
@@ -307,3 +308,78 @@ def test_a_cuda_device_the_machine_lacks_is_refused_before_anything_is_written(t
 def test_a_device_that_is_no_device_name_is_a_config_error(device):
     with pytest.raises(ConfigError, match="device"):
         make_config({"device": device})
+
+
+# ----------------------------------------------------------------------------------- a read-only dataset cache
+CACHE_TINY = {"synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_height": 64,
+              "synthetic_width": 64}
+
+
+def make_read_only(cache: Path) -> None:
+    """``chmod -R a-w`` the cache. Root writes through permissions, so for root the places the cache's users
+    write are also made impossible to create: a folder where each build lock file goes (no file can be
+    opened there) and a file where the integrity cache's folder goes."""
+    if os.geteuid() == 0:
+        for lock in cache.glob(".*.build-lock"):
+            lock.unlink()
+        for dataset in cache.glob("synthetic-*"):
+            (cache / f".{dataset.name}.build-lock").mkdir()
+        if (cache / "integrity").is_dir():
+            shutil.rmtree(cache / "integrity")
+        (cache / "integrity").write_text("")
+    for path in [cache, *cache.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+
+
+def make_writable(cache: Path) -> None:
+    for path in [cache, *cache.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+@pytest.fixture
+def read_only_cache(tmp_path, monkeypatch):
+    """A cache holding a complete tiny synthetic dataset, then made read-only; writable again afterwards so
+    that pytest can delete it."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MTL_CACHE_DIR", str(cache))
+    from mtl.data import build_datasets
+    from mtl.data.integrity import check_data_before_training
+
+    cfg = make_config(CACHE_TINY)
+    shutil.rmtree(cache / "integrity", ignore_errors=True)  # so that its users have to write it again
+    root = build_datasets(cfg)["train"].root
+    make_read_only(cache)
+    yield cfg, root, check_data_before_training
+    make_writable(cache)
+
+
+def test_a_complete_read_only_cache_serves_its_dataset(read_only_cache):
+    from mtl.data import build_datasets
+
+    cfg, root, check_data_before_training = read_only_cache
+    datasets = build_datasets(cfg)  # took the build lock, which cannot be created here
+    assert datasets["train"].root == root and len(datasets["train"]) == 4
+    check_data_before_training(datasets)  # its integrity cache cannot be written either
+
+
+@pytest.mark.slow
+def test_training_and_grading_on_a_read_only_cache(tmp_path):
+    """A shared cluster cache is mounted read-only: a run trains on the dataset it holds and `grade` scores
+    against it, though neither can take the build lock nor write the integrity cache."""
+    cache = tmp_path / "cache"
+    env = {"MTL_CACHE_DIR": str(cache)}
+    tiny = tiny_args(**CACHE_TINY, num_epochs=1)
+    first = run_command(train_command(*tiny, f"--log_dir={tmp_path / 'first'}"), cwd=tmp_path, timeout=300, **env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.rmtree(cache / "integrity")  # so that the next run has to check and to try to write it
+    make_read_only(cache)
+    try:
+        second = run_command(train_command(*tiny, "--seed=1", f"--log_dir={tmp_path / 'second'}"), cwd=tmp_path,
+                             timeout=300, **env)
+        assert second.returncode == 0, second.stderr[-3000:]
+        graded = run_command([*ABLATE, "grade", str(tmp_path / "first" / "submission.zip"), "--json"], cwd=tmp_path,
+                             **env)
+        assert graded.returncode == 0, graded.stderr[-3000:]
+        assert '"grader"' in graded.stdout
+    finally:
+        make_writable(cache)

@@ -104,6 +104,10 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
     it that is renamed into place, under a file lock, so a killed build never leaves half a dataset and two
     processes building at once do the work once."""
     root = Path(root).expanduser().absolute()
+    # A complete dataset is used as it is, without the lock: its manifest is written last and the folder
+    # renamed into place whole, and a shared cache may be read-only, where no lock file can be created.
+    if _is_complete(root, params):
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root.parent / f".{root.name}.build-lock")):
         if _is_complete(root, params):
