@@ -70,11 +70,21 @@ def end_loader_workers() -> None:
 
 
 def _train_and_report(cfg, stop: StopSignals) -> int:
+    from mtl.data.synthetic import BuildStopped
     from mtl.engine import train
     from mtl.models.encoder import PretrainedWeightsUnavailable
 
     try:
         status = train(cfg, stop)
+    except BuildStopped as exc:
+        # Stopped before training began: nothing to checkpoint, and the run starts afresh next time.
+        message = f"{exc}; nothing was trained"
+        try:
+            RunDirectory(cfg.log_dir).write_status(state=State.INTERRUPTED, error=message)
+        except OSError as status_error:
+            print(f"mtl-train: could not record the stop in the run status: {status_error}", file=sys.stderr)
+        print(f"mtl-train: {message}", file=sys.stderr)
+        return ExitCode.STOPPED
     except RunLocked as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.LOCKED

@@ -5,10 +5,13 @@ value and what was expected, before anything is written; no command shows a trac
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -383,3 +386,97 @@ def test_training_and_grading_on_a_read_only_cache(tmp_path):
         assert '"grader"' in graded.stdout
     finally:
         make_writable(cache)
+
+
+# ----------------------------------------------------------------------------------- a stop during a dataset build
+# 3,000 images take minutes to draw: long enough that a stop taking effect at the end of the build is plain.
+LONG_BUILD = {"synthetic_num_train": 3000, "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_height": 64,
+              "synthetic_width": 64}
+
+
+def wait_for_build(cache: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the build's temporary folder holds a first image (the build is under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(cache.glob(".*.tmp-*/train/rgb/0.jpg")):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"ended before the build started: {process.communicate()}")
+        time.sleep(0.05)
+    pytest.fail("the build never started")
+
+
+def stop_and_wait(process: subprocess.Popen, signum: int, within: float) -> tuple[float, str]:
+    """Send ``signum``; (seconds until the process ended, its stderr). Killed if it takes longer than
+    ``within`` seconds, failing the test."""
+    sent = time.monotonic()
+    process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"still running {within} s after {signal.Signals(signum).name}")
+    return time.monotonic() - sent, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_a_training_in_its_dataset_build_at_once_leaving_nothing_half_built(tmp_path, signum):
+    cache, log_dir = tmp_path / "cache", tmp_path / "run"
+    argv = train_command(*tiny_args(**LONG_BUILD), f"--log_dir={log_dir}")
+    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "MTL_CACHE_DIR": str(cache)})
+    wait_for_build(cache, process)
+    _, err = stop_and_wait(process, signum, within=15)
+    assert process.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "building the synthetic dataset" in err, err[-3000:]
+    assert not list(cache.glob(".synthetic-*.tmp-*")) and not list(cache.glob("synthetic-*"))
+    status = json.loads((log_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and signal.Signals(signum).name in status["error"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_dataset_command_at_once_leaving_nothing_half_built(tmp_path, signum):
+    root = tmp_path / "data"
+    argv = [sys.executable, "-m", "mtl.data.synthetic", "--root", str(root), "--num_train", "3000", "--num_val", "2",
+            "--num_test", "2", "--height", "64", "--width", "64"]
+    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    wait_for_build(tmp_path, process)
+    _, err = stop_and_wait(process, signum, within=15)
+    assert process.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".build-lock")] == []
+
+
+def test_a_later_build_removes_what_killed_builds_left_and_spares_a_build_under_way(tmp_path):
+    from filelock import FileLock
+
+    from mtl.data.synthetic import SyntheticParams, build_synthetic
+
+    killed = tmp_path / ".synthetic-0000000000.tmp-abc123"  # a build of another dataset, killed by SIGKILL
+    (killed / "train" / "rgb").mkdir(parents=True)
+    (tmp_path / ".synthetic-0000000000.build-lock").write_text("")
+    running = tmp_path / ".synthetic-1111111111.tmp-def456"  # one under way: its builder holds the lock
+    running.mkdir()
+    with FileLock(str(tmp_path / ".synthetic-1111111111.build-lock")):
+        build_synthetic(tmp_path / "synthetic-2222222222", SyntheticParams(2, 1, 1, 64, 64, 0))
+    assert not killed.exists() and running.is_dir()
+
+
+def test_a_stop_received_before_the_build_stops_it_before_it_starts(tmp_path):
+    from mtl.data.synthetic import BuildStopped, SyntheticParams, build_synthetic
+    from mtl.stopping import StopSignals
+
+    stop = StopSignals()
+    saved = {signum: signal.getsignal(signum) for signum in stop.signals}
+    stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # remembered by mtl-train's handlers, as during its set-up
+        assert stop.last == signal.SIGTERM
+        with pytest.raises(BuildStopped, match="SIGTERM"):
+            build_synthetic(tmp_path / "synthetic-3333333333", SyntheticParams(2, 1, 1, 64, 64, 0))
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".build-lock")] == []
