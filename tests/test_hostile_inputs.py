@@ -80,13 +80,13 @@ def test_a_dry_run_writes_nothing(project, tmp_path):
     assert files_under(tmp_path) == before
 
 
-@pytest.mark.parametrize("profile", ["../../escape", "../profiles/tiny", ".hidden"])
+@pytest.mark.parametrize("profile", ["../../escape", "../profiles/tiny", ".hidden", "a" * 300])
 def test_a_profile_name_that_is_a_path_is_refused(project, profile):
     write_tiny_entry(project / "ablations", "problem1.pair", grid={"optimizer_lr": [0.01, 0.1]})
     (project / "escape.yaml").write_text("num_epochs: 1\n")  # what ablations/profiles/../../escape reaches
     (project / "ablations" / "profiles" / ".hidden.yaml").write_text("num_epochs: 1\n")
     result = ablate_in(project, "show", "problem1.pair", "--profile", profile)
-    assert_refused(result, "profile", repr(profile))
+    assert_refused(result, "profile", repr(profile)[:40])
 
 
 def test_an_adhoc_id_that_is_a_path_is_not_read_from_outside_the_runs_folder(project):

@@ -27,6 +27,7 @@ from mtl.partial_config import ConfigOverrides
 from .entry_format import (
     ENTRY_ID_RULE,
     FIGURE_KINDS,
+    MAX_ENTRY_ID_LENGTH,
     PROFILE_NAME_PATTERN,
     Entry,
     EntryError,
@@ -291,10 +292,12 @@ def available_profiles(ablations_dir: str | Path) -> list[str]:
 
 
 def profile_path(ablations_dir: str | Path, name: str, file: str | Path | None = None, key: str = "profile") -> Path:
-    if not re.match(PROFILE_NAME_PATTERN, name):  # a name like ../x would reach a file outside the folder
-        raise EntryError(file or profiles_dir(ablations_dir), key,
-                         f"profile name {quoted(name)} is not a name: expected letters, digits, '_' and '-' "
-                         f"(the file <name>.yaml in {profiles_dir(ablations_dir)})")
+    # A name like ../x would reach a file outside the folder; a very long one is no file name at all.
+    if not re.match(PROFILE_NAME_PATTERN, name) or len(name) > MAX_ENTRY_ID_LENGTH:
+        folder = profiles_dir(ablations_dir)
+        raise EntryError(file or folder, key,
+                         f"profile name {quoted(name)} is not a name: expected letters, digits, '_' and '-', at "
+                         f"most {MAX_ENTRY_ID_LENGTH} characters (the file <name>.yaml in {folder})")
     path = profiles_dir(ablations_dir) / f"{name}.yaml"
     if not path.exists():
         known = available_profiles(ablations_dir)
