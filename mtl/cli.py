@@ -77,10 +77,10 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
     try:
         status = train(cfg, stop)
     except BuildStopped as exc:
-        # Stopped before training began: nothing to checkpoint, and the run starts afresh next time.
+        # Stopped before this attempt trained anything: nothing to checkpoint; the next start builds the dataset.
         message = f"{exc}; nothing was trained"
         try:
-            RunDirectory(cfg.log_dir).write_status(state=State.INTERRUPTED, error=message)
+            _record_build_stop(RunDirectory(cfg.log_dir), message)
         except OSError as status_error:
             print(f"mtl-train: could not record the stop in the run status: {status_error}", file=sys.stderr)
         print(f"mtl-train: {message}", file=sys.stderr)
@@ -119,6 +119,13 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
         return ExitCode.FINISHED
     print(f"mtl-train: {state}: {status.get('error')}", file=sys.stderr)
     return {State.DIVERGED: ExitCode.DIVERGED, State.INTERRUPTED: ExitCode.STOPPED}.get(state, ExitCode.FAILED)
+
+
+def _record_build_stop(run: RunDirectory, message: str) -> None:
+    """Record a run stopped during its dataset build as interrupted; a finished run that was rebuilding lost
+    files (a submission) stays finished, as its records say."""
+    if run.read_status().get("state") != State.FINISHED:
+        run.write_status(state=State.INTERRUPTED, error=message)
 
 
 def error_message(exc: BaseException) -> str:
