@@ -25,7 +25,7 @@ ABLATE = [sys.executable, "-m", "mtl.suite"]
 
 
 def files_under(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*")}
+    return set(folder.rglob("*"))
 
 
 def run_command(argv: list[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
