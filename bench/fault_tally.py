@@ -4,13 +4,14 @@
     MTL_FAULT_TRIALS=50 python bench/fault_tally.py  # more kills of each signal
     MTL_FAULT_SEED=7 ...                            # other kill moments (default: a random seed, printed)
     MTL_FAULT_ONLY=input,secrets ...                # some areas only (preemption, storage, data, input,
-                                                    # divergence, secrets, signals, records, archives)
+                                                    # divergence, secrets, signals, records, archives,
+                                                    # hostile)
 
 Uses the fault helpers of the tests (tests/faults/): training processes forked from a server that
 imported torch once, a check of every run file after every kill, bit-for-bit comparison with an
 uninterrupted reference run, full-disk writes, damaged datasets, fuzzed configs and entries, a real
-divergence, and a byte scan of a W&B-offline run and its export for fake credentials. Exit status 1
-when anything was lost.
+divergence, a byte scan of a W&B-offline run and its export for fake credentials, and hostile inputs
+(YAML bombs, absurd numbers, names that would become paths). Exit status 1 when anything was lost.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 import warnings
 import zipfile
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,6 +330,138 @@ def hostile_archives(tally: Tally, base: Path) -> None:
                           f"declarations naming the member {refused}/{len(cases)}", problems)
 
 
+def _refused(read, expected: type, needles: list[str], limit_s: float = 5.0) -> str:
+    """"" when ``read()`` raises ``expected`` within ``limit_s`` seconds with a message under 2,000 characters
+    that holds every one of ``needles``; else what went wrong."""
+    started = time.monotonic()
+    try:
+        read()
+    except expected as exc:
+        message, elapsed = str(exc), time.monotonic() - started
+        missing = [n for n in needles if n not in message]
+        if missing or len(message) >= 2000 or elapsed > limit_s:
+            return f"{len(message)} characters in {elapsed:.1f} s, missing {missing}: {message[:300]!r}"
+        return ""
+    except Exception as exc:  # noqa: BLE001 - what the tally counts
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return "accepted"
+
+
+def _yaml_bombs(base: Path, hostile) -> tuple[str, int, list[str]]:
+    """Each YAML bomb as a config file (mtl-train --config), an entry's overrides and a profile."""
+    from mtl.ablate.entry import EntryError, load_entries, load_profile
+    from mtl.config import ConfigError, config_from_cli
+
+    problems, cases = [], 0
+    for index, (kind, text) in enumerate(hostile.BOMBS.items()):
+        folder = base / "bombs" / str(index) / "ablations"
+        (folder / "profiles").mkdir(parents=True)
+        config, entry = folder.parent / "config.yaml", folder / "problem1.bomb.yaml"
+        config.write_text(text + "\n")
+        (folder / "profiles" / "bomb.yaml").write_text(text + "\n")
+        entry.write_text(f"question: q\nitem: '1.1'\nbase: bomb\noverrides: {text}\n")
+        readers = [("config file", partial(config_from_cli, [f"--config={config}"]), ConfigError, str(config)),
+                   ("entry", partial(load_entries, folder), EntryError, str(entry)),
+                   ("profile", partial(load_profile, folder, "bomb"), EntryError, "bomb.yaml")]
+        for reader, read, expected, name in readers:
+            cases += 1
+            problem = _refused(read, expected, [name])
+            problems += [f"{kind} bomb as a {reader}: {problem}"] if problem else []
+    return (f"YAML bombs ({len(hostile.BOMBS)} kinds as a config file, an entry and a profile) refused in under 5 s "
+            "naming the file", cases, problems)
+
+
+def _absurd_numbers(hostile) -> tuple[str, int, list[str]]:
+    """Each absurd value through the schema, and as a command-line flag of mtl-train: refused naming the key
+    and stating the bound."""
+    from mtl.config import ConfigError, config_from_cli, format_config_value, make_config
+
+    problems, cases = [], 0
+    for key, value in hostile.ABSURD.items():
+        for form, read in (("value", partial(make_config, {key: value})),
+                           ("flag", partial(config_from_cli, [f"--{key}={format_config_value(value)}"]))):
+            cases += 1
+            problem = _refused(read, ConfigError, [key]) or _states_a_bound(read)
+            problems += [f"{key}={value} as a {form}: {problem}"] if problem else []
+    return (f"absurd numbers ({len(hostile.ABSURD)} keys as values and as flags) refused naming the key and "
+            "the bound", cases, problems)
+
+
+def _states_a_bound(read) -> str:
+    """"" when the error ``read()`` raises states a bound; else what it says."""
+    try:
+        read()
+    except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        message = str(exc)
+        return "" if "at most" in message or "at least" in message else f"no bound stated: {message[:300]!r}"
+    return "accepted"
+
+
+def _path_names(base: Path, hostile) -> tuple[str, int, list[str]]:
+    """Names that would become paths: ad-hoc names and ids, profile names, grid values (hypothesis draws)
+    and a dry run that must write nothing."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mtl.ablate.adhoc import AdhocError, adhoc_id, saved_adhoc_entries
+    from mtl.ablate.entry import EntryError, profile_path
+    from mtl.ablate.entry_format import grid_point_name
+    from mtl.suite import main as ablate_main
+    from support import tiny_ablations
+
+    project = base / "paths" / "a" / "b" / "c"
+    ablations, runs = tiny_ablations(project / "ablations"), project / "runs"
+    names = ["../../../escape", "../../../../outside-abl", "a/b", "..", ".", ".hidden", "/abs", "x\x00y", "x\x01y",
+             "adhoc../x", "a" * 300]
+    problems, cases = [], 0
+    for name in names:
+        cases += 2
+        for what, read, expected in (("--name", partial(adhoc_id, name), AdhocError),
+                                     ("profile", partial(profile_path, ablations, name), EntryError)):
+            problem = _refused(read, expected, [])
+            problems += [f"{what} {name!r}: {problem}"] if problem else []
+    outside = project / "escape" / "entry.yaml"
+    outside.parent.mkdir()
+    outside.write_text("question: q\nitem: '0'\nbase: tiny\n")
+    (runs / "adhoc...").mkdir(parents=True)
+    cases += 1
+    if saved_adhoc_entries(ablations, runs, ["adhoc.../../../escape"]):
+        problems.append("the ad-hoc id adhoc.../../../escape was read from outside the runs folder")
+    before = sorted(base.rglob("*"))
+    cases += 1
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = ablate_main(["run", "--grid", "optimizer_lr=0.01,0.1", "--base", "tiny", "--name", "dry", "--save",
+                            "--dry-run", "--ablations-dir", str(ablations), "--runs-dir", str(runs)])
+    written = sorted(set(base.rglob("*")) - set(before))
+    if code != 0 or written:
+        problems.append(f"a dry run exited {code} and wrote {[str(p) for p in written[:5]]}")
+    drawn = 0
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None)
+    @given(st.lists(st.text(max_size=12), min_size=2, max_size=4, unique=True))
+    def grid_values(values: list[str]) -> None:
+        nonlocal drawn
+        drawn += 1
+        made = [grid_point_name({"pretrained_weights_path": value}) for value in values]
+        unsafe = [n for n in made if "/" in n or "\x00" in n or n in (".", "..") or n.startswith(".")]
+        if unsafe or len(set(made)) != len(made):
+            problems.append(f"grid values {values!r} became {made!r}")
+
+    grid_values()
+    return (f"names that would be paths ({len(names)} names as --name and as a profile, an ad-hoc id read back, "
+            f"a dry run, {drawn} drawn grids of path-like values) refused or made one safe and distinct folder name",
+            cases + drawn, problems)
+
+
+def hostile_inputs(tally: Tally, base: Path) -> None:
+    """Inputs built to hurt (tests/test_hostile_inputs.py): each refused quickly naming what is at fault, or
+    made safe."""
+    import test_hostile_inputs as hostile
+
+    for text, cases, problems in (_yaml_bombs(base, hostile), _absurd_numbers(hostile), _path_names(base, hostile)):
+        tally.add("hostile", f"{cases - len(problems)}/{cases} {text}", problems)
+
+
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mtl-fault-tally-") as tmp:
@@ -335,16 +469,22 @@ def main() -> int:
         os.environ.setdefault("MTL_CACHE_DIR", str(base / "cache"))
         print(f"fault tally: seed {SEED} (MTL_FAULT_SEED), {TRIALS} SIGKILL and {SIGTERM_TRIALS} SIGTERM trials, "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
-        reference, wall_s = reference_run(base)
-        print(f"reference run: {wall_s:.1f} s uninterrupted; kill moments drawn from [0, {wall_s:.1f}] s after each "
-              "start", flush=True)
+        def reference() -> tuple[Path, float]:  # trained on first use: some areas need no run
+            known = rundir_reference.get(base)
+            if known is None:
+                known = rundir_reference[base] = reference_run(base)
+                print(f"reference run: {known[1]:.1f} s uninterrupted; kill moments drawn from [0, {known[1]:.1f}] s "
+                      "after each start", flush=True)
+            return known
+
+        rundir_reference: dict[Path, tuple[Path, float]] = {}
         tally = Tally()
-        areas = {"preemption": lambda: preemption(tally, base, reference, wall_s),
-                 "storage": lambda: storage(tally, base, reference), "data": lambda: bad_data(tally, base),
+        areas = {"preemption": lambda: preemption(tally, base, *reference()),
+                 "storage": lambda: storage(tally, base, reference()[0]), "data": lambda: bad_data(tally, base),
                  "input": lambda: bad_input(tally, base), "divergence": lambda: divergence(tally, base),
                  "secrets": lambda: secrets(tally, base), "signals": lambda: process_group(tally, base),
-                 "records": lambda: records(tally, base, reference),
-                 "archives": lambda: hostile_archives(tally, base)}
+                 "records": lambda: records(tally, base, reference()[0]),
+                 "archives": lambda: hostile_archives(tally, base), "hostile": lambda: hostile_inputs(tally, base)}
         chosen = os.environ.get("MTL_FAULT_ONLY", ",".join(areas)).split(",")
         for name in chosen:
             if name not in areas:

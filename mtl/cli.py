@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
+    problem = _device_problem(cfg.device)
+    if problem:  # refused like a bad value: before the run directory or anything else exists
+        print(f"mtl-train: {problem}", file=sys.stderr)
+        return ExitCode.REFUSED
 
     if stop.received:
         print(f"mtl-train: stopped by {stop.describe()} before the run started; "
@@ -45,6 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         return _train_and_report(cfg, stop)
     finally:
         end_loader_workers()
+
+
+def _device_problem(device: str) -> str | None:
+    """Why this machine cannot run on ``device`` (mtl.train.runtime.device_problem), or None; torch is loaded
+    only for a CUDA device."""
+    if device in ("auto", "cpu"):
+        return None
+    from mtl.train.runtime import device_problem
+
+    return device_problem(device)
 
 
 def end_loader_workers() -> None:
@@ -59,11 +73,21 @@ def end_loader_workers() -> None:
 
 
 def _train_and_report(cfg, stop: StopSignals) -> int:
+    from mtl.data.synthetic import BuildStopped
     from mtl.models.encoder import PretrainedWeightsUnavailable
     from mtl.train.engine import train
 
     try:
         status = train(cfg, stop)
+    except BuildStopped as exc:
+        # Stopped before this attempt trained anything: nothing to checkpoint; the next start builds the dataset.
+        message = f"{exc}; nothing was trained"
+        try:
+            _record_build_stop(RunDirectory(cfg.log_dir), message)
+        except OSError as status_error:
+            print(f"mtl-train: could not record the stop in the run status: {status_error}", file=sys.stderr)
+        print(f"mtl-train: {message}", file=sys.stderr)
+        return ExitCode.STOPPED
     except RunLocked as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.LOCKED
@@ -98,6 +122,14 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
     print(f"mtl-train: {status.state}: {status.error}", file=sys.stderr)
     return {RunState.DIVERGED: ExitCode.DIVERGED, RunState.INTERRUPTED: ExitCode.STOPPED}.get(status.state,
                                                                                             ExitCode.FAILED)
+
+
+def _record_build_stop(run: RunDirectory, message: str) -> None:
+    """Record a run stopped during its dataset build as interrupted; a finished run that was rebuilding lost
+    files (a submission) stays finished, as its records say."""
+    status = StatusWriter(run)
+    if status.status is None or status.status.state is not RunState.FINISHED:
+        status.record(state=RunState.INTERRUPTED, error=message)
 
 
 def error_message(exc: BaseException) -> str:

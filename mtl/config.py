@@ -10,8 +10,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
+import os
+import reprlib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import (
@@ -26,6 +29,105 @@ from pydantic import (
 
 class ConfigError(ValueError):
     """A config key or value that cannot be accepted; the message names the key and what was expected."""
+
+
+# ------------------------------------------------------------------------------------------ quoting values
+# Error texts quote the value at fault; a value can be as large as the file it came from, so the quote is
+# bounded: containers shortened level by level, strings past 80 characters cut in the middle, the whole cut
+# to this length.
+QUOTE_LIMIT = 400
+
+
+class _BoundedRepr(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple, self.maxset = 3, 4, 6, 6, 6
+        self.maxstring = self.maxother = 80
+
+    def repr_str(self, x: str, level: int) -> str:
+        # Cut by characters, not by the length of the repr: a short key full of escapes is quoted whole.
+        if len(x) <= self.maxstring:
+            return repr(x)
+        half = self.maxstring // 2
+        return f"{x[:half]!r}...{x[-half:]!r} ({len(x)} characters)"
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr of an int past 4300 digits raises ValueError; a long one says how long it is instead.
+        if x.bit_length() <= 128:
+            return repr(x)
+        return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+
+
+_REPR = _BoundedRepr()
+
+
+def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, bounded in size whatever the value (see QUOTE_LIMIT)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------ reading YAML
+# Every YAML the suite reads from users (config files, profiles, entries, list values on a command line)
+# goes through read_yaml_text. Such a file is a few hundred bytes of keys and values: aliases (*name) are
+# refused, because nine levels of them expand 1 KB into a billion values; nesting and size are bounded, so
+# neither the reader's recursion nor its memory can be exhausted.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+
+
+class YamlRefused(yaml.YAMLError):
+    """YAML that the suite does not read: an alias, nesting past MAX_YAML_DEPTH, or a value no type holds."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases and with bounded nesting."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"found the alias *{event.anchor}: aliases are not accepted (expected plain values; "
+                "an alias can expand a small file into gigabytes)", event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep (expected keys and plain values)",
+                self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def read_yaml_text(text: str, name: str = "<text>") -> Any:
+    """``text`` parsed as YAML without aliases and with bounded nesting; yaml.YAMLError for anything else.
+    ``name`` (a file) is what the error's position names."""
+    loader = _BoundedLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError:
+        raise
+    except (ValueError, OverflowError) as exc:  # a date like 2001-13-45, an int past 4300 digits
+        raise YamlRefused(f"a value cannot be read: {str(exc).split(';')[0]}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document of the text file ``path`` (read_yaml_text). OSError when it cannot be read;
+    ValueError when it is larger than MAX_YAML_BYTES or not UTF-8 text; yaml.YAMLError when it is not YAML
+    the suite reads."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise ValueError(f"it is larger than {MAX_YAML_BYTES // 1024} KiB (expected a few keys and values)")
+    return read_yaml_text(data.decode(), str(path))
 
 
 # Keys that say where and how a run executes rather than what it computes. They are left out of the
@@ -58,6 +160,105 @@ RUN_INVARIANT_KEYS = frozenset(
 )
 
 
+# ------------------------------------------------------------------------------------------ bounds
+# Every value that sizes memory, threads or files is bounded, and checked when the config is made: before a
+# run directory, a dataset or a thread exists. Bounds from the machine are generous (they refuse the absurd,
+# not a big GPU's batch); the others are ranges that no sane run leaves.
+MAX_SEED = 2**32 - 1  # numpy seeds are 32-bit; one range for every seed
+MAX_SPLIT_IMAGES = 1_000_000  # a synthetic split: 40 times MiniScapes' 25,000 images in all
+MAX_LOSS_WEIGHT = 1000.0
+MAX_CHANNELS = 4096  # 16 times ASPP's 256
+MAX_TIMEOUT_S = 86400.0  # a day
+# An atrous rate is the dilation and the padding of a 3x3 conv, in feature pixels: 256 at output stride 8 is
+# already a 2048-pixel image.
+AsppRate = Annotated[int, Field(ge=1, le=256)]
+THREADS_RULE = "at most 4 per CPU core of the machine, and never fewer than 32"
+
+
+def machine_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def thread_limit() -> int:
+    """Threads or loader processes a run may ask for. A few per core is harmless oversubscription; the floor
+    keeps the template's 16 loader workers valid on a small machine."""
+    return max(32, 4 * machine_cores())
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine; 0 when unknown (memory is then not checked)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+# Lower estimates of the memory one pixel costs, from the peak resident memory of the smallest model (the
+# template baseline, float32, CPU): a training step (forward and backward) took about 1.5 KB per input pixel
+# at 512x512, an evaluation forward about 320 B at 1024x1024, the generator about 80 B at 1024x2048.
+# Estimate = images x pixels per image x bytes per pixel, refused when it exceeds the machine's memory.
+# Real use is higher (larger models, optimizer state, the loader), so what is refused cannot run here.
+TRAIN_BYTES_PER_PIXEL = 1024
+EVAL_BYTES_PER_PIXEL = 256
+GENERATOR_BYTES_PER_PIXEL = 64
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1000
+    return ""  # unreachable
+
+
+def _either(*bounds: tuple[str, int, int, str]) -> str:
+    """``"a at most N at this x, or b at most M at this y"`` from (name, limit, least, where) for each limit
+    that is not below the least value its key takes."""
+    return ", or ".join(f"{name} at most {limit:,}{where}" for name, limit, least, where in bounds if limit >= least)
+
+
+def _memory_needs(cfg: Any, memory: int) -> list[tuple[str, int, str]]:
+    """(what, estimated bytes, the bounds that would fit in ``memory`` bytes) of each memory-sizing step of a
+    run of ``cfg``, in the order a run takes them."""
+    needs = []
+    if cfg.dataset == "synthetic":
+        pixels = cfg.synthetic_height * cfg.synthetic_width
+        needs.append((f"drawing one synthetic image of {cfg.synthetic_height}x{cfg.synthetic_width} pixels "
+                      "(synthetic_height x synthetic_width)", pixels * GENERATOR_BYTES_PER_PIXEL,
+                      _either(("synthetic_height x synthetic_width", memory // GENERATOR_BYTES_PER_PIXEL, 1,
+                               " pixels"))))
+    crop = cfg.aug_input_crop_size
+    needs.append((f"a training batch of {cfg.batch_size} crops of {crop}x{crop} pixels (batch_size, "
+                  "aug_input_crop_size)", cfg.batch_size * crop * crop * TRAIN_BYTES_PER_PIXEL,
+                  _either(("batch_size", memory // (crop * crop * TRAIN_BYTES_PER_PIXEL), 1, " at this crop"),
+                          ("aug_input_crop_size",
+                           math.isqrt(memory // (cfg.batch_size * TRAIN_BYTES_PER_PIXEL)) // 32 * 32, 32,
+                           " at this batch size"))))
+    if cfg.dataset == "synthetic":  # validation images are cut to multiples of 32
+        height, width = cfg.synthetic_height // 32 * 32, cfg.synthetic_width // 32 * 32
+        images = f"images of {height}x{width} pixels (batch_size_validation, synthetic_height x synthetic_width)"
+    else:  # their size is known only from the files: the smallest an image can be
+        height = width = 32
+        images = "images of at least 32x32 pixels (batch_size_validation)"
+    bounds = [("batch_size_validation", memory // (height * width * EVAL_BYTES_PER_PIXEL), 1, " at this image size")]
+    if cfg.dataset == "synthetic":
+        pixels = memory // (cfg.batch_size_validation * EVAL_BYTES_PER_PIXEL)
+        bounds.append(("synthetic_height x synthetic_width", pixels, 32 * 32, " pixels at this batch size"))
+    needs.append((f"a validation batch of {cfg.batch_size_validation} {images}",
+                  cfg.batch_size_validation * height * width * EVAL_BYTES_PER_PIXEL, _either(*bounds)))
+    return needs
+
+
+def memory_problem(cfg: Any) -> Optional[str]:
+    """Why a run of ``cfg`` cannot fit this machine's memory (the first step that does not), or None."""
+    memory = machine_memory()
+    for what, needed, bound in _memory_needs(cfg, memory) if memory else []:
+        if needed > memory:
+            return (f"{what} needs about {_size(needed)} of memory by a lower estimate, more than the "
+                    f"{_size(memory)} this machine has; expected {bound}")
+    return None
+
+
 class Config(BaseModel):
     """Every hyperparameter of a run. Defaults reproduce the template's deliberately sub-optimal baseline."""
 
@@ -65,10 +266,10 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     # --- experiment identity and reproducibility
-    seed: int = Field(0, ge=0, description="Seed for weights init, data order and augmentation.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for weights init, data order and augmentation.")
     deterministic: bool = Field(True, description="Use deterministic algorithms (bitwise repeatable on CPU).")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    num_threads: int = Field(0, ge=0, description="CPU threads for this run (0 = torch default).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d{1,4})?)$", description="auto, cpu, cuda or cuda:N.")
+    num_threads: int = Field(0, ge=0, description=f"CPU threads for this run (0 = torch default); {THREADS_RULE}.")
 
     # --- data
     dataset: Literal["synthetic", "miniscapes"] = Field(
@@ -77,38 +278,42 @@ class Config(BaseModel):
     dataset_root: Optional[str] = Field(
         None, description="Dataset folder; for synthetic, defaults to a cache folder keyed by its parameters."
     )
-    synthetic_num_train: int = Field(240, ge=1, description="Synthetic dataset: training images.")
-    synthetic_num_val: int = Field(40, ge=1, description="Synthetic dataset: validation images.")
-    synthetic_num_test: int = Field(40, ge=1, description="Synthetic dataset: test images (labels kept for grading).")
+    synthetic_num_train: int = Field(240, ge=1, le=MAX_SPLIT_IMAGES, description="Synthetic dataset: training images.")
+    synthetic_num_val: int = Field(40, ge=1, le=MAX_SPLIT_IMAGES, description="Synthetic dataset: validation images.")
+    synthetic_num_test: int = Field(
+        40, ge=1, le=MAX_SPLIT_IMAGES, description="Synthetic dataset: test images (labels kept for grading)."
+    )
     synthetic_height: int = Field(128, ge=32, description="Synthetic dataset: image height in pixels.")
     synthetic_width: int = Field(256, ge=32, description="Synthetic dataset: image width in pixels.")
-    synthetic_seed: int = Field(0, ge=0, description="Synthetic dataset: generator seed.")
-    workers: int = Field(16, ge=0, description="Data loader worker processes for training.")
-    workers_validation: int = Field(4, ge=0, description="Data loader worker processes for validation/test.")
+    synthetic_seed: int = Field(0, ge=0, le=MAX_SEED, description="Synthetic dataset: generator seed.")
+    workers: int = Field(16, ge=0, description=f"Data loader worker processes for training; {THREADS_RULE}.")
+    workers_validation: int = Field(
+        4, ge=0, description=f"Data loader worker processes for validation/test; {THREADS_RULE}."
+    )
     limit_train_batches: int = Field(0, ge=0, description="Stop each epoch after this many batches (0 = all).")
 
     # --- optimisation
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd or adam.")
-    optimizer_lr: float = Field(0.01, gt=0, description="Initial learning rate.")
+    optimizer_lr: float = Field(0.01, gt=0, le=1e6, description="Initial learning rate.")
     optimizer_momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-    optimizer_weight_decay: float = Field(1e-4, ge=0, description="L2 weight decay.")
+    optimizer_weight_decay: float = Field(1e-4, ge=0, le=1, description="L2 weight decay.")
     lr_scheduler: Literal["poly"] = Field("poly", description="Learning-rate schedule, stepped per epoch.")
-    lr_scheduler_power: float = Field(0.9, gt=0, description="Power of the poly schedule.")
-    num_epochs: int = Field(16, ge=1, description="Training epochs.")
+    lr_scheduler_power: float = Field(0.9, gt=0, le=100, description="Power of the poly schedule.")
+    num_epochs: int = Field(16, ge=1, le=100_000, description="Training epochs.")
     batch_size: int = Field(4, ge=1, description="Training batch size.")
     batch_size_validation: int = Field(8, ge=1, description="Validation and test batch size.")
 
     # --- augmentation
     aug_input_crop_size: int = Field(256, ge=32, description="Square training crop side (multiple of 32).")
-    aug_geom_scale_min: float = Field(1.0, gt=0, description="Lower bound of random rescaling.")
-    aug_geom_scale_max: float = Field(1.0, gt=0, description="Upper bound of random rescaling.")
+    aug_geom_scale_min: float = Field(1.0, ge=0.01, le=100, description="Lower bound of random rescaling.")
+    aug_geom_scale_max: float = Field(1.0, ge=0.01, le=100, description="Upper bound of random rescaling.")
     aug_geom_tilt_max_deg: float = Field(0.0, ge=0, le=45, description="Maximum random rotation in degrees.")
     aug_geom_wiggle_max_ratio: float = Field(0.0, ge=0, lt=0.5, description="Maximum perspective corner shift.")
     aug_geom_reflect: bool = Field(False, description="Random horizontal flips.")
 
     # --- losses
-    loss_weight_semseg: float = Field(0.5, ge=0, description="Weight of the segmentation loss.")
-    loss_weight_depth: float = Field(0.5, ge=0, description="Weight of the depth loss.")
+    loss_weight_semseg: float = Field(0.5, ge=0, le=MAX_LOSS_WEIGHT, description="Weight of the segmentation loss.")
+    loss_weight_depth: float = Field(0.5, ge=0, le=MAX_LOSS_WEIGHT, description="Weight of the depth loss.")
     depth_unit: Literal["meters", "log"] = Field(
         "meters", description="Depth target: standardised metres or standardised log-metres."
     )
@@ -130,12 +335,14 @@ class Config(BaseModel):
     dilation_layer3: bool = Field(False, description="Dilate layer3 instead of striding.")
     dilation_layer4: bool = Field(False, description="Dilate layer4 instead of striding.")
     aspp: bool = Field(False, description="Real ASPP (off = the template's 1x1 pass-through).")
-    aspp_rates: Optional[tuple[int, int, int]] = Field(
+    aspp_rates: Optional[tuple[AsppRate, AsppRate, AsppRate]] = Field(
         None, description="Atrous rates; default suits the output stride (32: 3,6,9; 16: 6,12,18; 8: 12,24,36)."
     )
-    aspp_channels: int = Field(256, ge=8, description="ASPP output channels.")
+    aspp_channels: int = Field(256, ge=8, le=MAX_CHANNELS, description="ASPP output channels.")
     decoder_skip: bool = Field(False, description="DeepLabV3+ decoder with the 4x skip (off = pass-through).")
-    decoder_skip_channels: int = Field(48, ge=1, description="Channels of the reduced 4x skip features.")
+    decoder_skip_channels: int = Field(
+        48, ge=1, le=MAX_CHANNELS, description="Channels of the reduced 4x skip features."
+    )
     decoder_skip_2x: bool = Field(False, description="Decoder also fuses encoder features at 2x scale.")
     decoder_skip_1x: bool = Field(False, description="Decoder also fuses the input image at 1x scale.")
     decoder_se: bool = Field(False, description="Squeeze-and-excitation in the decoders.")
@@ -143,7 +350,8 @@ class Config(BaseModel):
         "template", description="Distillation decoder design."
     )
     loss_weight_initial: float = Field(
-        0.5, ge=0, description="Distillation: weight of the initial-prediction (deep supervision) losses."
+        0.5, ge=0, le=MAX_LOSS_WEIGHT,
+        description="Distillation: weight of the initial-prediction (deep supervision) losses.",
     )
 
     # --- device options (off until measured)
@@ -157,7 +365,7 @@ class Config(BaseModel):
     # --- logging, checkpoints, visualisation
     log_dir: str = Field("runs/default", description="The run directory.")
     checkpoint_interval_steps: int = Field(0, ge=0, description="Also checkpoint every N steps (0 = per epoch).")
-    visualize_num_images: int = Field(4, ge=0, description="Validation images logged per visualisation.")
+    visualize_num_images: int = Field(4, ge=0, le=64, description="Validation images logged per visualisation.")
     visualize_interval_epochs: int = Field(1, ge=1, description="Log validation images every N epochs.")
     progress: Literal["auto", "rich", "plain", "none"] = Field("auto", description="Console progress display.")
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = Field(
@@ -172,10 +380,11 @@ class Config(BaseModel):
     wandb_system_metrics: bool = Field(True, description="Record system metrics (CPU, GPU, memory) in W&B.")
     wandb_console: bool = Field(True, description="Record the console output in W&B.")
     wandb_init_timeout_s: float = Field(
-        30.0, gt=0, description="Seconds to reach the W&B server at start; past them the run continues offline."
+        30.0, gt=0, le=MAX_TIMEOUT_S,
+        description="Seconds to reach the W&B server at start; past them the run continues offline.",
     )
     wandb_finish_timeout_s: float = Field(
-        300.0, ge=0, description="Seconds the end of a run waits for W&B uploads (0 = no limit); "
+        300.0, ge=0, le=MAX_TIMEOUT_S, description="Seconds the end of a run waits for W&B uploads (0 = no limit); "
         "what is left is uploaded later with `wandb sync`."
     )
 
@@ -189,9 +398,9 @@ class Config(BaseModel):
                 return None if text.lower() in ("none", "null") else ()
             if text.startswith("["):
                 try:
-                    return yaml.safe_load(text)
+                    return read_yaml_text(text)
                 except yaml.YAMLError:
-                    raise ValueError(f"{text!r} is not a list; expected e.g. 3,6,9 or [3, 6, 9]") from None
+                    raise ValueError(f"{quoted(text)} is not a list; expected e.g. 3,6,9 or [3, 6, 9]") from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -209,6 +418,21 @@ class Config(BaseModel):
         if value % 32:
             raise ValueError(f"must be a multiple of 32 (the encoder's largest stride), got {value}")
         return value
+
+    @field_validator("num_threads", "workers", "workers_validation")
+    @classmethod
+    def _at_most_threads(cls, value: int) -> int:
+        if value > thread_limit():
+            raise ValueError(f"at most {thread_limit()} ({THREADS_RULE}; this machine has {machine_cores()} "
+                             "CPU cores)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_memory(self) -> Config:
+        problem = memory_problem(self)
+        if problem:
+            raise ConfigError(problem)
+        return self
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Config:
@@ -236,8 +460,8 @@ class Config(BaseModel):
         # distillation_decoder means nothing outside the distillation model; a non-default value is a mistake.
         if self.distillation_decoder != "template" and self.model_name != "distillation":
             raise ConfigError(
-                f"config key 'distillation_decoder' is {self.distillation_decoder!r} but model_name is "
-                f"{self.model_name!r}: it only applies to model_name 'distillation'"
+                f"config key 'distillation_decoder' is {quoted(self.distillation_decoder)} but model_name is "
+                f"{quoted(self.model_name)}: it only applies to model_name 'distillation'"
             )
         return self
 
@@ -270,6 +494,11 @@ FIELD_NAMES = tuple(Config.model_fields)
 _OPTIONAL_KEYS = frozenset(k for k, f in Config.model_fields.items() if not f.is_required() and f.default is None)
 
 
+# pydantic's bound errors, as the bound reads in a message.
+_BOUND_WORDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "less than"),
+                "greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than")}
+
+
 def _describe_expected(key: str, error: dict) -> str:
     field = Config.model_fields.get(key)
     if error.get("type") in ("missing", "too_long") and len(error.get("loc", ())) > 1:
@@ -278,6 +507,12 @@ def _describe_expected(key: str, error: dict) -> str:
         return "one of " + error["ctx"]["expected"]
     if error.get("type") == "value_error":
         return str(error.get("ctx", {}).get("error", error["msg"]))
+    if error.get("type") == "string_pattern_mismatch" and field is not None:
+        return f"{field.description} (a text matching {error['ctx']['pattern']})"
+    if error.get("type") in _BOUND_WORDS:
+        limit, words = _BOUND_WORDS[error["type"]]
+        bound = f"{words} {error['ctx'][limit]}"
+        return f"{bound} ({field.description})" if field is not None and field.description else bound
     message = error["msg"][0].lower() + error["msg"][1:]
     if field is not None and field.description:
         return f"{message} ({field.description})"
@@ -292,12 +527,12 @@ def did_you_mean(word: str, choices: Any) -> str:
 
 def unknown_key_message(key: str, source: str = "") -> str:
     where = f" in {source}" if source else ""
-    return f"unknown config key {key!r}{where}{did_you_mean(key, FIELD_NAMES)}"
+    return f"unknown config key {quoted(key)}{where}{did_you_mean(key[:QUOTE_LIMIT], FIELD_NAMES)}"
 
 
 def value_problem(key: str, value: Any, error: dict) -> str:
     """One pydantic error of config key ``key`` (``error["loc"]`` starting at the key) as a sentence."""
-    return f"config key {key!r} got {value!r}: expected {_describe_expected(key, error)}"
+    return f"config key {key!r} got {quoted(value)}: expected {_describe_expected(key, error)}"
 
 
 def format_config_value(value: Any, separator: str = ",", float_format: str = "") -> str:
@@ -341,17 +576,17 @@ def load_yaml(path: str | Path, extra_keys: tuple[str, ...] = ()) -> dict[str, A
     ``extra_keys`` are sections the caller handles itself (a profile's ``slurm:``)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml_file(path)
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, or a text that is not UTF-8
-        raise ConfigError(f"config file {str(path)!r} cannot be read as a YAML text file: {exc}") from None
+        raise ConfigError(f"config file {quoted(str(path))} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {quoted(str(path))} is not valid YAML: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, a text that is not UTF-8, too large
+        raise ConfigError(f"config file {quoted(str(path))} cannot be read as a YAML text file: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"config file {quoted(str(path))} must hold a mapping of keys, got {type(data).__name__}")
     for key in data:
         if key not in Config.model_fields and key not in extra_keys:
             raise ConfigError(unknown_key_message(str(key), str(path)))
@@ -365,7 +600,7 @@ def parse_cli_overrides(argv: list[str]) -> dict[str, Any]:
     while i < len(argv):
         token = argv[i]
         if not token.startswith("--") or token == "--":
-            raise ConfigError(f"unexpected argument {token!r}: expected --key value or --key=value")
+            raise ConfigError(f"unexpected argument {quoted(token)}: expected --key value or --key=value")
         body = token[2:]
         if "=" in body:
             key, value = body.split("=", 1)
@@ -379,7 +614,7 @@ def parse_cli_overrides(argv: list[str]) -> dict[str, Any]:
                     value = "true"
                     i += 1
                 else:
-                    raise ConfigError(f"config key {key!r} has no value: expected --{key} VALUE")
+                    raise ConfigError(f"config key {quoted(key)} has no value: expected --{key[:QUOTE_LIMIT]} VALUE")
             else:
                 value = nxt
                 i += 2

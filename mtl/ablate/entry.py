@@ -17,14 +17,18 @@ from mtl.config import (
     ConfigError,
     did_you_mean,
     load_yaml,
+    quoted,
+    read_yaml_file,
     unknown_key_message,
     value_problem,
 )
 from mtl.partial_config import ConfigOverrides
 
 from .entry_format import (
-    ENTRY_ID_PATTERN,
+    ENTRY_ID_RULE,
     FIGURE_KINDS,
+    MAX_ENTRY_ID_LENGTH,
+    PROFILE_NAME_PATTERN,
     Entry,
     EntryError,
     EntryFile,
@@ -35,6 +39,7 @@ from .entry_format import (
     VariantSpec,
     entry_json_schema,
     entry_json_schema_text,
+    is_entry_id,
 )
 
 # The format's names other modules use, with the functions that read entries.
@@ -98,7 +103,7 @@ def _unknown_entry_key(loc: tuple[Any, ...]) -> str:
         return unknown_key_message(key)
     parent = next((str(p) for p in loc[:-1] if isinstance(p, str)), "")
     valid = tuple(Scaled.model_fields) if parent == "grid" else _ENTRY_KEYS.get(parent, _ENTRY_KEYS[""])
-    return f"unknown key {key!r}; expected one of {', '.join(valid)}{did_you_mean(key, valid)}"
+    return f"unknown key {quoted(key)}; expected one of {', '.join(valid)}{did_you_mean(key, valid)}"
 
 
 def _value_at(data: Any, loc: tuple[Any, ...], fallback: Any) -> Any:
@@ -124,7 +129,7 @@ def _error_text(error: dict, loc: tuple[Any, ...], data: Any) -> tuple[str, str]
         return _dotted(loc[:value_end]), value_problem(key, value, sub_error)
     if error["type"] == "missing":
         return _dotted(loc), "required key is missing"
-    text = f"got {error.get('input')!r}: {error['msg']}"
+    text = f"got {quoted(error.get('input'))}: {error['msg']}"
     field = EntryFile.model_fields.get(str(loc[0])) if len(loc) == 1 else None
     if field is not None and field.description:
         text += f" ({field.description})"
@@ -164,10 +169,8 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
     if not isinstance(data, dict):
         raise EntryError(path, "", f"expected a mapping of entry keys, got {type(data).__name__}")
     entry_id = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.stem
-    if not re.match(ENTRY_ID_PATTERN, entry_id):
-        raise EntryError(
-            path, "", f"file name gives entry id {entry_id!r}; expected letters, digits, '_', '-' and dots"
-        )
+    if not is_entry_id(entry_id):
+        raise EntryError(path, "", f"file name gives entry id {quoted(entry_id)}; expected {ENTRY_ID_RULE}")
     try:
         spec = EntryFile.model_validate(data)
     except ValidationError as exc:
@@ -200,11 +203,13 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
 def load_entry(path: str | Path) -> Entry:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml_file(path)
     except FileNotFoundError:
         raise EntryError(path, "", "file does not exist") from None
     except yaml.YAMLError as exc:
         raise EntryError(path, "", f"not valid YAML: {exc}") from None
+    except (OSError, ValueError) as exc:  # a folder, a file that is not UTF-8 text or too large
+        raise EntryError(path, "", f"cannot be read as a YAML text file: {exc}") from None
     return parse_entry(data, path)
 
 
@@ -237,7 +242,8 @@ def check_base(entry: Entry, entries: dict[str, Entry]) -> None:
         target = current.base_entry
         if target not in entries:
             hint = did_you_mean(target, entries)
-            raise EntryError(current.path, "base", f"unknown entry {target!r} (no {target}.yaml next to it){hint}")
+            raise EntryError(current.path, "base",
+                             f"unknown entry {quoted(target)} (no {target}.yaml next to it){hint}")
         if target in chain:
             cycle = " -> ".join(chain + [target])
             raise EntryError(current.path, "base", f"'best of' bases form a cycle: {cycle}")
@@ -245,8 +251,8 @@ def check_base(entry: Entry, entries: dict[str, Entry]) -> None:
             variant = current.variant_of[1]
             names = entries[target].variant_names()
             if names is not None and variant not in names:
-                raise EntryError(current.path, "base", f"entry {target} has no variant {variant!r}; its variants: "
-                                 f"{', '.join(names)}{did_you_mean(variant, names)}")
+                raise EntryError(current.path, "base", f"entry {target} has no variant {quoted(variant)}; its "
+                                 f"variants: {', '.join(names)}{did_you_mean(variant, names)}")
         chain.append(target)
         current = entries[target]
     profile_path(current.ablations_dir, current.base, file=current.path, key="base")
@@ -286,12 +292,18 @@ def available_profiles(ablations_dir: str | Path) -> list[str]:
 
 
 def profile_path(ablations_dir: str | Path, name: str, file: str | Path | None = None, key: str = "profile") -> Path:
+    # A name like ../x would reach a file outside the folder; a very long one is no file name at all.
+    if not re.match(PROFILE_NAME_PATTERN, name) or len(name) > MAX_ENTRY_ID_LENGTH:
+        folder = profiles_dir(ablations_dir)
+        raise EntryError(file or folder, key,
+                         f"profile name {quoted(name)} is not a name: expected letters, digits, '_' and '-', at "
+                         f"most {MAX_ENTRY_ID_LENGTH} characters (the file <name>.yaml in {folder})")
     path = profiles_dir(ablations_dir) / f"{name}.yaml"
     if not path.exists():
         known = available_profiles(ablations_dir)
         raise EntryError(
             file or path, key,
-            f"unknown profile {name!r}: expected one of {', '.join(known) or '(none)'}{did_you_mean(name, known)}"
+            f"unknown profile {quoted(name)}: expected one of {', '.join(known) or '(none)'}{did_you_mean(name, known)}"
         )
     return path
 
@@ -334,6 +346,6 @@ def select_entries(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
         if entry_id.endswith(".yaml"):
             entry_id = Path(entry_id).name[: -len(".yaml")]
         if entry_id not in entries:
-            raise ValueError(f"unknown entry {entry_id!r}{did_you_mean(entry_id, entries)}")
+            raise ValueError(f"unknown entry {quoted(entry_id)}{did_you_mean(entry_id[:100], entries)}")
         selected.append(entries[entry_id])
     return selected

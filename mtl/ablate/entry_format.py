@@ -27,10 +27,15 @@ from pydantic import (
     model_validator,
 )
 
-from mtl.config import Config, format_config_value, unknown_key_message
+from mtl.config import MAX_SEED, Config, format_config_value, quoted, unknown_key_message
 from mtl.partial_config import ConfigOverrides, config_value_type, partial_config_model
 
+# Entry ids and profile and variant names become file and folder names: each pattern admits one path
+# component only (no '/', no NUL, never '.' or '..', no leading '.').
 ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
+# An id names runs/<id>/ and its .profile and .logs beside the runs; a file name holds 255 bytes.
+MAX_ENTRY_ID_LENGTH = 100
+ENTRY_ID_RULE = f"letters, digits, '_', '-' and single dots, at most {MAX_ENTRY_ID_LENGTH} characters"
 BEST_OF_PREFIX = "best of "
 # "<entry id> variant <variant name>": a prescribed variant of an earlier entry, whatever won there.
 VARIANT_OF_WORD = " variant "
@@ -53,7 +58,7 @@ class EntryError(ValueError):
 
     def __init__(self, file: str | Path, key: str, problem: str):
         self.file, self.key, self.problem = str(file), key, problem
-        where = f"key {key!r}" if key else "(whole file)"
+        where = f"key {quoted(key)}" if key else "(whole file)"
         super().__init__(f"{self.file}: {where}: {problem}")
 
 
@@ -98,7 +103,8 @@ class Variant(_Strict):
     def _not_null_word(cls, name: str) -> str:
         # The name travels as --wandb_job_type=<name>, where "none"/"null" would mean "no job type".
         if name.lower() in ("none", "null"):
-            raise ValueError(f"{name!r} is reserved (it reads as 'no value' on a command line); pick another name")
+            raise ValueError(f"{quoted(name)} is reserved (it reads as 'no value' on a command line); "
+                             "pick another name")
         return name
 
 
@@ -168,14 +174,14 @@ class EntryFile(_Strict):
     def _base_form(cls, base: str) -> str:
         if base.startswith(BEST_OF_PREFIX):
             if not re.match(ENTRY_ID_PATTERN, base[len(BEST_OF_PREFIX):]):
-                raise ValueError(f"'best of' needs an entry id after it, got {base!r}")
+                raise ValueError(f"'best of' needs an entry id after it, got {quoted(base)}")
         elif VARIANT_OF_WORD in base:
             entry_id, _, variant = base.partition(VARIANT_OF_WORD)
             if not re.match(ENTRY_ID_PATTERN, entry_id) or not re.match(VARIANT_NAME_PATTERN, variant):
-                raise ValueError(f"expected '<entry id> variant <variant name>', got {base!r}")
+                raise ValueError(f"expected '<entry id> variant <variant name>', got {quoted(base)}")
         elif not re.match(PROFILE_NAME_PATTERN, base):
             raise ValueError(f"expected a profile name, 'best of <entry id>' or '<entry id> variant <variant name>', "
-                             f"got {base!r}")
+                             f"got {quoted(base)}")
         return base
 
     @field_validator("grid")
@@ -189,8 +195,8 @@ class EntryFile(_Strict):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if any(s < 0 for s in seeds):
-            raise ValueError("seeds must be >= 0")
+        if any(not 0 <= s <= MAX_SEED for s in seeds):
+            raise ValueError(f"seeds must be in 0..{MAX_SEED}")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
@@ -266,8 +272,7 @@ class Entry(EntryFile):
             return ["base"]
         if any(isinstance(v, Scaled) for values in self.grid.values() for v in values):
             return None
-        names = [[f"{key}={format_config_value(v, '+')}" for v in values] for key, values in self.grid.items()]
-        return [",".join(combo) for combo in itertools.product(*names)]
+        return [grid_point_name(dict(zip(self.grid, combo))) for combo in itertools.product(*self.grid.values())]
 
     def run_count(self) -> int:
         """Runs per profile: variants times seeds (independent of the base)."""
@@ -281,6 +286,29 @@ class Entry(EntryFile):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def is_entry_id(text: str) -> bool:
+    """Whether ``text`` is a valid entry id: one safe path component (see ENTRY_ID_PATTERN)."""
+    return len(text) <= MAX_ENTRY_ID_LENGTH and re.match(ENTRY_ID_PATTERN, text) is not None
+
+
+# Characters a grid value may hold that a run directory's name must not: '/' (a path separator) and control
+# characters (NUL ends a path; the others hide in listings). '%' is escaped too, so that the escaping can
+# be undone and two different values never share a name.
+_UNSAFE_IN_NAME = re.compile(r"[%/\x00-\x1f\x7f]")
+
+
+def name_part(text: str) -> str:
+    """``text`` fit for a variant name, which becomes a folder name: the characters a folder name must not
+    hold written as ``%XX`` (``../w.pth`` -> ``..%2Fw.pth``); text without them is unchanged."""
+    return _UNSAFE_IN_NAME.sub(lambda m: f"%{ord(m.group()):02X}", text)
+
+
+def grid_point_name(point: dict[str, Any]) -> str:
+    """The variant name of a grid point: ``key=value`` joined by commas, list items by '+', each value
+    made fit for a folder name (:func:`name_part`); it starts with a key, so never with '.'."""
+    return ",".join(f"{key}={name_part(format_config_value(value, '+'))}" for key, value in point.items())
 
 
 def default_order(entry_id: str, item: str) -> str:

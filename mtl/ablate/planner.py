@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config
+from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config, quoted
 from mtl.run.best import best_point, deciding_rule, point_rank
 from mtl.run.errors import RecordError
 from mtl.run.layout import RunDirectory, parse_run_name, remembered_profile, run_name
@@ -195,6 +195,11 @@ def finished_elsewhere(runs_dir: Path, entry_id: str) -> dict[tuple[int, str], P
     return found
 
 
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` for a message, cut to ``limit`` characters (a grid value can be a megabyte long)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -> list[RunSpec]:
     try:
         base_config = make_config(base.values)
@@ -218,16 +223,16 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -
             }
             where = where_in_entry(entry, variant)
             try:
-                config = make_config(values, source=f"{entry.path}, variant {variant!r}")
+                config = make_config(values, source=f"{entry.path}, variant {quoted(variant)}")
             except ConfigError as exc:
                 raise EntryError(entry.path, where, str(exc)) from None
             config_hash = config.config_hash()
             name = run_name(variant, seed, config_hash)
             identity = f"s{seed}-{config_hash}"
             if identity in seen:
-                raise EntryError(entry.path, where, f"{seen[identity]} and {written[index]} give the same config "
-                                 f"(hash {config_hash}, seed {seed}) on this base: the run would be trained twice; "
-                                 "remove one of them")
+                raise EntryError(entry.path, where, f"{_cut(seen[identity])} and {_cut(written[index])} give the "
+                                 f"same config (hash {config_hash}, seed {seed}) on this base: the run would be "
+                                 "trained twice; remove one of them")
             seen[identity] = written[index]
             run_dir = runs_dir / entry.id / name
             reused_from = None

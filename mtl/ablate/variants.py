@@ -10,6 +10,7 @@ from typing import Any
 from mtl.config import Config, ConfigError, format_config_value, make_config
 
 from .entry import Entry, EntryError, Scaled
+from .entry_format import grid_point_name
 
 
 def _scaled_value(entry: Entry, key: str, index: int, scaled: Scaled, reference: Config) -> Any:
@@ -47,8 +48,7 @@ def expand_variants(entry: Entry, base_values: dict[str, Any]) -> list[tuple[str
     variants = []
     for combo in itertools.product(*axes):
         overrides = dict(zip(entry.grid, combo))
-        name = ",".join(f"{k}={format_config_value(v, '+')}" for k, v in overrides.items())
-        variants.append((name, overrides))
+        variants.append((grid_point_name(overrides), overrides))
     return variants
 
 

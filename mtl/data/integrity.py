@@ -137,8 +137,12 @@ class IntegrityCache:
 
     def save(self) -> None:
         if self.changed:
-            atomic_write_text(self.path, json.dumps({"version": self.VERSION, "root": str(self.root),
-                                                     "files": self.files, "test_lists": sorted(self.test_lists)}))
+            text = json.dumps({"version": self.VERSION, "root": str(self.root), "files": self.files,
+                               "test_lists": sorted(self.test_lists)})
+            try:
+                atomic_write_text(self.path, text)
+            except OSError:
+                return  # a read-only cache (a shared one): the files are checked again next time, nothing lost
             self.changed = False
 
 

@@ -89,7 +89,11 @@ def short_variant(variant: str) -> str:
 
 
 def run_name(variant: str, seed: int, config_hash: str) -> str:
-    """``<variant>-s<seed>-<config hash>``, the variant shortened (:func:`short_variant`) when too long."""
+    """``<variant>-s<seed>-<config hash>``, the variant shortened (:func:`short_variant`) when too long. The
+    variant must already be one safe path component (the entry reader and the grid expansion make it so):
+    this is the second line of defence, never the first."""
+    if not variant or "/" in variant or "\0" in variant or variant.startswith("."):
+        raise ValueError(f"variant name {variant[:80]!r} cannot be part of a folder name")
     return str(RunName(short_variant(variant), seed, config_hash))
 
 

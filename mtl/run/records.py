@@ -29,6 +29,10 @@ from mtl.run.trace import Line, read_validation_lines
 # thousands of runs. PyYAML built without libyaml still gives the same result.
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REPAIR_HINT = "`mtl-ablate repair` rebuilds it from the checkpoints"
+# A config.yaml is a flat mapping of a hundred keys: a bound far above that keeps a copied or hostile run
+# folder from exhausting the machine (no alias is expanded, nesting is shallow, the file is small).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 8
 
 
 def model_error(path: Path, exc: ValidationError) -> RecordError:
@@ -120,20 +124,39 @@ def read_config(run_dir: Path) -> Optional[dict[str, Any]]:
     does not parse or is not a mapping."""
     path = RunDirectory(run_dir).config_path
     try:
-        text = path.read_text()
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise RecordError(f"{path}: is larger than {MAX_CONFIG_BYTES // 1024} KiB (a run's config is a few KiB)")
     try:
+        _check_shape(text)
         config = yaml.load(text, Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        raise RecordError(f"{path}: is not valid YAML ({exc})") from None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise RecordError(f"{path}: is not valid YAML ({str(exc)[:400]})") from None
     if config is None:
         return {}
     if not isinstance(config, dict):
         raise RecordError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
     return config
+
+
+def _check_shape(text: str) -> None:
+    """Refuse aliases and deep nesting before anything is built: libyaml's event stream is cheap to scan."""
+    depth = 0
+    for event in yaml.parse(text, Loader=YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError("it uses a YAML alias, which a run's config never holds")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ValueError(f"it nests more than {MAX_CONFIG_DEPTH} levels deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 # ------------------------------------------------------------------------------------------ trace

@@ -7,7 +7,7 @@ import contextlib
 import os
 import random
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -15,13 +15,28 @@ import torch
 from mtl.config import Config
 
 
+def device_problem(name: str) -> Optional[str]:
+    """Why config key 'device' cannot be ``name`` on this machine (no CUDA, or no device of that index), or
+    None when it can."""
+    if not name.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", built without CUDA")
+        return f"config key 'device' is {name!r} but this machine has no CUDA device ({build}); expected auto or cpu"
+    count, index = torch.cuda.device_count(), torch.device(name).index
+    if index is not None and index >= count:
+        return (f"config key 'device' is {name!r} but this machine has {count} CUDA device(s); expected cuda, "
+                f"auto, cpu or cuda:0 to cuda:{count - 1}")
+    return None
+
+
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"config key 'device' is {name!r} but CUDA is not available on this machine")
-    return device
+    problem = device_problem(name)
+    if problem:
+        raise RuntimeError(problem)
+    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

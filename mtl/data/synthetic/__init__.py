@@ -24,6 +24,7 @@ from __future__ import annotations
 from mtl.data.synthetic.cli import main
 from mtl.data.synthetic.dataset import (
     MANIFEST_NAME,
+    BuildStopped,
     build_synthetic,
     cache_dir,
     default_root,
@@ -37,6 +38,7 @@ from mtl.data.synthetic.render import forced_classes, render_scene
 __all__ = [
     "GENERATOR_VERSION",
     "MANIFEST_NAME",
+    "BuildStopped",
     "SyntheticParams",
     "build_synthetic",
     "cache_dir",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from mtl.data.miniscapes import DatasetError
-from mtl.data.synthetic.dataset import build_synthetic, default_root
+from mtl.data.synthetic.dataset import BuildStopped, build_synthetic, default_root
 from mtl.data.synthetic.params import SyntheticParams
 
 
@@ -27,6 +27,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.perf_counter()
     try:
         path = build_synthetic(root, params, progress=True)
+    except BuildStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum  # as a shell reports a process ended by the signal
     except (DatasetError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

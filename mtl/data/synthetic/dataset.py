@@ -7,14 +7,17 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from mtl.data.miniscapes import (
     CLASS_NAMES,
@@ -29,10 +32,22 @@ from mtl.data.synthetic.params import GENERATOR_VERSION, SyntheticParams
 from mtl.data.synthetic.render import render_scene
 from mtl.run.io import atomic_write_bytes
 from mtl.run.layout import default_cache_dir as cache_dir
+from mtl.run.stopping import STOP_SIGNALS, StopSignals, describe_signal
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "synthetic.json"
+LOCK_SUFFIX = ".build-lock"
+TMP_MARK = ".tmp-"
+
+
+class BuildStopped(DatasetError):
+    """A stop signal arrived while a synthetic dataset was being built; the half-built folder is removed."""
+
+    def __init__(self, signum: int, root: Path):
+        self.signum, self.root = signum, root
+        super().__init__(f"stopped by {describe_signal(signum)} while building the synthetic dataset {root}; "
+                         "the half-built dataset was removed (it is built again when next needed)")
 
 
 def generate(root: Union[str, Path], params: SyntheticParams, progress: bool = False) -> dict[str, Any]:
@@ -104,8 +119,12 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
     it that is renamed into place, under a file lock, so a killed build never leaves half a dataset and two
     processes building at once do the work once."""
     root = Path(root).expanduser().absolute()
+    # A complete dataset is used as it is, without the lock: its manifest is written last and the folder
+    # renamed into place whole, and a shared cache may be read-only, where no lock file can be created.
+    if _is_complete(root, params):
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root.parent / f".{root.name}.build-lock")):
+    with FileLock(str(_lock_path(root))):
         if _is_complete(root, params):
             return root
         if root.exists():
@@ -115,18 +134,80 @@ def build_synthetic(root: Union[str, Path], params: SyntheticParams, progress: b
                     "expected an empty or missing folder"
                 )
             root.rmdir()
-        # Left-overs of builds that were killed (only lock holders create these, so none is in use).
-        for stale in root.parent.glob(f".{root.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        _remove_killed_builds(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}{TMP_MARK}", dir=root.parent))
         try:
-            result = generate(tmp, params, progress=progress)
+            with _stop_signals_end_the_build(root):
+                result = generate(tmp, params, progress=progress)
             os.rename(tmp, root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         logger.info("built synthetic dataset %s in %.1f s", root, result["manifest"]["seconds"])
         return root
+
+
+def _lock_path(root: Path) -> Path:
+    return root.parent / f".{root.name}{LOCK_SUFFIX}"
+
+
+def _remove_killed_builds(root: Path) -> None:
+    """Remove the temporary folders that killed builds (SIGKILL, a lost node) left beside ``root``: its own
+    (the caller holds its lock, and only lock holders create them) and those of other cached synthetic
+    datasets whose lock nobody holds."""
+    for stale in root.parent.glob(f".*{TMP_MARK}*"):
+        name = stale.name[1:].rpartition(TMP_MARK)[0]
+        if name == root.name:
+            shutil.rmtree(stale, ignore_errors=True)
+        elif name.startswith("synthetic-") and _lock_path(root.parent / name).is_file():
+            try:
+                with FileLock(str(_lock_path(root.parent / name)), timeout=0):
+                    shutil.rmtree(stale, ignore_errors=True)
+            except Timeout:
+                pass  # a build under way
+
+
+def _remembered_stop(handlers: Any) -> Optional[int]:
+    """The stop signal a StopSignals among ``handlers`` (mtl-train's) has already received, or None."""
+    for handler in handlers:
+        holder = getattr(handler, "__self__", None)
+        if isinstance(holder, StopSignals) and holder.last is not None:
+            return holder.last
+    return None
+
+
+@contextmanager
+def _stop_signals_end_the_build(root: Path) -> Iterator[None]:
+    """Within the block a stop signal (SIGTERM, SIGINT, ...) raises BuildStopped at once, after the handler the
+    process had sees it (mtl-train remembers it and ends the run interrupted): drawing thousands of images
+    must not delay a stop by minutes; one that mtl-train received before the build stops it before it
+    starts. Only the first signal raises, so the caller's clean-up runs whole.
+    Signals the process ignores stay ignored; off the main thread (no handlers there) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    earlier = _remembered_stop(previous.values())
+    if earlier is not None:  # arrived while the run was being set up: do not start drawing
+        raise BuildStopped(earlier, root)
+    raised: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        handler = previous[signum]
+        if callable(handler) and handler is not signal.default_int_handler:  # KeyboardInterrupt: this is it
+            handler(signum, frame)
+        if not raised:
+            raised.append(signum)
+            raise BuildStopped(signum, root)
+
+    chosen = [signum for signum, handler in previous.items() if handler is not signal.SIG_IGN]
+    for signum in chosen:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum in chosen:
+            signal.signal(signum, previous[signum] if previous[signum] is not None else signal.SIG_DFL)
 
 
 def default_root(params: SyntheticParams) -> Path:
