@@ -2,7 +2,8 @@
 
 Exit codes (``mtl.run.model.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
 resume, 3 diverged, 4 run directory in use, 5 cannot run here (ImageNet weights unavailable; recorded
-as skipped), 143 stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.run.stopping.STOP_SIGNALS``) after writing
+as skipped), 6 paused after the epoch it was asked to stop after (``stop_after_epoch``, a racing rung), 143
+stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.run.stopping.STOP_SIGNALS``) after writing
 a checkpoint.
 """
 
@@ -119,6 +120,11 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
                     f"{best.step}" if best is not None else "no best point")
         print(f"mtl-train: finished {cfg.log_dir}: {headline}")
         return ExitCode.FINISHED
+    print(f"mtl-train: {status.state}: {status.error}", file=sys.stderr)
+    if status.state is RunState.PAUSED:
+        print(f"mtl-train: paused after epoch {status.epoch}/{cfg.num_epochs} (stop_after_epoch); "
+              f"checkpoint kept in {RunDirectory(cfg.log_dir).last}")
+        return ExitCode.PAUSED
     print(f"mtl-train: {status.state}: {status.error}", file=sys.stderr)
     return {RunState.DIVERGED: ExitCode.DIVERGED, RunState.INTERRUPTED: ExitCode.STOPPED}.get(status.state,
                                                                                             ExitCode.FAILED)

@@ -155,6 +155,7 @@ RUN_INVARIANT_KEYS = frozenset(
         "wandb_finish_timeout_s",
         "progress",
         "checkpoint_interval_steps",
+        "stop_after_epoch",  # a racing rung: where this attempt pauses, not what the run computes
         "pretrained_weights_url",  # a mirror of the same hash-checked file: where weights come from
     }
 )
@@ -365,6 +366,11 @@ class Config(BaseModel):
     # --- logging, checkpoints, visualisation
     log_dir: str = Field("runs/default", description="The run directory.")
     checkpoint_interval_steps: int = Field(0, ge=0, description="Also checkpoint every N steps (0 = per epoch).")
+    stop_after_epoch: int = Field(
+        0, ge=0, le=100_000, description="Pause after this epoch (a racing rung): checkpoint and end 'paused'; the "
+        "same command with a later epoch (or 0 = all of them) continues it, bitwise as if never paused (the "
+        "learning-rate schedule is always the full budget's)."
+    )
     visualize_num_images: int = Field(4, ge=0, le=64, description="Validation images logged per visualisation.")
     visualize_interval_epochs: int = Field(1, ge=1, description="Log validation images every N epochs.")
     progress: Literal["auto", "rich", "plain", "none"] = Field("auto", description="Console progress display.")

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from mtl.run.model import ExitCode
 from mtl.run.records import read_record
 from mtl.run.summary import read_run_summary
 from mtl.run.trace import read_trace
@@ -167,3 +168,24 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp
         assert torch.equal(tensor, _weights(log_dir)[key]), key
     resumed_best, reference_best = read_record(log_dir).best(), read_record(finished_run).best()
     np.testing.assert_allclose(resumed_best["val/grader"], reference_best["val/grader"])
+
+
+def test_a_run_paused_at_a_rung_and_continued_is_the_run_never_paused(finished_run, tmp_path):
+    """stop_after_epoch (a racing rung) pauses with the checkpoint kept; asked again with a later stop (0 =
+    the full budget) the run continues bitwise as the uninterrupted one, the schedule being the full
+    budget's from the start."""
+    log_dir = tmp_path / "raced"
+    paused = run_train(log_dir, "--stop_after_epoch=1", check=False)
+    assert paused.returncode == ExitCode.PAUSED == 6, paused.stderr
+    status = read_record(log_dir).status
+    assert status.state == "paused" and status.epoch == 1 and (log_dir / "checkpoints" / "last.pt").exists()
+    assert [p["epoch"] for p in read_record(log_dir).points] == [1]
+    again = run_train(log_dir, "--stop_after_epoch=1", check=False)  # asked for the same rung: nothing trained
+    assert again.returncode == 6 and "resuming from step" in again.stdout
+    assert [p["epoch"] for p in read_record(log_dir).points] == [1]
+    run_train(log_dir)  # the full budget
+    assert read_record(log_dir).state == "finished"
+    strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
+    assert strip(read_trace(log_dir / "metrics.jsonl")) == strip(read_trace(finished_run / "metrics.jsonl"))
+    for key, tensor in _weights(finished_run).items():
+        assert torch.equal(tensor, _weights(log_dir)[key]), key

@@ -106,7 +106,7 @@ def test_mtl_train_exits_locked_when_another_process_holds_the_run(tmp_path, cap
 
 
 def test_exit_codes_of_mtl_train():
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 143]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 143]
 
 
 def test_stop_signals_are_remembered_not_fatal():

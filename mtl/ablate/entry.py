@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -41,6 +41,7 @@ from .entry_format import (
     entry_json_schema_text,
     is_entry_id,
 )
+from .race import RaceSettings
 
 # The format's names other modules use, with the functions that read entries.
 __all__ = [
@@ -195,6 +196,7 @@ def parse_entry(data: Any, path: str | Path) -> Entry:
     fields = {
         **spec.model_dump(exclude={"overrides", "grid", "variants"}),
         "rank_by": spec.rank_by,
+        "racing": spec.racing,
         "report": spec.report,
     }
     return Entry(**fields, overrides=overrides, grid=grid, variants=variants, id=entry_id, path=path)
@@ -312,16 +314,38 @@ def profile_path(ablations_dir: str | Path, name: str, file: str | Path | None =
 PROFILE_SLURM_SECTION = "slurm"
 
 
+# A profile's racing settings (mtl.ablate.race.RaceSettings): how its entries race when they do.
+PROFILE_RACING_SECTION = "racing"
+
+
 def load_profile(ablations_dir: str | Path, name: str) -> dict[str, Any]:
-    """A profile's config keys, validated and converted through the Config schema (its ``slurm:``
-    section of SLURM options aside)."""
+    """A profile's config keys, validated and converted through the Config schema (its ``slurm:`` and
+    ``racing:`` sections aside)."""
     path = profile_path(ablations_dir, name)
     try:
-        raw = load_yaml(path, extra_keys=(PROFILE_SLURM_SECTION,))
+        raw = load_yaml(path, extra_keys=(PROFILE_SLURM_SECTION, PROFILE_RACING_SECTION))
     except ConfigError as exc:
         raise EntryError(path, "", str(exc)) from None
     raw.pop(PROFILE_SLURM_SECTION, None)
+    raw.pop(PROFILE_RACING_SECTION, None)
     return validate_config_values(raw, path)
+
+
+def load_profile_racing(ablations_dir: str | Path, name: str) -> Optional[RaceSettings]:
+    """A profile's ``racing:`` section, validated; None when it has none."""
+    path = profile_path(ablations_dir, name)
+    try:
+        raw = load_yaml(path, extra_keys=(PROFILE_SLURM_SECTION, PROFILE_RACING_SECTION))
+    except ConfigError as exc:
+        raise EntryError(path, "", str(exc)) from None
+    if PROFILE_RACING_SECTION not in raw:
+        return None
+    try:
+        return RaceSettings.model_validate(raw[PROFILE_RACING_SECTION] or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in (PROFILE_RACING_SECTION, *error["loc"]))
+        raise EntryError(path, where, error["msg"]) from None
 
 
 def validate_config_values(values: dict[str, Any], file: str | Path, dotted: str = "") -> dict[str, Any]:

@@ -30,6 +30,8 @@ from pydantic import (
 from mtl.config import MAX_SEED, Config, format_config_value, quoted, unknown_key_message
 from mtl.partial_config import ConfigOverrides, config_value_type, partial_config_model
 
+from .race import RaceSettings
+
 # Entry ids and profile and variant names become file and folder names: each pattern admits one path
 # component only (no '/', no NUL, never '.' or '..', no leading '.').
 ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
@@ -167,6 +169,10 @@ class EntryFile(_Strict):
         default_factory=lambda: [0], min_length=1, description="Seeds; every variant runs once per seed."
     )
     rank_by: RankBy = Field(default_factory=RankBy, description="How the winner of this entry is chosen.")
+    racing: Optional[RaceSettings] = Field(
+        None, description="Race this entry (docs/DESIGN.md §7.2): variants train to rungs, the clearly behind are "
+        "pruned, seeds are added where they can change the answer. Off unless set here, in the profile or by "
+        "`run --race`; `racing: {}` races with the defaults.")
     report: ReportSpec = Field(default_factory=ReportSpec, description="What the report shows for this entry.")
 
     @field_validator("base")

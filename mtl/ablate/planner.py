@@ -11,17 +11,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config, quoted
-from mtl.run.best import best_point, deciding_rule, point_rank
+from mtl.run.best import deciding_rule
 from mtl.run.errors import RecordError
-from mtl.run.layout import RunDirectory, parse_run_name, remembered_profile, run_name
+from mtl.run.layout import RunDirectory, parse_run_name, remembered_profile, remembered_racing, run_name
 from mtl.run.model import RunState
 from mtl.run.records import error_of, is_finished, read_config, read_record, read_status, recorded_state
 
 from .arguments import command_line
-from .entry import Entry, EntryError, base_chain, entry_path, load_entry, load_profile, root_profile
+from .decision import Decision, Score, decide, mean_rank, run_score
+from .entry import (
+    Entry,
+    EntryError,
+    base_chain,
+    entry_path,
+    load_entry,
+    load_profile,
+    load_profile_racing,
+    root_profile,
+)
+from .race import RaceSettings, RaceStep, next_step, view_of
 from .variants import expand_variants, where_in_entry, written_points
 
 # States after which a run will not change without being asked to (retry or force).
@@ -68,6 +79,8 @@ class Winner:
     rule: str = ""
     # Variants that could not run on this machine (state skipped) -> why: the winner is among the others.
     skipped: dict[str, str] = field(default_factory=dict)
+    # What the evidence says of the winner: decided, undecided (and against whom), or by rule only.
+    decision: Optional[Decision] = None
 
 
 @dataclass
@@ -94,9 +107,12 @@ class Base:
             return f"best of {self.best_of} (unresolved: {self.unresolved}); profile {self.profile}"
         w = self.winner
         skipped = "".join(f"; variant {v!r} skipped here ({reason})" for v, reason in w.skipped.items())
+        failed = "".join(f"; variant {v!r} {reason}" for v, reason in (w.decision.missing if w.decision else {}).items()
+                         if v not in w.skipped)
+        evidence = f"; {w.decision.describe()}" if w.decision is not None else ""
         return (
-            f"best of {self.best_of}: variant {w.variant!r} ({w.metric} {w.mode} = {w.score:.3f}, {w.rule}{skipped}); "
-            f"profile {self.profile}"
+            f"best of {self.best_of}: variant {w.variant!r} ({w.metric} {w.mode} = {w.score:.3f}, {w.rule}{skipped}"
+            f"{failed}{evidence}); profile {self.profile}"
         )
 
 
@@ -105,6 +121,9 @@ class Plan:
     entry: Entry
     base: Base
     runs: list[RunSpec]
+    # How the entry races (docs/DESIGN.md §7.2), None when it trains its whole grid: then ``runs`` holds every
+    # seed the race may use, and the race decides which of them train and how far.
+    racing: Optional[RaceSettings] = None
 
     @property
     def resolved(self) -> bool:
@@ -144,9 +163,11 @@ def make_plan(
     _chain: tuple[str, ...] = (),
     _profile_name: Optional[str] = None,
     reuse: bool = True,
+    racing: RacingChoice = None,
 ) -> Plan:
     """The plan of ``entry``. With ``reuse``, a run whose config and seed already finished in another
-    entry's folder points at that directory instead of training again (see RunSpec.reused_from)."""
+    entry's folder points at that directory instead of training again (see RunSpec.reused_from).
+    ``racing``: see :func:`resolve_racing`."""
     runs_dir = Path(runs_dir).absolute()
     chain = _chain + (entry.id,)
     # Every entry of a 'best of' chain runs under the same profile: look it up once, at the top.
@@ -165,8 +186,10 @@ def make_plan(
             if not allow_unresolved:
                 raise
             base.unresolved = str(exc)
+    race = resolve_racing(entry, profile_name, runs_dir, racing)
+    seeds = race.seed_order(entry.seeds) if race is not None else entry.seeds
     try:
-        runs = _expand_runs(entry, base, runs_dir, reuse)
+        runs = _expand_runs(entry, base, runs_dir, reuse, seeds)
     except EntryError as exc:
         # The config values were checked one by one when the entry was read; what fails here is their
         # combination, which a provisional base (the profile without the winner) cannot decide.
@@ -174,7 +197,31 @@ def make_plan(
             raise
         base.unresolved += f"; the runs cannot be planned before it is: {exc.problem}"
         runs = []
-    return Plan(entry=entry, base=base, runs=runs)
+    return Plan(entry=entry, base=base, runs=runs, racing=race)
+
+
+# None: as the entry's last `run` raced, else as the entry or its profile declares; False: no racing; True:
+# racing with the remembered or declared settings, else the defaults; settings: these.
+RacingChoice = Union[None, bool, RaceSettings]
+
+
+def resolve_racing(entry: Entry, profile_name: str, runs_dir: Path,
+                   choice: RacingChoice = None) -> Optional[RaceSettings]:
+    """How ``entry`` races under ``profile_name`` (None: it does not), by ``choice`` (see RacingChoice)."""
+    if choice is False:
+        return None
+    if isinstance(choice, RaceSettings):
+        return choice
+    known, remembered = remembered_racing(Path(runs_dir) / entry.id)
+    declared = entry.racing or load_profile_racing(entry.ablations_dir, profile_name)
+    if known and remembered is not None:
+        try:
+            declared = RaceSettings.model_validate(remembered)
+        except ValueError:
+            pass  # a damaged record: the declared settings stand
+    if choice is True:
+        return declared or RaceSettings()
+    return declared if not known or remembered is not None else None
 
 
 # ---------------------------------------------------------------------------------------------- variants
@@ -200,7 +247,7 @@ def _cut(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -> list[RunSpec]:
+def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool, seeds: Sequence[int]) -> list[RunSpec]:
     try:
         base_config = make_config(base.values)
     except ConfigError as exc:
@@ -211,7 +258,7 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool = True) -
     seen: dict[str, str] = {}  # "s<seed>-<config hash>" -> the variant (grid point) that made it
     written = written_points(entry)
     for index, (variant, overrides) in enumerate(expand_variants(entry, base.values)):
-        for seed in entry.seeds:
+        for seed in seeds:
             values = {
                 **base.values,
                 **entry.overrides,
@@ -304,11 +351,11 @@ def resolve_winner(
     source_id: Optional[str] = None,
 ) -> Winner:
     """The winning config of ``source_id`` (default: ``entry.best_of``) under the same profile, read from
-    its run records."""
+    its run records, with the decision that names it (:mod:`mtl.ablate.decision`): a raced entry's race
+    decision, else the test over its finished runs' seeds ("by rule" with one seed a variant)."""
     source_id = source_id or entry.best_of
     assert source_id is not None
     source, source_plan = _plan_base_entry(entry, source_id, profile, runs_dir, chain, profile_name)
-    # Status and metrics only (JSON); the YAML config is read for the winner alone.
     states = {run.name: recorded_state(run.run_dir) for run in source_plan.runs}
     for run in source_plan.runs:
         if states[run.name] is RunState.UNKNOWN:  # a damaged status is named, not taken for "not finished"
@@ -316,47 +363,32 @@ def resolve_winner(
                 read_status(run.run_dir)
             except RecordError as exc:
                 raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
-    unsettled = [name for name, state in states.items() if state not in SETTLED_STATES]
-    if unsettled:
-        raise UnresolvedBase(
-            source_id,
-            f"entry {source_id} has {len(unsettled)} of {len(states)} runs not finished "
-            f"({', '.join(unsettled)}); {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)}",
-        )
-    skipped = {run.variant: error_of(run.run_dir) or "no reason recorded"
-               for run in source_plan.runs if states[run.name] is RunState.SKIPPED}
     metric, mode = source.rank_by.metric, source.rank_by.mode
-    # Each run's best point by the one rule for "best" (mtl.run.best.point_rank); a variant ranks by the
-    # mean over its seeds of that rank (the metric, then IoU - SI-logRMSE), then by its plan order.
-    ranked: dict[str, list[tuple[tuple[float, float, float], float, RunSpec]]] = {}
-    for run in source_plan.runs:
-        if states[run.name] is not RunState.FINISHED:
-            continue
-        try:  # damaged or disagreeing records must not silently change the winner
-            points = read_record(run.run_dir).points
-        except RecordError as exc:
-            raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
-        point = best_point(points, metric, mode)
-        if point is not None:
-            ranked.setdefault(run.variant, []).append((point_rank(point, metric, mode), point[metric], run))
-    if not ranked:
+    try:  # damaged or disagreeing records must not silently change the winner
+        if source_plan.racing is not None:
+            decision, table, runs = _race_decision(source, source_plan, profile, runs_dir)
+        else:
+            decision, table, runs = _grid_decision(source, source_plan, states, profile, runs_dir)
+    except RecordError as exc:
+        raise EntryError(entry.path, "base", f"'best of {source_id}' cannot be decided: {exc}") from None
+    if decision.winner is None:
         raise UnresolvedBase(
             source_id,
             f"entry {source_id} has no finished runs with a finite {metric}"
-            + "".join(f"; variant {v!r} was skipped here: {reason}" for v, reason in skipped.items())
+            + "".join(f"; variant {v!r}: {reason}" for v, reason in decision.out.items())
             + f"; {_run_hint(source_id, profile, runs_dir, entry.ablations_dir)} "
             "(add --retry-failed to retry failed runs)",
         )
-    means = {variant: sum(value for _, value, _ in items) / len(items) for variant, items in ranked.items()}
-    mean_ranks = {variant: tuple(sum(r[i] for r, _, _ in items) / len(items) for i in range(2))
-                  for variant, items in ranked.items()}
-    order = list(ranked)
-    best_variant = max(order, key=lambda v: (mean_ranks[v], -order.index(v)))
-    others = [v for v in order if v != best_variant]
-    runner_up = max(others, key=lambda v: (mean_ranks[v], -order.index(v)), default=None)
-    rule = (deciding_rule(mean_ranks[best_variant], mean_ranks[runner_up], _metric_name(metric))
+    best_variant = decision.winner
+    sign = 1.0 if mode == "max" else -1.0  # scores are ranks: a "min" metric is negated there
+    means = {variant: sign * mean_rank(scores)[0] for variant, scores in table.items()}
+    others = [v for v in table if v != best_variant]
+    order = list(table)
+    runner_up = max(others, key=lambda v: (mean_rank(table[v]), -order.index(v)), default=None)
+    rule = (deciding_rule(mean_rank(table[best_variant]), mean_rank(table[runner_up]), _metric_name(metric))
             if runner_up is not None else "the only variant scored")
-    best_run = max(ranked[best_variant], key=lambda item: item[0])[2]
+    best_seed = max(table[best_variant], key=lambda seed: table[best_variant][seed])
+    best_run = runs[(best_variant, best_seed)]
     config_file = RunDirectory(best_run.run_dir).config_path
     try:
         recorded = read_config(best_run.run_dir) or {}
@@ -368,6 +400,8 @@ def resolve_winner(
     except ConfigError as exc:
         raise EntryError(entry.path, "base", f"the winner's config cannot be used: {exc}") from None
     hyperparameters = {k: getattr(resolved, k) for k in values}
+    skipped = {v: reason[len(SKIPPED_HERE) + 2:] for v, reason in decision.missing.items()
+               if reason.startswith(SKIPPED_HERE)}
     return Winner(
         entry_id=source_id,
         variant=best_variant,
@@ -376,10 +410,86 @@ def resolve_winner(
         score=means[best_variant],
         scores_by_variant=means,
         rule=rule,
-        skipped={v: reason for v, reason in skipped.items() if v not in ranked},
+        skipped=skipped,
         run_dir=best_run.run_dir,
         hyperparameters=hyperparameters,
+        decision=decision,
     )
+
+
+SKIPPED_HERE = "skipped here"
+
+
+def _grid_decision(source: Entry, plan_: Plan, states: dict[str, RunState], profile: Optional[str],
+                   runs_dir: Path) -> tuple[Decision, dict[str, dict[int, Score]], dict[tuple[str, int], RunSpec]]:
+    """The decision over an entry's finished runs at the full budget; a variant with a run that diverged,
+    failed or was skipped here is out, named with why."""
+    unsettled = [name for name, state in states.items() if state not in SETTLED_STATES]
+    if unsettled:
+        raise UnresolvedBase(
+            source.id,
+            f"entry {source.id} has {len(unsettled)} of {len(states)} runs not finished "
+            f"({', '.join(unsettled)}); {_run_hint(source.id, profile, runs_dir, source.ablations_dir)}",
+        )
+    metric, mode = source.rank_by.metric, source.rank_by.mode
+    table: dict[str, dict[int, Score]] = {}
+    out: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    runs: dict[tuple[str, int], RunSpec] = {}
+    for run in plan_.runs:
+        state = states[run.name]
+        if state is RunState.SKIPPED:
+            missing.setdefault(run.variant, f"{SKIPPED_HERE}: {error_of(run.run_dir) or 'no reason recorded'}")
+        elif state is RunState.FAILED:
+            error = error_of(run.run_dir) or "no error recorded"
+            missing.setdefault(run.variant, f"failed (seed {run.seed}; --retry-failed retries it): {error}")
+        elif state is RunState.DIVERGED:
+            out.setdefault(run.variant, f"diverged (seed {run.seed})")
+        elif state is RunState.FINISHED:
+            score = run_score(read_record(run.run_dir).points, None, metric, mode)
+            if score is not None:
+                table.setdefault(run.variant, {})[run.seed] = score
+                runs[(run.variant, run.seed)] = run
+    order = list(dict.fromkeys(run.variant for run in plan_.runs))
+    table = {v: scores for v, scores in table.items() if v not in out and v not in missing}
+    confidence = RaceSettings().confidence
+    return decide(table, order, confidence, _metric_name(metric), out=out, missing=missing), table, runs
+
+
+def _race_decision(source: Entry, plan_: Plan, profile: Optional[str],
+                   runs_dir: Path) -> tuple[Decision, dict[str, dict[int, Score]], dict[tuple[str, int], RunSpec]]:
+    """The decision of a raced entry's race; UnresolvedBase while the race is not over."""
+    assert plan_.racing is not None
+    step = race_step(plan_)
+    if step.decision is None:
+        raise UnresolvedBase(
+            source.id,
+            f"the race of {source.id} is not over ({len(step.train)} run(s) to train next); "
+            f"{_run_hint(source.id, profile, runs_dir, source.ablations_dir)}",
+        )
+    metric, mode = source.rank_by.metric, source.rank_by.mode
+    num_epochs = plan_.runs[0].config.num_epochs
+    runs = {(run.variant, run.seed): run for run in plan_.runs}
+    table: dict[str, dict[int, Score]] = {}
+    for variant, seeds in step.seeds.items():
+        if variant in step.decision.out:
+            continue
+        for seed in seeds:
+            score = run_score(read_record(runs[(variant, seed)].run_dir).points, num_epochs, metric, mode)
+            if score is not None:
+                table.setdefault(variant, {})[seed] = score
+    return step.decision, table, runs
+
+
+def race_step(plan_: Plan) -> RaceStep:
+    """Where the race of a raced plan stands, from its runs' records (a pure function of them)."""
+    assert plan_.racing is not None
+    entry = plan_.entry
+    views = {(run.variant, run.seed): view_of(run.run_dir) for run in plan_.runs}
+    variants = list(dict.fromkeys(run.variant for run in plan_.runs))
+    num_epochs = plan_.runs[0].config.num_epochs
+    return next_step(variants, plan_.racing.seed_order(entry.seeds), num_epochs, views, plan_.racing,
+                     entry.rank_by.metric, entry.rank_by.mode, _metric_name(entry.rank_by.metric))
 
 
 def resolve_variant(

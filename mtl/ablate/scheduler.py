@@ -32,7 +32,7 @@ from .planner import RunSpec
 EXIT_OUTCOMES: dict[int, Outcome] = {
     ExitCode.FINISHED: Outcome.FINISHED, ExitCode.FAILED: Outcome.FAILED, ExitCode.REFUSED: Outcome.REFUSED,
     ExitCode.DIVERGED: Outcome.DIVERGED, ExitCode.LOCKED: Outcome.LOCKED, ExitCode.STOPPED: Outcome.INTERRUPTED,
-    ExitCode.UNAVAILABLE: Outcome.SKIPPED,
+    ExitCode.UNAVAILABLE: Outcome.SKIPPED, ExitCode.PAUSED: Outcome.PAUSED,
     **{-signum: Outcome.INTERRUPTED for signum in STOP_SIGNALS},
 }
 
@@ -213,15 +213,15 @@ class Scheduler:
             state = Outcome.KILLED
         else:
             state = Outcome.FAILED
-        if state is Outcome.FINISHED and recorded_state(spec.run_dir) is not RunState.FINISHED:
-            state = Outcome.FAILED  # exit 0 without a finished record breaks the mtl-train contract
+        if state in (Outcome.FINISHED, Outcome.PAUSED) and recorded_state(spec.run_dir) is not RunState(state.value):
+            state = Outcome.FAILED  # an exit code its record does not back breaks the mtl-train contract
         # The error only (a damaged trace is for the results to name).
         detail = error_of(spec.run_dir) or getattr(job, "error", None) or ""
         if state in (Outcome.FAILED, Outcome.REFUSED, Outcome.KILLED, Outcome.LOCKED) and not detail:
             detail = _tail(log_path(spec))
         if state is Outcome.KILLED:
             detail = f"killed by signal {-code}" + (f": {detail}" if detail else "")
-        message = detail if state is not Outcome.FINISHED else ""
+        message = detail if state not in (Outcome.FINISHED, Outcome.PAUSED) else ""
         if state is Outcome.SKIPPED:
             message = f"cannot run on this machine, recorded as skipped: {detail}"
         if state is Outcome.REFUSED:

@@ -9,12 +9,13 @@ the suite, the reports and the benchmarks find runs without paying for it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from mtl.run.errors import RunLocked, RunRefused
 from mtl.run.io import atomic_write_text
@@ -36,6 +37,7 @@ PREDICTION_TASKS = ("semseg", "depth")
 # Beside the run directories of an entry (not inside one).
 LOGS_DIR = ".logs"
 PROFILE_FILE = ".profile"
+RACING_FILE = ".racing"  # beside them too: whether the entry's last `run` raced, and with which settings
 # The files a run's record is read from; a reader caching a summary watches these.
 RECORD_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE)
 
@@ -132,6 +134,24 @@ def remembered_profile(entry_dir: Path) -> Optional[str]:
     except (OSError, UnicodeDecodeError):
         return None
     return name or None
+
+
+def remember_racing(entry_dir: Path, settings: Optional[dict[str, Any]]) -> None:
+    """Record how the entry's last `run` raced: its racing settings, or None when it did not race."""
+    Path(entry_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(entry_dir) / RACING_FILE, json.dumps({"racing": settings}) + "\n")
+
+
+def remembered_racing(entry_dir: Path) -> tuple[bool, Optional[dict[str, Any]]]:
+    """(known, settings): whether the entry's last `run` recorded how it raced, and the settings it raced with
+    (None: it did not race). An unreadable record counts as unknown."""
+    try:
+        data = json.loads((Path(entry_dir) / RACING_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False, None
+    if not isinstance(data, dict) or not (data.get("racing") is None or isinstance(data.get("racing"), dict)):
+        return False, None
+    return True, data.get("racing")
 
 
 def find_run_dirs(root: str | Path) -> Iterator[Path]:

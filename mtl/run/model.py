@@ -32,6 +32,8 @@ class RunState(str, enum.Enum):
     FAILED = "failed"
     DIVERGED = "diverged"  # non-finite loss; the last good checkpoint is kept
     SKIPPED = "skipped"  # cannot run on this machine (ImageNet weights unavailable offline); error says why
+    PAUSED = "paused"  # stopped at a racing rung (stop_after_epoch), its checkpoint kept; continued on request
+    PRUNED = "pruned"  # paused at a rung and left behind by its entry's race (the reason says whom it trails)
     NOT_STARTED = "not started"  # no status yet
     UNKNOWN = "unknown"  # a status that does not fit the model (damaged)
     STOPPED = "stopped"  # "running" in a status whose trainer is gone (SIGKILL, node lost)
@@ -54,6 +56,7 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"
     DIVERGED = "diverged"
     SKIPPED = "skipped"
+    PAUSED = "paused"  # reached the epoch it was asked to stop after (a racing rung)
     REFUSED = "refused"  # the directory holds another code version or config (mtl-train exit 2)
     KILLED = "killed"  # ended by a signal before it could record anything
     LOCKED = "locked"  # another process holds the directory's lock without training it
@@ -68,7 +71,7 @@ class Outcome(str, enum.Enum):
 
     @property
     def has_result(self) -> bool:
-        return self in (Outcome.FINISHED, Outcome.DIVERGED, Outcome.SKIPPED)
+        return self in (Outcome.FINISHED, Outcome.DIVERGED, Outcome.SKIPPED, Outcome.PAUSED)
 
 
 class ExitCode(enum.IntEnum):
@@ -80,6 +83,7 @@ class ExitCode(enum.IntEnum):
     DIVERGED = 3
     LOCKED = 4  # another process holds the run directory
     UNAVAILABLE = 5  # cannot run here (a resource such as the ImageNet weights is absent): state skipped
+    PAUSED = 6  # stopped after the epoch it was asked to (stop_after_epoch), checkpoint kept: state paused
     STOPPED = 143  # SIGTERM/SIGINT, after writing a checkpoint
 
 
@@ -168,3 +172,4 @@ class Status(BaseModel):
     wandb_url: Optional[str] = None  # the run's W&B page while it logs online (reports link to it)
     diverged_step: Optional[int] = None
     checkpoint_step: Optional[int] = None  # the last good checkpoint's step, for a diverged run
+    pruned: Optional[str] = None  # why its entry's race left it behind

@@ -60,7 +60,7 @@ class StatusWriter:
             code_version=code_version, dataset=dataset, pid=pid, host=host, epoch=epoch, step=step, best=best,
             started_at=(previous.started_at if previous else None) or now_iso(), finished_at=None,
             elapsed_s=(previous.elapsed_s if previous else None) or 0.0, eta_s=None, progress=None, resumed=None,
-            model=previous.model if previous else None)
+            pruned=None, model=previous.model if previous else None)
 
     def progressed(self, progress: Progress) -> Status:
         return self.record(progress=progress, eta_s=progress.eta_s)
@@ -87,6 +87,15 @@ class StatusWriter:
 
     def skipped(self, *, error: str) -> Status:
         return self.record(state=RunState.SKIPPED, error=error)
+
+    def paused(self, *, epoch: int, step: int, best: Optional[ValidationPoint]) -> Status:
+        """Stopped after the epoch it was asked to stop after (a racing rung); last.pt kept to continue."""
+        return self.record(state=RunState.PAUSED, error=None, epoch=epoch, step=step, best=best, eta_s=None)
+
+    def pruned(self, *, reason: str) -> Status:
+        """Left behind by its entry's race (written by the suite, holding the run's lock): still paused, with
+        its checkpoint; a later decision that needs it continues it."""
+        return self.record(state=RunState.PRUNED, pruned=reason)
 
     def sized(self, model: ModelSize) -> Status:
         return self.record(model=model)

@@ -35,7 +35,7 @@ from mtl.run.stopping import StopSignals
 from mtl.run.summary import write_run_summary
 from mtl.run.trace import LocalTrace
 from mtl.train.hooks import default_hooks
-from mtl.train.loop import Diverged, StopRequested, Trainer
+from mtl.train.loop import Diverged, PauseReached, StopRequested, Trainer
 from mtl.train.losses import MultiTaskLoss
 from mtl.train.optim import build_optimizer, build_scheduler
 from mtl.train.prediction import predict_and_pack
@@ -231,6 +231,11 @@ def _fit(trainer: Trainer, parts: Parts, status: StatusWriter, sink: WandbSink) 
         trainer.fit(train_loader, val_loader, sampler)
         progress.close()
         predict_and_pack(cfg, run, datasets, trainer.module, trainer.depth_unit, trainer.device)
+    except PauseReached:
+        progress.close()
+        trainer.trace.sync()
+        sink.finish()  # the same W&B run continues when the race asks for more of it
+        return _ended(run, status.paused(epoch=p.epoch, step=p.step, best=p.best))
     except StopRequested:
         progress.close()
         p.elapsed_s = trainer.clock.elapsed()

@@ -42,6 +42,11 @@ class StopRequested(Exception):
     """A stop signal (``mtl.run.stopping.STOP_SIGNALS``) arrived; the loop checkpoints and exits."""
 
 
+class PauseReached(Exception):
+    """The epoch this attempt was asked to stop after (``stop_after_epoch``, a racing rung) is done and
+    checkpointed; the run pauses there."""
+
+
 @dataclass
 class Position:
     """Where training stands: ``epoch`` in progress (0-based) and batches of it already done."""
@@ -151,18 +156,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ the loop
     def fit(self, train_loader: DataLoader[Any], val_loader: DataLoader[Any], sampler: EpochSampler) -> None:
-        """The epochs still to do; StopRequested when a stop signal arrives, Diverged on a non-finite loss."""
+        """The epochs still to do; StopRequested when a stop signal arrives, PauseReached after the epoch to stop
+        after, Diverged on a non-finite loss."""
         cfg, p = self.cfg, self.position
         self.clock = Clock(p.elapsed_s)
         if self.stop_signal is not None:  # arrived during set-up: checkpoint where we stand, train nothing
             raise StopRequested()
         while p.epoch < cfg.num_epochs:
+            if self.pause_due():
+                raise PauseReached()
             sampler.set_epoch(p.epoch, skip_samples=p.batch_in_epoch * cfg.batch_size)
             self.train_epoch(train_loader)
             self.check_finite()  # before a best.pt could be written from the validation below
             self.end_epoch(val_loader)
             if self.stop_signal is not None:
                 raise StopRequested()
+
+    def pause_due(self) -> bool:
+        """Whether the epoch to stop after is done (and the run has epochs left): a whole epoch, checkpointed."""
+        stop, p = self.cfg.stop_after_epoch, self.position
+        return bool(stop) and p.epoch >= stop and p.batch_in_epoch == 0 and p.epoch < self.cfg.num_epochs
 
     def train_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with autocast(self.cfg, self.device):
