@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import yaml
 from pydantic import (
@@ -270,7 +270,7 @@ FIELD_NAMES = tuple(Config.model_fields)
 _OPTIONAL_KEYS = frozenset(k for k, f in Config.model_fields.items() if not f.is_required() and f.default is None)
 
 
-def _describe_expected(key: str, error: dict) -> str:
+def _describe_expected(key: str, error: Mapping[str, Any]) -> str:
     field = Config.model_fields.get(key)
     if error.get("type") in ("missing", "too_long") and len(error.get("loc", ())) > 1:
         return "exactly three values, e.g. 3,6,9"  # a fixed-length tuple key given too few or too many
@@ -295,7 +295,7 @@ def unknown_key_message(key: str, source: str = "") -> str:
     return f"unknown config key {key!r}{where}{did_you_mean(key, FIELD_NAMES)}"
 
 
-def value_problem(key: str, value: Any, error: dict) -> str:
+def value_problem(key: str, value: Any, error: Mapping[str, Any]) -> str:
     """One pydantic error of config key ``key`` (``error["loc"]`` starting at the key) as a sentence."""
     return f"config key {key!r} got {value!r}: expected {_describe_expected(key, error)}"
 
