@@ -38,10 +38,11 @@ test: install lint
 test-fast: install
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
-# The import layers (pyproject.toml [tool.importlinter]) and ruff's rules; part of `make test`.
+# The import layers (pyproject.toml [tool.importlinter]), ruff's rules and mypy ([tool.mypy]); part of `make test`.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 summary: install
 	$(BIN)/python -m mtl.models.summary --height 256 --width 512

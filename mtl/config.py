@@ -14,7 +14,7 @@ import math
 import os
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 import yaml
 from pydantic import (
@@ -505,7 +505,7 @@ _BOUND_WORDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "less 
                 "greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than")}
 
 
-def _describe_expected(key: str, error: dict) -> str:
+def _describe_expected(key: str, error: Mapping[str, Any]) -> str:
     field = Config.model_fields.get(key)
     if error.get("type") in ("missing", "too_long") and len(error.get("loc", ())) > 1:
         return "exactly three values, e.g. 3,6,9"  # a fixed-length tuple key given too few or too many
@@ -536,7 +536,7 @@ def unknown_key_message(key: str, source: str = "") -> str:
     return f"unknown config key {quoted(key)}{where}{did_you_mean(key[:QUOTE_LIMIT], FIELD_NAMES)}"
 
 
-def value_problem(key: str, value: Any, error: dict) -> str:
+def value_problem(key: str, value: Any, error: Mapping[str, Any]) -> str:
     """One pydantic error of config key ``key`` (``error["loc"]`` starting at the key) as a sentence."""
     return f"config key {key!r} got {quoted(value)}: expected {_describe_expected(key, error)}"
 

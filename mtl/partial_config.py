@@ -3,7 +3,7 @@ schema in :mod:`mtl.config`, for the keys an ablation entry, a variant or a grid
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
@@ -21,7 +21,9 @@ def config_value_type(key: str) -> Any:
         if key in decorator.info.fields or "*" in decorator.info.fields:
             wrap = BeforeValidator if decorator.info.mode == "before" else AfterValidator
             markers.append(wrap(decorator.func))
-    return Annotated[(field.annotation, *markers)]
+    # A tuple first: mypy reads Annotated[(a, *b)] as Python 3.11's Annotated[a, *b] and refuses it on 3.10.
+    args = (field.annotation, *markers)
+    return Annotated[args]
 
 
 def _no_default_in_schema(schema: dict[str, Any]) -> None:
@@ -35,7 +37,8 @@ def partial_config_model(
     keys an entry, a variant or a grid sets. ``value_type(key)`` gives each key's type (default: the key's
     own); the cross-key rules of :class:`Config` apply once the keys meet their base, not here."""
     value_type = value_type or config_value_type
-    fields = {
+    # key -> (type, FieldInfo), typed Any: mypy checks a **dict against each of create_model's keywords (__base__, ...)
+    fields: dict[str, Any] = {
         key: (
             value_type(key),
             Field(None, description=field.description, json_schema_extra=_no_default_in_schema, **field_options),
@@ -47,4 +50,8 @@ def partial_config_model(
 
 
 # Config keys an entry or a variant sets; ``model_dump(exclude_unset=True)`` gives the values given.
-ConfigOverrides = partial_config_model("ConfigOverrides", "Config keys (see mtl-train --help) and their values.")
+# Made at run time, so a type checker knows it as a model with unknown fields: a BaseModel.
+if TYPE_CHECKING:
+    ConfigOverrides = BaseModel
+else:
+    ConfigOverrides = partial_config_model("ConfigOverrides", "Config keys (see mtl-train --help) and their values.")

@@ -8,7 +8,7 @@ specification (no network); :func:`save_dashboard` sends it to the W&B server.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final, Sequence
 
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
@@ -26,7 +26,8 @@ LOSS_PANELS = {
 # The run summary holds the best grader under "max" (define_metric(..., summary="max") in mtl.train.tracking).
 BEST_GRADER_SUMMARY = "val/grader.max"
 # Seeds of a variant drawn as their mean with a band of one standard deviation.
-GROUP_AGGREGATE, GROUP_RANGE = "mean", "stddev"
+GROUP_AGGREGATE: Final = "mean"
+GROUP_RANGE: Final = "stddev"
 
 
 def varied_keys(entry: Any) -> list[str]:
@@ -44,8 +45,8 @@ def dashboard_spec(entry: Any, entity: str, project: str) -> ws.Workspace:
     """The workspace of one entry (an :class:`mtl.ablate.entry.Entry`) in ``entity/project``.
 
     ``entity`` may be empty for a preview; saving needs it."""
-    def curves(title: str, metrics: list[str]) -> wr.LinePlot:
-        return wr.LinePlot(title=title, x=WANDB_STEP_KEY, y=metrics, title_x="optimizer step",
+    def curves(title: str, metrics: Sequence[str]) -> wr.LinePlot:
+        return wr.LinePlot(title=title, x=WANDB_STEP_KEY, y=list(metrics), title_x="optimizer step",
                            groupby_aggfunc=GROUP_AGGREGATE, groupby_rangefunc=GROUP_RANGE)
 
     sections = [

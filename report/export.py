@@ -67,7 +67,11 @@ class Member:
         return cls(name, stored, digest, size, path=path)
 
     def open(self) -> BinaryIO:
-        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")  # type: ignore[arg-type]
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        if self.path is None:  # from_bytes and from_file each set one of the two
+            raise ValueError(f"archive member {self.name} holds neither bytes nor a file")
+        return open(self.path, "rb")
 
 
 def file_sha256(path: Path) -> tuple[str, int]:

@@ -128,7 +128,7 @@ def best_with_note(points: list[dict[str, Any]], state: str,
     if best is not None:
         tied = [p for p, grader in zip(points, graders) if grader == best[GRADER_KEY]]
         if len(tied) > 1:
-            steps = ", ".join(str(s) for s in sorted(p.get("step") for p in tied))
+            steps = ", ".join(str(s) for s in sorted(p["step"] for p in tied))
             by_tie_break = sum(1 for p in tied if tie_break_value(p) == tie_break_value(best)) == 1
             notes.append(f"grader tie at steps {steps}: step {best.get('step')} kept by "
                          + (TIE_BREAK if by_tie_break else "the earlier step"))
@@ -229,7 +229,11 @@ def _run_columns(rows: list[dict[str, Any]]) -> list[str]:
 def _points_frame(summaries: list[RunSummary]) -> pd.DataFrame:
     # Built column by column from numpy arrays: 100,000 dicts through the DataFrame constructor is slow.
     all_keys = sorted(set().union(*(s.keys for s in summaries)) | {"step", "epoch"}, key=_point_order)
-    counts = [len(s.values) for s in summaries]
+    counts = []
+    for s in summaries:
+        if s.values is None:
+            raise ValueError(f"run {s.row['run']}: its points have not been read")
+        counts.append(len(s.values))
     values = np.full((sum(counts), len(all_keys)), np.nan)
     position = {k: j for j, k in enumerate(all_keys)}
     offset = 0

@@ -164,7 +164,7 @@ def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats
     report.rendered = render_tables(tables, caption=f"{entry.item}: {entry.id}", label_prefix=f"tab:{entry.id}")
     report.table_files = write_tables(tables, report.rendered, out_dir / "tables", formats)
     if draw_figures:
-        _draw_figures(report, subset, out_dir / "figures", dataset_root)
+        _draw_figures(report, tables, subset, out_dir / "figures", dataset_root)
     return report
 
 
@@ -252,6 +252,7 @@ class FigureJob:
     """One figure of one entry: what a renderer of :data:`FIGURE_RENDERERS` draws from, and where to."""
 
     report: EntryReport
+    tables: EntryTables  # the report's tables: an entry with no runs has none, and no figures
     subset: ResultTables
     folder: Path
     stem: str
@@ -259,13 +260,15 @@ class FigureJob:
     dataset_root: Path | None
 
 
-def _draw_figures(report: EntryReport, subset: ResultTables, folder: Path, dataset_root: Path | None) -> None:
+def _draw_figures(report: EntryReport, tables: EntryTables, subset: ResultTables, folder: Path,
+                  dataset_root: Path | None) -> None:
     # Imported here: matplotlib and the dataset readers (torch) are not needed for tables alone.
     from report import figures as fig
 
     entry = report.entry
     for kind in entry.report.figures:
-        job = FigureJob(report, subset, folder, f"{entry.id}.{kind}", f"{entry.item} {entry.id}", dataset_root)
+        job = FigureJob(report, tables, subset, folder, f"{entry.id}.{kind}", f"{entry.item} {entry.id}",
+                        dataset_root)
         try:
             report.figures[kind] = FIGURE_RENDERERS[kind](fig, job)
         except (fig.FigureError, OSError, ValueError) as exc:
@@ -273,16 +276,16 @@ def _draw_figures(report: EntryReport, subset: ResultTables, folder: Path, datas
 
 
 def _curves(fig: Any, job: FigureJob) -> list[Path]:
-    return fig.curves(job.subset.points, job.report.tables.runs, job.folder, job.stem, job.title)
+    return fig.curves(job.subset.points, job.tables.runs, job.folder, job.stem, job.title)
 
 
 def _bars(fig: Any, job: FigureJob) -> list[Path]:
-    return fig.bars(job.report.tables.summary, job.folder, job.stem, job.title)
+    return fig.bars(job.tables.summary, job.folder, job.stem, job.title)
 
 
 def _image_runs_and_root(fig: Any, job: FigureJob) -> tuple[list[tuple[str, Path]], Path]:
     """The runs the image figures show and the dataset folder their test images come from."""
-    chosen = image_runs(job.report.tables, job.subset.runs)
+    chosen = image_runs(job.tables, job.subset.runs)
     if not chosen:
         raise fig.FigureError("no finished run with test predictions")
     runs = job.subset.runs

@@ -12,7 +12,7 @@ import difflib
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from mtl.config import did_you_mean
 from mtl.run.layout import default_ablations_dir, default_runs_dir
@@ -31,7 +31,8 @@ class SuggestingParser(argparse.ArgumentParser):
     Unknown flags are reported by the subcommand's own parser, so the suggestion comes from that
     subcommand's flags (``mtl-ablate run --profle``), not from the top-level ones."""
 
-    def parse_args(self, args: Optional[Sequence[str]] = None, namespace: Any = None) -> argparse.Namespace:
+    # Any: like ArgumentParser's, it returns the namespace given, else a new argparse.Namespace.
+    def parse_args(self, args: Optional[Iterable[str]] = None, namespace: Any = None) -> Any:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             (self._chosen_subparser(parsed) or self).error(f"unrecognized arguments: {' '.join(extras)}")

@@ -88,7 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     # to the width the other columns leave; a terminal too narrow for that gets no question column rather than
     # a question stacked a word per line.
     width = _question_width(console.width, rows) if not args.full else None
-    show_question = args.full or width >= MIN_QUESTION_WIDTH
+    show_question = width is None or width >= MIN_QUESTION_WIDTH
     table = Table(title=f"ablation entries ({args.ablations_dir}; runs counted in {args.runs_dir}, "
                         "under the profile of each entry's last run)",
                   caption=None if show_question else "questions: `mtl-ablate show ID` or `list --full`")
@@ -103,7 +103,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         question = [" ".join(entry.question.split()), f"(base: {entry.base})"]
         if width is not None:
             question = [_cut(line, width) for line in question]
-        cells = [entry.id, entry.item, *([Text("\n".join(question))] if show_question else []), profile, runs, state]
+        cells: list[str | Text] = [entry.id, entry.item, *([Text("\n".join(question))] if show_question else []),
+                                   profile, runs, state]
         table.add_row(*cells)
     console.print(table)
     return EXIT_OK
@@ -365,7 +366,9 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         prog="mtl-ablate",
         description="Plan, run, follow and export the ablation entries of ablations/ (one per assignment question).",
     )
-    where = argparse.ArgumentParser(add_help=False)
+    # The parents are SuggestingParsers like the subparsers that take them: argparse takes any parser there,
+    # typeshed's add_parser only the subparsers' own class. (A parent lends its arguments; it never parses.)
+    where = SuggestingParser(add_help=False)
     where.add_argument(
         "--ablations-dir",
         type=Path,
@@ -374,7 +377,7 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     )
     where.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                        help="root of the run directories (default: $MTL_RUNS_DIR or ./runs)")
-    profile = argparse.ArgumentParser(add_help=False)
+    profile = SuggestingParser(add_help=False)
     profile.add_argument("--profile", help="profile to use instead of the entry's base profile (quick, full, ...)")
 
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

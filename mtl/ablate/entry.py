@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -117,7 +117,7 @@ def _value_at(data: Any, loc: tuple[Any, ...], fallback: Any) -> Any:
     return data
 
 
-def _error_text(error: dict, loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
+def _error_text(error: Mapping[str, Any], loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
     """(dotted key, problem) of one pydantic error of an entry document."""
     at = _config_key_at(loc)
     value_end = at + 2 if loc[:1] == ("grid",) else at + 1  # a grid value is one item of the key's list
@@ -139,6 +139,7 @@ def _error_text(error: dict, loc: tuple[Any, ...], data: Any) -> tuple[str, str]
 
 def _pydantic_errors(file: Path, exc: ValidationError, data: Any) -> EntryError:
     found = []
+    error: Mapping[str, Any]  # pydantic's ErrorDetails, or a copy of one with a "tag" added
     for error in exc.errors():
         loc = tuple(error["loc"])
         # A grid value's errors name the union member it was read as; the user only sees key and index.

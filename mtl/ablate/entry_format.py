@@ -15,7 +15,7 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
     BaseModel,
@@ -52,7 +52,11 @@ FIGURE_KINDS = {
     "qualitative": "Test predictions of the best run of each variant",
     "depth_histogram": "Depth distribution of ground truth and predictions, in metres and log-metres",
 }
-FigureKind = Literal[tuple(FIGURE_KINDS)]  # type: ignore[valid-type]
+# One of the names above; made at run time, so a type checker knows it as a str.
+if TYPE_CHECKING:
+    FigureKind = str
+else:
+    FigureKind = Literal[tuple(FIGURE_KINDS)]
 
 
 class EntryError(ValueError):
@@ -81,15 +85,19 @@ def _grid_member(value: Any) -> str:
 
 
 def _grid_values(key: str) -> Any:
-    value = Annotated[config_value_type(key), Tag("value")]
+    value: Any = Annotated[config_value_type(key), Tag("value")]  # a type made at run time, not a type alias
     return list[Annotated[Union[Annotated[Scaled, Tag("scaled")], value], Discriminator(_grid_member)]]
 
 
 # Config key -> its values in a grid: values of the key's type, or {times: x} relative to the base.
-ConfigGrid = partial_config_model(
-    "ConfigGrid", "Config keys and the values each takes; the runs are the cartesian product.", _grid_values,
-    schema_extra={"minProperties": 1}, min_length=1,
-)
+# Made at run time, so a type checker knows it as a model with unknown fields: a BaseModel.
+if TYPE_CHECKING:
+    ConfigGrid = BaseModel
+else:
+    ConfigGrid = partial_config_model(
+        "ConfigGrid", "Config keys and the values each takes; the runs are the cartesian product.", _grid_values,
+        schema_extra={"minProperties": 1}, min_length=1,
+    )
 
 
 class Variant(_Strict):
@@ -113,7 +121,11 @@ class Variant(_Strict):
 class VariantSpec(Variant):
     """A variant as written in an entry file."""
 
-    overrides: ConfigOverrides = Field(default_factory=ConfigOverrides, description="Config keys set by this variant.")
+    # The keys as given, where Variant holds them converted: pydantic lets a subclass re-type a field, mypy's
+    # override check does not.
+    overrides: ConfigOverrides = Field(  # type: ignore[assignment]
+        default_factory=ConfigOverrides, description="Config keys set by this variant."
+    )
 
 
 class RankBy(_Strict):
@@ -161,7 +173,7 @@ class EntryFile(_Strict):
     overrides: ConfigOverrides = Field(
         default_factory=ConfigOverrides, description="Config keys fixed for every run of this entry."
     )
-    grid: Optional[ConfigGrid] = Field(  # type: ignore[valid-type]
+    grid: Optional[ConfigGrid] = Field(
         None, description="Config key -> list of values; the runs are the cartesian product."
     )
     variants: Optional[list[VariantSpec]] = Field(None, min_length=1, description="Explicit list of named variants.")
@@ -249,10 +261,11 @@ class EntryFile(_Strict):
 class Entry(EntryFile):
     """A validated entry, with its id (the file name without ``.yaml``) and the file it came from."""
 
-    # The config values of the file, validated and converted, in the order the file gives them.
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    grid: Optional[dict[str, list[Any]]] = None
-    variants: Optional[list[Variant]] = None
+    # The config values of the file, validated and converted, in the order the file gives them. (Re-typed
+    # fields of EntryFile: pydantic lets a subclass re-type a field, mypy's override check does not.)
+    overrides: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
+    grid: Optional[dict[str, list[Any]]] = None  # type: ignore[assignment]
+    variants: Optional[list[Variant]] = None  # type: ignore[assignment]
     id: str
     path: Path
 

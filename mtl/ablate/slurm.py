@@ -169,7 +169,7 @@ def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
             raise SlurmConfigError(f"{path}: no '{PROFILE_SECTION}:' section (--slurm-profile {name})")
         if section is not None:
             options = options_from_mapping(section, f"{path}: {PROFILE_SECTION}", options)
-    flags = {name: getattr(args, f"slurm_{name}", None) for name in OPTION_NAMES}
+    flags: dict[str, Any] = {name: getattr(args, f"slurm_{name}", None) for name in OPTION_NAMES}
     flags = {k: v for k, v in flags.items() if v is not None}
     if "additional_parameters" in flags:
         extra = dict(options.additional_parameters)
@@ -366,7 +366,7 @@ class SubmititBackend:
             return None
         from submitit.slurm.slurm import SlurmJob
 
-        job = SlurmJob(folder=records[-1].folder, job_id=records[-1].job_id)
+        job: SlurmJob[Any] = SlurmJob(folder=records[-1].folder, job_id=records[-1].job_id)
         state = job.watcher.get_state(job.job_id, mode="force")
         return SubmititJob(job, adopted=True) if state.upper().split(" ")[0] in LIVE_STATES else None
 

@@ -53,8 +53,12 @@ def repair_plan(plan: Plan, say: Callable[[str], None]) -> bool:
         if run.provisional or not run.run_dir.is_dir():
             continue
         label = f"{plan.entry.id} {run.name}"
+
+        def say_run(text: str, label: str = label) -> None:
+            say(f"{label}: {text}")
+
         try:
-            status = repair(run.config, lambda text, label=label: say(f"{label}: {text}"))
+            status = repair(run.config, say_run)
         except (RunRefused, RecordError, OSError) as exc:
             say(f"{label}: cannot repair: {exc}")
             repaired = False

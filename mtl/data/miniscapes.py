@@ -327,9 +327,9 @@ class MiniScapes(torch.utils.data.Dataset):
         present = {m for m, d in label_dirs.items() if d.is_dir()}
         if len(present) == 1:
             (have,) = present
-            (missing,) = set(label_dirs) - present
+            (lacking,) = set(label_dirs) - present
             raise DatasetError(
-                f"dataset split {split_dir} has {have}/ but not {missing}/; expected both label folders or neither"
+                f"dataset split {split_dir} has {have}/ but not {lacking}/; expected both label folders or neither"
             )
         self.has_labels = len(present) == 2
         if self.has_labels:

@@ -116,8 +116,8 @@ class DistillationDeepLabV3p(nn.Module):
         if self.design == "template":
             self.attention_depth_to_semseg = SelfAttention(channels, channels)
             self.attention_semseg_to_depth = SelfAttention(channels, channels)
-            self.semseg_final = PredictionHead(channels, SEMSEG_CHANNELS)
-            self.depth_final = PredictionHead(channels, DEPTH_CHANNELS)
+            self.semseg_final: PredictionHead | SkipRefineDecoder = PredictionHead(channels, SEMSEG_CHANNELS)
+            self.depth_final: PredictionHead | SkipRefineDecoder = PredictionHead(channels, DEPTH_CHANNELS)
         elif self.design == "improved":
             self.fusion_semseg = CrossTaskFusion(channels, DEPTH_CHANNELS)
             self.fusion_depth = CrossTaskFusion(channels, SEMSEG_CHANNELS)

@@ -38,7 +38,9 @@ def build_aspp(cfg: Config, in_channels: int) -> nn.Module:
     return ASPP(in_channels, cfg.aspp_channels, rates)
 
 
-def build_decoder(cfg: Config, bottleneck_channels: int, skips: dict[int, int], num_outputs: int) -> nn.Module:
+def build_decoder(
+    cfg: Config, bottleneck_channels: int, skips: dict[int, int], num_outputs: int
+) -> DecoderPassThrough | DecoderDeepLabV3p:
     if not cfg.decoder_skip:
         return DecoderPassThrough(bottleneck_channels, num_outputs)
     return DecoderDeepLabV3p(

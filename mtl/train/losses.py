@@ -44,8 +44,9 @@ class MultiTaskLoss:
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (weighted total for backward, unweighted final-prediction losses by task)."""
         losses = self.task_losses(outputs, batch)
-        total = sum(self.weights[t] * losses[t] for t in losses)
+        total: torch.Tensor | float = sum(self.weights[t] * losses[t] for t in losses)
         if "semseg_initial" in outputs:
             initial = self.task_losses(outputs, batch, suffix="_initial")
             total = total + self.weight_initial * sum(self.weights[t] * initial[t] for t in initial)
+        assert isinstance(total, torch.Tensor)  # a sum over both tasks' losses, never the empty sum 0
         return total, losses

@@ -116,7 +116,8 @@ class WandbSink:
 
     def __init__(self, cfg: Config, run_dir: Path, run_id: str):
         self.cfg, self.run_dir, self._run_id = cfg, run_dir, run_id
-        self.run = None
+        # The wandb Run while mirroring, else None. Any: wandb is imported lazily (self._wandb), so it is untyped here.
+        self.run: Any = None
         self.mode, why = decide_wandb_mode(cfg)
         if self.mode == "disabled":
             _say(f"W&B disabled ({why})")
@@ -130,7 +131,7 @@ class WandbSink:
             self._fall_back(f"W&B {self.mode} ({why}) could not start ({_short(exc)})")
             return
         if self.mode == "online":
-            _say(f"W&B online ({why}): {self.run.url}")
+            _say(f"W&B online ({why}): {self.url}")
         else:
             _say(f"W&B offline ({why}); upload later with: {self.sync_command()}")
 
@@ -227,7 +228,7 @@ class WandbSink:
     def summary(self, values: dict[str, Any]) -> None:
         self._guarded("summary", lambda: self.run.summary.update(values))
 
-    def images(self, panels: list[np.ndarray], depth_m: np.ndarray, step: int) -> None:
+    def images(self, panels: list[np.ndarray], depth_m: np.ndarray | None, step: int) -> None:
         """Validation panels (input | predicted seg | true seg | predicted depth | true depth) and a histogram,
         on ``trainer/step`` like every other point."""
         if self.run is None:
@@ -286,7 +287,9 @@ class Progress:
     def __init__(self, mode: str, total_steps: int, done_steps: int, num_epochs: int | None = None):
         self.total, self.done = total_steps, done_steps
         self.num_epochs = num_epochs
-        self.epoch, self.loss, self.lr = 0, None, None
+        self.epoch = 0
+        self.loss: float | None = None
+        self.lr: float | None = None
         self._last_record = 0.0
         self.use_rich = mode == "rich" or (mode == "auto" and sys.stdout.isatty())
         self.enabled = mode != "none"

@@ -6,6 +6,7 @@ it sets up nothing (no plotting backend, no device work).
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,6 +76,8 @@ def validation_panels(model: torch.nn.Module, loader: DataLoader, depth_unit: De
         raise ValueError(f"validation_panels needs a loader that reads its dataset in order; this one samples "
                          f"with {type(loader.sampler).__name__}")
     dataset, batch_size = loader.dataset, loader.batch_size
+    if not isinstance(dataset, Sized) or batch_size is None:
+        raise ValueError("validation_panels needs a loader with a batch size over a dataset with a length")
     panels: list[np.ndarray] = []
     depth_sample: list[np.ndarray] = []
     model.eval()

@@ -3,6 +3,8 @@ the street, the backdrop closing it, and the sky. Each surface gets its depth fr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mtl.data.synthetic.classes import BUILDING, FENCE, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION, WALL
@@ -119,7 +121,7 @@ def draw_side_plane(scene: Scene, side: int, offset: float, segments: list[tuple
         span = slice(int(cols[0]), int(cols[-1]) + 1)
         z = z_col[span][None, :]
         up = cam.height - (cam.ys[:, None] - cam.horizon) * z / cam.f
-        top = np.full(z.shape, height, np.float32)
+        top: np.ndarray = np.full(z.shape, height, np.float32)
         if label == VEGETATION and height > 3.0:  # tree crowns: an irregular top line
             top = top + (scene.noise(z * 0.35, np.full(z.shape, 50.0)) - 0.5) * 0.5 * height
         mask = (up >= 0) & (up < top)
@@ -138,6 +140,7 @@ def draw_facades(scene: Scene, forced: dict[int, list[int]]) -> None:
             ("outer", (BUILDING, VEGETATION, None), (0.65, 0.25, 0.1), (8.0, 40.0)),
         ):
             offset = info[plane]
+            segments: list[list[Any]]  # [z0, z1, label or None], edited in place below
             segments, z = [], 0.5
             while z < street.end:
                 z1 = min(street.end, z + rng.uniform(*lengths))

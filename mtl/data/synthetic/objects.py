@@ -209,8 +209,8 @@ def draw_objects(scene: Scene, forced: tuple[int, ...]) -> None:
     for label, near in wanted:
         for _ in range(6 if near else 2):
             spec = make_object(at, label, near)
-            box = spec and screen_box(scene, spec)
-            if box is not None and not hides(box, spec.z, required):
+            box = screen_box(scene, spec) if spec is not None else None
+            if spec is not None and box is not None and not hides(box, spec.z, required):
                 break
         else:
             continue

@@ -14,7 +14,7 @@ class ValueNoise:
         self.size = size
         self.flat = rng.random((size, size)).astype(np.float32).ravel()
 
-    def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def __call__(self, u: np.ndarray | float, v: np.ndarray | float) -> np.ndarray:
         u, v = np.broadcast_arrays(np.asarray(u, np.float32), np.asarray(v, np.float32))
         iu, iv = np.floor(u), np.floor(v)
         fu, fv = u - iu, v - iv
