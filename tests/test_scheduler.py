@@ -21,6 +21,7 @@ import fake_backend as fake
 from fake_backend import FakeBackend, OtherProcess, RecordingMonitor, make_spec
 from mtl.ablate.display import Monitor
 from mtl.ablate.scheduler import RunOutcome, Scheduler
+from mtl.ablate.slurm import SubmititJob
 from mtl.run.layout import RunDirectory, lock_held
 from mtl.run.model import ExitCode, Outcome, RunState
 from mtl.run.records import read_status, recorded_state
@@ -495,3 +496,30 @@ def test_the_real_monitor_says_what_happened(runs):
     assert f"{bad.entry_id} bad s0: failed - ValueError: bad batch (log: {RunDirectory(bad.run_dir).log})" in text
     assert f"{held.entry_id} held s0: another process is training it (pid {os.getppid()}" in text
     assert f"{held.entry_id} held s0: finished - already finished" in text
+
+
+# ------------------------------------------------------------------------------------------ SLURM jobs
+class LostJob:
+    """A submitit job whose node was lost: done, and its result raises (no status records why)."""
+
+    job_id = "42_0"
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        raise RuntimeError("Job 42_0 (task: 0) failed during processing with trace:\nFailedJobError: node lost")
+
+
+def test_a_slurm_job_that_failed_itself_is_failed_with_its_error(runs):
+    spec = make_spec(runs, "v")
+
+    class LosingBackend(FakeBackend):
+        def start_many(self, launches, entry_id):
+            self.submissions.append([Path(launch.config.log_dir).name for launch in launches])
+            return [SubmititJob(LostJob()) for _ in launches]
+
+    scheduler, _ = schedule(LosingBackend({}, queues=True))
+    (result,) = scheduler.run([spec])
+    assert (result.state, result.exit_code) == (Outcome.FAILED, 1)
+    assert result.message == f"FailedJobError: node lost (log: {RunDirectory(spec.run_dir).log})"
