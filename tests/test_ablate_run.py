@@ -1,8 +1,9 @@
 """``mtl-ablate run`` end to end with real ``mtl-train`` subprocesses on a tiny synthetic dataset.
 
 One entry exercises everything a rerun must get right: a run that finishes, one that fails for real
-(MiniScapes at a folder that does not exist), one killed mid-training together with ``mtl-ablate``,
-and one whose directory lock another process holds.
+(MiniScapes at a folder that does not exist) and one killed mid-training together with ``mtl-ablate``.
+The scheduler's rules on their own (a lock held by another process, waiting, --force, stop signals,
+exit codes) are tested against a fake backend in tests/test_scheduler.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import filelock
 import pytest
 import yaml
 
@@ -49,64 +49,55 @@ def wait_until_released(run_dir: Path, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def test_rerun_after_kill_failure_and_lock(ablations, tmp_path, capsys):
+def test_rerun_after_kill_and_failure(ablations, tmp_path, capsys):
     runs_dir = tmp_path / "runs"
     missing = tmp_path / "no-miniscapes-here"
     write_entry(ablations, "problem1.mixed", overrides={"num_epochs": 2}, variants=[
         {"name": "first", "overrides": {}},
         {"name": "broken", "overrides": {"dataset": "miniscapes", "dataset_root": str(missing)}},
-        {"name": "held", "overrides": {"optimizer_lr": 0.02}},
         {"name": "killed", "overrides": {"optimizer_lr": 0.005}},
     ])
-    first, broken, held, killed = plan(load_entries(ablations)["problem1.mixed"], None, runs_dir)
+    first, broken, killed = plan(load_entries(ablations)["problem1.mixed"], None, runs_dir)
     args = ["run", "problem1.mixed", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir),
             "--devices", "cpu", "--jobs-per-device", "1"]
-    held.run_dir.mkdir(parents=True)
-    lock = filelock.FileLock(str(held.run_dir / ".lock"))  # another process owns "held"
-    lock.acquire()
+    # One slot, so the runs go in order; kill mtl-ablate and its training once "killed" checkpointed.
+    process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # One slot, so the runs go in order; kill mtl-ablate and its training once "killed" checkpointed.
-        process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_for_epoch(killed.run_dir, process)
-        finally:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        wait_until_released(killed.run_dir)
-        assert read_record(first.run_dir).state == "finished"
-        failed = read_record(broken.run_dir)
-        assert failed.state == "failed" and str(missing) in failed.status.error
-        assert not (held.run_dir / "status.json").exists()  # never launched
-        assert read_record(killed.run_dir).state == "running"  # as the kill left it
-
-        metrics, first_log, broken_log = first.run_dir / "metrics.jsonl", log_path(first), log_path(broken)
-        before = (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes())
-        assert main(args) == 1  # "broken" stays failed, "held" is still locked
-        out = capsys.readouterr().out
-        # Finished run untouched, failed run not retried, killed run resumed to the end without repeating an epoch.
-        assert (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(),
-                broken_log.read_bytes()) == before
-        resumed = read_record(killed.run_dir)
-        assert resumed.state == "finished", out
-        assert [p["epoch"] for p in resumed.points] == [1, 2]
-        assert "already finished" in out and "--retry-failed" in out and "locked" in out
-        # The results table: one row per run at its best-grader validation point.
-        for run in (first, killed):
-            best = read_record(run.run_dir).best()
-            row = next(line for line in out.splitlines() if line.startswith(f"│ {run.variant} "))
-            for value in (best["val/grader"], best["val/iou"], best["val/si_logrmse"]):
-                assert f"{value:.2f}" in row, row
-            assert f"optimizer_lr={run.config.optimizer_lr}" in row
-
-        # --retry-failed retries "broken" (which fails again, for real); the rest stays as it is.
-        assert main([*args, "--retry-failed"]) == 1
-        assert len(broken_log.read_bytes()) > len(before[3])
-        assert read_record(broken.run_dir).state == "failed"
-        assert metrics.read_bytes() == before[1]
-        assert not (held.run_dir / "status.json").exists()
+        wait_for_epoch(killed.run_dir, process)
     finally:
-        lock.release()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    wait_until_released(killed.run_dir)
+    assert read_record(first.run_dir).state == "finished"
+    failed = read_record(broken.run_dir)
+    assert failed.state == "failed" and str(missing) in failed.status.error
+    assert read_record(killed.run_dir).state == "running"  # as the kill left it
+
+    metrics, first_log, broken_log = first.run_dir / "metrics.jsonl", log_path(first), log_path(broken)
+    before = (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(), broken_log.read_bytes())
+    assert main(args) == 1  # "broken" stays failed
+    out = capsys.readouterr().out
+    # Finished run untouched, failed run not retried, killed run resumed to the end without repeating an epoch.
+    assert (metrics.stat().st_mtime_ns, metrics.read_bytes(), first_log.read_bytes(),
+            broken_log.read_bytes()) == before
+    resumed = read_record(killed.run_dir)
+    assert resumed.state == "finished", out
+    assert [p["epoch"] for p in resumed.points] == [1, 2]
+    assert "already finished" in out and "--retry-failed" in out
+    # The results table: one row per run at its best-grader validation point.
+    for run in (first, killed):
+        best = read_record(run.run_dir).best()
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {run.variant} "))
+        for value in (best["val/grader"], best["val/iou"], best["val/si_logrmse"]):
+            assert f"{value:.2f}" in row, row
+        assert f"optimizer_lr={run.config.optimizer_lr}" in row
+
+    # --retry-failed retries "broken" (which fails again, for real, appending to its log); the rest stays.
+    assert main([*args, "--retry-failed"]) == 1
+    assert len(broken_log.read_bytes()) > len(before[3])
+    assert read_record(broken.run_dir).state == "failed"
+    assert metrics.read_bytes() == before[1]
 
 
 def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_path):

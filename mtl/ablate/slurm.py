@@ -296,7 +296,8 @@ class SubmititJob:
         try:
             self._code = int(self.job.result())
         except Exception as exc:  # noqa: BLE001 - the job itself failed (node lost, cancelled): report it as a failure
-            self.error = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            lines = str(exc).strip().splitlines()
+            self.error = lines[-1] if lines else type(exc).__name__  # a string: the scheduler's message
             self._code = 1
         return self._code
 
