@@ -39,7 +39,7 @@ from mtl.ablate.decision import Decision, decide, run_score  # noqa: E402
 from mtl.ablate.entry import load_entries  # noqa: E402
 from mtl.ablate.planner import make_plan  # noqa: E402
 from mtl.ablate.race import RaceSettings, RecordedRun, replay  # noqa: E402
-from mtl.run.layout import RunDirectory  # noqa: E402
+from mtl.run.layout import RunDirectory, parse_run_name  # noqa: E402
 from mtl.run.model import RunState  # noqa: E402
 from mtl.run.records import read_record  # noqa: E402
 
@@ -69,13 +69,24 @@ def recorded_run(run_dir: Path) -> RecordedRun:
     return RecordedRun(points=tuple(record.points), steps_at_epoch=steps, diverged_step=diverged)
 
 
+def recorded_dir(run_dir: Path, records: Path) -> Path:
+    """Where the records hold a planned run: its own folder, or that of the grid it was trained in first (a
+    run of the same config and seed is reused across entries, and only its first copy is kept)."""
+    if run_dir.is_dir():
+        return run_dir
+    name = parse_run_name(run_dir.name)
+    for other in sorted(records.glob(f"*/*-s{name.seed}-{name.config_hash}")) if name else []:
+        return other
+    raise FileNotFoundError(f"{run_dir.name} is not in the records ({records})")
+
+
 def load_grids(records: Path, only: list[str] | None = None) -> list[Grid]:
     grids = []
     for entry in load_entries(ABLATIONS).values():
         if only and entry.id not in only:
             continue
         plan = make_plan(entry, PROFILE, records)
-        runs = {(spec.variant, spec.seed): recorded_run(spec.run_dir) for spec in plan.runs}
+        runs = {(spec.variant, spec.seed): recorded_run(recorded_dir(spec.run_dir, records)) for spec in plan.runs}
         variants = list(dict.fromkeys(spec.variant for spec in plan.runs))
         grids.append(Grid(entry.id, variants, list(entry.seeds), plan.runs[0].config.num_epochs, runs))
     return grids

@@ -22,7 +22,7 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_REFUSED = 0, 1, 2
 # Spelled out here so that building the parser imports neither pandas nor matplotlib (mtl-ablate starts
 # fast); tests check they match report.writeup.FORMATS and report.tables.NOISE_RULES.
 FORMAT_CHOICES = ("md", "latex", "csv")
-NOISE_RULE_CHOICES = ("welch", "max_std")
+NOISE_RULE_CHOICES = ("paired", "welch", "max_std")
 
 
 def _entries(ablations_dir: Path, ids: list[str], every: bool, runs_dir: Optional[Path] = None) -> list[Any]:
@@ -255,8 +255,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", action="append", choices=FORMAT_CHOICES,
                    help="md, latex or csv; repeat for several (default: all three)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports/)")
-    p.add_argument("--noise-rule", choices=NOISE_RULE_CHOICES, default="welch",
-                   help="when a variant is within seed noise of the winner (default: welch)")
+    p.add_argument("--noise-rule", choices=NOISE_RULE_CHOICES, default="paired",
+                   help="when a variant is within seed noise of the winner (default: paired, the decision's "
+                   "seed-paired test)")
     p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
                    help="read the results from W&B instead of the run directories (needs credentials)")
     p.add_argument("--ladder", action="store_true",

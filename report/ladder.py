@@ -46,7 +46,7 @@ def seed_noise(chain: Sequence[Any], results: ResultTables) -> float:
     return math.sqrt(squares / degrees) if degrees else math.nan
 
 
-def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = "welch",
+def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = "paired",
                  selections: dict[str, Any] | None = None, noise: float | None = None) -> pd.DataFrame:
     """One row per entry of ``chain`` (root first), raw values: NaN where an entry has no scored run.
     ``selections`` (entry id -> mtl.ablate.selection.Selection) add what stood in for a prescribed base
@@ -123,7 +123,7 @@ def _number(value: float, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noise_rule: str = "welch",
+def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noise_rule: str = "paired",
                  selections: dict[str, Any] | None = None) -> tuple[str, list[Path]]:
     """Writes ``ladder.<last entry>.md`` and ``.csv`` under ``out_dir``; returns the Markdown and the files."""
     noise = seed_noise(chain, results)

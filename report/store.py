@@ -57,6 +57,7 @@ class RunInput:
     source: str  # run directory or W&B path, so a reader can find the run again
     url: str | None = None  # the run's W&B page, when the run was logged online
     best: dict[str, Any] | None = None  # the best point when already known (a summary file's), else ranked here
+    remark: str = ""  # what its state means for the tables (a race pruned it, paused it at a rung)
 
 
 class ResultTables:
@@ -137,6 +138,7 @@ def best_with_note(points: list[dict[str, Any]], state: str,
 
 def run_row(run: RunInput) -> dict[str, Any]:
     best, note = best_with_note(run.points, run.state, run.best)
+    note = "; ".join(part for part in (run.remark, note) if part)
     row = {
         "ablation": run.ablation,
         "run": run.run,
@@ -404,7 +406,19 @@ def _run_input(run_dir: Path, config: dict[str, Any], status: Status | None,
         gflops=model.gflops if model else None,
         source=str(run_dir),
         url=_wandb_url(status, run_dir),
+        remark=_remark(status),
     )
+
+
+def _remark(status: Status | None) -> str:
+    """A pruned or paused run's place in its race: where it stopped and why; never a winner."""
+    if status is None:
+        return ""
+    if status.state is RunState.PRUNED:
+        return f"pruned at step {status.step} (epoch {status.epoch}): {status.pruned or 'behind'}"
+    if status.state is RunState.PAUSED:
+        return f"paused at step {status.step} (epoch {status.epoch}), a racing rung"
+    return ""
 
 
 def _wandb_url(status: Status | None, run_dir: Path) -> str | None:

@@ -24,12 +24,18 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from mtl.ablate.decision import Decision, Score, decide
+from mtl.ablate.race import RaceSettings
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
 from mtl.run.best import deciding_rule
 from mtl.run.model import GRADER_KEY, STATE_COLUMN, RunState
 from report.store import RUN_COLUMNS, ResultTables
 
+# The default is the decision's own test (docs/DESIGN.md §7.1): one test per table.
+PAIRED_RULE = "paired"
 NOISE_RULES = {
+    PAIRED_RULE: "not separated from the winner by the decision's one-sided seed-paired t-test with pooled "
+                 "variance (p: that test's)",
     "welch": "Welch t-test against the winner's seeds, p >= 0.05",
     "max_std": "|mean difference| < the larger standard deviation of the two variants",
 }
@@ -61,6 +67,8 @@ class EntryTables:
     rank_mode: str = "max"
     # What decided the winner against the runner-up ("by grader", "tie on grader 0.00: decided by ...").
     winner_rule: str = ""
+    # What the evidence says of the winner (mtl.ablate.decision): decided, undecided or by rule only.
+    decision: Decision | None = None
 
     @property
     def delta_label(self) -> str:
@@ -116,7 +124,7 @@ def varied_parameters(runs: pd.DataFrame, requested: Iterable[str] | None = None
 
 
 def entry_tables(results: ResultTables, ablation: str, columns: Iterable[str] | None = None,
-                 noise_rule: str = "welch", rank_metric: str = GRADER_KEY, rank_mode: str = "max",
+                 noise_rule: str = "paired", rank_metric: str = GRADER_KEY, rank_mode: str = "max",
                  variant_order: Iterable[str] | None = None) -> EntryTables:
     """Tables of the runs of one ablation. ``columns``: config keys to show (default: those that vary);
     ``variant_order``: the entry's variant order (default: sorted by the shown parameters)."""
@@ -136,10 +144,58 @@ def entry_tables(results: ResultTables, ablation: str, columns: Iterable[str] | 
     summary["winner"] = np.where(summary["variant"] == winner, "yes", "")
     if rank_metric == GRADER_KEY:  # the score is the grader column already
         summary = summary.drop(columns=["score", "score_std"])
+    decision = frame_decision(runs, list(dict.fromkeys(runs["variant"])), _score_name(rank_metric)[len("best "):],
+                              rank_mode)
     run_table = _run_table(runs, parameters, winner, rank_metric)
-    return EntryTables(ablation=ablation, parameters=parameters, runs=run_table,
-                       summary=summary, winner=winner, noise_rule=noise_rule,
-                       rank_metric=rank_metric, rank_mode=rank_mode, winner_rule=rule)
+    tables = EntryTables(ablation=ablation, parameters=parameters, runs=run_table,
+                         summary=summary, winner=winner, noise_rule=noise_rule,
+                         rank_metric=rank_metric, rank_mode=rank_mode, winner_rule=rule)
+    return with_decision(tables, decision)
+
+
+def frame_decision(runs: pd.DataFrame, order: list[str], metric_name: str, rank_mode: str = "max",
+                   confidence: float = RaceSettings().confidence) -> Decision:
+    """The decision over an entry's finished runs (mtl.ablate.decision): each run's score is its rank score
+    and IoU - SI-logRMSE at its best point; a variant with a diverged run is out, one with a failed or
+    skipped run is named as missing."""
+    table: dict[str, dict[int, Score]] = {}
+    out: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    sign = 1.0 if rank_mode == "max" else -1.0  # scores rank higher-is-better, as mtl.run.best.point_rank does
+    for variant, seed, state, score, iou, si in zip(runs["variant"], runs["seed"], runs[STATE_COLUMN],
+                                                    runs["rank_score"], runs["iou"], runs["si_logrmse"]):
+        if state == RunState.DIVERGED:
+            out.setdefault(str(variant), f"diverged (seed {seed})")
+        elif state in (RunState.FAILED, RunState.SKIPPED):
+            missing.setdefault(str(variant), f"{state} (seed {seed})")
+        elif state == RunState.FINISHED and math.isfinite(score) and isinstance(seed, (int, np.integer)):
+            tie = iou - si if math.isfinite(iou) and math.isfinite(si) else -math.inf
+            table.setdefault(str(variant), {})[int(seed)] = (sign * float(score), float(tie))
+    table = {v: s for v, s in table.items() if v not in out and v not in missing}
+    return decide(table, order, confidence, metric_name, out=out, missing=missing)
+
+
+WINNER_MARKS = {"decided": "yes, decided", "undecided": "leads, undecided", "by rule": "by rule only"}
+
+
+def with_decision(tables: EntryTables, decision: Decision | None) -> EntryTables:
+    """``tables`` with the winner the decision names (a race's may differ from the finished runs' means) and
+    its winner column saying how far the evidence goes."""
+    tables.decision = decision
+    if decision is not None and decision.winner is not None:
+        tables.winner = decision.winner
+    mark = WINNER_MARKS[decision.kind] if decision is not None else "yes"
+    for frame in (tables.runs, tables.summary):
+        frame["winner"] = np.where(frame["variant"] == tables.winner, mark, "")
+    if tables.noise_rule == PAIRED_RULE and decision is not None:
+        versus = {c.variant: ("yes" if not c.separated else "no") + (f" (p={c.p:.3f})" if math.isfinite(c.p) else "")
+                  for c in decision.comparisons}
+        versus.update({v: f"out: {why}" for v, why in decision.out.items()})
+        versus.update({v: f"missing: {why}" for v, why in decision.missing.items()})
+        tables.summary["within_noise"] = [versus.get(str(v), "") for v in tables.summary["variant"]]
+    tables.__dict__.pop("runs_display", None)  # cached renderings follow the new column
+    tables.__dict__.pop("variants_display", None)
+    return tables
 
 
 def _score_name(metric: str) -> str:
@@ -261,6 +317,8 @@ def _winner_rule(summary: pd.DataFrame, rank_mode: str, winner: str | None, metr
 def _within_noise(values: np.ndarray, winner_values: np.ndarray, rule: str) -> str:
     if len(values) < 2 or len(winner_values) < 2:
         return "n/a"
+    if rule == PAIRED_RULE:
+        return ""  # filled in from the decision (with_decision)
     if rule == "max_std":
         difference = abs(values.mean() - winner_values.mean())
         return "yes" if difference < max(values.std(ddof=1), winner_values.std(ddof=1)) else "no"

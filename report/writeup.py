@@ -14,6 +14,7 @@ The conclusion placeholders are ``<!-- CONCLUSION(<entry>): ... -->`` in Markdow
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -35,6 +36,7 @@ from report.tables import (
     to_csv,
     to_latex,
     to_markdown,
+    with_decision,
 )
 
 FORMATS = ("md", "latex", "csv")
@@ -143,7 +145,7 @@ def run_command(entry: Any, runs_dir: Path | None) -> str:
     return command_line("run", [entry.id], runs_dir=runs_dir, ablations_dir=getattr(entry, "ablations_dir", None))
 
 
-def tables_of_entry(entry: Any, subset: ResultTables, noise_rule: str = "welch") -> EntryTables:
+def tables_of_entry(entry: Any, subset: ResultTables, noise_rule: str = "paired") -> EntryTables:
     """The tables of ``entry``'s runs as its file asks: its report columns, ranking metric and variant order."""
     variant_order = [v.name for v in entry.variants] if getattr(entry, "variants", None) else None
     return entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
@@ -152,14 +154,17 @@ def tables_of_entry(entry: Any, subset: ResultTables, noise_rule: str = "welch")
 
 def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats: Sequence[str] = FORMATS,
                        draw_figures: bool = True, dataset_root: Path | None = None,
-                       noise_rule: str = "welch", runs_dir: Path | None = None) -> EntryReport:
-    """Tables and figures of one entry, written under ``out_dir``."""
+                       noise_rule: str = "paired", runs_dir: Path | None = None, selection: Any = None) -> EntryReport:
+    """Tables and figures of one entry, written under ``out_dir``; ``selection``: its runs as planned
+    (mtl.ablate.selection), whose race decision, for a raced entry, is the entry's."""
     subset = results.for_ablation(entry.id)
     if subset.runs.empty:
-        return EntryReport(entry=entry, tables=None,
+        return EntryReport(entry=entry, tables=None, selection=selection,
                            problems=[f"no runs recorded yet (`{run_command(entry, runs_dir)}`)"])
     tables = tables_of_entry(entry, subset, noise_rule)
-    report = EntryReport(entry=entry, tables=tables)
+    if selection is not None and selection.racing is not None:
+        tables = with_decision(tables, selection.race_decision)
+    report = EntryReport(entry=entry, tables=tables, selection=selection)
     report.setup = config_differences(subset.runs, list(tables.summary["variant"]))
     report.rendered = render_tables(tables, caption=f"{entry.item}: {entry.id}", label_prefix=f"tab:{entry.id}")
     report.table_files = write_tables(tables, report.rendered, out_dir / "tables", formats)
@@ -321,22 +326,51 @@ def _pairs(values: dict[str, Any]) -> str:
 def _winner_line(tables: EntryTables) -> str:
     if tables.winner is None:
         return "No winner yet: no finished run has a finite score."
-    row = tables.summary[tables.summary["variant"] == tables.winner].iloc[0]
+    rows = tables.summary[tables.summary["variant"] == tables.winner]
+    if rows.empty or not math.isfinite(rows.iloc[0]["grader"]):
+        return f"Winner: {tables.winner} (its finished runs are shown above)."
+    row = rows.iloc[0]
     metric = tables.delta_label
     score = row["grader"] if metric == "grader" else row["score"]
     seeds = f" (mean of {int(row['finished'])} finished seeds)" if row["finished"] > 1 else ""
     line = f"Winner: {tables.winner} with {metric} {score:.2f}{seeds} ({tables.winner_rule})."
-    if tables.variants is not None:
+    if tables.variants is not None and tables.decision is None:
         close = [str(v) for v, n in zip(tables.summary["variant"], tables.summary["within_noise"]) if n == "yes"]
         if close:
             line += f" Within seed noise of the winner ({NOISE_RULES[tables.noise_rule]}): {', '.join(close)}."
     return line
 
 
+def evidence_lines(tables: EntryTables, selection: Any = None) -> list[str]:
+    """What the winner rests on: the decision and its test, what every IoU under 50 means for the grader,
+    and the compute the entry took."""
+    lines = [_winner_line(tables)]
+    if tables.decision is not None:
+        lines.append(f"Decision: {tables.decision.describe()}.")
+    elif selection is not None and selection.racing is not None:
+        lines.append("Decision: the race is not over; `mtl-ablate run` goes on where the records stand.")
+    finished = tables.runs[tables.runs[STATE_COLUMN] == RunState.FINISHED]
+    if not finished.empty and (finished["iou"].dropna() < 50).all():
+        lines.append("Every IoU here is under 50, so the grader is max(50 - SI-logRMSE, 0): it measures depth "
+                     "alone.")
+    if selection is not None and selection.spent is not None:
+        used, full = selection.spent, selection.full_grid_steps
+        share = f", {100 * used.steps / full:.0f}% of the {full} its full grid would take" if full else ""
+        raced = " (raced)" if selection.racing is not None else ""
+        lines.append(f"Compute{raced}: {used.steps} optimizer steps{share}; {used.device_hours:.2f} device-hours "
+                     f"over {used.runs} runs.")
+    return lines
+
+
 def _setup_lines(report: EntryReport) -> list[str]:
     entry, setup = report.entry, report.setup
     profile = f"; profile: {report.selection.profile}" if report.selection is not None else ""
-    lines = [f"Base: {entry.base_kind}{profile}; seeds: {', '.join(str(s) for s in entry.seeds)}.",
+    seeds = entry.seeds
+    if report.selection is not None and report.selection.racing is not None:
+        seeds = report.selection.racing.seed_order(entry.seeds)
+    raced = " (raced: a variant gets the first of them, more where they can change the answer)" \
+        if report.selection is not None and report.selection.racing is not None else ""
+    lines = [f"Base: {entry.base_kind}{profile}; seeds: {', '.join(str(s) for s in seeds)}{raced}.",
              f"Fixed overrides of this entry: {_pairs(dict(entry.overrides))}."]
     if setup:
         for variant, values in setup["varied"].items():
@@ -364,7 +398,7 @@ def render_markdown(sections: Sequence[EntryReport], out_dir: Path, runs_label: 
         if section.tables is not None:
             for kind, _, _ in _table_parts(section.tables):
                 parts += [section.rendered[(kind, "md")].rstrip("\n"), ""]
-            parts += [_winner_line(section.tables), ""]
+            parts += [line + "\n" for line in evidence_lines(section.tables, section.selection)]
         for kind, paths in section.figures.items():
             png = next(p for p in paths if p.suffix == ".png")
             parts += [f"![{FIGURE_KINDS[kind]}]({png.relative_to(out_dir).as_posix()})", "",
@@ -403,7 +437,7 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
         if section.tables is not None:
             for kind, _, _ in _table_parts(section.tables):
                 parts += [section.rendered[(kind, "latex")].rstrip("\n"), ""]
-            parts += [latex_escape(_winner_line(section.tables)), ""]
+            parts += [latex_escape(line) + "\n" for line in evidence_lines(section.tables, section.selection)]
         for kind, paths in section.figures.items():
             pdf = next(p for p in paths if p.suffix == ".pdf")
             parts += [r"\begin{figure}[htbp]", r"\centering",
@@ -421,7 +455,7 @@ def render_latex(sections: Sequence[EntryReport], out_dir: Path, runs_label: str
 # ---------------------------------------------------------------------------------------- everything
 def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | Path,
                  formats: Sequence[str] = FORMATS, draw_figures: bool = True, dataset_root: Path | None = None,
-                 noise_rule: str = "welch", runs_label: str = "runs", runs_dir: Path | None = None,
+                 noise_rule: str = "paired", runs_label: str = "runs", runs_dir: Path | None = None,
                  selections: dict[str, Any] | None = None) -> ReportResult:
     """Tables, figures and the write-up (``report.md`` / ``report.tex`` per ``formats``) of ``entries``,
     which are written in their assignment order (``Entry.sort_key``)."""
@@ -434,10 +468,9 @@ def write_report(entries: Iterable[Any], results: ResultTables, out_dir: str | P
     sections = []
     for entry in ordered:
         try:
-            sections.append(
-                build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root, noise_rule, runs_dir)
-            )
-            sections[-1].selection = (selections or {}).get(entry.id)
+            selection = (selections or {}).get(entry.id)
+            sections.append(build_entry_report(entry, results, out_dir, formats, draw_figures, dataset_root,
+                                               noise_rule, runs_dir, selection))
         except TableError as exc:
             raise ReportError(f"entry {entry.id}: {exc}") from None
     files = [p for s in sections for group in (*s.table_files.values(), *s.figures.values()) for p in group]

@@ -32,34 +32,36 @@ def seeded(tmp_path):
 
 
 RUNS_MD = """\
-| run              | variant   |   seed | optimizer   | optimizer_lr   |   grader |   IoU |   SI-logRMSE |   step |   epoch |   params (M) |   GFLOPs | winner   |
-|:-----------------|:----------|-------:|:------------|:---------------|---------:|------:|-------------:|-------:|--------:|-------------:|---------:|:---------|
-| sgd-s0-ed79dedc  | sgd       |      0 | sgd         | 0.01           |    10.00 | 61.00 |        51.00 |     20 |       2 |        21.50 |     9.25 |          |
-| sgd-s1-c0cb5f6c  | sgd       |      1 | sgd         | 0.01           |    12.00 | 62.50 |        50.50 |     20 |       2 |        21.50 |     9.25 |          |
-| adam-s0-1272d084 | adam      |      0 | adam        | 0.0001         |    20.00 | 66.00 |        46.00 |     20 |       2 |        21.50 |     9.25 | yes      |
-| adam-s1-105cd1ae | adam      |      1 | adam        | 0.0001         |    21.00 | 67.00 |        46.00 |     20 |       2 |        21.50 |     9.25 | yes      |
-| mom-s0-4b07e831  | mom       |      0 | sgd         | 0.001          |    19.00 | 65.00 |        46.00 |     20 |       2 |        21.50 |     9.25 |          |
-| mom-s1-ab7b6984  | mom       |      1 | sgd         | 0.001          |    21.00 | 66.00 |        45.00 |     20 |       2 |        21.50 |     9.25 |          |
+| run              | variant   |   seed | optimizer   | optimizer_lr   |   grader |   IoU |   SI-logRMSE |   step |   epoch |   params (M) |   GFLOPs | winner           |
+|:-----------------|:----------|-------:|:------------|:---------------|---------:|------:|-------------:|-------:|--------:|-------------:|---------:|:-----------------|
+| sgd-s0-ed79dedc  | sgd       |      0 | sgd         | 0.01           |    10.00 | 61.00 |        51.00 |     20 |       2 |        21.50 |     9.25 |                  |
+| sgd-s1-c0cb5f6c  | sgd       |      1 | sgd         | 0.01           |    12.00 | 62.50 |        50.50 |     20 |       2 |        21.50 |     9.25 |                  |
+| adam-s0-1272d084 | adam      |      0 | adam        | 0.0001         |    20.00 | 66.00 |        46.00 |     20 |       2 |        21.50 |     9.25 | leads, undecided |
+| adam-s1-105cd1ae | adam      |      1 | adam        | 0.0001         |    21.00 | 67.00 |        46.00 |     20 |       2 |        21.50 |     9.25 | leads, undecided |
+| mom-s0-4b07e831  | mom       |      0 | sgd         | 0.001          |    19.00 | 65.00 |        46.00 |     20 |       2 |        21.50 |     9.25 |                  |
+| mom-s1-ab7b6984  | mom       |      1 | sgd         | 0.001          |    21.00 | 66.00 |        45.00 |     20 |       2 |        21.50 |     9.25 |                  |
 """  # noqa: E501 (expected output)
 
-# sgd: graders 10, 12 -> mean 11, std sqrt(2); Welch p = 0.032 against adam's 20, 21 -> not noise.
-# mom: graders 19, 21 -> mean 20, std sqrt(2); Welch p = 0.71 -> within noise.
+# The decision's seed-paired test, by hand: graders sgd 10, 12; adam 20, 21; mom 19, 21. The additive fit
+# (grand mean 103/6, variant means 11, 20.5, 20, seed means 49/3, 18) leaves residuals +-1/6, +-1/3, +-1/6:
+# squares 1/3 over (3 - 1)(2 - 1) = 2 degrees of freedom, variance 1/6. adam - mom: differences 1, 0, mean 0.5,
+# t = 0.5 / sqrt(2 * (1/6) / 2) = 1.22, p = 0.173 -> not separated; adam - sgd: mean 9.5, t = 23.3, p = 0.001.
 VARIANTS_LATEX = r"""\begin{tabular}{lllrrrrrrrrrll}
 \toprule
 variant & optimizer & optimizer\_lr & seeds & finished & grader & grader std & IoU & IoU std & SI-logRMSE & SI-logRMSE std & $\Delta$ grader & within noise & winner \\
 \midrule
-sgd & sgd & 0.01 & 2 & 2 & 11.00 & 1.41 & 61.75 & 1.06 & 50.75 & 0.35 & -9.50 & no &  \\
-adam & adam & 0.0001 & 2 & 2 & 20.50 & 0.71 & 66.50 & 0.71 & 46.00 & 0.00 & +0.00 &  & yes \\
-mom & sgd & 0.001 & 2 & 2 & 20.00 & 1.41 & 65.50 & 0.71 & 45.50 & 0.71 & -0.50 & yes &  \\
+sgd & sgd & 0.01 & 2 & 2 & 11.00 & 1.41 & 61.75 & 1.06 & 50.75 & 0.35 & -9.50 & no (p=0.001) &  \\
+adam & adam & 0.0001 & 2 & 2 & 20.50 & 0.71 & 66.50 & 0.71 & 46.00 & 0.00 & +0.00 &  & leads, undecided \\
+mom & sgd & 0.001 & 2 & 2 & 20.00 & 1.41 & 65.50 & 0.71 & 45.50 & 0.71 & -0.50 & yes (p=0.173) &  \\
 \bottomrule
 \end{tabular}
 """  # noqa: E501 (expected output)
 
 VARIANTS_CSV = """\
 variant,optimizer,optimizer_lr,seeds,finished,grader,grader_std,iou,iou_std,si_logrmse,si_logrmse_std,delta,within_noise,winner
-sgd,sgd,0.01,2,2,11.0,1.4142135623730951,61.75,1.0606601717798212,50.75,0.3535533905932738,-9.5,no,
-adam,adam,0.0001,2,2,20.5,0.7071067811865476,66.5,0.7071067811865476,46.0,0.0,0.0,,yes
-mom,sgd,0.001,2,2,20.0,1.4142135623730951,65.5,0.7071067811865476,45.5,0.7071067811865476,-0.5,yes,
+sgd,sgd,0.01,2,2,11.0,1.4142135623730951,61.75,1.0606601717798212,50.75,0.3535533905932738,-9.5,no (p=0.001),
+adam,adam,0.0001,2,2,20.5,0.7071067811865476,66.5,0.7071067811865476,46.0,0.0,0.0,,"leads, undecided"
+mom,sgd,0.001,2,2,20.0,1.4142135623730951,65.5,0.7071067811865476,45.5,0.7071067811865476,-0.5,yes (p=0.173),
 """
 
 
@@ -106,18 +108,21 @@ def test_single_seed_table_with_a_failed_run_and_none_values(tmp_path):
     plant_run(tmp_path, "e", "b", 0, overrides={"aspp": False}, points=[], state="failed")
     tables = entry_tables(LocalStore(tmp_path).load(), "e")
     assert tables.variants is None  # one seed each: no per-variant table
+    # The only variant that ran wins by the rule alone: b failed and is named, never compared.
+    assert tables.decision.describe() == "by rule, not decided: a (the only variant that ran) (among the variants " \
+        "that ran; b did not)"
     assert to_markdown(tables.runs_display) == """\
-| run           | variant   |   seed | aspp   | aspp_rates   |   grader |   IoU |   SI-logRMSE |   step |   epoch | state    | winner   | note                           |
-|:--------------|:----------|-------:|:-------|:-------------|---------:|------:|-------------:|-------:|--------:|:---------|:---------|:-------------------------------|
-| b-s0-ed79dedc | b         |      0 | false  | none         |        – |     – |            – |      – |       – | failed   |          | never validated (state failed) |
-| a-s0-a42ef57f | a         |      0 | true   | 6, 12, 18    |    30.00 | 70.25 |        40.12 |     10 |       1 | finished | yes      |                                |
+| run           | variant   |   seed | aspp   | aspp_rates   |   grader |   IoU |   SI-logRMSE |   step |   epoch | state    | winner       | note                           |
+|:--------------|:----------|-------:|:-------|:-------------|---------:|------:|-------------:|-------:|--------:|:---------|:-------------|:-------------------------------|
+| b-s0-ed79dedc | b         |      0 | false  | none         |        – |     – |            – |      – |       – | failed   |              | never validated (state failed) |
+| a-s0-a42ef57f | a         |      0 | true   | 6, 12, 18    |    30.00 | 70.25 |        40.12 |     10 |       1 | finished | by rule only |                                |
 """  # noqa: E501 (expected output)
     assert to_latex(tables.runs_display) == r"""\begin{tabular}{llrllrrrrrlll}
 \toprule
 run & variant & seed & aspp & aspp\_rates & grader & IoU & SI-logRMSE & step & epoch & state & winner & note \\
 \midrule
 b-s0-ed79dedc & b & 0 & false & none & -- & -- & -- & -- & -- & failed &  & never validated (state failed) \\
-a-s0-a42ef57f & a & 0 & true & 6, 12, 18 & 30.00 & 70.25 & 40.12 & 10 & 1 & finished & yes &  \\
+a-s0-a42ef57f & a & 0 & true & 6, 12, 18 & 30.00 & 70.25 & 40.12 & 10 & 1 & finished & by rule only &  \\
 \bottomrule
 \end{tabular}
 """

@@ -84,9 +84,13 @@ def test_write_report_sections_tables_figures_and_placeholders(project):
     assert md.index("- Variant sgd:") < md.index("- Variant adam:")
     assert "- Variant depth_unit=log: depth_unit=log." in md
     assert "Shared by every run, differing from the template defaults: num_epochs=2." in md
-    # Seeds: a per-variant table and the winner with its noise rule.
+    # Seeds: a per-variant table, the winner, and what the evidence says of it: adam - sgd over seeds 0, 1 is
+    # 2 and 4, a paired t of 3 on one degree of freedom, p = 0.10: not separated at 95%.
     assert "Winner: adam with grader 13.50 (mean of 2 finished seeds) (winner by grader)." in md
-    assert "Within seed noise of the winner (Welch t-test against the winner's seeds, p >= 0.05): sgd." in md
+    assert ("Decision: undecided: adam leads by the rule, but sgd is not separated from it at 95% (seed-paired "
+            "t-test with pooled variance).") in md
+    assert "| sgd       | sgd         |" in (project["out"] / "tables" / "problem1.opt.variants.md").read_text()
+    assert "yes (p=0.102)" in (project["out"] / "tables" / "problem1.opt.variants.md").read_text()
     assert (out / "tables" / "problem1.opt.variants.md").exists()
     assert not (out / "tables" / "problem1.depth.variants.md").exists()  # one seed: no per-variant table
     # Each entry draws the figures it names (every kind once here), as PNG for Markdown and PDF for LaTeX.

@@ -20,17 +20,19 @@ from rich.table import Table
 from rich.text import Text
 
 from mtl.run.errors import RecordError
-from mtl.run.layout import default_ablations_dir, default_runs_dir, remember_profile
+from mtl.run.layout import default_ablations_dir, default_runs_dir, has_started, remember_profile, remember_racing
 from mtl.run.model import STATE_COLUMN, Outcome, RunState
 from mtl.run.records import read_status, recorded_state
 from mtl.run.stopping import describe_signal
 
 from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
 from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
+from .compute import full_grid_steps, spent, within_budget
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, select_entries
 from .launch import make_backend, print_sbatch
-from .planner import Plan, UnresolvedBase, make_plan, plan_profile
+from .planner import Plan, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step
+from .racing import describe_racing, describe_round, race
 from .scheduler import Scheduler, planned_action
 from .selection import stale_note, stale_runs, with_prerequisites
 from .slurm import add_slurm_arguments
@@ -127,11 +129,11 @@ def _cut(line: str, width: int) -> str:
 
 
 def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Plan:
-    # Every reader sees the plan of the profile given, else of the entry's last `run`; --force never
-    # reuses another entry's run (it would delete it).
+    # Every reader sees the plan of the profile given, else of the entry's last `run`, racing as that run
+    # did unless told; --force never reuses another entry's run (it would delete it).
     profile = plan_profile(entry, getattr(args, "profile", None), args.runs_dir)
     return make_plan(entry, profile, args.runs_dir, allow_unresolved=allow_unresolved,
-                     reuse=not getattr(args, "force", False))
+                     reuse=not getattr(args, "force", False), racing=getattr(args, "race", None))
 
 
 def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
@@ -215,11 +217,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             "error",
         ):
             table.add_column(column, overflow="fold")
-        for run in plan.runs:
+        # A raced entry plans every seed a race may use; the runs it has not started are not owed.
+        for run in [r for r in plan.runs if plan.racing is None or has_started(r.run_dir)]:
             state = recorded_state(run.run_dir)
             try:
                 status = read_status(run.run_dir)
-                error = (status.error or "") if status else ""
+                error = (status.pruned or status.error or "") if status else ""
             except RecordError as exc:  # named in the error column, the same words as every reader
                 status, error = None, str(exc)
             best = status.best if status else None
@@ -233,6 +236,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         console.print(table)
         _print_stale(console, plan, args)
+        if plan.runs and not plan.base.unresolved:
+            _print_decision(console, plan)
+        if plan.racing is not None and plan.runs and not plan.base.unresolved:
+            step = race_step(plan)
+            if not step.over:
+                say = _sayer(console)
+                say(f"  {describe_racing(plan)}")
+                say(f"  next round: {describe_round(step.train, plan.runs[0].config.num_epochs)}")
         if plan.base.unresolved:
             console.print(
                 f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
@@ -270,9 +281,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"{needed_by} needs {entry.id}: {'already trained' if done else 'training it first'}",
                           markup=False, highlight=False)
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
+        remember_racing(args.runs_dir / entry.id, plan.racing.model_dump() if plan.racing else None)
+        runs = f"{len(plan.runs)} runs" if plan.racing is None else f"up to {len(plan.runs)} runs, raced"
         console.print(
-            f"{entry.id}: {len(plan.runs)} runs; base: {plan.base.describe()}; "
-            f"runs in {args.runs_dir.absolute() / entry.id}",
+            f"{entry.id}: {runs}; base: {plan.base.describe()}; runs in {args.runs_dir.absolute() / entry.id}",
             markup=False,
             highlight=False,
             soft_wrap=True,  # one line: the base can be a long sentence, and scripts grep it
@@ -283,10 +295,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                               markup=False, highlight=False, soft_wrap=True)
         _print_stale(console, plan, args)
         scheduler = Scheduler(backend, Monitor(console), retry_failed=args.retry_failed, force=args.force)
-        outcomes = scheduler.run(plan.runs)
-        console.print(results_table(plan.runs, title=f"{entry.id}: best-grader validation point of each run"))
+        say = _sayer(console)
+        stopped = None
+        if plan.racing is not None:
+            say(f"{entry.id}: {describe_racing(plan)}")
+            raced = race(plan, scheduler, say, budget=args.budget)
+            outcomes, stopped = raced.outcomes, raced.stopped
+        else:
+            launches, left = within_budget(plan, args.budget)
+            if left:
+                stopped = f"{len(left)} run(s) left untrained: they would take the entry over --budget {args.budget}"
+            outcomes = scheduler.run(launches)
+        shown = [r for r in plan.runs if plan.racing is None or has_started(r.run_dir)]
+        console.print(results_table(shown, title=f"{entry.id}: best-grader validation point of each run"))
+        _print_decision(console, plan, stopped)
         for outcome in outcomes:
-            if outcome.state is not Outcome.FINISHED:
+            if outcome.state not in (Outcome.FINISHED, Outcome.PAUSED):  # a pause at a rung is the race's plan
                 console.print(
                     f"  {outcome.spec.name}: {outcome.state}: {outcome.message}",
                     markup=False,
@@ -302,6 +326,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
             return 128 + scheduler.stop_signal
     return exit_code
+
+
+def _sayer(console: Any) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+    return say
+
+
+def _print_decision(console: Any, plan: Plan, stopped: Optional[str] = None) -> None:
+    """The entry's answer as its records stand (decided, undecided, by rule; a race not over) and its compute."""
+    say = _sayer(console)
+    decision = entry_decision(plan)
+    if decision is not None:
+        say(f"{plan.entry.id}: {decision.describe()}")
+    elif plan.racing is not None:
+        say(f"{plan.entry.id}: the race is not over{f' ({stopped})' if stopped else ''}; the same command goes on")
+    elif stopped:
+        say(f"{plan.entry.id}: {stopped}")
+    used, full = spent(plan), full_grid_steps(plan)
+    share = f" ({100 * used.steps / full:.0f}% of the full grid's {full})" if full else ""
+    say(f"{plan.entry.id}: compute: {used.steps} optimizer steps{share}, {used.device_hours:.2f} device-hours "
+        f"over {used.runs} runs")
 
 
 def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any) -> Plan:
@@ -408,6 +454,16 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         help="delete the selected runs' directories (finished ones too) and train them again",
     )
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
+    racing = p.add_mutually_exclusive_group()
+    racing.add_argument("--race", dest="race", action="store_const", const=True, default=None,
+                        help="race the entries (and those they build on): variants train to rungs, the clearly "
+                        "behind are pruned, seeds are added where they can change the answer (settings: the "
+                        "entry's or profile's racing: section, else the defaults); remembered for every reader")
+    racing.add_argument("--no-race", dest="race", action="store_const", const=False,
+                        help="train every planned run in full, even where the entry or profile says to race")
+    p.add_argument("--budget", type=int, metavar="STEPS",
+                   help="cap each entry at this many optimizer steps (what it has trained counts): a race stops "
+                   "before a round that would pass it, a grid trains the runs that fit, in plan order")
     deps = p.add_mutually_exclusive_group()
     deps.add_argument("--with-deps", action="store_true",
                       help="first train the entries that the bases depend on (the default; kept for old scripts)")

@@ -523,3 +523,17 @@ def resolve_variant(
         return dict(winner.hyperparameters), fallback
     values = runs[0].config.model_dump()
     return {k: v for k, v in values.items() if k not in RUN_INVARIANT_KEYS and k != "seed"}, None
+
+
+def entry_decision(plan_: Plan) -> Optional[Decision]:
+    """What the entry's records decide now: a raced entry's race decision, else the test over its finished
+    runs at the full budget; None while the race is not over or runs are not settled."""
+    if not plan_.runs:
+        return None
+    try:
+        if plan_.racing is not None:
+            return race_step(plan_).decision
+        states = {run.name: recorded_state(run.run_dir) for run in plan_.runs}
+        return _grid_decision(plan_.entry, plan_, states, None, plan_.runs[0].run_dir.parent.parent)[0]
+    except UnresolvedBase:
+        return None

@@ -167,8 +167,11 @@ def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: in
     order = list(variants)
     step = RaceStep(seeds={v: list(seed_order[:settings.min_seeds]) for v in order})
     # Variants that cannot run on this machine (skipped here) have no result: named, never compared.
-    missing = {v: f"skipped here (seed {s})" for v in order for s in step.seeds[v]
-               if runs.get((v, s), RunView()).state is RunState.SKIPPED}
+    missing: dict[str, str] = {}
+    for v in order:
+        for s in step.seeds[v]:
+            if runs.get((v, s), RunView()).state is RunState.SKIPPED:
+                missing.setdefault(v, f"skipped here (seed {s})")
     alive = [v for v in order if v not in missing]
     rungs = settings.rung_epochs(num_epochs)
 
@@ -212,16 +215,15 @@ def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: in
             step.decision = decision
             return step
         top = decision.winner
-        used = len(step.seeds[top])
-        if used >= min(settings.max_seeds, len(seed_order)):
-            step.decision = decision
-            return step
-        hopeful = [v for v in decision.tied if not _futile(table, top, v, settings, metric_name)]
+        limit = min(settings.max_seeds, len(seed_order))
+        hopeful = [v for v in decision.tied
+                   if len(step.seeds[v]) < limit and not _futile(table, top, v, settings, metric_name)]
         if not hopeful:
             step.decision = decision
             return step
-        for variant in [top, *hopeful]:  # one more seed for each, the next in the entry's order
-            step.seeds[variant].append(seed_order[used])
+        for variant in [top, *hopeful]:  # one more seed for each: the next of the entry's order it lacks
+            if len(step.seeds[variant]) < limit:
+                step.seeds[variant].append(next(s for s in seed_order if s not in step.seeds[variant]))
 
 
 # ---------------------------------------------------------------------------------------- replay
@@ -274,9 +276,10 @@ def replay(variants: Sequence[str], seed_order: Sequence[int], num_epochs: int,
             return Replay(step, steps, trained)
         for train in step.train:
             key = (train.variant, train.seed)
-            if key not in recorded:
-                raise KeyError(f"the race asks for {train.variant} seed {train.seed}, which is not recorded")
-            trained[key] = max(trained.get(key, 0), train.epoch)
+            if key not in recorded or trained.get(key, 0) >= train.epoch:
+                raise ValueError(f"the race asks for {train.variant} seed {train.seed} to epoch {train.epoch}, "
+                                 "which the records do not hold")
+            trained[key] = train.epoch
 
 
 def view_of(run_dir: Path) -> RunView:

@@ -13,8 +13,11 @@ from typing import Optional
 
 from mtl.run.layout import parse_run_name
 
+from .compute import Spent, full_grid_steps, spent
+from .decision import Decision
 from .entry import Entry, base_chain
-from .planner import Plan, make_plan, plan_profile
+from .planner import Plan, entry_decision, make_plan, plan_profile
+from .race import RaceSettings
 
 
 @dataclass
@@ -33,6 +36,12 @@ class Selection:
     stale: list[Path] = field(default_factory=list)
     unresolved: Optional[str] = None
     base_note: Optional[str] = None  # what stands in for a prescribed base variant that could not run here
+    racing: Optional[RaceSettings] = None
+    # A raced entry's race decision (None while it is not over, and for an entry trained as a grid, whose
+    # tables decide from its finished runs).
+    race_decision: Optional[Decision] = None
+    spent: Optional[Spent] = None  # what its runs have trained
+    full_grid_steps: int = 0  # what every planned run trained in full would cost
 
     @property
     def stale_note(self) -> str:
@@ -44,8 +53,11 @@ def select_runs(entry: Entry, runs_dir: str | Path, profile: Optional[str] = Non
     plan = make_plan(entry, plan_profile(entry, profile, runs_dir), runs_dir, allow_unresolved=True)
     runs = [SelectedRun(run.run_dir, run.variant, run.seed, run.reused_from) for run in plan.runs
             if not run.provisional]
+    resolved = plan.base.unresolved is None and bool(plan.runs)
     return Selection(entry.id, plan.base.profile, runs, stale_runs(plan, runs_dir), plan.base.unresolved,
-                     plan.base.fallback)
+                     plan.base.fallback, racing=plan.racing,
+                     race_decision=entry_decision(plan) if plan.racing is not None and resolved else None,
+                     spent=spent(plan) if resolved else None, full_grid_steps=full_grid_steps(plan) if resolved else 0)
 
 
 def stale_runs(plan: Plan, runs_dir: str | Path) -> list[Path]:

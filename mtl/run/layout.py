@@ -116,6 +116,11 @@ def prediction_path(predictions: Path, task: str, index: int) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ entry folder
+def has_started(run_dir: Path) -> bool:
+    """Whether a trainer has written the run's status (it has started at least once)."""
+    return (Path(run_dir) / STATUS_FILE).is_file()
+
+
 def log_path(run_dir: Path) -> Path:
     """Console output of a run's ``mtl-train`` processes (appended per attempt), kept beside its directory."""
     return run_dir.parent / LOGS_DIR / f"{run_dir.name}.log"

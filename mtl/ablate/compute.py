@@ -1,0 +1,145 @@
+"""Compute, counted and estimated (docs/DESIGN.md §7.3): the optimizer steps and device-hours an entry has
+spent, what its full grid costs, and both estimated before anything runs from this machine's recorded
+throughput.
+
+A run's steps are its epochs times its batches per epoch (training images // batch size, capped by
+``limit_train_batches``). Its device time is the training time its status records (one device a run).
+Throughput is measured in seconds per optimizer step per GFLOP of a batch (model GFLOPs x batch size),
+so that runs of one model predict the cost of another; it comes from the finished runs this machine has
+recorded, and is None when there are none.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from mtl.config import Config
+from mtl.run.errors import RecordError
+from mtl.run.layout import find_run_dirs
+from mtl.run.model import RunState
+from mtl.run.records import read_config, read_status
+
+from .planner import Plan, RunSpec
+
+MINISCAPES_TRAIN_IMAGES = 20000  # docs/DESIGN.md §3, when the dataset is not on this machine to count
+
+
+def training_images(config: Config) -> int:
+    if config.dataset == "synthetic":
+        return config.synthetic_num_train
+    folder = Path(config.dataset_root or "") / "train" / "rgb"
+    try:
+        return sum(1 for entry in os.scandir(folder) if entry.is_file())
+    except OSError:
+        return MINISCAPES_TRAIN_IMAGES
+
+
+def steps_per_epoch(config: Config) -> int:
+    batches = max(1, training_images(config) // config.batch_size)
+    return min(batches, config.limit_train_batches) if config.limit_train_batches else batches
+
+
+def run_steps(config: Config) -> int:
+    """The optimizer steps of a whole run of ``config``."""
+    return config.num_epochs * steps_per_epoch(config)
+
+
+@dataclass(frozen=True)
+class Spent:
+    steps: int
+    device_s: float
+    runs: int
+
+    @property
+    def device_hours(self) -> float:
+        return self.device_s / 3600.0
+
+
+def _distinct(specs: Iterable[RunSpec]) -> list[RunSpec]:
+    seen, out = set(), []
+    for spec in specs:
+        if spec.run_dir not in seen:
+            seen.add(spec.run_dir)
+            out.append(spec)
+    return out
+
+
+def spent(plan: Plan) -> Spent:
+    """What the plan's runs have trained so far: optimizer steps (where each stands) and device time."""
+    steps, seconds, runs = 0, 0.0, 0
+    for spec in _distinct(plan.runs):
+        try:
+            status = read_status(spec.run_dir)
+        except RecordError:
+            continue  # named by every reader of the records; it counts for nothing here
+        if status is None or status.step == 0 and not status.diverged_step:
+            continue
+        steps += max(status.step, status.diverged_step or 0)
+        seconds += status.elapsed_s or 0.0
+        runs += 1
+    return Spent(steps, seconds, runs)
+
+
+def planned_steps(specs: Iterable[RunSpec]) -> int:
+    """The optimizer steps still to train for ``specs``: each to its ``stop_after_epoch`` (or the end), less
+    where it stands."""
+    total = 0
+    for spec in _distinct(specs):
+        target = spec.config.stop_after_epoch or spec.config.num_epochs
+        try:
+            status = read_status(spec.run_dir)
+        except RecordError:
+            status = None
+        done = status.step if status is not None and status.state is not RunState.DIVERGED else 0
+        total += max(0, target * steps_per_epoch(spec.config) - done)
+    return total
+
+
+def full_grid_steps(plan: Plan) -> int:
+    """Every planned run trained in full (for a raced entry: every variant with every seed the race may use)."""
+    return sum(run_steps(spec.config) for spec in _distinct(plan.runs))
+
+
+def batch_gflops(gflops: float, config: Config) -> float:
+    return gflops * config.batch_size
+
+
+def seconds_per_step_gflop(runs_dir: Path) -> Optional[float]:
+    """This machine's recorded throughput: the median over finished runs below ``runs_dir`` of training
+    seconds / (optimizer steps x model GFLOPs x batch size); None when no run has all three."""
+    rates = []
+    if not Path(runs_dir).is_dir():
+        return None
+    for run_dir in find_run_dirs(runs_dir):
+        try:
+            status = read_status(run_dir)
+            config = read_config(run_dir) or {}
+        except RecordError:
+            continue
+        if status is None or status.state is not RunState.FINISHED or not status.step or not status.elapsed_s:
+            continue
+        if status.model is None or not status.model.gflops or not isinstance(config.get("batch_size"), int):
+            continue
+        rates.append(status.elapsed_s / (status.step * status.model.gflops * config["batch_size"]))
+    return statistics.median(rates) if rates else None
+
+
+def within_budget(plan: Plan, budget: Optional[int]) -> tuple[list[RunSpec], list[RunSpec]]:
+    """The plan's runs that fit ``budget`` optimizer steps for the entry (in plan order, counting what it has
+    spent), and those left out; every run without a budget."""
+    if budget is None:
+        return list(plan.runs), []
+    total = spent(plan).steps
+    fits, left = [], []
+    for spec in plan.runs:
+        cost = planned_steps([spec])
+        if total + cost <= budget:
+            fits.append(spec)
+            total += cost
+        else:
+            left.append(spec)
+    return fits, left
