@@ -213,33 +213,34 @@ def shuffled_labels(grid: Grid, rng: random.Random) -> Grid:
     return Grid(grid.entry_id, grid.variants, grid.seeds, grid.num_epochs, runs)
 
 
-def race_outcomes(grid: Grid, orders: list[list[int]], settings: RaceSettings, truth: str | None):
-    right = wrong = undecided = 0
-    steps = []
+@dataclass
+class Tally:
+    """One method over the replays of one grid: decisions named (a winner claimed), right ones (the full
+    grid's decided winner), and optimizer steps."""
+
+    named: int = 0
+    right: int = 0
+    replays: int = 0
+    steps: float = 0.0
+
+    def add(self, winner: str | None, truth: str | None, steps: int) -> None:
+        self.named += winner is not None
+        self.right += truth is not None and winner == truth
+        self.replays += 1
+        self.steps += steps
+
+
+def race_tally(grid: Grid, orders: list[list[int]], settings: RaceSettings, truth: str | None) -> Tally:
+    tally = Tally()
     for order in orders:
         result = replay(grid.variants, order, grid.num_epochs, grid.runs, settings)
-        steps.append(result.steps)
         decision = result.step.decision
-        if decision is not None and decision.decided:
-            right += decision.winner == truth
-            wrong += decision.winner != truth
-        else:
-            undecided += 1
-    return right, wrong, undecided, mean(steps)
+        tally.add(decision.winner if decision is not None and decision.decided else None, truth, result.steps)
+    return tally
 
 
-def report_grid(grid: Grid, settings: RaceSettings, orders_limit: int, nulls: int) -> dict:
-    full = full_decision(grid, settings.confidence)
-    truth = full.winner if full.decided else None
-    orders = seed_orders(grid.seeds, orders_limit)
-    full_steps = grid.full_steps
-    print(f"\n{grid.entry_id}: {len(grid.variants)} variants x {len(grid.seeds)} seeds, {grid.num_epochs} epochs; "
-          f"full grid {full_steps} optimizer steps")
-    print(f"  full grid: {full.describe()}")
-    right, wrong, undecided, steps = race_outcomes(grid, orders, settings, truth)
-    n = len(orders)
-    print(f"  race over {n} seed orders: right {right}/{n}, wrong {wrong}/{n}, undecided {undecided}/{n}; "
-          f"mean steps {steps:.0f} = {100 * steps / full_steps:.1f}% of the full grid")
+def null_rates(grid: Grid, orders: list[list[int]], settings: RaceSettings, nulls: int) -> tuple[int, int, int]:
+    """(same-config null decisions, their replays, label-shuffle null decisions out of ``nulls``)."""
     false = same = 0
     for variant in grid.variants:
         if any(grid.runs[(variant, s)].diverged_step is not None for s in grid.seeds):
@@ -250,36 +251,72 @@ def report_grid(grid: Grid, settings: RaceSettings, orders_limit: int, nulls: in
                 result = replay(null.variants, order, null.num_epochs, null.runs, settings)
                 false += bool(result.step.decision and result.step.decision.decided)
                 same += 1
-    print(f"  same-config null (2 or 3 copies of one variant, re-paired seeds): decided {false}/{same}")
     rng = random.Random(1)
     shuffled = 0
     for _ in range(nulls):
         null = shuffled_labels(grid, rng)
         result = replay(null.variants, grid.seeds, null.num_epochs, null.runs, settings)
         shuffled += bool(result.step.decision and result.step.decision.decided)
-    print(f"  label-shuffle null (variants' runs mixed within seeds): decided {shuffled}/{nulls}")
-    rows = {"race": (right, n, steps)}
+    return false, same, shuffled
+
+
+def pruner_tallies(grid: Grid, orders: list[list[int]], truth: str | None) -> dict[str, Tally]:
     import optuna
 
     pruners = {"SuccessiveHalving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2,
                                                                                     reduction_factor=2),
                "Hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=2, max_resource=grid.num_epochs,
                                                                     reduction_factor=2)}
+    tallies: dict[str, Tally] = {}
     for name, make in pruners.items():
         for n_seeds in range(1, len(grid.seeds) + 1):
-            results = [optuna_rung_pruner(grid, order, make, n_seeds) for order in orders]
-            hits = sum(winner == truth for winner, _ in results) if truth else 0
-            cost = mean(s for _, s in results)
-            print(f"  Optuna {name}, {n_seeds} seed(s): right {hits}/{n}, mean steps {cost:.0f} = "
-                  f"{100 * cost / full_steps:.1f}%")
-            rows[f"{name} {n_seeds}"] = (hits, n, cost)
-    results = [optuna_wilcoxon(grid, order) for order in orders]
-    hits = sum(winner == truth for winner, _ in results) if truth else 0
-    cost = mean(s for _, s in results)
-    print(f"  Optuna WilcoxonPruner: right {hits}/{n}, mean steps {cost:.0f} = {100 * cost / full_steps:.1f}%")
-    rows["Wilcoxon"] = (hits, n, cost)
-    return {"grid": grid.entry_id, "truth": truth, "full_steps": full_steps, "rows": rows,
-            "same_config_null": (false, same), "label_shuffle_null": (shuffled, nulls)}
+            tally = tallies.setdefault(f"Optuna {name}, {n_seeds} seed{'s' if n_seeds > 1 else ''}", Tally())
+            for order in orders:
+                winner, steps = optuna_rung_pruner(grid, order, make, n_seeds)
+                tally.add(winner, truth, steps)
+    tally = tallies.setdefault("Optuna WilcoxonPruner (seeds as instances)", Tally())
+    for order in orders:
+        winner, steps = optuna_wilcoxon(grid, order)
+        tally.add(winner, truth, steps)
+    return tallies
+
+
+def report_grid(grid: Grid, settings: RaceSettings, orders_limit: int, nulls: int) -> dict[str, Tally]:
+    full = full_decision(grid, settings.confidence)
+    truth = full.winner if full.decided else None
+    orders = seed_orders(grid.seeds, orders_limit)
+    print(f"\n{grid.entry_id}: {len(grid.variants)} variants x {len(grid.seeds)} seeds, {grid.num_epochs} epochs; "
+          f"full grid {grid.full_steps} optimizer steps")
+    print(f"  full grid: {full.describe()}")
+    tallies = {"race": race_tally(grid, orders, settings, truth), **pruner_tallies(grid, orders, truth)}
+    for name, tally in tallies.items():
+        named = f"right {tally.right}/{tally.replays}" if truth else f"named a winner {tally.named}/{tally.replays}"
+        print(f"  {name}: {named}; mean steps {tally.steps / tally.replays:.0f} = "
+              f"{100 * tally.steps / tally.replays / grid.full_steps:.1f}% of the full grid")
+    false, same, shuffled = null_rates(grid, orders, settings, nulls)
+    print(f"  race, same-config null (2 or 3 copies of one variant, seeds re-paired): decided {false}/{same}")
+    print(f"  race, label-shuffle null (the variants' runs mixed within each seed): decided {shuffled}/{nulls}")
+    for tally in tallies.values():
+        tally.steps /= grid.full_steps * tally.replays  # from here on: the share of the full grid
+    return {"decided": truth is not None, **tallies}
+
+
+def summary(results: list[dict], names: list[str]) -> None:
+    """One row per method: over the grids the full grid decides, right decisions and the mean share of the
+    full grid's steps; over the others, how often it named a winner the full grid does not support."""
+    decided = [r for r in results if r["decided"]]
+    undecided = [r for r in results if not r["decided"]]
+    print(f"\nsummary ({len(decided)} grids decided in full, {len(undecided)} not)")
+    print("| method | right where the full grid decides | steps there (share of the full grid) | "
+          "a winner named where it does not |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        right = sum(r[name].right for r in decided)
+        replays = sum(r[name].replays for r in decided)
+        share = mean(r[name].steps for r in decided) if decided else math.nan
+        named = sum(r[name].named for r in undecided)
+        named_of = sum(r[name].replays for r in undecided)
+        print(f"| {name} | {right}/{replays} | {100 * share:.1f}% | {named}/{named_of} |")
 
 
 # ---------------------------------------------------------------------------------------- recording
@@ -310,7 +347,7 @@ def main() -> int:
     parser.add_argument("--train", type=Path, metavar="RUNS_DIR", help="train the grids into RUNS_DIR first")
     parser.add_argument("--collect", type=Path, metavar="RUNS_DIR", help="only copy the traces of RUNS_DIR's grids")
     parser.add_argument("--orders", type=int, default=120, help="seed orders replayed per grid (all 120 of 5 seeds)")
-    parser.add_argument("--nulls", type=int, default=200, help="null replays per grid")
+    parser.add_argument("--nulls", type=int, default=100, help="label-shuffle null replays per grid")
     parser.add_argument("--only", nargs="*", metavar="ENTRY", help="replay these grids only")
     args = parser.parse_args()
     if args.train:
@@ -320,8 +357,8 @@ def main() -> int:
         return 0
     settings = RaceSettings()
     print(f"racing settings: {settings}")
-    for grid in load_grids(RECORDS, args.only):
-        report_grid(grid, settings, args.orders, args.nulls)
+    results = [report_grid(grid, settings, args.orders, args.nulls) for grid in load_grids(RECORDS, args.only)]
+    summary(results, [name for name in results[0] if name != "decided"])
     return 0
 
 

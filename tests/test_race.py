@@ -59,10 +59,11 @@ def test_a_clear_winner_prunes_the_rest_early_and_is_decided_on_a_fraction_of_th
     assert set(result.step.pruned) == {"weak", "middle"}  # both left behind at a rung
     assert all("at epoch 2/8" in why for why in result.step.pruned.values())
     full = sum(run.steps_until(8) for run in runs.values())
-    # Six runs to the first rung, the winner's two seeds to the end: 6 x 20 + 2 x 60 of 15 x 80 steps.
-    assert result.steps == 240 and result.steps / full == pytest.approx(0.2)
-    assert result.trained == {("weak", 0): 2, ("weak", 1): 2, ("middle", 0): 2, ("middle", 1): 2,
-                              ("strong", 0): 8, ("strong", 1): 8}
+    # Nine runs (three seeds a variant) to the first rung, the winner's three on to the end: 9 x 20 + 3 x 60
+    # of the full grid's 15 x 80 steps.
+    assert result.steps == 360 and result.steps / full == pytest.approx(0.3)
+    assert result.trained == {**{(v, s): 2 for v in ("weak", "middle") for s in range(3)},
+                              **{("strong", s): 8 for s in range(3)}}
 
 
 def test_a_tie_gets_more_seeds_up_to_the_cap_then_stays_undecided():
@@ -89,7 +90,7 @@ def test_a_skipped_variant_is_named_never_compared():
     views = {(v, s): RunView(tuple(trace(m + s).points), RunState.FINISHED)
              for v, m in (("a", 8.0), ("b", 3.0)) for s in range(2)}
     views.update({("offline", s): RunView((), RunState.SKIPPED) for s in range(2)})
-    step = next_step(["offline", "a", "b"], [0, 1, 2], 8, views, RaceSettings(rungs=(), max_seeds=2))
+    step = next_step(["offline", "a", "b"], [0, 1, 2], 8, views, RaceSettings(rungs=(), min_seeds=2, max_seeds=2))
     assert step.decision is not None and step.decision.winner == "a"
     assert step.decision.missing == {"offline": "skipped here (seed 0)"}
     assert "offline did not" in step.decision.describe()
@@ -124,23 +125,25 @@ def test_one_seed_a_variant_decides_nothing():
     assert decision.kind == BY_RULE and decision.describe() == "by rule, not decided: a (one seed a variant)"
 
 
-def test_the_recorded_learning_rate_grid_is_decided_as_in_full_on_a_fraction_of_its_steps():
-    """The committed records of bench/racing (race.lr: lr 0.001, 0.01, 0.1, five seeds, the race profile):
-    the race reaches the full grid's winner, lr 0.01, for every order of the seeds, on 40% of the full
-    grid's optimizer steps or less on average."""
+def test_the_recorded_grids_are_decided_as_in_full_on_a_fraction_of_their_steps():
+    """The committed records of bench/racing (the race profile, five seeds a variant) of the two grids whose
+    full grids are decided (race.lr: lr 0.01; race.optimizer: Adam 1e-3): the race reaches the same winner
+    for every order of the seeds, on at most 40% of the two full grids' optimizer steps on average."""
     import itertools
     import sys
 
     sys.path.insert(0, str(REPO / "bench"))
     import race_replay
 
-    (lr,) = race_replay.load_grids(race_replay.RECORDS, ["race.lr"])
     settings = RaceSettings()
-    full = race_replay.full_decision(lr, settings.confidence)
-    assert full.decided and full.winner == "optimizer_lr=0.01"
-    steps = []
-    for order in itertools.permutations(lr.seeds):
-        result = replay(lr.variants, list(order), lr.num_epochs, lr.runs, settings)
-        assert result.step.decision.decided and result.step.decision.winner == "optimizer_lr=0.01", order
-        steps.append(result.steps)
-    assert sum(steps) / len(steps) <= 0.4 * lr.full_steps
+    spent = full_steps = 0.0
+    for grid in race_replay.load_grids(race_replay.RECORDS, ["race.lr", "race.optimizer"]):
+        full = race_replay.full_decision(grid, settings.confidence)
+        assert full.decided and full.winner in ("optimizer_lr=0.01", "adam-1e-3")
+        orders = list(itertools.permutations(grid.seeds))
+        for order in orders:
+            result = replay(grid.variants, list(order), grid.num_epochs, grid.runs, settings)
+            assert result.step.decision.decided and result.step.decision.winner == full.winner, order
+            spent += result.steps / len(orders)
+        full_steps += grid.full_steps
+    assert spent <= 0.4 * full_steps

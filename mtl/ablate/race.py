@@ -41,13 +41,15 @@ class RaceSettings(BaseModel):
 
     rungs: tuple[float, ...] = Field((0.25, 0.5), description="Fractions of the budget (each in (0, 1)) at which "
                                      "variants clearly behind the leader are pruned.")
-    min_seeds: int = Field(2, ge=2, le=MAX_RACE_SEEDS, description="Seeds every variant starts with (two at "
-                           "least: one seed says nothing about seed noise).")
+    min_seeds: int = Field(3, ge=2, le=MAX_RACE_SEEDS, description="Seeds every variant starts with (two at "
+                           "least: one seed says nothing about seed noise; three by default, see BENCHMARKS.md "
+                           "'Racing': with two, the variance a test rests on is too rough and races of equal "
+                           "variants decide falsely ten times as often).")
     max_seeds: int = Field(5, ge=2, le=MAX_RACE_SEEDS, description="Seeds a variant gets at most, added one at a "
                            "time to the leader and to the variants still tied with it.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence of the decision (one-sided "
                               "seed-paired test of the leader against each other variant).")
-    prune_confidence: float = Field(0.99, gt=0.5, lt=1.0, description="Confidence a pruning at a rung needs.")
+    prune_confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence a pruning at a rung needs.")
 
     @field_validator("rungs")
     @classmethod
