@@ -147,3 +147,20 @@ def test_the_recorded_grids_are_decided_as_in_full_on_a_fraction_of_their_steps(
             spent += result.steps / len(orders)
         full_steps += grid.full_steps
     assert spent <= 0.4 * full_steps
+
+
+def test_a_budget_ends_the_race_undecided_with_the_leader_where_it_stood():
+    """budget_seeds=1.0: the race may spend what training every variant once in full costs; with three seeds
+    a variant it cannot go past the first rung, and says so."""
+    runs = grid({"a": 6.5, "b": 6.0, "c": 5.5}, noise=1.0, seed=5)
+    settings = RaceSettings(budget_seeds=1.0)
+    result = replay(["a", "b", "c"], list(range(5)), 8, runs, settings)
+    decision = result.step.decision
+    budget = 3 * 8 * STEPS_PER_EPOCH
+    assert result.steps <= budget
+    assert decision.kind == UNDECIDED and decision.winner in ("a", "b", "c")
+    assert decision.describe().endswith(f"the budget of {budget} optimizer steps ended the race at epoch 2/8")
+    assert RaceSettings(budget_seeds=0.1).budget_steps(3, 8, STEPS_PER_EPOCH) == 24
+    tiny = replay(["a", "b", "c"], list(range(5)), 8, runs, RaceSettings(budget_seeds=0.1))
+    assert tiny.steps == 0 and tiny.step.decision.winner is None
+    assert "does not cover the first rung" in tiny.step.decision.describe()

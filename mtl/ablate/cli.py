@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import yaml
 from rich.table import Table
 from rich.text import Text
 
@@ -29,9 +30,10 @@ from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
 from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
 from .compute import full_grid_steps, spent, within_budget
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
-from .entry import Entry, EntryError, entry_json_schema_text, select_entries
+from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
 from .launch import make_backend, print_sbatch
-from .planner import Plan, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step
+from .planner import Plan, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
+from .race import RaceSettings
 from .racing import describe_racing, describe_round, race
 from .scheduler import Scheduler, planned_action
 from .selection import stale_note, stale_runs, with_prerequisites
@@ -133,7 +135,28 @@ def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Pla
     # did unless told; --force never reuses another entry's run (it would delete it).
     profile = plan_profile(entry, getattr(args, "profile", None), args.runs_dir)
     return make_plan(entry, profile, args.runs_dir, allow_unresolved=allow_unresolved,
-                     reuse=not getattr(args, "force", False), racing=getattr(args, "race", None))
+                     reuse=not getattr(args, "force", False), racing=_racing_choice(entry, profile, args))
+
+
+def _racing_choice(entry: Entry, profile: Optional[str], args: argparse.Namespace) -> Any:
+    """What `run --race/--no-race/--race-setting` asks of ``entry``'s racing (None: as remembered or declared)."""
+    choice, settings = getattr(args, "race", None), getattr(args, "race_setting", None) or []
+    if not settings:
+        return choice
+    if choice is False:
+        raise UsageError("--race-setting needs a race; it cannot go with --no-race")
+    base = resolve_racing(entry, profile or root_profile(entry), args.runs_dir, True)
+    values = dict(base.model_dump() if base is not None else {})
+    for setting in settings:
+        key, eq, value = setting.partition("=")
+        if not eq or key not in RaceSettings.model_fields:
+            raise UsageError(f"--race-setting {setting!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(RaceSettings.model_fields)}")
+        values[key] = yaml.safe_load(value) if value else None
+    try:
+        return RaceSettings.model_validate(values)
+    except ValueError as exc:
+        raise UsageError(f"--race-setting: {str(exc).splitlines()[-1].strip() if str(exc) else exc}") from None
 
 
 def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
@@ -461,6 +484,9 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
                         "entry's or profile's racing: section, else the defaults); remembered for every reader")
     racing.add_argument("--no-race", dest="race", action="store_const", const=False,
                         help="train every planned run in full, even where the entry or profile says to race")
+    p.add_argument("--race-setting", action="append", metavar="KEY=VALUE",
+                   help="a racing setting for this run (repeatable; remembered with the race): rungs=[0.25,0.5], "
+                   "min_seeds=3, max_seeds=5, confidence=0.95, prune_confidence=0.95, budget_seeds=1.0")
     p.add_argument("--budget", type=int, metavar="STEPS",
                    help="cap each entry at this many optimizer steps (what it has trained counts): a race stops "
                    "before a round that would pass it, a grid trains the runs that fit, in plan order")

@@ -11,7 +11,6 @@ recorded, and is None when there are none.
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,28 +23,7 @@ from mtl.run.model import RunState
 from mtl.run.records import read_config, read_status
 
 from .planner import Plan, RunSpec
-
-MINISCAPES_TRAIN_IMAGES = 20000  # docs/DESIGN.md §3, when the dataset is not on this machine to count
-
-
-def training_images(config: Config) -> int:
-    if config.dataset == "synthetic":
-        return config.synthetic_num_train
-    folder = Path(config.dataset_root or "") / "train" / "rgb"
-    try:
-        return sum(1 for entry in os.scandir(folder) if entry.is_file())
-    except OSError:
-        return MINISCAPES_TRAIN_IMAGES
-
-
-def steps_per_epoch(config: Config) -> int:
-    batches = max(1, training_images(config) // config.batch_size)
-    return min(batches, config.limit_train_batches) if config.limit_train_batches else batches
-
-
-def run_steps(config: Config) -> int:
-    """The optimizer steps of a whole run of ``config``."""
-    return config.num_epochs * steps_per_epoch(config)
+from .steps import run_steps, steps_per_epoch
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ class Decision:
     seeds: Mapping[str, int] = field(default_factory=dict)  # seeds scored per variant
     out: Mapping[str, str] = field(default_factory=dict)  # behind for a reason: diverged, pruned by a test
     missing: Mapping[str, str] = field(default_factory=dict)  # without a result (failed, skipped here): not compared
+    note: str = ""  # why the evidence stops where it does (a race's budget)
 
     @property
     def decided(self) -> bool:
@@ -164,6 +165,10 @@ class Decision:
 
     def describe(self) -> str:
         """One line: what was decided, by which test and evidence."""
+        text = self._describe()
+        return f"{text}; {self.note}" if self.note else text
+
+    def _describe(self) -> str:
         if self.winner is None:
             return "no variant has a result"
         level = f"{100 * self.confidence:g}%"
@@ -174,6 +179,8 @@ class Decision:
             gone = f"; out earlier: {', '.join(self.out)}" if self.out else ""
             return (f"decided: {self.winner}, separated from every other variant at {level} by a one-sided "
                     f"seed-paired t-test with pooled variance{evidence}{gone}{among}")
+        if self.kind == UNDECIDED and not self.comparisons:
+            return f"undecided: {self.winner} leads by the rule, {', '.join(self.tied)} not compared{among}"
         if self.kind == UNDECIDED:
             return (f"undecided: {self.winner} leads by the rule, but {', '.join(self.tied)} "
                     f"{'is' if len(self.tied) == 1 else 'are'} not separated from it at {level} "

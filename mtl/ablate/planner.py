@@ -33,6 +33,7 @@ from .entry import (
     root_profile,
 )
 from .race import RaceSettings, RaceStep, next_step, view_of
+from .steps import steps_per_epoch
 from .variants import expand_variants, where_in_entry, written_points
 
 # States after which a run will not change without being asked to (retry or force).
@@ -489,7 +490,8 @@ def race_step(plan_: Plan) -> RaceStep:
     variants = list(dict.fromkeys(run.variant for run in plan_.runs))
     num_epochs = plan_.runs[0].config.num_epochs
     return next_step(variants, plan_.racing.seed_order(entry.seeds), num_epochs, views, plan_.racing,
-                     entry.rank_by.metric, entry.rank_by.mode, _metric_name(entry.rank_by.metric))
+                     entry.rank_by.metric, entry.rank_by.mode, _metric_name(entry.rank_by.metric),
+                     steps_per_epoch(plan_.runs[0].config))
 
 
 def resolve_variant(

@@ -29,7 +29,7 @@ from mtl.run.model import GRADER_KEY, RunState
 from mtl.run.records import read_record, recorded_state
 from mtl.run.trace import Line
 
-from .decision import Decision, Score, compare, decide, leader, pooled_residual_variance, run_score
+from .decision import BY_RULE, UNDECIDED, Decision, Score, compare, decide, leader, pooled_residual_variance, run_score
 
 MAX_RACE_SEEDS = 20
 
@@ -50,6 +50,10 @@ class RaceSettings(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence of the decision (one-sided "
                               "seed-paired test of the leader against each other variant).")
     prune_confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence a pruning at a rung needs.")
+    budget_seeds: Optional[float] = Field(
+        None, gt=0.0, le=MAX_RACE_SEEDS, description="The race's compute, in seeds of the whole grid (1.0: what "
+        "training every variant once in full costs). A round that would pass it is not trained: the race ends "
+        "undecided, its leader the rule's pick where the race stood. None: no budget.")
 
     @field_validator("rungs")
     @classmethod
@@ -63,6 +67,11 @@ class RaceSettings(BaseModel):
         if self.max_seeds < self.min_seeds:
             raise ValueError(f"max_seeds ({self.max_seeds}) is below min_seeds ({self.min_seeds})")
         return self
+
+    def budget_steps(self, variants: int, num_epochs: int, steps_per_epoch: int) -> Optional[int]:
+        if self.budget_seeds is None:
+            return None
+        return int(self.budget_seeds * variants * num_epochs * steps_per_epoch)
 
     def rung_epochs(self, num_epochs: int) -> list[int]:
         """The epochs of the rungs (distinct, at least 1, before the last), then the last epoch."""
@@ -159,10 +168,11 @@ def _futile(table: Mapping[str, Mapping[int, Score]], top: str, variant: str, se
 
 def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: int,
               runs: Mapping[tuple[str, int], RunView], settings: RaceSettings, metric: str = GRADER_KEY,
-              mode: str = "max", metric_name: str = "grader") -> RaceStep:
+              mode: str = "max", metric_name: str = "grader", steps_per_epoch: int = 0) -> RaceStep:
     """Where the race stands given ``runs`` (every run's validation points and state, by (variant, seed)):
     the runs to train next, or the decision. ``seed_order``: the entry's seeds, the first ``min_seeds`` for
-    every variant, the next ones added one at a time."""
+    every variant, the next ones added one at a time. ``steps_per_epoch``: what an epoch costs, for
+    ``settings.budget_seeds``."""
     if len(seed_order) < settings.min_seeds:
         raise ValueError(f"racing needs at least min_seeds={settings.min_seeds} seeds, the entry has "
                          f"{len(seed_order)}")
@@ -176,6 +186,18 @@ def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: in
                 missing.setdefault(v, f"skipped here (seed {s})")
     alive = [v for v in order if v not in missing]
     rungs = settings.rung_epochs(num_epochs)
+    budget = settings.budget_steps(len(order), num_epochs, steps_per_epoch)
+    stage: Optional[tuple[int, dict[str, dict[int, Score]]]] = None  # the last epoch every alive run reached
+
+    def over_budget() -> bool:
+        """The rounds so far and the one asked for would pass the budget: the race ends where it stands."""
+        if budget is None or not step.train:
+            return False
+        if sum(epoch * steps_per_epoch for epoch in step.targets.values()) <= budget:
+            return False
+        step.train = []
+        step.decision = _budget_decision(stage, order, settings, budget, num_epochs, step.pruned, missing)
+        return True
 
     def need(epoch: int, among: Sequence[str]) -> list[Train]:
         todo = []
@@ -190,8 +212,10 @@ def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: in
     for epoch in rungs[:-1]:
         step.train = need(epoch, alive)
         if step.train:
+            over_budget()
             return step
         table, out = _table(runs, step.seeds, alive, epoch, metric, mode)
+        stage = (epoch, table)
         step.pruned.update(out)
         top = leader({v: s for v, s in table.items() if v not in missing}, order)
         if top is None:
@@ -207,8 +231,10 @@ def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: in
     while True:
         step.train = need(num_epochs, alive)
         if step.train:
+            over_budget()
             return step
         table, out = _table(runs, step.seeds, alive, num_epochs, metric, mode)
+        stage = (num_epochs, table)
         step.pruned.update(out)
         alive = [v for v in alive if v not in out]
         decision = decide({v: table[v] for v in alive}, order, settings.confidence, metric_name, out=step.pruned,
@@ -226,6 +252,23 @@ def next_step(variants: Sequence[str], seed_order: Sequence[int], num_epochs: in
         for variant in [top, *hopeful]:  # one more seed for each: the next of the entry's order it lacks
             if len(step.seeds[variant]) < limit:
                 step.seeds[variant].append(next(s for s in seed_order if s not in step.seeds[variant]))
+
+
+def _budget_decision(stage: Optional[tuple[int, dict[str, dict[int, Score]]]], order: Sequence[str],
+                     settings: RaceSettings, budget: int, num_epochs: int, out: Mapping[str, str],
+                     missing: Mapping[str, str]) -> Decision:
+    """The answer of a race its budget ended: undecided, the leader by the rule where every run still in the
+    running stood (no winner when the budget did not cover the first rung)."""
+    if stage is None:
+        note = f"the budget of {budget} optimizer steps does not cover the first rung"
+        return Decision(BY_RULE, None, settings.confidence, out=out, missing=missing, note=note)
+    epoch, table = stage
+    scored = {v: s for v, s in table.items() if v not in out and v not in missing}
+    top = leader(scored, order)
+    note = f"the budget of {budget} optimizer steps ended the race at epoch {epoch}/{num_epochs}"
+    tied = tuple(v for v in scored if v != top)
+    return Decision(UNDECIDED if tied else BY_RULE, top, settings.confidence, tied=tied,
+                    seeds={v: len(s) for v, s in scored.items()}, out=out, missing=missing, note=note)
 
 
 # ---------------------------------------------------------------------------------------- replay
@@ -270,9 +313,11 @@ def replay(variants: Sequence[str], seed_order: Sequence[int], num_epochs: int,
     """Race over fully recorded runs: each "training" reveals a run's recorded points up to the epoch asked
     for, and costs the steps between where it stood and there. Nothing is trained."""
     trained: dict[tuple[str, int], int] = {}
+    steps_per_epoch = max((run.steps_at_epoch.get(1, 0) for run in recorded.values()), default=0)
     while True:
         views = {key: recorded[key].view(epoch) for key, epoch in trained.items()}
-        step = next_step(variants, seed_order, num_epochs, views, settings, metric, mode, metric_name)
+        step = next_step(variants, seed_order, num_epochs, views, settings, metric, mode, metric_name,
+                         steps_per_epoch)
         if step.over:
             steps = sum(recorded[key].steps_until(epoch) for key, epoch in trained.items())
             return Replay(step, steps, trained)
