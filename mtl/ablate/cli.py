@@ -28,7 +28,7 @@ from mtl.run.stopping import describe_signal
 
 from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
 from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
-from .compute import full_grid_steps, spent, within_budget
+from .compute import estimate, full_grid_steps, spent, within_budget
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
 from .launch import make_backend, print_sbatch
@@ -215,7 +215,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     for entry in _select(entries, args.ids):
         plan = _plan(entry, args, allow_unresolved=True)
         _print_plan(console, plan, args, title=f"{entry.id}: {len(plan.runs)} runs")
+        if args.estimate and plan.runs:
+            _print_estimate(console, plan, args.runs_dir)
     return EXIT_OK
+
+
+def _print_estimate(console: Any, plan: Plan, runs_dir: Path) -> None:
+    say = _sayer(console)
+    guess = estimate(plan, runs_dir)
+    say(f"  estimate: the full grid is {len(plan.runs)} runs, {guess.full_steps} optimizer steps, about "
+        f"{guess.full_hours:.2f} device-hours on this machine (from {guess.rate_source})")
+    if guess.race_steps is not None and guess.race_hours is not None:
+        least, most = guess.race_steps
+        say(f"  estimate: the race spends between {least} and {most} optimizer steps (about "
+            f"{guess.race_hours[0]:.2f} to {guess.race_hours[1]:.2f} device-hours): every variant's first seeds to "
+            "the first rung and the leader's to the end at least, every seed of every variant at most; on the "
+            "recorded grids of BENCHMARKS.md ('Racing') a race that decided spent 34-43% of its full grid")
+    used = spent(plan)
+    if used.steps:
+        say(f"  spent so far: {used.steps} optimizer steps, {used.device_hours:.2f} device-hours over {used.runs} runs")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -459,6 +477,14 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         "show", parents=[where, profile], help="the resolved runs of entries and their differences from the base"
     )
     p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--estimate", action="store_true",
+                   help="also predict the optimizer steps and device-hours of the full grid (and of the race, with "
+                   "--race or for a raced entry) on this machine, before anything runs")
+    show_race = p.add_mutually_exclusive_group()
+    show_race.add_argument("--race", dest="race", action="store_const", const=True, default=None,
+                           help="show the entry as `run --race` would race it")
+    show_race.add_argument("--no-race", dest="race", action="store_const", const=False,
+                           help="show the entry as a full grid")
     p.set_defaults(func=cmd_show)
 
     p = subparsers.add_parser(

@@ -121,3 +121,95 @@ def within_budget(plan: Plan, budget: Optional[int]) -> tuple[list[RunSpec], lis
         else:
             left.append(spec)
     return fits, left
+
+
+# ---------------------------------------------------------------------------------------- estimates
+def _crop_gflops(config: Config) -> float:
+    """Forward GFLOPs of one training image (a crop) of ``config``'s model (builds it: torch)."""
+    from mtl.models import model_summary
+
+    side = max(32, round(config.aug_input_crop_size / 32) * 32)
+    return float(model_summary(config, side, side)["gflops"])
+
+
+def recorded_rate(runs_dir: Path) -> tuple[Optional[float], int]:
+    """(seconds per optimizer step per forward GFLOP of a training batch, runs it rests on) from the
+    finished runs below ``runs_dir``: the median of training seconds / (steps x crop GFLOPs x batch size);
+    (None, 0) when none has what it takes. A run's recorded GFLOPs are at its validation size, scaled to
+    its crop by the pixel count (a convolutional net's cost grows with it)."""
+    rates = []
+    if not Path(runs_dir).is_dir():
+        return None, 0
+    for run_dir in find_run_dirs(runs_dir):
+        try:
+            status = read_status(run_dir)
+            config = read_config(run_dir) or {}
+        except RecordError:
+            continue
+        if status is None or status.state is not RunState.FINISHED or not status.step or not status.elapsed_s:
+            continue
+        model, crop, batch = status.model, config.get("aug_input_crop_size"), config.get("batch_size")
+        if model is None or model.input is None or not model.gflops or not isinstance(crop, int) \
+                or not isinstance(batch, int):
+            continue
+        height, width = model.input
+        crop_gflops = model.gflops * crop * crop / (height * width)
+        rates.append(status.elapsed_s / (status.step * crop_gflops * batch))
+    return (statistics.median(rates), len(rates)) if rates else (None, 0)
+
+
+def flops_rate(seconds: float = 0.3) -> float:
+    """Seconds per forward GFLOP of training, from this device's measured matrix-multiply rate: a training
+    step costs about three forward passes (forward, and twice that backward). Rough: real layers run below
+    a large matmul's rate."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    gflops_per_s = count * 2 * 512**3 / 1e9 / (time.perf_counter() - start)
+    return 3.0 / gflops_per_s
+
+
+@dataclass(frozen=True)
+class Estimate:
+    full_steps: int
+    full_hours: float
+    race_steps: Optional[tuple[int, int]]  # (least, most) a race can spend
+    race_hours: Optional[tuple[float, float]]
+    rate_source: str
+
+
+def estimate(plan: Plan, runs_dir: Path) -> Estimate:
+    """What ``plan`` costs before anything runs: its full grid, and for a raced plan the least and the most
+    its race can spend, in optimizer steps and device-hours on this machine."""
+    rate, based_on = recorded_rate(runs_dir)
+    source = (f"this machine's recorded throughput, the median of {based_on} finished runs" if rate is not None
+              else "FLOPs, at this device's measured matrix-multiply rate (rough: no finished run is recorded here)")
+    rate = rate if rate is not None else flops_rate()
+    variants: dict[str, RunSpec] = {}
+    for spec in plan.runs:
+        variants.setdefault(spec.variant, spec)
+    seconds_per_step = {v: rate * _crop_gflops(s.config) * s.config.batch_size for v, s in variants.items()}
+    full = {spec.run_dir: (spec.variant, run_steps(spec.config)) for spec in plan.runs}
+    full_steps = sum(steps for _, steps in full.values())
+    full_s = sum(steps * seconds_per_step[v] for v, steps in full.values())
+    if plan.racing is None:
+        return Estimate(full_steps, full_s / 3600, None, None, source)
+    settings, config = plan.racing, plan.runs[0].config
+    per_epoch, epochs = steps_per_epoch(config), config.num_epochs
+    first = settings.rung_epochs(epochs)[0]
+    seeds = settings.min_seeds
+    cheapest = min(seconds_per_step.values())
+    least = len(variants) * seeds * first * per_epoch + seeds * (epochs - first) * per_epoch
+    most = len(variants) * min(settings.max_seeds, len(settings.seed_order(plan.entry.seeds))) * epochs * per_epoch
+    budget = settings.budget_steps(len(variants), epochs, per_epoch)
+    if budget is not None:
+        least, most = min(least, budget), min(most, budget)
+    dearest = max(seconds_per_step.values())
+    return Estimate(full_steps, full_s / 3600, (least, most), (least * cheapest / 3600, most * dearest / 3600),
+                    source)
