@@ -164,3 +164,17 @@ def test_a_budget_ends_the_race_undecided_with_the_leader_where_it_stood():
     tiny = replay(["a", "b", "c"], list(range(5)), 8, runs, RaceSettings(budget_seeds=0.1))
     assert tiny.steps == 0 and tiny.step.decision.winner is None
     assert "does not cover the first rung" in tiny.step.decision.describe()
+
+
+def test_an_entry_of_one_variant_is_not_raced(ablations, tmp_path):
+    from mtl.ablate.entry import load_entries
+    from mtl.ablate.planner import make_plan
+    from support import write_entry
+
+    write_entry(ablations, "problem4.final", base="quick", seeds=[0, 1, 2], racing={})
+    write_entry(ablations, "problem1.pair", base="quick", grid={"optimizer_lr": [0.01, 0.1]}, racing={})
+    entries = load_entries(ablations)
+    single = make_plan(entries["problem4.final"], None, tmp_path / "runs")
+    assert single.racing is None and [run.seed for run in single.runs] == [0, 1, 2]
+    pair = make_plan(entries["problem1.pair"], None, tmp_path / "runs")
+    assert pair.racing is not None and sorted({run.seed for run in pair.runs}) == [0, 1, 2, 3, 4]

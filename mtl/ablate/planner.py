@@ -188,6 +188,8 @@ def make_plan(
                 raise
             base.unresolved = str(exc)
     race = resolve_racing(entry, profile_name, runs_dir, racing)
+    if race is not None and entry.run_count() == len(entry.seeds):
+        race = None  # one variant: nothing to race against; its seeds train in full
     seeds = race.seed_order(entry.seeds) if race is not None else entry.seeds
     try:
         runs = _expand_runs(entry, base, runs_dir, reuse, seeds)
