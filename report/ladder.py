@@ -23,11 +23,11 @@ import pandas as pd
 
 from mtl.run.model import STATE_COLUMN, RunState
 from report.store import ResultTables
-from report.tables import TableError, to_csv
+from report.tables import TableError, to_csv, with_decision
 from report.writeup import tables_of_entry
 
-COLUMNS = ["step", "entry", "item", "builds on", "winner", "runs", "grader", "grader std", "IoU", "SI-logRMSE",
-           "Δ grader", "margin", "decided", "note"]
+COLUMNS = ["step", "entry", "item", "builds on", "winner", "decision", "runs", "grader", "grader std", "IoU",
+           "SI-logRMSE", "Δ grader", "margin", "rule", "note"]
 NUMERIC = {"step", "runs", "grader", "grader std", "IoU", "SI-logRMSE", "Δ grader", "margin"}
 NOISE_SDS = 2.0  # a winner whose margin over the runner-up is under this many seed standard deviations is flagged
 
@@ -60,9 +60,9 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
         if selection is not None and selection.base_note:
             builds_on += f"; here: {selection.base_note}"
         row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": builds_on,
-                               "winner": "", "runs": 0, "grader": math.nan, "grader std": math.nan,
+                               "winner": "", "decision": "", "runs": 0, "grader": math.nan, "grader std": math.nan,
                                "IoU": math.nan, "SI-logRMSE": math.nan, "Δ grader": math.nan, "margin": math.nan,
-                               "decided": "", "note": ""}
+                               "rule": "", "note": ""}
         subset = results.for_ablation(entry.id)
         if subset.runs.empty:
             row["note"] = "no runs recorded"
@@ -74,6 +74,10 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
             row["note"] = str(exc)
             rows.append(row)
             continue
+        if selection is not None and selection.racing is not None:
+            tables = with_decision(tables, selection.race_decision)
+        decision = tables.decision
+        row["decision"] = decision.kind if decision is not None else "race not over"
         summary = tables.summary
         row["runs"] = int(summary["finished"].sum())
         if tables.winner is None:
@@ -85,9 +89,18 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
         row["margin"] = best["grader"] - others.max() if len(others) else math.nan
         row["note"] = _note(tables, row["margin"], noise)
         row.update({"winner": tables.winner, "grader": best["grader"], "grader std": best["grader_std"],
-                    "IoU": best["iou"], "SI-logRMSE": best["si_logrmse"], "Δ grader": best["grader"] - previous,
-                    "decided": tables.winner_rule})
-        previous = best["grader"]
+                    "IoU": best["iou"], "SI-logRMSE": best["si_logrmse"], "rule": tables.winner_rule})
+        if not math.isfinite(best["grader"]):  # a race its budget ended at a rung: the winner's runs stand there
+            paused = tables.runs[tables.runs["variant"] == tables.winner]
+            row.update({"grader": paused["grader"].mean(), "IoU": paused["iou"].mean(),
+                        "SI-logRMSE": paused["si_logrmse"].mean(), "runs": len(paused)})
+            epoch = int(paused["epoch"].max()) if paused["epoch"].notna().any() else 0
+            row["note"] = "; ".join(p for p in (f"its runs paused by the race's budget (best by epoch {epoch})",
+                                                row["note"]) if p)
+        if decision is not None and decision.note:
+            row["note"] = "; ".join(p for p in (row["note"], decision.note) if p)
+        row["Δ grader"] = row["grader"] - previous
+        previous = row["grader"]
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
