@@ -195,6 +195,12 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         table.add_row(run.name, run.variant, str(run.seed), format_params(differences) or "-",
                       str(recorded_state(run.run_dir)), action_text)
     console.print(table)
+    if plan.racing is not None and plan.runs and not plan.base.unresolved:
+        say = _sayer(console)
+        say(f"  {describe_racing(plan)}; of the runs above it trains only what it needs")
+        step = race_step(plan)
+        if not step.over:
+            say(f"  next round: {describe_round(step.train, plan.runs[0].config.num_epochs)}")
     _print_stale(console, plan, args)
     console.print(
         f"  run directories: {args.runs_dir.absolute() / entry.id}", markup=False, highlight=False, soft_wrap=True

@@ -21,6 +21,7 @@ from .compute import planned_steps, spent
 from .planner import Plan, RunSpec, race_step
 from .race import RaceStep, Train
 from .scheduler import RunOutcome, Scheduler
+from .steps import steps_per_epoch
 
 
 @dataclass
@@ -106,6 +107,10 @@ def describe_racing(plan: Plan) -> str:
     assert settings is not None
     num_epochs = plan.runs[0].config.num_epochs
     rungs = ", ".join(str(e) for e in settings.rung_epochs(num_epochs)[:-1]) or "none"
+    variants = len({run.variant for run in plan.runs})
+    budget = settings.budget_steps(variants, num_epochs, steps_per_epoch(plan.runs[0].config))
     return (f"racing: rungs at epochs {rungs} of {num_epochs}, {settings.min_seeds} to {settings.max_seeds} seeds a "
             f"variant (seeds {', '.join(map(str, settings.seed_order(plan.entry.seeds)))}), pruning at "
-            f"{100 * settings.prune_confidence:g}% and deciding at {100 * settings.confidence:g}% confidence")
+            f"{100 * settings.prune_confidence:g}% and deciding at {100 * settings.confidence:g}% confidence"
+            + (f", a budget of {budget} optimizer steps ({settings.budget_seeds:g} seeds of the grid)"
+               if budget is not None else ""))
