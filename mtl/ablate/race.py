@@ -17,6 +17,7 @@ drives it over fully recorded grids without training anything.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from mtl.run.model import GRADER_KEY, RunState
 from mtl.run.records import read_record, recorded_state
 from mtl.run.trace import Line
 
-from .decision import BY_RULE, UNDECIDED, Decision, Score, compare, decide, leader, pooled_residual_variance, run_score
+from .decision import BY_RULE, Decision, Score, compare, decide, leader, pooled_residual_variance, run_score
 
 MAX_RACE_SEEDS = 20
 
@@ -264,11 +265,9 @@ def _budget_decision(stage: Optional[tuple[int, dict[str, dict[int, Score]]]], o
         return Decision(BY_RULE, None, settings.confidence, out=out, missing=missing, note=note)
     epoch, table = stage
     scored = {v: s for v, s in table.items() if v not in out and v not in missing}
-    top = leader(scored, order)
     note = f"the budget of {budget} optimizer steps ended the race at epoch {epoch}/{num_epochs}"
-    tied = tuple(v for v in scored if v != top)
-    return Decision(UNDECIDED if tied else BY_RULE, top, settings.confidence, tied=tied,
-                    seeds={v: len(s) for v, s in scored.items()}, out=out, missing=missing, note=note)
+    decision = decide(scored, order, settings.confidence, out=out, missing=missing)
+    return dataclasses.replace(decision, note=note)
 
 
 # ---------------------------------------------------------------------------------------- replay
