@@ -59,11 +59,6 @@ class EntryReport:
     setup: dict[str, Any] = field(default_factory=dict)
     selection: Any = None  # mtl.ablate.selection.Selection: the profile used and the stale runs left out
 
-    @property
-    def cited_runs(self) -> list[str]:
-        """Run directories (``source``) of the runs this section's tables show."""
-        return list(self.tables.runs["source"]) if self.tables is not None and "source" in self.tables.runs else []
-
 
 @dataclass
 class ReportResult:
