@@ -22,6 +22,7 @@ counts how often the race still says "decided": its false-decision rate.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import math
 import random
@@ -350,6 +351,9 @@ def main() -> int:
     parser.add_argument("--nulls", type=int, default=100, help="label-shuffle null replays per grid")
     parser.add_argument("--only", nargs="*", metavar="ENTRY", help="replay these grids only")
     args = parser.parse_args()
+    if importlib.util.find_spec("optuna") is None:
+        parser.error("Optuna is needed to replay its pruners beside the race: "
+                     'pip install -c constraints.txt -e ".[bench]"')
     if args.train:
         train_grids(args.train)
     if args.collect:
