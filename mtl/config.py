@@ -67,6 +67,11 @@ def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def quoted_path(path: Path | str) -> str:
+    """A file's path for an error message: whole (the system bounds its length), so it can be copied."""
+    return repr(str(path))
+
+
 # ------------------------------------------------------------------------------------------ reading YAML
 # Every YAML the suite reads from users (config files, profiles, entries, list values on a command line)
 # goes through read_yaml_text. Such a file is a few hundred bytes of keys and values: aliases (*name) are
@@ -584,15 +589,15 @@ def load_yaml(path: str | Path, extra_keys: tuple[str, ...] = ()) -> dict[str, A
     try:
         data = read_yaml_file(path)
     except FileNotFoundError:
-        raise ConfigError(f"config file {quoted(str(path))} does not exist") from None
+        raise ConfigError(f"config file {quoted_path(path)} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {quoted(str(path))} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {quoted_path(path)} is not valid YAML: {exc}") from None
     except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, a text that is not UTF-8, too large
-        raise ConfigError(f"config file {quoted(str(path))} cannot be read as a YAML text file: {exc}") from None
+        raise ConfigError(f"config file {quoted_path(path)} cannot be read as a YAML text file: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {quoted(str(path))} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"config file {quoted_path(path)} must hold a mapping of keys, got {type(data).__name__}")
     for key in data:
         if key not in Config.model_fields and key not in extra_keys:
             raise ConfigError(unknown_key_message(str(key), str(path)))
