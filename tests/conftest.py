@@ -82,3 +82,19 @@ def pytest_collection_modifyitems(items):
         return (LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES), -slow[item.path])
 
     items.sort(key=rank)
+
+
+# A test's runs hold full-size checkpoints (a ResNet-34 is 85 MB): kept until the session ends, the suite
+# would need several GB of free disk. A passed test's folder goes as soon as it passes; a failed one's stays
+# for reading (and pytest keeps only the last session's, see tmp_path_retention_count).
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.passed and "tmp_path" in getattr(item, "funcargs", {}):
+        item.stash[_PASSED_TMP_PATH] = item.funcargs["tmp_path"]
+    elif report.when == "teardown" and report.passed and _PASSED_TMP_PATH in item.stash:
+        shutil.rmtree(item.stash[_PASSED_TMP_PATH], ignore_errors=True)
+    return report
+
+
+_PASSED_TMP_PATH = pytest.StashKey[Path]()
