@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from mtl.safezip import MAX_SMALL_MEMBER_BYTES, ArchiveError, check_member, read_member, refuse_duplicates
+from mtl.safezip import (
+    DAMAGE_ERRORS,
+    MAX_SMALL_MEMBER_BYTES,
+    ArchiveError,
+    check_member,
+    damaged,
+    read_member,
+    refuse_duplicates,
+)
 from mtl.secrets import ANCHORS as _ANCHORS
 from mtl.secrets import PATTERNS
 
@@ -120,6 +128,8 @@ class _Scan:
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError):
             return None  # a file that merely starts like a zip: the caller scans it as bytes
+        except DAMAGE_ERRORS as exc:  # a zip, but one zipfile cannot read (version, encryption, bad header)
+            raise damaged(label, exc) from exc
         if depth >= MAX_NESTING_DEPTH:
             archive.close()
             raise ArchiveError(f"{label}: a zip nested {depth + 1} deep, over the limit of {MAX_NESTING_DEPTH} "
@@ -141,8 +151,17 @@ class _Scan:
         if info.file_size > MAX_SMALL_MEMBER_BYTES:
             # Too big to read whole: only a nested archive (a checkpoint) may be, and it is walked in place.
             check_member(info, MAX_NESTED_ZIP_BYTES, label)
-            with archive.open(info) as stream:
-                nested = self.zip(stream, file, path, depth + 1) if stream.read(4) == b"PK\x03\x04" else None
+            try:
+                with archive.open(info) as stream:
+                    looks_like_zip = stream.read(4) == b"PK\x03\x04"
+                    nested = self.zip(stream, file, path, depth + 1) if looks_like_zip else None
+            except ArchiveError:
+                raise
+            except DAMAGE_ERRORS as exc:
+                raise damaged(label, exc, info.filename) from exc
+            if nested is None and looks_like_zip:  # a checkpoint whose own directory is damaged
+                raise ArchiveError(f"{label}: damaged archive: member {info.filename}: it starts as a zip archive "
+                                   "(a checkpoint) but its directory cannot be read")
             if nested is None:
                 raise ArchiveError(f"{label}: member {info.filename} inflates to {info.file_size} bytes, over the "
                                    f"limit of {MAX_SMALL_MEMBER_BYTES} bytes for a member scanned for secrets")

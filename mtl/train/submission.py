@@ -27,6 +27,7 @@ from mtl.safezip import (
     MAX_SMALL_MEMBER_BYTES,
     MAX_SOURCE_ZIP_BYTES,
     ArchiveError,
+    check_crcs,
     check_member,
     open_zip,
     read_member,
@@ -217,6 +218,10 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
         return problems  # hostile or unreadable: nothing more is read from it
     archive = open_zip(path, str(path))
     with archive:
+        try:  # every member's CRC-32 first: a damaged archive is one finding, named as damage
+            check_crcs(archive, member_limit, str(path))
+        except ArchiveError as exc:
+            return [str(exc)]
         names = archive.namelist()
         semseg, depth = prediction_indices(names, "semseg"), prediction_indices(names, "depth")
         expected = set(test_indices) if test_indices is not None else semseg | depth
