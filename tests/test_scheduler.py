@@ -27,6 +27,7 @@ from mtl.run.model import ExitCode, Outcome, RunState
 from mtl.run.records import read_status, recorded_state
 from mtl.run.status import StatusWriter
 from mtl.run.stopping import STOP_SIGNALS
+from planting import placeholder_submission
 
 
 @pytest.fixture
@@ -59,9 +60,8 @@ def schedule(backend: FakeBackend, monitor=None, **options) -> tuple[Scheduler, 
 def plant(spec, state: RunState, error: str = "", submission: bool = False) -> None:
     """A run directory as an earlier attempt left it."""
     run = RunDirectory(spec.run_dir)
-    StatusWriter(run).record(state=state, error=error or None, pid=1, host="elsewhere")
-    if submission:
-        run.submission.write_bytes(b"placeholder")
+    packed = placeholder_submission(run.path) if submission else None
+    StatusWriter(run).record(state=state, error=error or None, pid=1, host="elsewhere", submission=packed)
 
 
 def by_name(outcomes: list[RunOutcome]) -> dict[str, RunOutcome]:

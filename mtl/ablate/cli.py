@@ -360,7 +360,11 @@ def _sayer(console: Any) -> Callable[[str], None]:
 def _print_decision(console: Any, plan: Plan, stopped: Optional[str] = None) -> None:
     """The entry's answer as its records stand (decided, undecided, by rule; a race not over) and its compute."""
     say = _sayer(console)
-    decision = entry_decision(plan)
+    try:
+        decision = entry_decision(plan)
+    except RecordError as exc:  # a run's records disagree: named, never decided around
+        say(f"{plan.entry.id}: no decision while a run's records disagree: {exc}")
+        decision = None
     if decision is not None:
         say(f"{plan.entry.id}: {decision.describe()}")
     elif plan.racing is not None:

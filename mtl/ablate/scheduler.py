@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mtl.run.errors import RunLocked
+from mtl.run.errors import RecordError, RunLocked
 from mtl.run.layout import RunDirectory, lock_held, lock_holder
 from mtl.run.model import ExitCode, Outcome, RunState
-from mtl.run.records import error_of, read_status, recorded_state
+from mtl.run.records import error_of, read_config, read_status, recorded_state
 from mtl.run.stopping import STOP_SIGNALS
 
 from .backends import Backend, Job, Launch, Placement
@@ -60,18 +60,26 @@ class ActionKind(enum.Enum):
     RESUME = "resume"
     RESTART = "restart"  # --force: delete the directory, start over
     RETRY = "retry"  # failed or diverged earlier, --retry-failed
+    REBUILD = "rebuild"  # finished, its submission.zip lost or damaged: mtl-train rebuilds it from best.pt
+    REFUSE = "refuse"  # finished, but its records disagree (an edited config.yaml): named, never trained
     SKIP = "skip"
     LOCKED = "locked"  # another process is training it
 
 
 @dataclass(frozen=True)
 class Action:
-    """What ``run`` will do with a run; ``reason`` says why a run is skipped (its recorded state)."""
+    """What ``run`` will do with a run; ``reason`` says why a run is skipped (its recorded state), ``detail``
+    why a finished run is rebuilt or refused."""
 
     kind: ActionKind
     reason: Optional[RunState] = None
+    detail: str = ""
 
     def __str__(self) -> str:
+        if self.kind is ActionKind.REBUILD:
+            return f"rebuild ({self.detail})" if self.detail else "rebuild"
+        if self.kind is ActionKind.REFUSE:
+            return f"refuse ({self.detail})"
         if self.kind is not ActionKind.SKIP:
             return str(self.kind.value)
         if self.reason is RunState.FINISHED:
@@ -80,17 +88,16 @@ class Action:
 
 
 def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> Action:
-    """What ``run`` will do with a run: start, resume, restart (--force), or skip it (and why)."""
+    """What ``run`` will do with a run: start, resume, restart (--force), rebuild or refuse a finished one whose
+    records do not check, or skip it (and why)."""
     if lock_held(spec.run_dir):
         return Action(ActionKind.LOCKED)
     state = recorded_state(spec.run_dir)
     run = RunDirectory(spec.run_dir)
     if force and run.path.exists():
         return Action(ActionKind.RESTART)
-    if state is RunState.FINISHED and run.submission.exists():
-        return Action(ActionKind.SKIP, state)
-    if state is RunState.FINISHED:  # its submission is lost: mtl-train rebuilds it from best.pt
-        return Action(ActionKind.RESUME)
+    if state is RunState.FINISHED:
+        return finished_action(run)
     if state in (RunState.FAILED, RunState.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
     if state is RunState.SKIPPED:
@@ -98,6 +105,25 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
         return Action(ActionKind.RETRY)
     fresh = state is RunState.NOT_STARTED and not run.checkpoints.exists()
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
+
+
+def finished_action(run: RunDirectory) -> Action:
+    """A finished run counts as finished only when its records check themselves: its config.yaml hashes to
+    the config it trained (else refused, naming both) and its submission.zip is the one it packed (else
+    rebuilt from best.pt by mtl-train, which sets the damaged one aside)."""
+    from mtl.train.submission import packed_problems  # (lazy: numpy and PIL, for a finished run only)
+
+    try:
+        status = read_status(run.path)
+        read_config(run.path)  # checked against the status's config_hash
+    except RecordError as exc:
+        return Action(ActionKind.REFUSE, detail=str(exc))
+    if not run.submission.exists():
+        return Action(ActionKind.REBUILD, detail="submission.zip is missing")
+    problems = packed_problems(run.submission, status.submission if status else None, run.status_path)
+    if problems:
+        return Action(ActionKind.REBUILD, detail=problems[0])
+    return Action(ActionKind.SKIP, RunState.FINISHED)
 
 
 def _alive(pid: int) -> bool:
@@ -152,6 +178,11 @@ class Scheduler:
             return self.wait_for(spec)
         if action.kind is ActionKind.SKIP and action.reason is RunState.FINISHED:
             return RunOutcome(spec, Outcome.FINISHED, message="already finished")
+        if action.kind is ActionKind.REFUSE:
+            return RunOutcome(spec, Outcome.REFUSED, message=action.detail)
+        if action.kind is ActionKind.REBUILD:
+            self.monitor.note(f"{spec.entry_id} {spec.variant} s{spec.seed}: finished, but {action.detail}: "
+                              "rebuilding it from best.pt")
         if action.kind is ActionKind.SKIP:
             assert action.reason is not None
             earlier = f"{action.reason} earlier (use --retry-failed to retry): {error_of(spec.run_dir)}"

@@ -29,6 +29,9 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_DIR = "predictions"
 SUBMISSION_FILE = "submission.zip"
+# A submission.zip found damaged is moved here (never deleted: it may hold the only good copy of a member)
+# before the run rebuilds it from best.pt.
+DAMAGED_SUBMISSION_FILE = "submission.damaged.zip"
 SOURCE_ZIP_FILE = "source.zip"
 WANDB_DIR = "wandb"
 LOCK_FILE = ".lock"
@@ -220,6 +223,7 @@ class RunDirectory:
         self.best = self.checkpoints / BEST_CHECKPOINT
         self.predictions = self.path / PREDICTIONS_DIR
         self.submission = self.path / SUBMISSION_FILE
+        self.damaged_submission = self.path / DAMAGED_SUBMISSION_FILE
         self.source_zip = self.path / SOURCE_ZIP_FILE
         self.wandb = self.path / WANDB_DIR
         self.lock_path = self.path / LOCK_FILE

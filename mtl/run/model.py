@@ -140,6 +140,14 @@ class ModelSize(_Record):
     input: Optional[tuple[int, int]] = None  # (height, width) of the validation images it was measured at
 
 
+class Packed(_Record):
+    """What the trainer packed as submission.zip, checked when it was written: its size and sha256. A reader
+    that finds the file otherwise knows it was damaged or replaced since (mtl.train.submission)."""
+
+    bytes: int
+    sha256: str
+
+
 class Status(BaseModel):
     """``status.json``: the run's state and error, where it stands, its best point and its bookkeeping.
 
@@ -173,3 +181,4 @@ class Status(BaseModel):
     diverged_step: Optional[int] = None
     checkpoint_step: Optional[int] = None  # the last good checkpoint's step, for a diverged run
     pruned: Optional[str] = None  # why its entry's race left it behind
+    submission: Optional[Packed] = None  # submission.zip as packed (a finished run's)

@@ -139,10 +139,39 @@ def read_config(run_dir: Path) -> Optional[dict[str, Any]]:
     except (yaml.YAMLError, ValueError) as exc:
         raise RecordError(f"{path}: is not valid YAML ({str(exc)[:400]})") from None
     if config is None:
-        return {}
+        config = {}
     if not isinstance(config, dict):
         raise RecordError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+    problem = config_hash_problem(run_dir, config, read_status(run_dir))
+    if problem:
+        raise RecordError(problem)
     return config
+
+
+FORK_HINT = ("A run's records are not edited. To train the changed config, copy the file elsewhere and train it "
+             "as a new run (`mtl-train --config COPY --log_dir NEW_FOLDER`, or put the change in the entry's "
+             "overrides or grid, which plans it as a run of its own); to keep this run, undo the change "
+             "(source.zip's cmd.txt lists the hyperparameters it trained with)")
+
+
+def config_hash_problem(run_dir: Path, config: dict[str, Any], status: Optional[Status]) -> Optional[str]:
+    """Why ``config`` (the run's config.yaml, parsed) is not the config its status says the run trained with:
+    it does not hash to the status's ``config_hash``; None when it does, or when the status records none."""
+    if status is None or status.config_hash is None:
+        return None
+    from mtl.config import ConfigError, make_config  # (here: the reader of a status alone needs no schema)
+
+    run = RunDirectory(run_dir)
+    try:
+        actual = make_config(config, source=str(run.config_path)).config_hash()
+    except ConfigError as exc:
+        return (f"{run.config_path}: is no longer a valid config ({str(exc)[:300]}), but {run.status_path} records "
+                f"the run trained with config_hash {status.config_hash}. {FORK_HINT}")
+    if actual == status.config_hash:
+        return None
+    return (f"{run.config_path}: its hyperparameters hash to {actual}, but {run.status_path} records config_hash "
+            f"{status.config_hash}, the config the run trained with: the file was changed after the run started. "
+            f"{FORK_HINT}")
 
 
 def _check_shape(text: str) -> None:
