@@ -1,10 +1,12 @@
-"""Records that check themselves.
+"""Records that check themselves, and --force that stays on the entries it names.
 
 - A finished run's config.yaml must hash to the config_hash its status records: an edited one is refused
   by every reader (report, show, best of, run, repair), naming both files and how to fork a new run.
 - A finished run counts as finished, and is shipped, only with the submission.zip it packed: a truncated or
   padded one is rebuilt by ``run`` and ``repair`` from best.pt (the damaged one kept aside) and refused by
   ``export``.
+- A prerequisite run that failed is named wherever its entry's ``best of`` is shown.
+- ``run ENTRY --force`` deletes ENTRY's runs only; a prerequisite's runs go only when it is named too.
 
 Entries: ``t.opt`` (variants sgd and adam) and ``t.next`` (``best of t.opt``, an lr grid), as in the issue.
 """
@@ -118,6 +120,54 @@ def test_every_command_refuses_an_edited_config(project, capsys):
     out, _ = no_traceback(capsys)
     assert "cannot repair" in out and hash_ in out
     assert not any(out_dir.rglob("*.csv"))  # nothing written
+
+
+# ------------------------------------------------------------------------------------------ failed base variant
+def test_a_failed_prerequisite_is_named_wherever_best_of_is_shown(project, capsys):
+    plant_opt(project, sgd_state="failed")
+    said = "'sgd' failed (seed 0"
+    assert main(["show", "t.next", *where(project)]) == 0
+    assert said in no_traceback(capsys)[0]
+    assert main(["status", "t.next", *where(project)]) == 0
+    assert said in no_traceback(capsys)[0]
+    assert main(["run", "t.next", "--dry-run", *where(project)]) == 0
+    assert said in no_traceback(capsys)[0]
+    out_dir = project["tmp"] / "reports"
+    report = ["report", "t.next", "--no-figures", "--format", "md", "--out", str(out_dir), *where(project)]
+    assert main(report) in (0, 1)  # 1: t.next has no runs yet, a problem the report names
+    no_traceback(capsys)
+    writeup = (out_dir / "report.md").read_text()
+    assert "the winner of t.opt was chosen without 'sgd' failed (seed 0" in writeup, writeup
+    assert "No space left" not in writeup  # the error names local paths: the kind only
+    assert main(["report", "t.next", "--ladder", "--out", str(out_dir), *where(project)]) == 0
+    assert "chosen without 'sgd' failed" in no_traceback(capsys)[0]
+
+
+# ------------------------------------------------------------------------------------------ --force
+def test_force_leaves_a_prerequisites_runs_alone_unless_it_is_named(project, capsys):
+    runs = plant_opt(project)
+    assert main(["run", "t.next", "--force", "--dry-run", *where(project)]) == 0
+    out = no_traceback(capsys)[0]
+    opt_rows = [line for line in out.splitlines() if "sgd-s0-" in line or "adam-s0-" in line]
+    assert opt_rows and all("skip (finished)" in row for row in opt_rows), out
+    assert main(["run", "t.next", "t.opt", "--force", "--dry-run", *where(project)]) == 0
+    opt_rows = [line for line in no_traceback(capsys)[0].splitlines() if "sgd-s0-" in line or "adam-s0-" in line]
+    assert opt_rows and all("restart" in row for row in opt_rows)
+    assert all(run.run_dir.is_dir() for run in runs.values())
+
+
+@pytest.mark.slow
+def test_run_force_trains_the_named_entry_and_keeps_the_prerequisites_finished_runs(project, capsys):
+    runs = plant_opt(project)
+    before = {name: sorted((p.name, p.stat().st_mtime_ns) for p in run.run_dir.iterdir())
+              for name, run in runs.items()}
+    assert main(["run", "t.next", "--force", "--devices", "cpu", *where(project)]) == 0
+    out = no_traceback(capsys)[0]
+    assert "--force does not reach t.opt: its runs are kept" in out
+    assert {name: sorted((p.name, p.stat().st_mtime_ns) for p in run.run_dir.iterdir())
+            for name, run in runs.items()} == before
+    trained = [read_record(d) for d in (project["runs"] / "t.next").iterdir() if (d / "status.json").exists()]
+    assert sorted(r.state for r in trained) == ["finished", "finished"]
 
 
 # ------------------------------------------------------------------------------------------ submission.zip

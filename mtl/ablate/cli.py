@@ -130,12 +130,19 @@ def _cut(line: str, width: int) -> str:
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
-def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Plan:
+def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool, force: Optional[bool] = None) -> Plan:
     # Every reader sees the plan of the profile given, else of the entry's last `run`, racing as that run
     # did unless told; --force never reuses another entry's run (it would delete it).
     profile = plan_profile(entry, getattr(args, "profile", None), args.runs_dir)
+    forced = getattr(args, "force", False) if force is None else force
     return make_plan(entry, profile, args.runs_dir, allow_unresolved=allow_unresolved,
-                     reuse=not getattr(args, "force", False), racing=_racing_choice(entry, profile, args))
+                     reuse=not forced, racing=_racing_choice(entry, profile, args))
+
+
+def _forced(entry: Entry, args: argparse.Namespace, requested: list[Entry]) -> bool:
+    """--force acts on the entries named on the command line only: a prerequisite's runs are deleted only
+    when the user names that entry too."""
+    return bool(getattr(args, "force", False)) and entry in requested
 
 
 def _racing_choice(entry: Entry, profile: Optional[str], args: argparse.Namespace) -> Any:
@@ -165,7 +172,8 @@ def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
         console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) -> None:
+def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str,
+                force: Optional[bool] = None) -> None:
     entry = plan.entry
     console.print(
         f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}",
@@ -187,7 +195,8 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         table.add_column(column, overflow="fold")
     for run in plan.runs:
         differences = {k: v for k, v in run.differences.items()}
-        action = planned_action(run, getattr(args, "retry_failed", False), getattr(args, "force", False))
+        forced = getattr(args, "force", False) if force is None else force
+        action = planned_action(run, getattr(args, "retry_failed", False), forced)
         if run.reused_from:
             action_text = f"same as {run.reused_from}"
         else:
@@ -271,8 +280,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print(
                 f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
             )
-        if plan.base.fallback:
-            console.print(f"  base: {plan.base.fallback}", markup=False, highlight=False, soft_wrap=True)
+        if plan.entry.base_entry is not None and not plan.base.unresolved:
+            console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -289,20 +298,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     selected = requested if args.no_deps else with_prerequisites(requested, entries)
     if args.dry_run:
         for entry in selected:
-            plan = _plan(entry, args, allow_unresolved=True)
-            _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started")
+            forced = _forced(entry, args, requested)
+            plan = _plan(entry, args, allow_unresolved=True, force=forced)
+            _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started", force=forced)
             if args.backend == "slurm":
                 print_sbatch(console, plan, args)
         return EXIT_OK
     backend = make_backend(args)
     exit_code = EXIT_OK
     for entry in selected:
-        plan = _plan_waiting_for_base(entry, args, console)
+        forced = _forced(entry, args, requested)
+        plan = _plan_waiting_for_base(entry, args, console, forced)
         if entry not in requested:
             needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
             done = all(recorded_state(run.run_dir) is RunState.FINISHED for run in plan.runs)
             console.print(f"{needed_by} needs {entry.id}: {'already trained' if done else 'training it first'}",
                           markup=False, highlight=False)
+            if args.force and any(has_started(run.run_dir) for run in plan.runs):
+                console.print(f"  --force does not reach {entry.id}: its runs are kept (name it too, "
+                              f"`run {entry.id} {needed_by} --force`, to delete and train them again)",
+                              markup=False, highlight=False, soft_wrap=True)
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
         remember_racing(args.runs_dir / entry.id, plan.racing.model_dump() if plan.racing else None)
         runs = f"{len(plan.runs)} runs" if plan.racing is None else f"up to {len(plan.runs)} runs, raced"
@@ -317,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 console.print(f"  {run.name}: same config as {run.reused_from} (finished): its records are used",
                               markup=False, highlight=False, soft_wrap=True)
         _print_stale(console, plan, args)
-        scheduler = Scheduler(backend, Monitor(console), retry_failed=args.retry_failed, force=args.force)
+        scheduler = Scheduler(backend, Monitor(console), retry_failed=args.retry_failed, force=forced)
         say = _sayer(console)
         stopped = None
         if plan.racing is not None:
@@ -377,9 +392,9 @@ def _print_decision(console: Any, plan: Plan, stopped: Optional[str] = None) -> 
         f"over {used.runs} runs")
 
 
-def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any) -> Plan:
+def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any, force: bool) -> Plan:
     try:
-        return plan_when_base_settles(lambda: _plan(entry, args, allow_unresolved=False), args.runs_dir,
+        return plan_when_base_settles(lambda: _plan(entry, args, allow_unresolved=False, force=force), args.runs_dir,
                                       lambda text: console.print(f"{entry.id}: {text}", markup=False, highlight=False))
     except UnresolvedBase as exc:
         hint = "" if not args.no_deps else " (without --no-deps, `run` trains it first)"
@@ -478,7 +493,8 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument(
         "--force",
         action="store_true",
-        help="delete the selected runs' directories (finished ones too) and train them again",
+        help="delete the runs of the entries named (finished ones too) and train them again; the entries they "
+        "build on keep their runs unless named too",
     )
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
     racing = p.add_mutually_exclusive_group()
