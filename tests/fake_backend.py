@@ -129,7 +129,9 @@ class FakeJob:
             self.log(f"mtl-train: {exc}")
             self.code = ExitCode.LOCKED
             return
-        StatusWriter(self.run).record(state=RunState.RUNNING, error=None, pid=os.getpid(), host=socket.gethostname())
+        if attempt.end is not End.REFUSE:  # mtl-train refuses before it writes a status
+            StatusWriter(self.run).record(state=RunState.RUNNING, error=None, pid=os.getpid(),
+                                          host=socket.gethostname())
 
     def log(self, line: str) -> None:
         self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -145,12 +145,23 @@ def test_the_recorded_state_decides_whether_a_run_starts(runs, state, submission
         assert result.exit_code is None and read_status(spec.run_dir).state is state  # untouched
 
 
+def test_a_refusal_suggests_force_only_for_a_directory_an_earlier_attempt_wrote(runs):
+    """mtl-train refuses a machine that lacks the dataset or device before it writes anything: --force
+    (which deletes the directory) would not help there, so only a refused earlier run gets the hint."""
+    fresh, written = make_spec(runs, "fresh"), make_spec(runs, "written")
+    plant(written, RunState.INTERRUPTED)
+    scheduler, _ = schedule(FakeBackend({fresh.name: [fake.refuse("dataset_root is not a folder")],
+                                         written.name: [fake.refuse()]}))
+    outcomes = by_name(scheduler.run([fresh, written]))
+    assert "--force" not in outcomes[fresh.name].message
+    assert "--force deletes it and starts over" in outcomes[written.name].message
+
+
 # ------------------------------------------------------------------------------------------ exit codes
 @pytest.mark.parametrize(("attempt", "outcome", "code", "says"), [
     pytest.param(fake.finish(), Outcome.FINISHED, 0, [], id="finished"),
     pytest.param(fake.fail("ValueError: bad batch"), Outcome.FAILED, 1, ["ValueError: bad batch"], id="failed"),
-    pytest.param(fake.refuse(), Outcome.REFUSED, 2, ["refusing to resume", "--force deletes it and starts over"],
-                 id="refused"),
+    pytest.param(fake.refuse(), Outcome.REFUSED, 2, ["refusing to resume"], id="refused"),
     pytest.param(fake.diverge("non-finite loss at step 7"), Outcome.DIVERGED, 3, ["non-finite loss at step 7"],
                  id="diverged"),
     pytest.param(fake.skip("no ImageNet weights offline"), Outcome.SKIPPED, 5,

@@ -12,6 +12,7 @@ a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -21,13 +22,21 @@ from rich.table import Table
 from rich.text import Text
 
 from mtl.run.errors import RecordError
-from mtl.run.layout import default_ablations_dir, default_runs_dir, has_started, remember_profile, remember_racing
+from mtl.run.layout import (
+    DATASET_ROOT_ENV,
+    default_ablations_dir,
+    default_runs_dir,
+    has_started,
+    remember_profile,
+    remember_racing,
+)
 from mtl.run.model import STATE_COLUMN, Outcome, RunState
 from mtl.run.records import read_status, recorded_state
 from mtl.run.stopping import describe_signal
 
+from . import preflight
 from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
-from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
+from .arguments import SuggestingParser, UsageError, add_adhoc_arguments, command_from_args
 from .compute import full_grid_steps, spent, within_budget
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
@@ -296,6 +305,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         requested = _select(entries, args.ids)
     selected = requested if args.no_deps else with_prerequisites(requested, entries)
+    if args.dataset_root is not None:  # for this command, as $MTL_DATASET_ROOT is for every command
+        os.environ[DATASET_ROOT_ENV] = str(args.dataset_root.expanduser().absolute())
     if args.dry_run:
         for entry in selected:
             forced = _forced(entry, args, requested)
@@ -305,6 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print_sbatch(console, plan, args)
         return EXIT_OK
     backend = make_backend(args)
+    _preflight(selected, requested, args, backend, console)
     exit_code = EXIT_OK
     for entry in selected:
         forced = _forced(entry, args, requested)
@@ -364,6 +376,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"stopped by {describe_signal(scheduler.stop_signal)}; run the same command again to resume")
             return 128 + scheduler.stop_signal
     return exit_code
+
+
+def _preflight(selected: list[Entry], requested: list[Entry], args: argparse.Namespace, backend: Any,
+               console: Any) -> None:
+    """Refuse a plan this machine cannot run before anything is written (mtl.ablate.preflight); say what a
+    CPU plan will take when it is long, and which runs will be recorded as skipped."""
+    if backend.name != "local":  # a cluster's nodes have their own devices and mounts
+        return
+    plans = [_plan(entry, args, allow_unresolved=True, force=_forced(entry, args, requested)) for entry in selected]
+    found = preflight.check(plans, backend.slots(), args.runs_dir, args.retry_failed,
+                            lambda plan: _forced(plan.entry, args, requested))
+    ids = [entry.id for entry in requested]
+    if found.problems:
+        raise preflight.PlanRefused(preflight.refusal(found, ids, plans[-1].base.profile, args))
+    say = _sayer(console)
+    for note in found.notes:
+        say(f"note: {note}")
+    if found.estimate is not None and found.estimate.seconds > preflight.LONG_PLAN_S:
+        say(f"{' '.join(ids)}: training on this machine's CPU, {found.estimate.describe()}; "
+            f"`{command_from_args(args, 'run', ids)} --profile quick` is the CPU demo, and Ctrl-C stops with a "
+            "checkpoint that the same command resumes")
 
 
 def _sayer(console: Any) -> Callable[[str], None]:
@@ -490,6 +523,9 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
+    p.add_argument("--dataset-root", type=Path, metavar="DIR",
+                   help=f"the MiniScapes folder for profiles that train on it (default: ${DATASET_ROOT_ENV}, else "
+                   "the profile's dataset_root); where the data lives, so it changes no run's identity")
     p.add_argument(
         "--force",
         action="store_true",

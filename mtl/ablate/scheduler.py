@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mtl.run.errors import RecordError, RunLocked
-from mtl.run.layout import RunDirectory, lock_held, lock_holder
+from mtl.run.layout import RunDirectory, has_started, lock_held, lock_holder
 from mtl.run.model import ExitCode, Outcome, RunState
 from mtl.run.records import error_of, read_config, read_status, recorded_state
 from mtl.run.stopping import STOP_SIGNALS
@@ -255,7 +255,7 @@ class Scheduler:
         message = detail if state not in (Outcome.FINISHED, Outcome.PAUSED) else ""
         if state is Outcome.SKIPPED:
             message = f"cannot run on this machine, recorded as skipped: {detail}"
-        if state is Outcome.REFUSED:
+        if state is Outcome.REFUSED and has_started(spec.run_dir):  # (without a status: refused before writing)
             message += " (the directory holds another code version or config; --force deletes it and starts over)"
         if state.failed:
             message += f" (log: {log_path(spec)})"

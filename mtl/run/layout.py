@@ -56,6 +56,16 @@ def default_ablations_dir() -> Path:
     return Path(os.environ.get("MTL_ABLATIONS_DIR") or REPO_ROOT / "ablations")
 
 
+# Where MiniScapes lives on this machine, for every profile that trains on it (``run --dataset-root`` sets it
+# for one command). dataset_root is run-invariant: it never changes a run's name or hash.
+DATASET_ROOT_ENV = "MTL_DATASET_ROOT"
+
+
+def dataset_root_override() -> Optional[str]:
+    """The MiniScapes folder $MTL_DATASET_ROOT names, or None when it is unset or empty."""
+    return os.environ.get(DATASET_ROOT_ENV) or None
+
+
 def default_cache_dir() -> Path:
     """Root of the dataset and report caches."""
     return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl-ablate").expanduser()
