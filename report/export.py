@@ -229,8 +229,10 @@ def write_archive(path: Path, members: list[Member]) -> None:
             os.fsync(handle.fileno())
         verify_archive(tmp, members)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write(2) names no file: a full disk
+            exc.filename = str(path)
         raise
 
 

@@ -4,8 +4,10 @@ The console script itself is :mod:`mtl.suite`, which adds the report's subcomman
 through ``extra_commands``; this module does not import the report package.
 
 Exit codes: 0 success (for ``run``: every run ended with a result: finished, diverged or skipped here,
-each recorded with its reason), 1 some run failed, was refused or did not finish,
-2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 128+N stopped by
+each recorded with its reason), 1 some run failed, was refused or did not finish, or the machine failed the
+command (a full disk: one line saying so) or a bug did (its traceback and the log that keeps it),
+2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base, a folder flag that names a
+file, a plan this machine cannot run), 128+N stopped by
 a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the running trainings checkpointed.
 """
 
@@ -40,6 +42,7 @@ from .arguments import SuggestingParser, UsageError, add_adhoc_arguments, comman
 from .compute import full_grid_steps, spent, within_budget
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
+from .failures import describe_os_error, path_problems, report_bug
 from .launch import make_backend, print_sbatch
 from .planner import Plan, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
 from .race import RaceSettings
@@ -585,11 +588,27 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
 
 
 def run(argv: Optional[list[str]] = None, extra_commands: Sequence[Callable[[Any], None]] = ()) -> int:
-    """Parse ``argv`` and run the subcommand; bad input is printed without a traceback (exit 2)."""
+    """Parse ``argv`` and run the subcommand. Bad input (a path that should be a folder and is a file among
+    it) is printed without a traceback (exit 2), and so is an error of the machine such as a full disk (exit
+    1); a bug prints its traceback and the log file that keeps it (exit 1)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     try:
+        problems = path_problems(args)
+        if problems:
+            raise UsageError("; ".join(problems))
         return args.func(args)
     except (EntryError, UsageError, AdhocError) as exc:
         print(f"mtl-ablate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        said = describe_os_error(exc)
+        if said is None:
+            report_bug(argv, exc)
+        else:
+            print(f"mtl-ablate {args.command}: {said}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except Exception as exc:  # noqa: BLE001 - a bug: shown whole, and kept for the report
+        report_bug(argv, exc)
+        return EXIT_RUN_FAILED
