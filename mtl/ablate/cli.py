@@ -26,14 +26,15 @@ from rich.text import Text
 from mtl.run.errors import RecordError
 from mtl.run.layout import (
     DATASET_ROOT_ENV,
+    RunDirectory,
     default_ablations_dir,
     default_runs_dir,
     has_started,
     remember_profile,
     remember_racing,
 )
-from mtl.run.model import STATE_COLUMN, Outcome, RunState
-from mtl.run.records import read_status, recorded_state
+from mtl.run.model import STATE_COLUMN, Outcome, RunState, Status
+from mtl.run.records import read_status, recorded_state, stall_limit_s, stall_of
 from mtl.run.stopping import describe_signal
 
 from . import preflight
@@ -44,10 +45,10 @@ from .display import Monitor, format_duration, format_number, format_params, mak
 from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
 from .failures import describe_os_error, path_problems, report_bug
 from .launch import make_backend, print_sbatch
-from .planner import Plan, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
+from .planner import Plan, RunSpec, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
 from .race import RaceSettings
 from .racing import describe_racing, describe_round, race
-from .scheduler import Scheduler, planned_action
+from .scheduler import ActionKind, Scheduler, finished_action, planned_action
 from .selection import stale_note, stale_runs, with_prerequisites
 from .slurm import add_slurm_arguments
 from .upkeep import plan_when_base_settles, repair_plan
@@ -269,13 +270,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 error = (status.pruned or status.error or "") if status else ""
             except RecordError as exc:  # named in the error column, the same words as every reader
                 status, error = None, str(exc)
+            shown, error = _state_shown(run, state, status, error)
             best = status.best if status else None
             epoch = f"{status.epoch}/{status.num_epochs or '?'}" if status else "-"
             table.add_row(
-                run.variant, str(run.seed), str(state), epoch, format_number(best.grader if best else None),
+                run.variant, str(run.seed), shown, epoch, format_number(best.grader if best else None),
                 format_number(best.iou if best else None), format_number(best.si_logrmse if best else None),
                 format_duration(status.elapsed_s if status else None),
-                format_duration(status.eta_s if status else None) if state is RunState.RUNNING else "-",
+                format_duration(status.eta_s if status else None) if shown == str(RunState.RUNNING) else "-",
                 error,
             )
         console.print(table)
@@ -295,6 +297,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         if plan.entry.base_entry is not None and not plan.base.unresolved:
             console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _state_shown(run: RunSpec, state: RunState, status: Optional[Status], error: str) -> tuple[str, str]:
+    """The state and error `status` shows for a run: a running trainer that makes no progress is 'stalled' (and
+    why); a finished run whose records do not check themselves says what run will do about it."""
+    if state is RunState.RUNNING and status is not None:
+        stall = stall_of(run.run_dir, status)
+        return ("stalled", stall) if stall else (str(state), error)
+    if state is RunState.FINISHED:
+        action = finished_action(RunDirectory(run.run_dir))
+        if action.kind is not ActionKind.SKIP:
+            return str(state), f"{action.kind.value} by `run`: {action.detail}"
+    return str(state), error
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -596,6 +611,10 @@ def run(argv: Optional[list[str]] = None, extra_commands: Sequence[Callable[[Any
     args = parser.parse_args(argv)
     try:
         problems = path_problems(args)
+        try:
+            stall_limit_s()  # read by status and run; a bad value is the user's to fix before anything runs
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise UsageError("; ".join(problems))
         return args.func(args)

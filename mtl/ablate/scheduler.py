@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 from mtl.run.errors import RecordError, RunLocked
 from mtl.run.layout import RunDirectory, has_started, lock_held, lock_holder
 from mtl.run.model import ExitCode, Outcome, RunState
-from mtl.run.records import error_of, read_config, read_status, recorded_state
+from mtl.run.records import error_of, read_config, read_status, recorded_state, stall_of
 from mtl.run.stopping import STOP_SIGNALS
 
 from .backends import Backend, Job, Launch, Placement
@@ -167,6 +167,7 @@ class Scheduler:
         self.lock_grace_s = lock_grace_s
         # Runs another process holds: run directory -> (spec, when first seen held).
         self.waiting: dict[Path, tuple[RunSpec, float]] = {}
+        self.stalled: set[Path] = set()  # waited-for runs whose trainer was last seen stalled (said once)
         self.stop_signal: Optional[int] = None
 
     # ------------------------------------------------------------------------------------------ planning
@@ -216,6 +217,7 @@ class Scheduler:
         launch, settled = [], []
         for run_dir, (spec, since) in list(self.waiting.items()):
             if lock_held(run_dir):
+                self._say_stall(spec)
                 # Held by another live process that wrote its pid (an mtl-train starting up or training, a
                 # --force clearing it): wait. Held by this process, or by a holder that never says who it is
                 # and does not train: locked.
@@ -236,6 +238,22 @@ class Scheduler:
             elif run_dir not in self.waiting:
                 launch.append(spec)
         return launch, settled
+
+    def _say_stall(self, spec: RunSpec) -> None:
+        """Say when the process training a waited-for run stops making progress (and when it goes on), so that
+        waiting on it is never silent."""
+        try:
+            status = read_status(spec.run_dir)
+        except RecordError:
+            return
+        stall = stall_of(spec.run_dir, status) if status is not None else None
+        label = f"{spec.entry_id} {spec.variant} s{spec.seed}"
+        if stall and spec.run_dir not in self.stalled:
+            self.stalled.add(spec.run_dir)
+            self.monitor.note(f"{label}: the process training it is stalled: {stall}; still waiting for it")
+        elif stall is None and spec.run_dir in self.stalled:
+            self.stalled.discard(spec.run_dir)
+            self.monitor.note(f"{label}: the process training it is progressing again")
 
     def outcome_of(self, spec: RunSpec, code: int, job: Job) -> RunOutcome:
         if code in EXIT_OUTCOMES:

@@ -10,9 +10,12 @@ picking one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -111,6 +114,74 @@ def trainer_gone(run_dir: Path, status: Status) -> bool:
         return not lock_held(run_dir)
     except OSError:
         return False
+
+
+# A running trainer that records no progress for this long is stalled ($MTL_STALL_AFTER_S sets it): longer
+# than any quiet stretch of a healthy run (a validation or a test prediction on a CPU takes minutes).
+STALL_ENV = "MTL_STALL_AFTER_S"
+DEFAULT_STALL_AFTER_S = 900.0
+# A trainer process stopped by a signal (SIGSTOP, Ctrl-Z) is stalled once quiet for this long (or the limit).
+STOPPED_AFTER_S = 30.0
+
+
+def stall_limit_s() -> float:
+    """Seconds without a progress record after which a running trainer counts as stalled."""
+    raw = os.environ.get(STALL_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_STALL_AFTER_S
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"environment variable {STALL_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def last_record_at(status: Status) -> Optional[float]:
+    """When the trainer last wrote its status (a progress record or any other change), as time.time()."""
+    times = [status.progress.at] if status.progress is not None else []
+    if status.updated_at:
+        try:
+            times.append(datetime.fromisoformat(status.updated_at).timestamp())
+        except ValueError:
+            pass  # a status written by other code: its progress record alone decides
+    return max(times) if times else None
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` of this host is stopped by a signal (state T or t in /proc; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] in ("T", "t")
+
+
+def stall_of(run_dir: Path, status: Status, now: Optional[float] = None) -> Optional[str]:
+    """Why the live trainer of a "running" status counts as stalled -- no progress recorded for the stall
+    limit, or stopped by a signal and quiet -- with what to do; None while it progresses (or is gone:
+    :func:`trainer_gone` says stopped then)."""
+    if status.state is not RunState.RUNNING or trainer_gone(run_dir, status):
+        return None
+    last = last_record_at(status)
+    if last is None:
+        return None
+    quiet, limit = (now if now is not None else time.time()) - last, stall_limit_s()
+    here = status.pid is not None and status.host == socket.gethostname()
+    stopped = here and status.pid is not None and process_stopped(status.pid)
+    if quiet < limit and not (stopped and quiet >= min(limit, STOPPED_AFTER_S)):
+        return None
+    who = f"pid {status.pid} on {status.host}" if status.pid is not None else "its trainer"
+    if stopped:
+        todo = f"{who} is stopped by a signal (SIGSTOP or Ctrl-Z): `kill -CONT {status.pid}` resumes it"
+    else:
+        todo = (f"{who} is alive but records nothing: stop it (`kill {status.pid}` checkpoints) and run the same "
+                "command again to resume")
+    return f"no progress recorded for {_duration(quiet)} (stalled after {_duration(limit)}, ${STALL_ENV}); {todo}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def is_finished(run_dir: Path) -> bool:
