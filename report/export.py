@@ -5,6 +5,7 @@ Archive layout::
 
     report/report.md  report/report.tex  report/tables/...  report/figures/...
     submissions/<entry>/<run>/submission.zip     stored byte for byte (never recompressed)
+    submissions/<entry>/<run>/environment.json   what the run trained with (git state, packages, torch, device)
     MANIFEST.json                                every member with its sha256; runs not exported and why
 
 Before anything is written, every file going in is scanned for secrets and personal paths
@@ -152,6 +153,9 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
             shipped[run_dir.resolve()] = key
             # Left on disk: memory stays flat in the number of runs, the bytes are copied as they are.
             members.append(Member.from_file(f"submissions/{key}/submission.zip", submission, stored=True))
+            environment = RunDirectory(run_dir).environment  # what it trained with (redacted when recorded)
+            if environment.is_file():
+                members.append(Member.from_file(f"submissions/{key}/environment.json", environment, stored=False))
             exported.append(key)
     return members, exported, skipped, without
 

@@ -491,6 +491,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What differs between two runs (config, code, environment, data); exit 0 the same, 1 different."""
+    from . import rundiff
+
+    a, b = (rundiff.load(rundiff.find_run(text, args.runs_dir)) for text in (args.run_a, args.run_b))
+    report = rundiff.diff(a, b)
+    say = _sayer(make_console())
+    for line in rundiff.render(a, b, report):
+        say(line)
+    return EXIT_OK if report.same else EXIT_RUN_FAILED
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(entry_json_schema_text())
     return EXIT_OK
@@ -593,6 +605,13 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
                    help="W&B project of the sweep (default: the profile's wandb_project, $WANDB_PROJECT or mtl-ablate)")
     p.add_argument("--entity", help="W&B entity of the sweep (default: yours)")
     p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("diff", parents=[where],
+                              help="what differs between two runs: config, code, environment, data (exit 1 when "
+                              "they differ, as diff does)")
+    p.add_argument("run_a", metavar="RUN_A", help="a run's folder, or ENTRY/RUN below --runs-dir")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.set_defaults(func=cmd_diff)
 
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")
     p.set_defaults(func=cmd_schema)

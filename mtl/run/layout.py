@@ -36,6 +36,7 @@ SOURCE_ZIP_FILE = "source.zip"
 WANDB_DIR = "wandb"
 LOCK_FILE = ".lock"
 SLURM_JOBS_FILE = "slurm-jobs.jsonl"  # one line per SLURM submission of the run: job id, submitit folder
+ENVIRONMENT_FILE = "environment.json"  # what each attempt trained with: git state, packages, torch, device
 PREDICTION_TASKS = ("semseg", "depth")
 # Beside the run directories of an entry (not inside one).
 LOGS_DIR = ".logs"
@@ -238,6 +239,7 @@ class RunDirectory:
         self.wandb = self.path / WANDB_DIR
         self.lock_path = self.path / LOCK_FILE
         self.slurm_jobs = self.path / SLURM_JOBS_FILE
+        self.environment = self.path / ENVIRONMENT_FILE
         self.log = log_path(self.path)
 
     def prediction(self, task: str, index: int) -> Path:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from mtl.run.best import best_point
 from mtl.run.errors import RecordError
 from mtl.run.layout import RunDirectory, lock_held
-from mtl.run.model import GRADER_KEY, RunState, Status, ValidationPoint
+from mtl.run.model import GRADER_KEY, Environments, RunState, Status, ValidationPoint
 from mtl.run.trace import Line, read_validation_lines
 
 # libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
@@ -187,6 +187,29 @@ def _duration(seconds: float) -> str:
 def is_finished(run_dir: Path) -> bool:
     """Finished means a finished status and a packed submission."""
     return recorded_state(run_dir) is RunState.FINISHED and RunDirectory(run_dir).submission.exists()
+
+
+# ------------------------------------------------------------------------------------------ environment
+MAX_ENVIRONMENT_BYTES = 4 << 20  # a bounded diff and a few hundred package lines: far under this
+
+
+def read_environment(run_dir: Path) -> Optional[Environments]:
+    """What the run's attempts trained with (environment.json); None for a run that recorded none (older
+    runs); RecordError naming the file when it is damaged."""
+    path = RunDirectory(run_dir).environment
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_ENVIRONMENT_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_ENVIRONMENT_BYTES:
+        raise RecordError(f"{path}: is larger than {MAX_ENVIRONMENT_BYTES >> 20} MiB")
+    try:
+        return Environments.model_validate_json(data)
+    except ValidationError as exc:
+        raise model_error(path, exc) from None
 
 
 # ------------------------------------------------------------------------------------------ config

@@ -34,6 +34,7 @@ from mtl.run.status import StatusWriter
 from mtl.run.stopping import StopSignals
 from mtl.run.summary import write_run_summary
 from mtl.run.trace import LocalTrace
+from mtl.train import environment
 from mtl.train.hooks import default_hooks
 from mtl.train.loop import Diverged, PauseReached, StopRequested, Trainer
 from mtl.train.losses import MultiTaskLoss
@@ -152,6 +153,9 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     sink = WandbSink(cfg, run.path, cfg.wandb_run_id or (status.status.wandb_run_id if status.status else None)
                      or derive_run_id(run.path))
     status.record(wandb_run_id=sink.run_id, wandb_url=sink.url)
+    used = environment.capture(device)
+    environment.record(run, used)
+    sink.config({"environment": environment.summary(used)})
     trainer = Trainer(cfg=cfg, run=run, device=device, model=parts.model, optimizer=optimizer, scheduler=scheduler,
                       loss_fn=MultiTaskLoss(cfg, parts.depth_unit), depth_unit=parts.depth_unit,
                       trace=LocalTrace(run.metrics), batches=_batches_per_epoch(len(parts.datasets["train"]), cfg),
