@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mtl-train: {exc}", file=sys.stderr)
         return ExitCode.REFUSED
-    problem = _device_problem(cfg.device)
-    if problem:  # refused like a bad value: before the run directory or anything else exists
+    # What this machine lacks is refused like a bad value, before the run directory or anything else exists:
+    # a missing device or dataset folder is the environment's failure, never recorded as the run's.
+    problem = _device_problem(cfg.device) or _dataset_problem(cfg)
+    if problem:
         print(f"mtl-train: {problem}", file=sys.stderr)
         return ExitCode.REFUSED
 
@@ -60,6 +62,15 @@ def _device_problem(device: str) -> str | None:
     from mtl.train.runtime import device_problem
 
     return device_problem(device)
+
+
+def _dataset_problem(cfg) -> str | None:
+    """Why the dataset folder of ``cfg`` is not there (mtl.data.dataset_problem), or None."""
+    if cfg.dataset == "synthetic":
+        return None
+    from mtl.data import dataset_problem
+
+    return dataset_problem(cfg)
 
 
 def end_loader_workers() -> None:

@@ -6,6 +6,10 @@ is then read in chunks and reading stops at the limit, in case the directory und
 member names are refused (readers would silently take the last copy). PNG members are checked for their
 pixel count from the header, before the image is decoded. Every refusal names the archive, the member and
 the limit.
+
+A damaged archive (a truncated file, a flipped byte, an encrypted member, a zip version or compression
+method Python cannot read) is one error, :class:`ArchiveError`, whatever the zlib or zipfile exception
+under it: the message says "damaged archive", names the member and says what is wrong in words.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, Callable, Union
 
 from PIL import Image
 
@@ -45,6 +50,36 @@ class ArchiveError(ValueError):
     """An archive is unreadable, or breaks a size, ratio, pixel, depth or duplicate-name limit."""
 
 
+# What zipfile and zlib raise for a damaged or unreadable archive: a bad CRC or header (BadZipFile), corrupt
+# deflate data (zlib.error), a cut-off member (EOFError), an encrypted member (RuntimeError), a zip version or
+# compression method Python cannot read (NotImplementedError), an impossible header field (ValueError,
+# struct.error is one), a read error of the file itself (OSError).
+DAMAGE_ERRORS: tuple[type[BaseException], ...] = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+                                                  NotImplementedError, ValueError, OSError)
+
+
+def damage_cause(exc: BaseException) -> str:
+    """What is wrong with a damaged archive, in words, from the exception zipfile or zlib raised."""
+    text = str(exc)
+    if isinstance(exc, zlib.error):
+        return f"its compressed data is corrupt ({text})"
+    if isinstance(exc, zipfile.BadZipFile) and "CRC" in text:
+        return "its data does not match its CRC-32 checksum (changed or cut short since it was written)"
+    if isinstance(exc, RuntimeError) and "encrypted" in text:
+        return "it is encrypted, which no archive written here ever is"
+    if isinstance(exc, NotImplementedError):
+        return f"it needs a zip feature Python cannot read ({text})"
+    if isinstance(exc, EOFError):
+        return "it ends before its data does (cut short)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def damaged(label: str, exc: BaseException, member: str | None = None) -> ArchiveError:
+    """The one error of a damaged archive: ``<label>: damaged archive: member <name>: <cause>``."""
+    where = f"member {member}: " if member else ""
+    return ArchiveError(f"{label}: damaged archive: {where}{damage_cause(exc)}")
+
+
 def archive_label(archive: zipfile.ZipFile, fallback: str = "archive") -> str:
     return str(archive.filename) if archive.filename else fallback
 
@@ -53,8 +88,12 @@ def open_zip(source: ZipSource, label: str) -> zipfile.ZipFile:
     """A ZipFile over ``source`` (a path or a seekable binary file); duplicate member names refused."""
     try:
         archive = zipfile.ZipFile(source)
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ArchiveError(f"{label}: not a readable zip archive ({exc})") from exc
+    except FileNotFoundError as exc:
+        raise ArchiveError(f"{label}: does not exist") from exc
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ArchiveError(f"{label}: damaged archive: not a readable zip archive ({exc})") from exc
+    except DAMAGE_ERRORS as exc:
+        raise damaged(label, exc) from exc
     refuse_duplicates(archive, label)
     return archive
 
@@ -101,11 +140,32 @@ def read_member(archive: zipfile.ZipFile, name: str | zipfile.ZipInfo, limit: in
                 if buffer.tell() > limit:
                     raise ArchiveError(f"{label}: member {info.filename} inflates past the limit of {limit} bytes "
                                        f"(its directory entry claimed {info.file_size})")
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        if isinstance(exc, ArchiveError):
-            raise
-        raise ArchiveError(f"{label}: member {info.filename} cannot be read ({exc})") from exc
+    except ArchiveError:
+        raise
+    except DAMAGE_ERRORS as exc:
+        raise damaged(label, exc, info.filename) from exc
     return buffer.getvalue()
+
+
+def check_crcs(archive: zipfile.ZipFile, limit_of: Callable[[str], int], label: str | None = None) -> None:
+    """Inflate every member (discarding the bytes, never more than ``limit_of(name)`` of each) so that
+    zipfile checks its CRC-32; ArchiveError naming the first damaged member."""
+    label = label or archive_label(archive)
+    for info in archive.infolist():
+        limit = limit_of(info.filename)
+        check_member(info, limit, label)
+        seen = 0
+        try:
+            with archive.open(info) as stream:
+                while chunk := stream.read(CHUNK_BYTES):
+                    seen += len(chunk)
+                    if seen > limit:
+                        raise ArchiveError(f"{label}: member {info.filename} inflates past the limit of {limit} "
+                                           f"bytes (its directory entry claimed {info.file_size})")
+        except ArchiveError:
+            raise
+        except DAMAGE_ERRORS as exc:
+            raise damaged(label, exc, info.filename) from exc
 
 
 def read_png(archive: zipfile.ZipFile, name: str, label: str | None = None,

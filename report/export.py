@@ -5,6 +5,7 @@ Archive layout::
 
     report/report.md  report/report.tex  report/tables/...  report/figures/...
     submissions/<entry>/<run>/submission.zip     stored byte for byte (never recompressed)
+    submissions/<entry>/<run>/environment.json   what the run trained with (git state, packages, torch, device)
     MANIFEST.json                                every member with its sha256; runs not exported and why
 
 Before anything is written, every file going in is scanned for secrets and personal paths
@@ -31,9 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
+from mtl.run.errors import RecordError
 from mtl.run.layout import RunDirectory
 from mtl.run.model import STATE_COLUMN, RunState
+from mtl.run.records import read_status
 from mtl.safezip import CHUNK_BYTES
+from mtl.train.submission import packed_problems
 from report.leaks import Finding, LeakError, scan_bytes, scan_file
 from report.store import LocalStore
 from report.writeup import FORMATS, write_report
@@ -145,11 +149,29 @@ def submission_members(sections: Iterable[Any]) -> tuple[list[Member], list[str]
                                   "cannot be exported")
             if run_dir.resolve() in shipped:
                 continue  # the same run (reused by this entry) is in the archive under its first key
+            check_submission(run_dir, section.entry.id)
             shipped[run_dir.resolve()] = key
             # Left on disk: memory stays flat in the number of runs, the bytes are copied as they are.
             members.append(Member.from_file(f"submissions/{key}/submission.zip", submission, stored=True))
+            environment = RunDirectory(run_dir).environment  # what it trained with (redacted when recorded)
+            if environment.is_file():
+                members.append(Member.from_file(f"submissions/{key}/environment.json", environment, stored=False))
             exported.append(key)
     return members, exported, skipped, without
+
+
+def check_submission(run_dir: Path, entry_id: str) -> None:
+    """Ship a run's submission.zip only when it is the archive its trainer packed (or, for a run whose status
+    records no digest, when it opens, every member's CRC-32 holds and its structure validates)."""
+    run = RunDirectory(run_dir)
+    try:
+        status = read_status(run_dir)
+    except RecordError as exc:
+        raise ExportError(str(exc)) from None
+    problems = packed_problems(run.submission, status.submission if status else None, run.status_path)
+    if problems:
+        raise ExportError(f"run {run_dir}: {problems[0]}; `mtl-ablate repair {entry_id}` rebuilds it from "
+                          f"{run.best.relative_to(run.path)} (nothing was written)")
 
 
 def report_members(report_dir: Path) -> list[Member]:
@@ -211,8 +233,10 @@ def write_archive(path: Path, members: list[Member]) -> None:
             os.fsync(handle.fileno())
         verify_archive(tmp, members)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write(2) names no file: a full disk
+            exc.filename = str(path)
         raise
 
 

@@ -1,10 +1,8 @@
 """Secrets and personal paths in files about to leave the machine, found before they are archived.
 
-What counts (docs/DESIGN.md §8: no secret is ever logged or archived): W&B API keys (40 hex characters after
-``WANDB_API_KEY`` or as a ``.netrc`` password), ngrok auth tokens, other API keys and tokens assigned to
-a key/secret/token name or in a well-known vendor format, private keys (``-----BEGIN ... PRIVATE
-KEY-----``), ``.netrc`` files themselves, and absolute home paths (``/home/<user>/``, ``/Users/<user>/``,
-``/root/``, ``C:\\Users\\<user>\\``) that name the person and their machine.
+What counts (docs/DESIGN.md §8: no secret is ever logged or archived): the patterns of :mod:`mtl.secrets`
+(API keys and tokens, private keys, absolute home paths), which also redact what a run records of its
+environment, and ``.netrc`` files themselves.
 
 Zip archives are scanned member by member from disk, recursively, within the size, ratio, depth and
 total limits below (an archive to export may be hostile too) (submission.zip holds source.zip, and a torch
@@ -16,13 +14,22 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from mtl.safezip import MAX_SMALL_MEMBER_BYTES, ArchiveError, check_member, read_member, refuse_duplicates
+from mtl.safezip import (
+    DAMAGE_ERRORS,
+    MAX_SMALL_MEMBER_BYTES,
+    ArchiveError,
+    check_member,
+    damaged,
+    read_member,
+    refuse_duplicates,
+)
+from mtl.secrets import ANCHORS as _ANCHORS
+from mtl.secrets import PATTERNS
 
 NETRC_NAMES = (".netrc", "_netrc")
 # submission.zip > checkpoint (a torch zip) is 2 deep, submission.zip > source.zip 2 as well; an export
@@ -34,26 +41,6 @@ MAX_SCAN_BYTES = 1 << 30
 # A nested archive too big to read whole (a checkpoint: ~100-300 MiB for the models here) is walked in
 # place, never loaded; its size is still bounded, as walking a deflated member costs time in its size.
 MAX_NESTED_ZIP_BYTES = 8 << 30
-_TOKEN = rb"[A-Za-z0-9_\\\-]"
-_U = rb"\\?_"  # an underscore, also as LaTeX writes it (\_), so the .tex write-up is covered too
-PATTERNS: list[tuple[str, re.Pattern[bytes]]] = [
-    ("private key", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
-    ("W&B API key", re.compile(rb"WANDB" + _U + rb"API" + _U + rb"KEY['\"]?\s*[:=]\s*['\"]?(?:local-)?[0-9a-f]{40}(?![0-9a-f])")),
-    ("W&B API key (.netrc password)", re.compile(rb"\bpassword\s+['\"]?(?:local-)?[0-9a-f]{40}(?![0-9a-f])")),
-    ("ngrok auth token", re.compile(rb"(?i)(?:ngrok|auth(?:" + _U + rb")?token)[^\n]{0,40}?['\"\s=:(]\s*[0-9A-Za-z]{20,}"
-                                    + _U + rb"[0-9A-Za-z]{15,}")),
-    ("API key or token", re.compile(
-        rb"(?i)\b[A-Z0-9_\\]*(?:API(?:" + _U + rb")?KEY|SECRET(?:" + _U + rb"KEY)?|(?:ACCESS|AUTH)(?:" + _U + rb")?TOKEN)"
-        rb"['\"]?\s*[:=]\s*['\"]?" + _TOKEN + rb"{20,}")),
-    ("GitHub token", re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36}\b")),
-    ("AWS access key id", re.compile(rb"\bAKIA[0-9A-Z]{16}\b")),
-    ("OpenAI-style secret key", re.compile(rb"\bsk-[A-Za-z0-9_\-]{32,}")),
-    ("Hugging Face token", re.compile(rb"\bhf_[A-Za-z0-9]{34}\b")),
-    ("absolute home path", re.compile(rb"(?:/home/[A-Za-z0-9._-]+/|/Users/[A-Za-z0-9._-]+/|(?<![A-Za-z0-9_.-])/root/"
-                                      rb"|[A-Za-z]:\\\\?Users\\\\?[A-Za-z0-9._ -]+\\)")),
-]
-# One pass over the bytes: a cheap literal pre-filter before the detailed patterns.
-_ANCHORS = re.compile(rb"(?i)BEGIN|WANDB|password|ngrok|auth|key|secret|token|gh[pousr]_|AKIA|sk-|hf_|/home/|/Users/|/root/|Users\\")
 
 
 @dataclass(frozen=True)
@@ -141,6 +128,8 @@ class _Scan:
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError):
             return None  # a file that merely starts like a zip: the caller scans it as bytes
+        except DAMAGE_ERRORS as exc:  # a zip, but one zipfile cannot read (version, encryption, bad header)
+            raise damaged(label, exc) from exc
         if depth >= MAX_NESTING_DEPTH:
             archive.close()
             raise ArchiveError(f"{label}: a zip nested {depth + 1} deep, over the limit of {MAX_NESTING_DEPTH} "
@@ -162,8 +151,17 @@ class _Scan:
         if info.file_size > MAX_SMALL_MEMBER_BYTES:
             # Too big to read whole: only a nested archive (a checkpoint) may be, and it is walked in place.
             check_member(info, MAX_NESTED_ZIP_BYTES, label)
-            with archive.open(info) as stream:
-                nested = self.zip(stream, file, path, depth + 1) if stream.read(4) == b"PK\x03\x04" else None
+            try:
+                with archive.open(info) as stream:
+                    looks_like_zip = stream.read(4) == b"PK\x03\x04"
+                    nested = self.zip(stream, file, path, depth + 1) if looks_like_zip else None
+            except ArchiveError:
+                raise
+            except DAMAGE_ERRORS as exc:
+                raise damaged(label, exc, info.filename) from exc
+            if nested is None and looks_like_zip:  # a checkpoint whose own directory is damaged
+                raise ArchiveError(f"{label}: damaged archive: member {info.filename}: it starts as a zip archive "
+                                   "(a checkpoint) but its directory cannot be read")
             if nested is None:
                 raise ArchiveError(f"{label}: member {info.filename} inflates to {info.file_size} bytes, over the "
                                    f"limit of {MAX_SMALL_MEMBER_BYTES} bytes for a member scanned for secrets")

@@ -30,6 +30,7 @@ from mtl.run.layout import RunDirectory, run_name
 from mtl.run.model import ExitCode, RunState
 from mtl.run.status import StatusWriter
 from mtl.run.stopping import describe_signal
+from planting import placeholder_submission
 
 ENTRY = "problem0.fake"
 
@@ -128,7 +129,9 @@ class FakeJob:
             self.log(f"mtl-train: {exc}")
             self.code = ExitCode.LOCKED
             return
-        StatusWriter(self.run).record(state=RunState.RUNNING, error=None, pid=os.getpid(), host=socket.gethostname())
+        if attempt.end is not End.REFUSE:  # mtl-train refuses before it writes a status
+            StatusWriter(self.run).record(state=RunState.RUNNING, error=None, pid=os.getpid(),
+                                          host=socket.gethostname())
 
     def log(self, line: str) -> None:
         self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +173,7 @@ class FakeJob:
     def _end(self) -> None:
         end, error, writer = self.attempt.end, self.attempt.error, StatusWriter(self.run)
         if end is End.FINISH:
-            writer.finished(epoch=2, step=10, best=None)
-            self.run.submission.write_bytes(b"placeholder")
+            writer.finished(epoch=2, step=10, best=None, submission=placeholder_submission(self.run.path))
             self._exit(ExitCode.FINISHED)
         elif end is End.FAIL:
             writer.failed(error=error, traceback=None)
@@ -272,8 +274,7 @@ class OtherProcess:
         """Release the lock, having recorded ``state`` (finished: with its submission.zip)."""
         writer = StatusWriter(self.run)
         if state is RunState.FINISHED:
-            writer.finished(epoch=2, step=10, best=None)
-            self.run.submission.write_bytes(b"placeholder")
+            writer.finished(epoch=2, step=10, best=None, submission=placeholder_submission(self.run.path))
         elif state is not None:
             writer.record(state=state, error=error or None)
         self._lock.close()

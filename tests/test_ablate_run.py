@@ -1,7 +1,7 @@
 """``mtl-ablate run`` end to end with real ``mtl-train`` subprocesses on a tiny synthetic dataset.
 
 One entry exercises everything a rerun must get right: a run that finishes, one that fails for real
-(MiniScapes at a folder that does not exist) and one killed mid-training together with ``mtl-ablate``.
+(MiniScapes folders without an image) and one killed mid-training together with ``mtl-ablate``.
 The scheduler's rules on their own (a lock held by another process, waiting, --force, stop signals,
 exit codes) are tested against a fake backend in tests/test_scheduler.py.
 """
@@ -40,6 +40,14 @@ def ablations(tmp_path, cache_dir) -> Path:
     return tiny_ablations(tmp_path / "ablations")
 
 
+def empty_miniscapes(root: Path) -> Path:
+    """A MiniScapes layout without a single image: it passes the pre-flight (the folders are there) and fails
+    the run for real when training reads it (an empty split)."""
+    for split in ("train", "val", "test"):
+        (root / split / "rgb").mkdir(parents=True)
+    return root
+
+
 def wait_until_released(run_dir: Path, timeout: float = 60) -> None:
     """A SIGKILLed mtl-train's lock goes away once the kernel has torn down all of its threads."""
     deadline = time.time() + timeout
@@ -51,7 +59,7 @@ def wait_until_released(run_dir: Path, timeout: float = 60) -> None:
 
 def test_rerun_after_kill_and_failure(ablations, tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    missing = tmp_path / "no-miniscapes-here"
+    missing = empty_miniscapes(tmp_path / "no-miniscapes-here")
     write_entry(ablations, "problem1.mixed", overrides={"num_epochs": 2}, variants=[
         {"name": "first", "overrides": {}},
         {"name": "broken", "overrides": {"dataset": "miniscapes", "dataset_root": str(missing)}},
@@ -103,7 +111,7 @@ def test_rerun_after_kill_and_failure(ablations, tmp_path, capsys):
 def test_submitit_backend_reports_the_exit_of_the_same_command(ablations, tmp_path):
     """The SLURM path goes through submitit; its local executor runs the job on this machine."""
     runs_dir = tmp_path / "runs"
-    missing = tmp_path / "nothing"
+    missing = empty_miniscapes(tmp_path / "nothing")
     write_entry(ablations, "problem1.remote", overrides={"dataset": "miniscapes", "dataset_root": str(missing)})
     runs = plan(load_entries(ablations)["problem1.remote"], None, runs_dir)
     backend = SubmititBackend(tmp_path / "submitit", SlurmOptions(cpus_per_task=1, timeout_min=10), cluster="local")

@@ -266,5 +266,5 @@ def test_a_directory_that_understates_a_member_is_caught_not_trusted(tmp_path):
     path.write_bytes(bytes(data))
     with open_zip(path, "liar.zip") as archive:
         assert archive.getinfo("metrics.csv").file_size == 100
-        with pytest.raises(ArchiveError, match=r"liar.zip: member metrics.csv cannot be read \(Bad CRC-32"):
+        with pytest.raises(ArchiveError, match=r"liar.zip: damaged archive: member metrics.csv: its data does not"):
             read_member(archive, "metrics.csv", 64 * MiB)

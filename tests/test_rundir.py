@@ -24,6 +24,7 @@ from mtl.run.model import ExitCode, RunState, ValidationPoint
 from mtl.run.records import is_finished, read_record, read_status, recorded_state
 from mtl.run.status import StatusWriter
 from mtl.run.stopping import StopSignals, describe_signal
+from planting import placeholder_submission
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,8 +160,11 @@ def test_planned_actions_and_their_wording(tmp_path):
     RunDirectory(tmp_path / "cut").checkpoints.mkdir(parents=True)
     assert str(action("cut")) == "resume"
     StatusWriter(RunDirectory(tmp_path / "done")).record(state=RunState.FINISHED)
-    assert str(action("done")) == "resume"  # its submission is lost: mtl-train rebuilds it
-    RunDirectory(tmp_path / "done").submission.write_bytes(b"")
+    # Its submission is lost: mtl-train rebuilds it.
+    assert str(action("done")) == "rebuild (submission.zip is missing)"
+    RunDirectory(tmp_path / "done").submission.write_bytes(b"")  # damaged: not the archive it packed
+    assert action("done").kind is ActionKind.REBUILD and "damaged archive" in str(action("done"))
+    StatusWriter(RunDirectory(tmp_path / "done")).record(submission=placeholder_submission(tmp_path / "done"))
     assert action("done").kind is ActionKind.SKIP and str(action("done")) == "skip (finished)"
     assert str(action("done", force=True)) == "restart"
     StatusWriter(RunDirectory(tmp_path / "bad")).record(state=RunState.DIVERGED)

@@ -27,6 +27,7 @@ from mtl.run.model import ExitCode, Outcome, RunState
 from mtl.run.records import read_status, recorded_state
 from mtl.run.status import StatusWriter
 from mtl.run.stopping import STOP_SIGNALS
+from planting import placeholder_submission
 
 
 @pytest.fixture
@@ -59,9 +60,8 @@ def schedule(backend: FakeBackend, monitor=None, **options) -> tuple[Scheduler, 
 def plant(spec, state: RunState, error: str = "", submission: bool = False) -> None:
     """A run directory as an earlier attempt left it."""
     run = RunDirectory(spec.run_dir)
-    StatusWriter(run).record(state=state, error=error or None, pid=1, host="elsewhere")
-    if submission:
-        run.submission.write_bytes(b"placeholder")
+    packed = placeholder_submission(run.path) if submission else None
+    StatusWriter(run).record(state=state, error=error or None, pid=1, host="elsewhere", submission=packed)
 
 
 def by_name(outcomes: list[RunOutcome]) -> dict[str, RunOutcome]:
@@ -145,12 +145,23 @@ def test_the_recorded_state_decides_whether_a_run_starts(runs, state, submission
         assert result.exit_code is None and read_status(spec.run_dir).state is state  # untouched
 
 
+def test_a_refusal_suggests_force_only_for_a_directory_an_earlier_attempt_wrote(runs):
+    """mtl-train refuses a machine that lacks the dataset or device before it writes anything: --force
+    (which deletes the directory) would not help there, so only a refused earlier run gets the hint."""
+    fresh, written = make_spec(runs, "fresh"), make_spec(runs, "written")
+    plant(written, RunState.INTERRUPTED)
+    scheduler, _ = schedule(FakeBackend({fresh.name: [fake.refuse("dataset_root is not a folder")],
+                                         written.name: [fake.refuse()]}))
+    outcomes = by_name(scheduler.run([fresh, written]))
+    assert "--force" not in outcomes[fresh.name].message
+    assert "--force deletes it and starts over" in outcomes[written.name].message
+
+
 # ------------------------------------------------------------------------------------------ exit codes
 @pytest.mark.parametrize(("attempt", "outcome", "code", "says"), [
     pytest.param(fake.finish(), Outcome.FINISHED, 0, [], id="finished"),
     pytest.param(fake.fail("ValueError: bad batch"), Outcome.FAILED, 1, ["ValueError: bad batch"], id="failed"),
-    pytest.param(fake.refuse(), Outcome.REFUSED, 2, ["refusing to resume", "--force deletes it and starts over"],
-                 id="refused"),
+    pytest.param(fake.refuse(), Outcome.REFUSED, 2, ["refusing to resume"], id="refused"),
     pytest.param(fake.diverge("non-finite loss at step 7"), Outcome.DIVERGED, 3, ["non-finite loss at step 7"],
                  id="diverged"),
     pytest.param(fake.skip("no ImageNet weights offline"), Outcome.SKIPPED, 5,

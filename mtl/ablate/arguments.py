@@ -86,6 +86,14 @@ def command_line(subcommand: str, ids: Sequence[str] = (), *, profile: Optional[
     return shlex.join([*words, *extra])
 
 
+def command_from_args(args: argparse.Namespace, subcommand: str, ids: Sequence[str] = (),
+                      extra: Sequence[str] = ()) -> str:
+    """:func:`command_line` with the folders and profile of the parsed ``args`` (those it has)."""
+    return command_line(subcommand, ids, profile=getattr(args, "profile", None),
+                        runs_dir=getattr(args, "runs_dir", None), ablations_dir=getattr(args, "ablations_dir", None),
+                        extra=extra)
+
+
 def add_adhoc_arguments(parser: argparse.ArgumentParser) -> None:
     """``run``'s flags for an ad-hoc entry: a one-off grid from the command line instead of an entry file."""
     group = parser.add_argument_group(

@@ -4,14 +4,17 @@ The console script itself is :mod:`mtl.suite`, which adds the report's subcomman
 through ``extra_commands``; this module does not import the report package.
 
 Exit codes: 0 success (for ``run``: every run ended with a result: finished, diverged or skipped here,
-each recorded with its reason), 1 some run failed, was refused or did not finish,
-2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base), 128+N stopped by
+each recorded with its reason), 1 some run failed, was refused or did not finish, or the machine failed the
+command (a full disk: one line saying so) or a bug did (its traceback and the log that keeps it),
+2 bad input (an invalid entry, an unknown id, an unresolved ``best of`` base, a folder flag that names a
+file, a plan this machine cannot run), 128+N stopped by
 a stop signal N (SIGINT 130, SIGTERM 143, SIGUSR2 140, SIGHUP 129) after the running trainings checkpointed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -21,21 +24,31 @@ from rich.table import Table
 from rich.text import Text
 
 from mtl.run.errors import RecordError
-from mtl.run.layout import default_ablations_dir, default_runs_dir, has_started, remember_profile, remember_racing
-from mtl.run.model import STATE_COLUMN, Outcome, RunState
-from mtl.run.records import read_status, recorded_state
+from mtl.run.layout import (
+    DATASET_ROOT_ENV,
+    RunDirectory,
+    default_ablations_dir,
+    default_runs_dir,
+    has_started,
+    remember_profile,
+    remember_racing,
+)
+from mtl.run.model import STATE_COLUMN, Outcome, RunState, Status
+from mtl.run.records import read_status, recorded_state, stall_limit_s, stall_of
 from mtl.run.stopping import describe_signal
 
+from . import preflight
 from .adhoc import AdhocError, adhoc_entry_from_args, entries_with_adhoc
-from .arguments import SuggestingParser, UsageError, add_adhoc_arguments
+from .arguments import SuggestingParser, UsageError, add_adhoc_arguments, command_from_args
 from .compute import estimate, full_grid_steps, spent, within_budget
 from .display import Monitor, format_duration, format_number, format_params, make_console, results_table
 from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
+from .failures import describe_os_error, path_problems, report_bug
 from .launch import make_backend, print_sbatch
-from .planner import Plan, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
+from .planner import Plan, RunSpec, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
 from .race import RaceSettings
 from .racing import describe_racing, describe_round, race
-from .scheduler import Scheduler, planned_action
+from .scheduler import ActionKind, Scheduler, finished_action, planned_action
 from .selection import stale_note, stale_runs, with_prerequisites
 from .slurm import add_slurm_arguments
 from .upkeep import plan_when_base_settles, repair_plan
@@ -130,12 +143,19 @@ def _cut(line: str, width: int) -> str:
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
-def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool) -> Plan:
+def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool, force: Optional[bool] = None) -> Plan:
     # Every reader sees the plan of the profile given, else of the entry's last `run`, racing as that run
     # did unless told; --force never reuses another entry's run (it would delete it).
     profile = plan_profile(entry, getattr(args, "profile", None), args.runs_dir)
+    forced = getattr(args, "force", False) if force is None else force
     return make_plan(entry, profile, args.runs_dir, allow_unresolved=allow_unresolved,
-                     reuse=not getattr(args, "force", False), racing=_racing_choice(entry, profile, args))
+                     reuse=not forced, racing=_racing_choice(entry, profile, args))
+
+
+def _forced(entry: Entry, args: argparse.Namespace, requested: list[Entry]) -> bool:
+    """--force acts on the entries named on the command line only: a prerequisite's runs are deleted only
+    when the user names that entry too."""
+    return bool(getattr(args, "force", False)) and entry in requested
 
 
 def _racing_choice(entry: Entry, profile: Optional[str], args: argparse.Namespace) -> Any:
@@ -165,7 +185,8 @@ def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
         console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) -> None:
+def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str,
+                force: Optional[bool] = None) -> None:
     entry = plan.entry
     console.print(
         f"[bold]{entry.id}[/bold] (item {entry.item}): {' '.join(entry.question.split())}",
@@ -187,7 +208,8 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str) 
         table.add_column(column, overflow="fold")
     for run in plan.runs:
         differences = {k: v for k, v in run.differences.items()}
-        action = planned_action(run, getattr(args, "retry_failed", False), getattr(args, "force", False))
+        forced = getattr(args, "force", False) if force is None else force
+        action = planned_action(run, getattr(args, "retry_failed", False), forced)
         if run.reused_from:
             action_text = f"same as {run.reused_from}"
         else:
@@ -272,13 +294,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 error = (status.pruned or status.error or "") if status else ""
             except RecordError as exc:  # named in the error column, the same words as every reader
                 status, error = None, str(exc)
+            shown, error = _state_shown(run, state, status, error)
             best = status.best if status else None
             epoch = f"{status.epoch}/{status.num_epochs or '?'}" if status else "-"
             table.add_row(
-                run.variant, str(run.seed), str(state), epoch, format_number(best.grader if best else None),
+                run.variant, str(run.seed), shown, epoch, format_number(best.grader if best else None),
                 format_number(best.iou if best else None), format_number(best.si_logrmse if best else None),
                 format_duration(status.elapsed_s if status else None),
-                format_duration(status.eta_s if status else None) if state is RunState.RUNNING else "-",
+                format_duration(status.eta_s if status else None) if shown == str(RunState.RUNNING) else "-",
                 error,
             )
         console.print(table)
@@ -295,9 +318,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             console.print(
                 f"  waiting for the base: {plan.base.unresolved}", markup=False, highlight=False, soft_wrap=True
             )
-        if plan.base.fallback:
-            console.print(f"  base: {plan.base.fallback}", markup=False, highlight=False, soft_wrap=True)
+        if plan.entry.base_entry is not None and not plan.base.unresolved:
+            console.print(f"  base: {plan.base.describe()}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _state_shown(run: RunSpec, state: RunState, status: Optional[Status], error: str) -> tuple[str, str]:
+    """The state and error `status` shows for a run: a running trainer that makes no progress is 'stalled' (and
+    why); a finished run whose records do not check themselves says what run will do about it."""
+    if state is RunState.RUNNING and status is not None:
+        stall = stall_of(run.run_dir, status)
+        return ("stalled", stall) if stall else (str(state), error)
+    if state is RunState.FINISHED:
+        action = finished_action(RunDirectory(run.run_dir))
+        if action.kind is not ActionKind.SKIP:
+            return str(state), f"{action.kind.value} by `run`: {action.detail}"
+    return str(state), error
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -311,22 +347,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         requested = _select(entries, args.ids)
     selected = requested if args.no_deps else with_prerequisites(requested, entries)
+    if args.dataset_root is not None:  # for this command, as $MTL_DATASET_ROOT is for every command
+        os.environ[DATASET_ROOT_ENV] = str(args.dataset_root.expanduser().absolute())
     if args.dry_run:
         for entry in selected:
-            plan = _plan(entry, args, allow_unresolved=True)
-            _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started")
+            forced = _forced(entry, args, requested)
+            plan = _plan(entry, args, allow_unresolved=True, force=forced)
+            _print_plan(console, plan, args, title=f"{entry.id}: dry run, nothing is started", force=forced)
             if args.backend == "slurm":
                 print_sbatch(console, plan, args)
         return EXIT_OK
     backend = make_backend(args)
+    _preflight(selected, requested, args, backend, console)
     exit_code = EXIT_OK
     for entry in selected:
-        plan = _plan_waiting_for_base(entry, args, console)
+        forced = _forced(entry, args, requested)
+        plan = _plan_waiting_for_base(entry, args, console, forced)
         if entry not in requested:
             needed_by = next(e.id for e in requested if entry in with_prerequisites([e], entries))
             done = all(recorded_state(run.run_dir) is RunState.FINISHED for run in plan.runs)
             console.print(f"{needed_by} needs {entry.id}: {'already trained' if done else 'training it first'}",
                           markup=False, highlight=False)
+            if args.force and any(has_started(run.run_dir) for run in plan.runs):
+                console.print(f"  --force does not reach {entry.id}: its runs are kept (name it too, "
+                              f"`run {entry.id} {needed_by} --force`, to delete and train them again)",
+                              markup=False, highlight=False, soft_wrap=True)
         remember_profile(args.runs_dir / entry.id, plan.base.profile)
         remember_racing(args.runs_dir / entry.id, plan.racing.model_dump() if plan.racing else None)
         runs = f"{len(plan.runs)} runs" if plan.racing is None else f"up to {len(plan.runs)} runs, raced"
@@ -341,7 +386,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 console.print(f"  {run.name}: same config as {run.reused_from} (finished): its records are used",
                               markup=False, highlight=False, soft_wrap=True)
         _print_stale(console, plan, args)
-        scheduler = Scheduler(backend, Monitor(console), retry_failed=args.retry_failed, force=args.force)
+        scheduler = Scheduler(backend, Monitor(console), retry_failed=args.retry_failed, force=forced)
         say = _sayer(console)
         stopped = None
         if plan.racing is not None:
@@ -375,6 +420,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _preflight(selected: list[Entry], requested: list[Entry], args: argparse.Namespace, backend: Any,
+               console: Any) -> None:
+    """Refuse a plan this machine cannot run before anything is written (mtl.ablate.preflight); say what a
+    CPU plan will take when it is long, and which runs will be recorded as skipped."""
+    if backend.name != "local":  # a cluster's nodes have their own devices and mounts
+        return
+    plans = [_plan(entry, args, allow_unresolved=True, force=_forced(entry, args, requested)) for entry in selected]
+    found = preflight.check(plans, backend.slots(), args.runs_dir, args.retry_failed,
+                            lambda plan: _forced(plan.entry, args, requested))
+    ids = [entry.id for entry in requested]
+    if found.problems:
+        raise preflight.PlanRefused(preflight.refusal(found, ids, plans[-1].base.profile, args))
+    say = _sayer(console)
+    for note in found.notes:
+        say(f"note: {note}")
+    if found.estimate is not None and found.estimate.seconds > preflight.LONG_PLAN_S:
+        say(f"{' '.join(ids)}: training on this machine's CPU, {found.estimate.describe()}; "
+            f"`{command_from_args(args, 'run', ids)} --profile quick` is the CPU demo, and Ctrl-C stops with a "
+            "checkpoint that the same command resumes")
+
+
 def _sayer(console: Any) -> Callable[[str], None]:
     def say(text: str) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -384,7 +450,11 @@ def _sayer(console: Any) -> Callable[[str], None]:
 def _print_decision(console: Any, plan: Plan, stopped: Optional[str] = None) -> None:
     """The entry's answer as its records stand (decided, undecided, by rule; a race not over) and its compute."""
     say = _sayer(console)
-    decision = entry_decision(plan)
+    try:
+        decision = entry_decision(plan)
+    except RecordError as exc:  # a run's records disagree: named, never decided around
+        say(f"{plan.entry.id}: no decision while a run's records disagree: {exc}")
+        decision = None
     if decision is not None:
         say(f"{plan.entry.id}: {decision.describe()}")
     elif plan.racing is not None:
@@ -397,9 +467,9 @@ def _print_decision(console: Any, plan: Plan, stopped: Optional[str] = None) -> 
         f"over {used.runs} runs")
 
 
-def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any) -> Plan:
+def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any, force: bool) -> Plan:
     try:
-        return plan_when_base_settles(lambda: _plan(entry, args, allow_unresolved=False), args.runs_dir,
+        return plan_when_base_settles(lambda: _plan(entry, args, allow_unresolved=False, force=force), args.runs_dir,
                                       lambda text: console.print(f"{entry.id}: {text}", markup=False, highlight=False))
     except UnresolvedBase as exc:
         hint = "" if not args.no_deps else " (without --no-deps, `run` trains it first)"
@@ -443,6 +513,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         console.print(f"register it by adding --create (or with `wandb sweep {path}`), "
                       "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
     return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What differs between two runs (config, code, environment, data); exit 0 the same, 1 different."""
+    from . import rundiff
+
+    a, b = (rundiff.load(rundiff.find_run(text, args.runs_dir)) for text in (args.run_a, args.run_b))
+    report = rundiff.diff(a, b)
+    say = _sayer(make_console())
+    for line in rundiff.render(a, b, report):
+        say(line)
+    return EXIT_OK if report.same else EXIT_RUN_FAILED
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -503,10 +585,14 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
+    p.add_argument("--dataset-root", type=Path, metavar="DIR",
+                   help=f"the MiniScapes folder for profiles that train on it (default: ${DATASET_ROOT_ENV}, else "
+                   "the profile's dataset_root); where the data lives, so it changes no run's identity")
     p.add_argument(
         "--force",
         action="store_true",
-        help="delete the selected runs' directories (finished ones too) and train them again",
+        help="delete the runs of the entries named (finished ones too) and train them again; the entries they "
+        "build on keep their runs unless named too",
     )
     p.add_argument("--retry-failed", action="store_true", help="retry runs that failed or diverged earlier")
     racing = p.add_mutually_exclusive_group()
@@ -552,6 +638,13 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--entity", help="W&B entity of the sweep (default: yours)")
     p.set_defaults(func=cmd_sweep)
 
+    p = subparsers.add_parser("diff", parents=[where],
+                              help="what differs between two runs: config, code, environment, data (exit 1 when "
+                              "they differ, as diff does)")
+    p.add_argument("run_a", metavar="RUN_A", help="a run's folder, or ENTRY/RUN below --runs-dir")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.set_defaults(func=cmd_diff)
+
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")
     p.set_defaults(func=cmd_schema)
 
@@ -561,11 +654,31 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
 
 
 def run(argv: Optional[list[str]] = None, extra_commands: Sequence[Callable[[Any], None]] = ()) -> int:
-    """Parse ``argv`` and run the subcommand; bad input is printed without a traceback (exit 2)."""
+    """Parse ``argv`` and run the subcommand. Bad input (a path that should be a folder and is a file among
+    it) is printed without a traceback (exit 2), and so is an error of the machine such as a full disk (exit
+    1); a bug prints its traceback and the log file that keeps it (exit 1)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     try:
+        problems = path_problems(args)
+        try:
+            stall_limit_s()  # read by status and run; a bad value is the user's to fix before anything runs
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise UsageError("; ".join(problems))
         return args.func(args)
     except (EntryError, UsageError, AdhocError) as exc:
         print(f"mtl-ablate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        said = describe_os_error(exc)
+        if said is None:
+            report_bug(argv, exc)
+        else:
+            print(f"mtl-ablate {args.command}: {said}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except Exception as exc:  # noqa: BLE001 - a bug: shown whole, and kept for the report
+        report_bug(argv, exc)
+        return EXIT_RUN_FAILED

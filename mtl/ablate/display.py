@@ -22,9 +22,11 @@ from mtl.config import format_config_value
 from mtl.run.errors import RecordError
 from mtl.run.layout import log_path
 from mtl.run.model import STATE_COLUMN, Progress, RunState, Status
-from mtl.run.records import read_record, read_status
+from mtl.run.records import read_record, read_status, stall_of
 
 from .planner import RunSpec
+
+STALLED = "stalled"  # the live table's state of a trainer that records no progress (mtl.run.records.stall_of)
 
 
 def make_console() -> Console:
@@ -78,10 +80,11 @@ class _Row:
     seen: Optional[tuple[int, float]] = None  # (epoch, progress time) last said in a plain line
     said: float = 0.0
     resume_said: bool = False
+    stall: Optional[str] = None  # why its trainer counts as stalled, while it does
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "running")
+        return self.state in ("starting", "running", STALLED)
 
     @property
     def progress(self) -> Optional[Progress]:
@@ -143,6 +146,7 @@ class Monitor:
             row.status = _status_of(row.spec.run_dir)
             if row.status is not None and row.status.state is RunState.RUNNING and row.status.pid:
                 row.state = "running"
+                self._check_stall(row, row.status)
         for row in active:
             self._say_resumed(row)
             progress = row.progress
@@ -159,6 +163,17 @@ class Monitor:
                     f"{format_number(progress.it_s)} it/s, ETA {format_duration(progress.eta_s)} "
                     f"(entry {format_duration(self.entry_eta(row.spec.entry_id))})"
                 )
+
+    def _check_stall(self, row: _Row, status: Status) -> None:
+        """Mark a trainer that makes no progress as stalled, saying so once (and once when it goes on)."""
+        stall = stall_of(row.spec.run_dir, status)
+        if stall and row.stall is None:
+            self.note(f"{run_label(row.spec)}: stalled: {stall}")
+        elif stall is None and row.stall is not None:
+            self.note(f"{run_label(row.spec)}: progressing again")
+        row.stall = stall
+        if stall:
+            row.state = STALLED
 
     def _say_resumed(self, row: _Row) -> None:
         """Once per run: where the trainer resumed from, when this attempt resumed (the trainer records

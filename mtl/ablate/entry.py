@@ -23,6 +23,7 @@ from mtl.config import (
     value_problem,
 )
 from mtl.partial_config import ConfigOverrides
+from mtl.run.layout import dataset_root_override
 
 from .entry_format import (
     ENTRY_ID_RULE,
@@ -321,7 +322,8 @@ PROFILE_RACING_SECTION = "racing"
 
 def load_profile(ablations_dir: str | Path, name: str) -> dict[str, Any]:
     """A profile's config keys, validated and converted through the Config schema (its ``slurm:`` and
-    ``racing:`` sections aside)."""
+    ``racing:`` sections aside); a profile that trains on MiniScapes takes its folder from $MTL_DATASET_ROOT
+    when that is set."""
     path = profile_path(ablations_dir, name)
     try:
         raw = load_yaml(path, extra_keys=(PROFILE_SLURM_SECTION, PROFILE_RACING_SECTION))
@@ -329,7 +331,11 @@ def load_profile(ablations_dir: str | Path, name: str) -> dict[str, Any]:
         raise EntryError(path, "", str(exc)) from None
     raw.pop(PROFILE_SLURM_SECTION, None)
     raw.pop(PROFILE_RACING_SECTION, None)
-    return validate_config_values(raw, path)
+    values = validate_config_values(raw, path)
+    override = dataset_root_override()
+    if override and values.get("dataset") == "miniscapes":  # where MiniScapes lives here; not part of a run's hash
+        values["dataset_root"] = override
+    return values
 
 
 def load_profile_racing(ablations_dir: str | Path, name: str) -> Optional[RaceSettings]:

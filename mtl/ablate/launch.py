@@ -36,7 +36,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
 def print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
     """The sbatch script ``run --backend slurm`` would submit for the plan's runs that need training."""
     launch = [run for run in plan.runs if planned_action(run, args.retry_failed, args.force).kind
-              not in (ActionKind.SKIP, ActionKind.LOCKED)]
+              not in (ActionKind.SKIP, ActionKind.LOCKED, ActionKind.REFUSE)]
     if not launch:
         console.print(f"{plan.entry.id}: nothing to submit")
         return

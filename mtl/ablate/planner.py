@@ -96,6 +96,15 @@ class Base:
     # When the prescribed variant could not run on this machine: what stands in for it and why, in words.
     fallback: Optional[str] = None
 
+    def missing_note(self) -> Optional[str]:
+        """The variants of the ``best of`` entry left out of its winner's choice (failed, skipped here), by kind
+        only: the recorded errors name local paths, and this sentence reaches the write-up and the ladder."""
+        decision = self.winner.decision if self.winner is not None else None
+        if decision is None or not decision.missing:
+            return None
+        kinds = [f"{variant!r} {reason.split(': ', 1)[0]}" for variant, reason in decision.missing.items()]
+        return f"the winner of {self.best_of} was chosen without {', '.join(kinds)}"
+
     def describe(self) -> str:
         if self.variant_of is not None:
             source, variant = self.variant_of

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mtl.run.errors import RunLocked
-from mtl.run.layout import RunDirectory, lock_held, lock_holder
+from mtl.run.errors import RecordError, RunLocked
+from mtl.run.layout import RunDirectory, has_started, lock_held, lock_holder
 from mtl.run.model import ExitCode, Outcome, RunState
-from mtl.run.records import error_of, read_status, recorded_state
+from mtl.run.records import error_of, read_config, read_status, recorded_state, stall_of
 from mtl.run.stopping import STOP_SIGNALS
 
 from .backends import Backend, Job, Launch, Placement
@@ -60,18 +60,26 @@ class ActionKind(enum.Enum):
     RESUME = "resume"
     RESTART = "restart"  # --force: delete the directory, start over
     RETRY = "retry"  # failed or diverged earlier, --retry-failed
+    REBUILD = "rebuild"  # finished, its submission.zip lost or damaged: mtl-train rebuilds it from best.pt
+    REFUSE = "refuse"  # finished, but its records disagree (an edited config.yaml): named, never trained
     SKIP = "skip"
     LOCKED = "locked"  # another process is training it
 
 
 @dataclass(frozen=True)
 class Action:
-    """What ``run`` will do with a run; ``reason`` says why a run is skipped (its recorded state)."""
+    """What ``run`` will do with a run; ``reason`` says why a run is skipped (its recorded state), ``detail``
+    why a finished run is rebuilt or refused."""
 
     kind: ActionKind
     reason: Optional[RunState] = None
+    detail: str = ""
 
     def __str__(self) -> str:
+        if self.kind is ActionKind.REBUILD:
+            return f"rebuild ({self.detail})" if self.detail else "rebuild"
+        if self.kind is ActionKind.REFUSE:
+            return f"refuse ({self.detail})"
         if self.kind is not ActionKind.SKIP:
             return str(self.kind.value)
         if self.reason is RunState.FINISHED:
@@ -80,17 +88,16 @@ class Action:
 
 
 def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = False) -> Action:
-    """What ``run`` will do with a run: start, resume, restart (--force), or skip it (and why)."""
+    """What ``run`` will do with a run: start, resume, restart (--force), rebuild or refuse a finished one whose
+    records do not check, or skip it (and why)."""
     if lock_held(spec.run_dir):
         return Action(ActionKind.LOCKED)
     state = recorded_state(spec.run_dir)
     run = RunDirectory(spec.run_dir)
     if force and run.path.exists():
         return Action(ActionKind.RESTART)
-    if state is RunState.FINISHED and run.submission.exists():
-        return Action(ActionKind.SKIP, state)
-    if state is RunState.FINISHED:  # its submission is lost: mtl-train rebuilds it from best.pt
-        return Action(ActionKind.RESUME)
+    if state is RunState.FINISHED:
+        return finished_action(run)
     if state in (RunState.FAILED, RunState.DIVERGED):
         return Action(ActionKind.RETRY) if retry_failed else Action(ActionKind.SKIP, state)
     if state is RunState.SKIPPED:
@@ -98,6 +105,25 @@ def planned_action(spec: RunSpec, retry_failed: bool = False, force: bool = Fals
         return Action(ActionKind.RETRY)
     fresh = state is RunState.NOT_STARTED and not run.checkpoints.exists()
     return Action(ActionKind.START if fresh else ActionKind.RESUME)
+
+
+def finished_action(run: RunDirectory) -> Action:
+    """A finished run counts as finished only when its records check themselves: its config.yaml hashes to
+    the config it trained (else refused, naming both) and its submission.zip is the one it packed (else
+    rebuilt from best.pt by mtl-train, which sets the damaged one aside)."""
+    from mtl.train.submission import packed_problems  # (lazy: numpy and PIL, for a finished run only)
+
+    try:
+        status = read_status(run.path)
+        read_config(run.path)  # checked against the status's config_hash
+    except RecordError as exc:
+        return Action(ActionKind.REFUSE, detail=str(exc))
+    if not run.submission.exists():
+        return Action(ActionKind.REBUILD, detail="submission.zip is missing")
+    problems = packed_problems(run.submission, status.submission if status else None, run.status_path)
+    if problems:
+        return Action(ActionKind.REBUILD, detail=problems[0])
+    return Action(ActionKind.SKIP, RunState.FINISHED)
 
 
 def _alive(pid: int) -> bool:
@@ -141,6 +167,7 @@ class Scheduler:
         self.lock_grace_s = lock_grace_s
         # Runs another process holds: run directory -> (spec, when first seen held).
         self.waiting: dict[Path, tuple[RunSpec, float]] = {}
+        self.stalled: set[Path] = set()  # waited-for runs whose trainer was last seen stalled (said once)
         self.stop_signal: Optional[int] = None
 
     # ------------------------------------------------------------------------------------------ planning
@@ -152,6 +179,11 @@ class Scheduler:
             return self.wait_for(spec)
         if action.kind is ActionKind.SKIP and action.reason is RunState.FINISHED:
             return RunOutcome(spec, Outcome.FINISHED, message="already finished")
+        if action.kind is ActionKind.REFUSE:
+            return RunOutcome(spec, Outcome.REFUSED, message=action.detail)
+        if action.kind is ActionKind.REBUILD:
+            self.monitor.note(f"{spec.entry_id} {spec.variant} s{spec.seed}: finished, but {action.detail}: "
+                              "rebuilding it from best.pt")
         if action.kind is ActionKind.SKIP:
             assert action.reason is not None
             earlier = f"{action.reason} earlier (use --retry-failed to retry): {error_of(spec.run_dir)}"
@@ -185,6 +217,7 @@ class Scheduler:
         launch, settled = [], []
         for run_dir, (spec, since) in list(self.waiting.items()):
             if lock_held(run_dir):
+                self._say_stall(spec)
                 # Held by another live process that wrote its pid (an mtl-train starting up or training, a
                 # --force clearing it): wait. Held by this process, or by a holder that never says who it is
                 # and does not train: locked.
@@ -206,6 +239,22 @@ class Scheduler:
                 launch.append(spec)
         return launch, settled
 
+    def _say_stall(self, spec: RunSpec) -> None:
+        """Say when the process training a waited-for run stops making progress (and when it goes on), so that
+        waiting on it is never silent."""
+        try:
+            status = read_status(spec.run_dir)
+        except RecordError:
+            return
+        stall = stall_of(spec.run_dir, status) if status is not None else None
+        label = f"{spec.entry_id} {spec.variant} s{spec.seed}"
+        if stall and spec.run_dir not in self.stalled:
+            self.stalled.add(spec.run_dir)
+            self.monitor.note(f"{label}: the process training it is stalled: {stall}; still waiting for it")
+        elif stall is None and spec.run_dir in self.stalled:
+            self.stalled.discard(spec.run_dir)
+            self.monitor.note(f"{label}: the process training it is progressing again")
+
     def outcome_of(self, spec: RunSpec, code: int, job: Job) -> RunOutcome:
         if code in EXIT_OUTCOMES:
             state = EXIT_OUTCOMES[code]
@@ -224,7 +273,7 @@ class Scheduler:
         message = detail if state not in (Outcome.FINISHED, Outcome.PAUSED) else ""
         if state is Outcome.SKIPPED:
             message = f"cannot run on this machine, recorded as skipped: {detail}"
-        if state is Outcome.REFUSED:
+        if state is Outcome.REFUSED and has_started(spec.run_dir):  # (without a status: refused before writing)
             message += " (the directory holds another code version or config; --force deletes it and starts over)"
         if state.failed:
             message += f" (log: {log_path(spec)})"

@@ -35,7 +35,9 @@ class Selection:
     runs: list[SelectedRun]
     stale: list[Path] = field(default_factory=list)
     unresolved: Optional[str] = None
-    base_note: Optional[str] = None  # what stands in for a prescribed base variant that could not run here
+    # What stands in for a prescribed base variant that could not run here, and the variants a 'best of' base
+    # was chosen without (failed, skipped here).
+    base_note: Optional[str] = None
     racing: Optional[RaceSettings] = None
     # A raced entry's race decision (None while it is not over, and for an entry trained as a grid, whose
     # tables decide from its finished runs).
@@ -54,8 +56,9 @@ def select_runs(entry: Entry, runs_dir: str | Path, profile: Optional[str] = Non
     runs = [SelectedRun(run.run_dir, run.variant, run.seed, run.reused_from) for run in plan.runs
             if not run.provisional]
     resolved = plan.base.unresolved is None and bool(plan.runs)
+    base_note = "; ".join(note for note in (plan.base.fallback, plan.base.missing_note()) if note) or None
     return Selection(entry.id, plan.base.profile, runs, stale_runs(plan, runs_dir), plan.base.unresolved,
-                     plan.base.fallback, racing=plan.racing,
+                     base_note, racing=plan.racing,
                      race_decision=entry_decision(plan) if plan.racing is not None and resolved else None,
                      spent=spent(plan) if resolved else None, full_grid_steps=full_grid_steps(plan) if resolved else 0)
 

@@ -10,7 +10,7 @@ from typing import Callable
 from mtl.run.errors import RecordError, RunRefused
 from mtl.run.layout import lock_held
 from mtl.run.model import RunState
-from mtl.run.records import recorded_state
+from mtl.run.records import read_status, recorded_state, stall_of
 
 from .planner import Plan, UnresolvedBase
 
@@ -29,6 +29,7 @@ def plan_when_base_settles(make_plan: Callable[[], Plan], runs_dir: Path, say: C
     """``make_plan()``; while its 'best of' base is unresolved because another process is training the
     base's runs, wait for them (saying so once) rather than fail. UnresolvedBase otherwise."""
     said = False
+    stalled: set[str] = set()
     while True:
         try:
             return make_plan()
@@ -40,7 +41,24 @@ def plan_when_base_settles(make_plan: Callable[[], Plan], runs_dir: Path, say: C
                 say(f"waiting for its base: another process is training {len(busy)} run(s) of {exc.entry_id} "
                     f"({', '.join(busy)})")
                 said = True
+            _say_stalls(runs_dir / exc.entry_id, busy, stalled, say)
             time.sleep(BASE_POLL_S)
+
+
+def _say_stalls(folder: Path, busy: list[str], stalled: set[str], say: Callable[[str], None]) -> None:
+    """Say once when a base run another process trains stops making progress (and when it goes on)."""
+    for name in busy:
+        try:
+            status = read_status(folder / name)
+        except RecordError:
+            continue
+        stall = stall_of(folder / name, status) if status is not None else None
+        if stall and name not in stalled:
+            stalled.add(name)
+            say(f"the base run {folder.name}/{name} is stalled: {stall}; still waiting for it")
+        elif stall is None and name in stalled:
+            stalled.discard(name)
+            say(f"the base run {folder.name}/{name} is progressing again")
 
 
 def repair_plan(plan: Plan, say: Callable[[str], None]) -> bool:

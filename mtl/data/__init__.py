@@ -28,9 +28,34 @@ __all__ = [
     "DepthUnit",
     "MiniScapes",
     "build_datasets",
+    "dataset_problem",
     "load_depth_unit",
     "resolve_dataset_root",
 ]
+
+
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def dataset_problem(cfg: Any) -> str | None:
+    """Why the dataset folder of ``cfg`` is not there to train on (no folder, or one without the MiniScapes
+    splits), in words that say where it was looked for; None when it is there, and for the synthetic dataset
+    (built on first use). Stat only: cheap enough to ask before anything is written."""
+    if cfg.dataset != "miniscapes":
+        return None
+    if cfg.dataset_root is None:
+        return ("config key 'dataset_root' is not set: dataset 'miniscapes' needs the folder that holds train/, "
+                "val/ and test/")
+    root = Path(cfg.dataset_root).expanduser()
+    where = repr(str(root)) if root.is_absolute() else f"{str(root)!r} ({root.absolute()})"
+    if not root.is_dir():
+        return (f"config key 'dataset_root' is {where}, which is not a folder; expected the MiniScapes root with "
+                "train/, val/ and test/")
+    missing = [split for split in SPLIT_FOLDERS if not (root / split).is_dir()]
+    if missing:
+        return (f"config key 'dataset_root' is {where}, which has no {', '.join(f'{m}/' for m in missing)}; "
+                "expected the MiniScapes root with train/, val/ and test/ (each with rgb/, semseg/, depth/)")
+    return None
 
 
 def resolve_dataset_root(cfg: Any) -> Path:
@@ -40,18 +65,10 @@ def resolve_dataset_root(cfg: Any) -> Path:
 
         return ensure_synthetic(cfg)
     if cfg.dataset == "miniscapes":
-        if cfg.dataset_root is None:
-            raise DatasetError(
-                "config key 'dataset_root' is not set: dataset 'miniscapes' needs the folder "
-                "that holds train/, val/ and test/"
-            )
-        root = Path(cfg.dataset_root).expanduser()
-        if not root.is_dir():
-            raise DatasetError(
-                f"config key 'dataset_root' is {str(root)!r}, which is not a folder; "
-                "expected the MiniScapes root with train/, val/ and test/"
-            )
-        return root
+        problem = dataset_problem(cfg)
+        if problem:
+            raise DatasetError(problem)
+        return Path(cfg.dataset_root).expanduser()
     raise DatasetError(f"config key 'dataset' is {cfg.dataset!r}; expected 'synthetic' or 'miniscapes'")
 
 

@@ -29,10 +29,14 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_DIR = "predictions"
 SUBMISSION_FILE = "submission.zip"
+# A submission.zip found damaged is moved here (never deleted: it may hold the only good copy of a member)
+# before the run rebuilds it from best.pt.
+DAMAGED_SUBMISSION_FILE = "submission.damaged.zip"
 SOURCE_ZIP_FILE = "source.zip"
 WANDB_DIR = "wandb"
 LOCK_FILE = ".lock"
 SLURM_JOBS_FILE = "slurm-jobs.jsonl"  # one line per SLURM submission of the run: job id, submitit folder
+ENVIRONMENT_FILE = "environment.json"  # what each attempt trained with: git state, packages, torch, device
 PREDICTION_TASKS = ("semseg", "depth")
 # Beside the run directories of an entry (not inside one).
 LOGS_DIR = ".logs"
@@ -51,6 +55,16 @@ def default_runs_dir() -> Path:
 
 def default_ablations_dir() -> Path:
     return Path(os.environ.get("MTL_ABLATIONS_DIR") or REPO_ROOT / "ablations")
+
+
+# Where MiniScapes lives on this machine, for every profile that trains on it (``run --dataset-root`` sets it
+# for one command). dataset_root is run-invariant: it never changes a run's name or hash.
+DATASET_ROOT_ENV = "MTL_DATASET_ROOT"
+
+
+def dataset_root_override() -> Optional[str]:
+    """The MiniScapes folder $MTL_DATASET_ROOT names, or None when it is unset or empty."""
+    return os.environ.get(DATASET_ROOT_ENV) or None
 
 
 def default_cache_dir() -> Path:
@@ -220,10 +234,12 @@ class RunDirectory:
         self.best = self.checkpoints / BEST_CHECKPOINT
         self.predictions = self.path / PREDICTIONS_DIR
         self.submission = self.path / SUBMISSION_FILE
+        self.damaged_submission = self.path / DAMAGED_SUBMISSION_FILE
         self.source_zip = self.path / SOURCE_ZIP_FILE
         self.wandb = self.path / WANDB_DIR
         self.lock_path = self.path / LOCK_FILE
         self.slurm_jobs = self.path / SLURM_JOBS_FILE
+        self.environment = self.path / ENVIRONMENT_FILE
         self.log = log_path(self.path)
 
     def prediction(self, task: str, index: int) -> Path:

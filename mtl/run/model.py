@@ -140,6 +140,41 @@ class ModelSize(_Record):
     input: Optional[tuple[int, int]] = None  # (height, width) of the validation images it was measured at
 
 
+class Packed(_Record):
+    """What the trainer packed as submission.zip, checked when it was written: its size and sha256. A reader
+    that finds the file otherwise knows it was damaged or replaced since (mtl.train.submission)."""
+
+    bytes: int
+    sha256: str
+
+
+class Environment(_Record):
+    """What one attempt of a run trained with, as W&B and ClearML record it: the code's git state, the
+    installed packages, torch and its CUDA and cuDNN, the device. Texts are redacted before they are recorded
+    (mtl.secrets): a secret in a dirty diff becomes ``[redacted <kind>]``, a home path ``~/``."""
+
+    python: str
+    platform: str
+    torch: Optional[str] = None
+    cuda: Optional[str] = None  # the CUDA torch was built with; None for a CPU build
+    cudnn: Optional[str] = None
+    device: str  # the device it trained on, by name ("cuda: NVIDIA H100 80GB HBM3", "cpu: <processor>")
+    git_commit: Optional[str] = None  # None outside a git checkout
+    git_dirty: Optional[bool] = None  # uncommitted changes to tracked files, or untracked files
+    git_diff: Optional[str] = None  # `git diff HEAD` and the untracked files, cut at a bound (see git_diff_bytes)
+    git_diff_bytes: int = 0  # the whole diff's size before it was cut
+    git_diff_sha256: Optional[str] = None  # of the whole diff as recorded (redacted), to compare cut diffs
+    packages: tuple[str, ...] = ()  # `pip freeze`: name==version of every installed distribution
+    redacted: tuple[str, ...] = ()  # the kinds of secrets replaced in the texts above
+
+
+class Environments(_Record):
+    """``environment.json``: the environment of each attempt that differed from the one before (a run resumed
+    on another machine has two), in order; the last is the latest attempt's."""
+
+    attempts: tuple[Environment, ...]
+
+
 class Status(BaseModel):
     """``status.json``: the run's state and error, where it stands, its best point and its bookkeeping.
 
@@ -173,3 +208,4 @@ class Status(BaseModel):
     diverged_step: Optional[int] = None
     checkpoint_step: Optional[int] = None  # the last good checkpoint's step, for a diverged run
     pruned: Optional[str] = None  # why its entry's race left it behind
+    submission: Optional[Packed] = None  # submission.zip as packed (a finished run's)

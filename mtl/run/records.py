@@ -10,9 +10,12 @@ picking one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -22,7 +25,7 @@ from pydantic import ValidationError
 from mtl.run.best import best_point
 from mtl.run.errors import RecordError
 from mtl.run.layout import RunDirectory, lock_held
-from mtl.run.model import GRADER_KEY, RunState, Status, ValidationPoint
+from mtl.run.model import GRADER_KEY, Environments, RunState, Status, ValidationPoint
 from mtl.run.trace import Line, read_validation_lines
 
 # libyaml's loader parses the same documents as SafeLoader about 25 times faster; it matters with
@@ -113,9 +116,100 @@ def trainer_gone(run_dir: Path, status: Status) -> bool:
         return False
 
 
+# A running trainer that records no progress for this long is stalled ($MTL_STALL_AFTER_S sets it): longer
+# than any quiet stretch of a healthy run (a validation or a test prediction on a CPU takes minutes).
+STALL_ENV = "MTL_STALL_AFTER_S"
+DEFAULT_STALL_AFTER_S = 900.0
+# A trainer process stopped by a signal (SIGSTOP, Ctrl-Z) is stalled once quiet for this long (or the limit).
+STOPPED_AFTER_S = 30.0
+
+
+def stall_limit_s() -> float:
+    """Seconds without a progress record after which a running trainer counts as stalled."""
+    raw = os.environ.get(STALL_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_STALL_AFTER_S
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"environment variable {STALL_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def last_record_at(status: Status) -> Optional[float]:
+    """When the trainer last wrote its status (a progress record or any other change), as time.time()."""
+    times = [status.progress.at] if status.progress is not None else []
+    if status.updated_at:
+        try:
+            times.append(datetime.fromisoformat(status.updated_at).timestamp())
+        except ValueError:
+            pass  # a status written by other code: its progress record alone decides
+    return max(times) if times else None
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` of this host is stopped by a signal (state T or t in /proc; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] in ("T", "t")
+
+
+def stall_of(run_dir: Path, status: Status, now: Optional[float] = None) -> Optional[str]:
+    """Why the live trainer of a "running" status counts as stalled -- no progress recorded for the stall
+    limit, or stopped by a signal and quiet -- with what to do; None while it progresses (or is gone:
+    :func:`trainer_gone` says stopped then)."""
+    if status.state is not RunState.RUNNING or trainer_gone(run_dir, status):
+        return None
+    last = last_record_at(status)
+    if last is None:
+        return None
+    quiet, limit = (now if now is not None else time.time()) - last, stall_limit_s()
+    here = status.pid is not None and status.host == socket.gethostname()
+    stopped = here and status.pid is not None and process_stopped(status.pid)
+    if quiet < limit and not (stopped and quiet >= min(limit, STOPPED_AFTER_S)):
+        return None
+    who = f"pid {status.pid} on {status.host}" if status.pid is not None else "its trainer"
+    if stopped:
+        todo = f"{who} is stopped by a signal (SIGSTOP or Ctrl-Z): `kill -CONT {status.pid}` resumes it"
+    else:
+        todo = (f"{who} is alive but records nothing: stop it (`kill {status.pid}` checkpoints) and run the same "
+                "command again to resume")
+    return f"no progress recorded for {_duration(quiet)} (stalled after {_duration(limit)}, ${STALL_ENV}); {todo}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def is_finished(run_dir: Path) -> bool:
     """Finished means a finished status and a packed submission."""
     return recorded_state(run_dir) is RunState.FINISHED and RunDirectory(run_dir).submission.exists()
+
+
+# ------------------------------------------------------------------------------------------ environment
+MAX_ENVIRONMENT_BYTES = 4 << 20  # a bounded diff and a few hundred package lines: far under this
+
+
+def read_environment(run_dir: Path) -> Optional[Environments]:
+    """What the run's attempts trained with (environment.json); None for a run that recorded none (older
+    runs); RecordError naming the file when it is damaged."""
+    path = RunDirectory(run_dir).environment
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_ENVIRONMENT_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_ENVIRONMENT_BYTES:
+        raise RecordError(f"{path}: is larger than {MAX_ENVIRONMENT_BYTES >> 20} MiB")
+    try:
+        return Environments.model_validate_json(data)
+    except ValidationError as exc:
+        raise model_error(path, exc) from None
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -139,10 +233,39 @@ def read_config(run_dir: Path) -> Optional[dict[str, Any]]:
     except (yaml.YAMLError, ValueError) as exc:
         raise RecordError(f"{path}: is not valid YAML ({str(exc)[:400]})") from None
     if config is None:
-        return {}
+        config = {}
     if not isinstance(config, dict):
         raise RecordError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+    problem = config_hash_problem(run_dir, config, read_status(run_dir))
+    if problem:
+        raise RecordError(problem)
     return config
+
+
+FORK_HINT = ("A run's records are not edited. To train the changed config, copy the file elsewhere and train it "
+             "as a new run (`mtl-train --config COPY --log_dir NEW_FOLDER`, or put the change in the entry's "
+             "overrides or grid, which plans it as a run of its own); to keep this run, undo the change "
+             "(source.zip's cmd.txt lists the hyperparameters it trained with)")
+
+
+def config_hash_problem(run_dir: Path, config: dict[str, Any], status: Optional[Status]) -> Optional[str]:
+    """Why ``config`` (the run's config.yaml, parsed) is not the config its status says the run trained with:
+    it does not hash to the status's ``config_hash``; None when it does, or when the status records none."""
+    if status is None or status.config_hash is None:
+        return None
+    from mtl.config import ConfigError, make_config  # (here: the reader of a status alone needs no schema)
+
+    run = RunDirectory(run_dir)
+    try:
+        actual = make_config(config, source=str(run.config_path)).config_hash()
+    except ConfigError as exc:
+        return (f"{run.config_path}: is no longer a valid config ({str(exc)[:300]}), but {run.status_path} records "
+                f"the run trained with config_hash {status.config_hash}. {FORK_HINT}")
+    if actual == status.config_hash:
+        return None
+    return (f"{run.config_path}: its hyperparameters hash to {actual}, but {run.status_path} records config_hash "
+            f"{status.config_hash}, the config the run trained with: the file was changed after the run started. "
+            f"{FORK_HINT}")
 
 
 def _check_shape(text: str) -> None:

@@ -60,7 +60,7 @@ class StatusWriter:
             code_version=code_version, dataset=dataset, pid=pid, host=host, epoch=epoch, step=step, best=best,
             started_at=(previous.started_at if previous else None) or now_iso(), finished_at=None,
             elapsed_s=(previous.elapsed_s if previous else None) or 0.0, eta_s=None, progress=None, resumed=None,
-            pruned=None, model=previous.model if previous else None)
+            pruned=None, model=previous.model if previous else None, submission=None)
 
     def progressed(self, progress: Progress) -> Status:
         return self.record(progress=progress, eta_s=progress.eta_s)

@@ -24,23 +24,30 @@ from mtl.data.loading import EpochSampler, make_loader
 from mtl.data.transforms import DepthUnit
 from mtl.models import build_model, model_summary
 from mtl.run import recovery
-from mtl.run.errors import RunRefused
+from mtl.run.errors import RecordError, RunRefused
 from mtl.run.io import atomic_write_bytes, atomic_write_text
 from mtl.run.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, STATUS_FILE, SUBMISSION_FILE, RunDirectory
 from mtl.run.model import ModelSize, Resumed, RunState, Status
-from mtl.run.records import read_status
+from mtl.run.records import read_config, read_status
 from mtl.run.recovery import Records, say
 from mtl.run.status import StatusWriter
 from mtl.run.stopping import StopSignals
 from mtl.run.summary import write_run_summary
 from mtl.run.trace import LocalTrace
+from mtl.train import environment
 from mtl.train.hooks import default_hooks
 from mtl.train.loop import Diverged, PauseReached, StopRequested, Trainer
 from mtl.train.losses import MultiTaskLoss
 from mtl.train.optim import build_optimizer, build_scheduler
 from mtl.train.prediction import predict_and_pack
 from mtl.train.runtime import seed_everything, select_device
-from mtl.train.submission import build_source_zip, code_version, source_zip_differences
+from mtl.train.submission import (
+    build_source_zip,
+    code_version,
+    packed_problems,
+    packed_record,
+    source_zip_differences,
+)
 from mtl.train.tracking import Progress, WandbSink, derive_run_id
 
 
@@ -53,11 +60,11 @@ def train(cfg: Config, stop: StopSignals | None = None, *, repair_only: bool = F
     run = RunDirectory(cfg.log_dir)
     with run.exclusive():
         run.check_same_run(source_zip_differences(run.source_zip, cfg) if run.source_zip.exists() else [])
-        finished = _finished_status(run)
+        finished = _finished_status(run, say)
         if finished is not None and not repair_only:
             return finished
         records = recovery.inspect(run, cfg.num_epochs, say)
-        finished = _finished_status(run)
+        finished = _finished_status(run, say)
         if finished is not None:
             return finished
         if recovery.training_done(records):
@@ -73,16 +80,38 @@ def repair(cfg: Config, say: Callable[[str], None] = say) -> Status:
     return train(cfg, repair_only=True, say=say)
 
 
-def _finished_status(run: RunDirectory) -> Status | None:
-    """The status of a finished run with its submission packed; None otherwise (a damaged status too: the
-    records decide then)."""
+def _finished_status(run: RunDirectory, say: Callable[[str], None]) -> Status | None:
+    """The status of a finished run whose records check themselves: its config.yaml is the config it trained
+    (else RunRefused, naming both) and its submission.zip the one it packed. None otherwise (a damaged status
+    too: the records decide then); a damaged submission.zip is set aside, to be rebuilt from best.pt."""
     try:
         status = read_status(run.path)
     except ValueError:
         return None
-    if status is not None and status.state is RunState.FINISHED and run.submission.exists():
-        return status
-    return None
+    if status is None or status.state is not RunState.FINISHED:
+        return None
+    try:
+        read_config(run.path)  # checks it against the status's config_hash
+    except RecordError as exc:
+        raise RunRefused(str(exc)) from None
+    return status if _submission_sound(run, status, say) else None
+
+
+def _submission_sound(run: RunDirectory, status: Status | None, say: Callable[[str], None]) -> bool:
+    """Whether submission.zip is there and is what the trainer packed (or, without a digest in ``status``,
+    validates). A damaged one is moved aside (never deleted), to be rebuilt from best.pt; RunRefused when
+    best.pt is gone too."""
+    if not run.submission.exists():
+        return False
+    problems = packed_problems(run.submission, status.submission if status else None, run.status_path)
+    if not problems:
+        return True
+    if not run.best.exists():
+        raise RunRefused(f"{problems[0]}; and {run.best} is missing, so it cannot be rebuilt: {recovery.RETRAIN_HINT}")
+    os.replace(run.submission, run.damaged_submission)
+    say(f"{problems[0]}; moved to {run.damaged_submission.name}, rebuilding it from "
+        f"{CHECKPOINTS_DIR}/{BEST_CHECKPOINT}")
+    return False
 
 
 @dataclass
@@ -124,6 +153,9 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     sink = WandbSink(cfg, run.path, cfg.wandb_run_id or (status.status.wandb_run_id if status.status else None)
                      or derive_run_id(run.path))
     status.record(wandb_run_id=sink.run_id, wandb_url=sink.url)
+    used = environment.capture(device)
+    environment.record(run, used)
+    sink.config({"environment": environment.summary(used)})
     trainer = Trainer(cfg=cfg, run=run, device=device, model=parts.model, optimizer=optimizer, scheduler=scheduler,
                       loss_fn=MultiTaskLoss(cfg, parts.depth_unit), depth_unit=parts.depth_unit,
                       trace=LocalTrace(run.metrics), batches=_batches_per_epoch(len(parts.datasets["train"]), cfg),
@@ -155,12 +187,16 @@ def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, say: Cal
     status = StatusWriter(run)
     previous = status.status
     model = previous.model if previous else None
-    if not run.submission.exists() or model is None:
+    sound = _submission_sound(run, previous if previous is not None and previous.state is RunState.FINISHED
+                              else None, say)
+    if not sound or model is None:
         parts = build_parts(cfg, device)
         if not run.submission.exists():
             say(f"rebuilding {SUBMISSION_FILE} from {CHECKPOINTS_DIR}/{BEST_CHECKPOINT} (prediction runs again)")
             predict_and_pack(cfg, run, parts.datasets, parts.model, parts.depth_unit, device)
         model = model or parts.model_size(cfg)
+    packed = previous.submission if sound and previous is not None else None
+    packed = packed or packed_record(run.submission)
     final = records.final_point
     if previous is None or previous.state is not RunState.FINISHED or previous.best != records.best:
         say(f"rebuilding {STATUS_FILE} from the trace and {CHECKPOINTS_DIR}/{BEST_CHECKPOINT}")
@@ -169,7 +205,7 @@ def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, say: Cal
         config_hash=cfg.config_hash(), code_version=(previous.code_version if previous else None) or code_version(),
         started_at=previous.started_at if previous else None,
         finished_at=previous.finished_at if previous else None, model=model,
-        elapsed_s=final.get("time", previous.elapsed_s if previous else None), dataset=dataset)
+        elapsed_s=final.get("time", previous.elapsed_s if previous else None), dataset=dataset, submission=packed)
     write_run_summary(run)
     return rebuilt
 
@@ -231,6 +267,7 @@ def _fit(trainer: Trainer, parts: Parts, status: StatusWriter, sink: WandbSink) 
         trainer.fit(train_loader, val_loader, sampler)
         progress.close()
         predict_and_pack(cfg, run, datasets, trainer.module, trainer.depth_unit, trainer.device)
+        packed = packed_record(run.submission)
     except PauseReached:
         progress.close()
         trainer.trace.sync()
@@ -257,7 +294,7 @@ def _fit(trainer: Trainer, parts: Parts, status: StatusWriter, sink: WandbSink) 
         raise
     trainer.trace.sync()
     sink.finish()
-    final = _ended(run, status.finished(epoch=p.epoch, step=p.step, best=p.best))
+    final = _ended(run, status.finished(epoch=p.epoch, step=p.step, best=p.best, submission=packed))
     # A finished run keeps one checkpoint: best.pt, which submission.zip and repairs are built from.
     # last.pt only served resuming, which a finished run never does again.
     run.last.unlink(missing_ok=True)

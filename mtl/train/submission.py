@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from mtl.config import Config
+from mtl.run.model import Packed
 from mtl.run.trace import read_trace
 from mtl.safezip import (
+    CHUNK_BYTES,
     MAX_PNG_BYTES,
     MAX_SMALL_MEMBER_BYTES,
     MAX_SOURCE_ZIP_BYTES,
     ArchiveError,
+    check_crcs,
     check_member,
     open_zip,
     read_member,
@@ -217,6 +220,10 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
         return problems  # hostile or unreadable: nothing more is read from it
     archive = open_zip(path, str(path))
     with archive:
+        try:  # every member's CRC-32 first: a damaged archive is one finding, named as damage
+            check_crcs(archive, member_limit, str(path))
+        except ArchiveError as exc:
+            return [str(exc)]
         names = archive.namelist()
         semseg, depth = prediction_indices(names, "semseg"), prediction_indices(names, "depth")
         expected = set(test_indices) if test_indices is not None else semseg | depth
@@ -259,3 +266,50 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
     return problems
 
 
+
+
+def packed_record(path: str | Path) -> Packed:
+    """What a just-written submission.zip is, for the run's status: its size and sha256, once it validates
+    (every member's CRC-32 and the structure); ArchiveError naming what does not."""
+    path = Path(path)
+    problems = validate_submission(path)
+    if problems:
+        raise ArchiveError(f"{path} was written but does not validate: " + "; ".join(problems[:5]))
+    size, digest = file_digest(path)
+    return Packed(bytes=size, sha256=digest)
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def packed_problems(path: str | Path, packed: Packed | None, status_path: str | Path = "status.json") -> list[str]:
+    """Why a finished run's submission.zip cannot be counted or shipped: absent; not the file the trainer packed
+    (its size or sha256 differ from ``packed``, recorded in ``status_path``); or, for a run whose status
+    records no digest (older runs), damaged or invalid (:func:`validate_submission`). Empty when sound."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [f"{path}: is missing"]
+    except OSError as exc:
+        return [f"{path}: cannot be read ({exc.strerror or exc})"]
+    if packed is None:
+        return validate_submission(path)
+    if size != packed.bytes:
+        return [f"{path}: damaged archive: {size} bytes, but the trainer packed {packed.bytes} ({status_path} "
+                "records them): cut short or replaced since"]
+    try:
+        _, digest = file_digest(path)
+    except OSError as exc:
+        return [f"{path}: cannot be read ({exc.strerror or exc})"]
+    if digest != packed.sha256:
+        return [f"{path}: damaged archive: its sha256 is not the one {status_path} recorded when the trainer "
+                "packed it (bytes changed since)"]
+    return []

@@ -228,6 +228,10 @@ class WandbSink:
     def summary(self, values: dict[str, Any]) -> None:
         self._guarded("summary", lambda: self.run.summary.update(values))
 
+    def config(self, values: dict[str, Any]) -> None:
+        """Add ``values`` to the run's W&B config (what it trained with, beside its hyperparameters)."""
+        self._guarded("config", lambda: self.run.config.update(values, allow_val_change=True))
+
     def images(self, panels: list[np.ndarray], depth_m: np.ndarray | None, step: int) -> None:
         """Validation panels (input | predicted seg | true seg | predicted depth | true depth) and a histogram,
         on ``trainer/step`` like every other point."""
