@@ -197,6 +197,26 @@ def test_sweep_command_writes_yaml_and_refuses_unresolved_bases(tmp_path, capsys
     assert "problem1.lr: its base cannot be resolved" in error and "run `mtl-ablate run problem1.optimizer" in error
 
 
+def test_a_raced_entrys_sweep_is_its_full_grid_on_its_own_seeds(tmp_path, ablations):
+    """W&B sweeps stay grids: an entry that races (declared, and remembered from `run --race` with more
+    seeds) is swept, and its points planned, as every variant on the entry's own seeds at the full budget."""
+    from mtl.run.layout import remember_racing
+
+    write_entry(ablations, "problem1.raced", grid={"optimizer_lr": [0.01, 0.02]}, seeds=[0, 1], racing={})
+    runs_dir = tmp_path / "runs"
+    remember_racing(runs_dir / "problem1.raced", {"max_seeds": 4})
+    entry = load_entries(ablations)["problem1.raced"]
+    assert {r.seed for r in make_plan(entry, "quick", runs_dir).runs} == {0, 1, 2, 3}  # what a race may train
+    grid = make_plan(entry, "quick", runs_dir, racing=False)
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--out", str(tmp_path / "out")]
+    assert main(["sweep", "problem1.raced", "--profile", "quick", *where]) == 0
+    sweep = yaml.safe_load((tmp_path / "out" / "problem1.raced.sweep.yaml").read_text())
+    assert sweep["parameters"]["seed"] == {"values": [0, 1]} and "early_terminate" not in sweep
+    named = [point_config([f"--{k}={v['value']}" for k, v in point.items()], {}).spec.name
+             for point in grid_points(sweep)]
+    assert sorted(named) == sorted(run.name for run in grid.runs)
+
+
 def test_create_without_credentials_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

@@ -400,7 +400,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     entries = _entries(args)
     (entry,) = _select(entries, [args.id])
     try:
-        plan = _plan(entry, args, allow_unresolved=False)
+        # A sweep is the full grid whatever the entry races with (mtl.ablate.sweep): planned without racing.
+        plan = make_plan(entry, plan_profile(entry, args.profile, args.runs_dir), args.runs_dir, racing=False)
     except UnresolvedBase as exc:
         raise UsageError(f"{entry.id}: its base cannot be resolved: {exc}") from None
     # The agents plan the entry again: from the same entries, and runs where `run` puts them.

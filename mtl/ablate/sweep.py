@@ -6,6 +6,11 @@ names, in that run's own directory (``<runs>/<entry id>/<variant>-s<seed>-<hash>
 group and job type. A run is therefore trained once, by an agent or by ``mtl-ablate run``, whichever
 comes first, and ``status``, ``report`` and ``best of`` read agent-trained runs like any other.
 
+A sweep is always the entry's full grid: the writer and the program plan it without racing
+(``make_plan(..., racing=False)``), whatever the entry, its profile or its last ``run`` race with. A W&B
+grid cannot add seeds or prune at rungs; a raced entry is raced by ``mtl-ablate run --race``, and its
+sweep trains every variant on the entry's own seeds at the full budget.
+
 Parameters, as a W&B user reads them in the sweep:
 - swept: ``variant`` (an entry with named variants) or the grid keys with their resolved values, and
   ``seed``; the sweep's grid is the entry's runs, each once;
@@ -56,7 +61,7 @@ def swept_parameters(plan: Plan) -> dict[str, Any]:
             parameters[key] = {"values": _distinct([run.config.hyperparameters()[key] for run in plan.runs])}
     elif entry.variants is not None:
         parameters["variant"] = {"values": [variant.name for variant in entry.variants]}
-    parameters["seed"] = {"values": list(entry.seeds)}
+    parameters["seed"] = {"values": _distinct([run.seed for run in plan.runs])}  # the plan's seeds: a grid's
     return parameters
 
 

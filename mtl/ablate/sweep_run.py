@@ -7,7 +7,8 @@ It plans the entry as ``mtl-ablate run ID --profile P --runs-dir R`` does -- sam
 same ``best of`` winner -- and picks the run with that seed, that variant (when given) and every given
 hyperparameter; so the run lands in the directory, and under the W&B group and job type, that
 ``mtl-ablate run`` gives it, and whichever of the two gets to a run first trains it (``mtl-train``
-skips a finished run). A point that matches no planned run (the entry or its base changed since the
+skips a finished run). The entry is planned as a full grid, never raced (``racing=False``), as the
+sweep writer planned it. A point that matches no planned run (the entry or its base changed since the
 sweep was written) is refused with the keys that differ. Run-invariant keys (device, workers, ...) may
 be given and apply to this run only; the W&B run id is the agent's (``$WANDB_RUN_ID``).
 
@@ -123,7 +124,7 @@ def point_config(argv: list[str], environ: Optional[dict[str, str]] = None) -> S
     except ValueError as exc:
         raise SweepPointError(f"{exc} (in {ablations_dir})") from None
     profile = place.get("profile")
-    plan = make_plan(entry, profile, place["runs_dir"])
+    plan = make_plan(entry, profile, place["runs_dir"], racing=False)  # a sweep is a grid (mtl.ablate.sweep)
     hint = (f"write the sweep again with `mtl-ablate sweep {entry.id}"
             f"{' --profile ' + profile if profile else ''} --runs-dir {place['runs_dir']}`")
     spec = select_run(plan, place.get("variant"), given, hint)
