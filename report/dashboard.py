@@ -14,6 +14,7 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from wandb_workspaces import expr
 
+from mtl.train.tracking import BEST_GRADER_SUMMARY as TRACKED_BEST_GRADER
 from report.wandb_store import WANDB_STEP_KEY
 
 VALIDATION_METRICS = ["val/grader", "val/iou", "val/si_logrmse"]
@@ -23,8 +24,8 @@ LOSS_PANELS = {
     "segmentation loss": ["train/loss_semseg", "val/loss_semseg"],
     "depth loss": ["train/loss_depth", "val/loss_depth"],
 }
-# The run summary holds the best grader under "max" (define_metric(..., summary="max") in mtl.train.tracking).
-BEST_GRADER_SUMMARY = "val/grader.max"
+# The best point's grader, a scalar of the run summary: the metric the entry's sweep names too.
+BEST_GRADER_SUMMARY = TRACKED_BEST_GRADER
 # Seeds of a variant drawn as their mean with a band of one standard deviation.
 GROUP_AGGREGATE: Final = "mean"
 GROUP_RANGE: Final = "stddev"

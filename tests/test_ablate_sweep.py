@@ -19,7 +19,7 @@ from sweeps import RunState, SweepConfig, next_run, schema_violations_from_propo
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import make_plan, plan
 from mtl.ablate.scheduler import ActionKind, planned_action
-from mtl.ablate.sweep import COMMAND, PROGRAM, sweep_config
+from mtl.ablate.sweep import COMMAND, PROGRAM, metric_note, sweep_config
 from mtl.ablate.sweep_run import PLACE_KEYS, SweepPointError, point_config
 from mtl.ablate.sweep_run import main as sweep_run_main
 from mtl.config import Config
@@ -215,6 +215,53 @@ def test_a_raced_entrys_sweep_is_its_full_grid_on_its_own_seeds(tmp_path, ablati
     named = [point_config([f"--{k}={v['value']}" for k, v in point.items()], {}).spec.name
              for point in grid_points(sweep)]
     assert sorted(named) == sorted(run.name for run in grid.runs)
+
+
+def test_the_sweeps_metric_is_the_summary_scalar_the_dashboard_shows(tmp_path, ablations):
+    """W&B reads a sweep's metric from the run summary by its flat name (sweeps.SweepRun.summary_metric); the
+    summary of val/grader is an object, so the sweep names the best point's grader, as the dashboard does."""
+    from sweeps import SweepRun
+
+    from report.dashboard import BEST_GRADER_SUMMARY
+
+    write_entry(ablations, "problem1.graded", grid={"optimizer_lr": [0.01, 0.02]})
+    write_entry(ablations, "problem1.by_iou", grid={"optimizer_lr": [0.01, 0.02]}, rank_by={"metric": "val/iou"})
+    entries = load_entries(ablations)
+    sweep = sweep_config(make_plan(entries["problem1.graded"], "quick", tmp_path), tmp_path)
+    assert sweep["metric"] == {"name": BEST_GRADER_SUMMARY, "goal": "maximize"}
+    summary = {"val/grader": {"max": 7.5}, "best/grader": 7.5, "best/step": 40}  # what a run's summary holds
+    run = SweepRun(summaryMetrics=summary, sampledHistory=[])  # as the sweep controller fills it
+    assert run.metric_extremum(sweep["metric"]["name"], "maximum") == 7.5
+    with pytest.raises(ValueError, match="finite"):
+        run.metric_extremum("val/grader", "maximum")  # the object is no metric to W&B
+    other = sweep_config(make_plan(entries["problem1.by_iou"], "quick", tmp_path), tmp_path)
+    assert other["metric"] == {"name": "val/iou", "goal": "maximize"}
+    assert "val/iou" in metric_note(entries["problem1.by_iou"]) and metric_note(entries["problem1.graded"]) is None
+
+
+def test_the_printed_agent_command_names_entity_project_and_id(tmp_path, capsys, monkeypatch):
+    """The hint parses as wandb's agent parses a sweep path, so the agent finds the sweep as printed."""
+    import wandb
+    from wandb.sdk.launch.sweeps.utils import parse_sweep_id
+
+    created = []
+
+    class Api:
+        settings = {"entity": None}
+        default_entity = "me"
+
+    monkeypatch.setenv("WANDB_API_KEY", "f" * 40)  # well-formed, fake; wandb.sweep itself is replaced
+    monkeypatch.setattr(wandb, "sweep", lambda sweep, project, entity: created.append((project, entity)) or "abc123")
+    monkeypatch.setattr(wandb, "Api", Api)
+    where = ["--profile", "quick", "--runs-dir", str(tmp_path)]
+    assert main(["sweep", "problem1.optimizer", *where, "--project", "mtl", "--create"]) == 0
+    out = capsys.readouterr().out
+    assert created == [("mtl", None)]
+    assert "start agents in this checkout with `wandb agent me/mtl/abc123`" in out
+    parts = {"name": "me/mtl/abc123"}
+    assert parse_sweep_id(parts) is None and parts == {"name": "abc123", "project": "mtl", "entity": "me"}
+    assert main(["sweep", "problem1.optimizer", *where, "--entity", "team"]) == 0
+    assert "`wandb agent team/mtl-ablate/ID` (ID: the one wandb prints)" in capsys.readouterr().out
 
 
 def test_create_without_credentials_is_a_clear_error(tmp_path, capsys, monkeypatch):

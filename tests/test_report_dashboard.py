@@ -75,7 +75,7 @@ def test_command_prints_the_workspaces_without_saving(entries, ablations, capsys
     out = capsys.readouterr().out
     assert code == 0
     assert "workspace 'problem1.lr' in team/mtl" in out and "workspace 'problem4.final' in team/mtl" in out
-    assert "parallel coordinates: config optimizer_lr | config batch_size | summary val/grader.max" in out
+    assert "parallel coordinates: config optimizer_lr | config batch_size | summary best/grader" in out
     assert "(no parallel coordinates: the entry varies no config key)" in out
     assert "2 workspace(s) built, none saved" in out
 

@@ -19,6 +19,10 @@ from mtl.config import Config
 from mtl.run.model import Progress as ProgressRecord
 
 WANDB_MODES = ("online", "offline", "disabled")
+# The run summary's scalar of the best point's grader (the best rule's pick: the highest grader), kept by the
+# trainer in every attempt. Sweeps and dashboards name it: W&B's own summary of val/grader is an object
+# ({"max": ...}), which a sweep's metric cannot read.
+BEST_GRADER_SUMMARY = "best/grader"
 # WANDB_MODE values wandb itself accepts under older names.
 WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
