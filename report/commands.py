@@ -66,15 +66,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         entries = _entries(args.ablations_dir, args.ids, args.all, args.runs_dir)
         if args.ladder:
             entries = _ladder_chain(entries, args)
+        # W&B or not, the runs of each entry's current plan (profile, config, reused runs; stale ones apart).
+        selections = plan_selections(entries, args.runs_dir, args.profile)
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
-            selections = None
-            results = store.load([e.id for e in entries])
         else:
             store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
-            selections = plan_selections(entries, args.runs_dir, args.profile)
-            results = store.load([e.id for e in entries], selections=selections)
+        results = store.load([e.id for e in entries], selections=selections)
         if args.ladder:
             return _write_ladder(entries, results, args, selections)
         formats = args.format or ["md", "latex", "csv"]
@@ -259,7 +258,8 @@ def register(subparsers: Any) -> None:
                    help="when a variant is within seed noise of the winner (default: paired, the decision's "
                    "seed-paired test)")
     p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
-                   help="read the results from W&B instead of the run directories (needs credentials)")
+                   help="read the results from W&B instead of the run directories (needs credentials); the runs "
+                   "are those of each entry's plan, as without it (--runs-dir, --profile)")
     p.add_argument("--ladder", action="store_true",
                    help="one table of the entry and every entry its bases build on, step by step: each winner, "
                    "its metrics and its gain (writes ladder.<entry>.md and .csv)")
