@@ -5,7 +5,6 @@ reached, interrupted runs. No network: the only server address used is a recordi
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from mtl.train.tracking import (
     wandb_identity,
 )
 from support import REPO, TINY, tiny_args, train_command
+from wandb_records import read_records as wandb_records
 
 
 @pytest.fixture
@@ -130,30 +130,6 @@ def test_the_summary_of_the_records_holds_the_best_point_and_the_model(tmp_path)
 
 
 # ------------------------------------------------------------------------------ offline run files
-def wandb_records(path: Path) -> list:
-    """The records of a ``.wandb`` file (a LevelDB-format log of protobuf records after a 7-byte header)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
-    records, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:
-            pos += block - pos % block
-            continue
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
 def offline_run_file(run_dir: Path) -> Path:
     """The run's offline ``.wandb`` file, complete: wandb's service writes it until it is torn down."""
     import wandb
