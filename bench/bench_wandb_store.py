@@ -46,7 +46,9 @@ def make_runs(count: int, points: int) -> list[FakeWandbRun]:
         entry, variant, seed = index // (variants * SEEDS), (index // SEEDS) % variants, index % SEEDS
         lr = round(0.001 * (variant + 1), 6)
         group, job_type = f"problem{entry + 1}.bench", f"optimizer_lr={lr}"
-        config = {**defaults, "optimizer_lr": lr, "seed": seed, "wandb_group": group, "wandb_job_type": job_type}
+        name = f"{job_type}-s{seed}-{index:08x}"
+        config = {**defaults, "optimizer_lr": lr, "seed": seed, "wandb_group": group, "wandb_job_type": job_type,
+                  "log_dir": f"/runs/{group}/{name}"}  # as the trainer logs it: the run's own directory
         history = []
         for epoch in range(1, points + 1):
             step = epoch * 100
@@ -57,7 +59,7 @@ def make_runs(count: int, points: int) -> list[FakeWandbRun]:
                      "val/si_logrmse": rng.uniform(10, 40), "val/loss": 1.0, "val/loss_semseg": 0.5,
                      "val/loss_depth": 0.5, **{f"val/iou_class/{c}": rng.uniform(0, 100) for c in CLASSES}}
             history.append({**point, "trainer/step": step})
-        runs.append(FakeWandbRun(run_id=f"{index:08x}", name=f"{job_type}-s{seed}-{index:08x}", group=group,
+        runs.append(FakeWandbRun(run_id=f"{index:08x}", name=name, group=group,
                                  job_type=job_type, state="finished", config=config, history=history,
                                  model={"params": 22_438_544, "gflops": 47.1}))
     return runs

@@ -3,7 +3,7 @@
 Exit codes (``mtl.run.model.ExitCode``): 0 finished (or already finished), 1 failed, 2 bad config or refused
 resume, 3 diverged, 4 run directory in use, 5 cannot run here (ImageNet weights unavailable; recorded
 as skipped), 6 paused after the epoch it was asked to stop after (``stop_after_epoch``, a racing rung), 143
-stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP (``mtl.run.stopping.STOP_SIGNALS``) after writing
+stopped by SIGTERM/SIGINT/SIGUSR2/SIGHUP/SIGUSR1 (``mtl.run.stopping.STOP_SIGNALS``) after writing
 a checkpoint.
 """
 

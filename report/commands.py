@@ -66,15 +66,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         entries = _entries(args.ablations_dir, args.ids, args.all, args.runs_dir)
         if args.ladder:
             entries = _ladder_chain(entries, args)
+        # W&B or not, the runs of each entry's current plan (profile, config, reused runs; stale ones apart).
+        selections = plan_selections(entries, args.runs_dir, args.profile)
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
-            selections = None
-            results = store.load([e.id for e in entries])
         else:
             store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
-            selections = plan_selections(entries, args.runs_dir, args.profile)
-            results = store.load([e.id for e in entries], selections=selections)
+        results = store.load([e.id for e in entries], selections=selections)
         if args.ladder:
             return _write_ladder(entries, results, args, selections)
         formats = args.format or ["md", "latex", "csv"]
@@ -184,7 +183,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from mtl.ablate.entry import EntryError
 
     try:
-        entries = _entries(args.ablations_dir, args.ids, args.all)
+        entries = _entries(args.ablations_dir, args.ids, args.all, args.runs_dir)
+        # The runs every reader sees, as report --wandb selects them.
+        selections = plan_selections(entries, args.runs_dir, args.profile)
     except (EntryError, ValueError) as exc:
         return _fail("dashboard", exc)
     entity, _, project = (args.wandb or "").rpartition("/")
@@ -197,7 +198,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             return _fail("dashboard", ValueError(
                 "--save needs W&B credentials: set WANDB_API_KEY or run `wandb login` "
                 "(without --save the workspaces are only printed)"))
-    from report.dashboard import dashboard_spec, describe, save_dashboard, varied_keys
+    from report.dashboard import dashboard_spec, describe, save_dashboard, selected_run_ids, varied_keys
 
     if args.save and not entity:
         try:
@@ -210,8 +211,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             return _fail("dashboard", ValueError("no W&B entity: pass --wandb ENTITY/PROJECT or set WANDB_ENTITY"))
     problems = 0
     for entry in entries:
-        workspace = dashboard_spec(entry, entity, project)
+        run_ids, without = selected_run_ids(selections[entry.id])
+        workspace = dashboard_spec(entry, entity, project, run_ids)
         print(describe(workspace))
+        if without:
+            print(f"  ({len(without)} run(s) without a W&B run, not shown: {', '.join(without)})")
         if not varied_keys(entry):
             print("  (no parallel coordinates: the entry varies no config key)")
         if args.save:
@@ -259,7 +263,8 @@ def register(subparsers: Any) -> None:
                    help="when a variant is within seed noise of the winner (default: paired, the decision's "
                    "seed-paired test)")
     p.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
-                   help="read the results from W&B instead of the run directories (needs credentials)")
+                   help="read the results from W&B instead of the run directories (needs credentials); the runs "
+                   "are those of each entry's plan, as without it (--runs-dir, --profile)")
     p.add_argument("--ladder", action="store_true",
                    help="one table of the entry and every entry its bases build on, step by step: each winner, "
                    "its metrics and its gain (writes ladder.<entry>.md and .csv)")
@@ -293,7 +298,12 @@ def register(subparsers: Any) -> None:
         help="where the runs are (default: $WANDB_ENTITY or your default entity, $WANDB_PROJECT or mtl-ablate)",
     )
     p.add_argument("--save", action="store_true",
-                   help="save the workspaces to W&B (needs credentials); without it they are only printed")
+                   help="save each entry's workspace to W&B, updating the one saved before (needs credentials); "
+                   "without it they are only printed")
+    p.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
+                   help="root of the run directories, whose records name each run's W&B run (default: $MTL_RUNS_DIR "
+                   "or ./runs)")
+    p.add_argument("--profile", help="the runs of this profile (default: the one of each entry's last `run`)")
     p.set_defaults(func=cmd_dashboard)
 
 

@@ -61,6 +61,57 @@ def settled_state(state_dir: Path, timeout: float = 60) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+# ---------------------------------------------------------------------------------------------- processes
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, session id, start time) of a live process, None once it is gone (or a zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    if fields[0] == "Z":
+        return None
+    return int(fields[1]), int(fields[3]), fields[19]
+
+
+def process_tree(root: int) -> list[tuple[int, str]]:
+    """(pid, start time) of ``root`` and every descendant, whatever their session or process group: what a
+    job's cgroup holds (SLURM's proctrack/cgroup signals them all; wandb-core runs in a session of its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        stat = _stat(pid)
+        if stat is not None:
+            found.append((pid, stat[2]))
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def signal_processes(processes: list[tuple[int, str]], signum: int) -> list[int]:
+    """Send ``signum`` to each (pid, start time) still alive as that same process; the pids signalled."""
+    sent = []
+    for pid, started in processes:
+        stat = _stat(pid)
+        if stat is not None and stat[2] == started:
+            try:
+                os.kill(pid, signum)
+                sent.append(pid)
+            except ProcessLookupError:
+                pass
+    return sent
+
+
+def session_of(pid: int) -> int | None:
+    stat = _stat(pid)
+    return stat[1] if stat is not None else None
+
+
 # ---------------------------------------------------------------------------------------------- state
 def _dir() -> Path:
     return Path(os.environ["FAKE_SLURM_DIR"])

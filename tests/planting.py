@@ -40,7 +40,7 @@ def plant_run(runs_root: str | Path, ablation: str, variant: str, seed: int, *,
     run = RunDirectory(run_dir)
     cfg = cfg.replace(log_dir=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    run.config_path.write_text(cfg.to_yaml())
+    run.config_path.write_text(cfg.to_yaml(exclude=("log_dir",)))  # as the trainer writes it (no path)
     points = list(points)
     last = points[-1] if points else {"step": 0, "epoch": 0}
     status = {

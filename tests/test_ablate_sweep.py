@@ -9,6 +9,7 @@ own agent code (``Agent._command_run`` of the pinned wandb 0.31: it builds the c
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from sweeps import RunState, SweepConfig, next_run, schema_violations_from_propo
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import make_plan, plan
 from mtl.ablate.scheduler import ActionKind, planned_action
-from mtl.ablate.sweep import COMMAND, PROGRAM, sweep_config
+from mtl.ablate.sweep import COMMAND, PROGRAM, metric_note, sweep_config
 from mtl.ablate.sweep_run import PLACE_KEYS, SweepPointError, point_config
 from mtl.ablate.sweep_run import main as sweep_run_main
 from mtl.config import Config
@@ -197,6 +198,73 @@ def test_sweep_command_writes_yaml_and_refuses_unresolved_bases(tmp_path, capsys
     assert "problem1.lr: its base cannot be resolved" in error and "run `mtl-ablate run problem1.optimizer" in error
 
 
+def test_a_raced_entrys_sweep_is_its_full_grid_on_its_own_seeds(tmp_path, ablations):
+    """W&B sweeps stay grids: an entry that races (declared, and remembered from `run --race` with more
+    seeds) is swept, and its points planned, as every variant on the entry's own seeds at the full budget."""
+    from mtl.run.layout import remember_racing
+
+    write_entry(ablations, "problem1.raced", grid={"optimizer_lr": [0.01, 0.02]}, seeds=[0, 1], racing={})
+    runs_dir = tmp_path / "runs"
+    remember_racing(runs_dir / "problem1.raced", {"max_seeds": 4})
+    entry = load_entries(ablations)["problem1.raced"]
+    assert {r.seed for r in make_plan(entry, "quick", runs_dir).runs} == {0, 1, 2, 3}  # what a race may train
+    grid = make_plan(entry, "quick", runs_dir, racing=False)
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--out", str(tmp_path / "out")]
+    assert main(["sweep", "problem1.raced", "--profile", "quick", *where]) == 0
+    sweep = yaml.safe_load((tmp_path / "out" / "problem1.raced.sweep.yaml").read_text())
+    assert sweep["parameters"]["seed"] == {"values": [0, 1]} and "early_terminate" not in sweep
+    named = [point_config([f"--{k}={v['value']}" for k, v in point.items()], {}).spec.name
+             for point in grid_points(sweep)]
+    assert sorted(named) == sorted(run.name for run in grid.runs)
+
+
+def test_the_sweeps_metric_is_the_summary_scalar_the_dashboard_shows(tmp_path, ablations):
+    """W&B reads a sweep's metric from the run summary by its flat name (sweeps.SweepRun.summary_metric); the
+    summary of val/grader is an object, so the sweep names the best point's grader, as the dashboard does."""
+    from sweeps import SweepRun
+
+    from report.dashboard import BEST_GRADER_SUMMARY
+
+    write_entry(ablations, "problem1.graded", grid={"optimizer_lr": [0.01, 0.02]})
+    write_entry(ablations, "problem1.by_iou", grid={"optimizer_lr": [0.01, 0.02]}, rank_by={"metric": "val/iou"})
+    entries = load_entries(ablations)
+    sweep = sweep_config(make_plan(entries["problem1.graded"], "quick", tmp_path), tmp_path)
+    assert sweep["metric"] == {"name": BEST_GRADER_SUMMARY, "goal": "maximize"}
+    summary = {"val/grader": {"max": 7.5}, "best/grader": 7.5, "best/step": 40}  # what a run's summary holds
+    run = SweepRun(summaryMetrics=summary, sampledHistory=[])  # as the sweep controller fills it
+    assert run.metric_extremum(sweep["metric"]["name"], "maximum") == 7.5
+    with pytest.raises(ValueError, match="finite"):
+        run.metric_extremum("val/grader", "maximum")  # the object is no metric to W&B
+    other = sweep_config(make_plan(entries["problem1.by_iou"], "quick", tmp_path), tmp_path)
+    assert other["metric"] == {"name": "val/iou", "goal": "maximize"}
+    assert "val/iou" in metric_note(entries["problem1.by_iou"]) and metric_note(entries["problem1.graded"]) is None
+
+
+def test_the_printed_agent_command_names_entity_project_and_id(tmp_path, capsys, monkeypatch):
+    """The hint parses as wandb's agent parses a sweep path, so the agent finds the sweep as printed."""
+    import wandb
+    from wandb.sdk.launch.sweeps.utils import parse_sweep_id
+
+    created = []
+
+    class Api:
+        settings = {"entity": None}
+        default_entity = "me"
+
+    monkeypatch.setenv("WANDB_API_KEY", "f" * 40)  # well-formed, fake; wandb.sweep itself is replaced
+    monkeypatch.setattr(wandb, "sweep", lambda sweep, project, entity: created.append((project, entity)) or "abc123")
+    monkeypatch.setattr(wandb, "Api", Api)
+    where = ["--profile", "quick", "--runs-dir", str(tmp_path)]
+    assert main(["sweep", "problem1.optimizer", *where, "--project", "mtl", "--create"]) == 0
+    out = capsys.readouterr().out
+    assert created == [("mtl", None)]
+    assert "start agents in this checkout with `wandb agent me/mtl/abc123`" in out
+    parts = {"name": "me/mtl/abc123"}
+    assert parse_sweep_id(parts) is None and parts == {"name": "abc123", "project": "mtl", "entity": "me"}
+    assert main(["sweep", "problem1.optimizer", *where, "--entity", "team"]) == 0
+    assert "`wandb agent team/mtl-ablate/ID` (ID: the one wandb prints)" in capsys.readouterr().out
+
+
 def test_create_without_credentials_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
@@ -252,3 +320,233 @@ def test_agent_trained_runs_are_the_plans_runs(tmp_path, agent, capsys, cache_di
                  "--no-figures", "--no-cache"]) == 0
     rows = (tmp_path / "report" / "tables" / "problem1.pair.runs.csv").read_text().splitlines()
     assert len(rows) == 3 and {"slow", "fast"} <= {cell for row in rows for cell in row.split(",")}
+
+
+# ------------------------------------------------------------------------------ one W&B run per run directory
+WANDB_PROFILE = {**PROFILE, "num_epochs": 2, "checkpoint_interval_steps": 1, "wandb_mode": "auto",
+                 "wandb_system_metrics": False, "wandb_console": False}
+
+
+def offline_wandb(monkeypatch, home: Path) -> None:
+    """W&B offline with a well-formed fake key, its server an address that answers nothing."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_SILENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / "wandb-config"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", "f" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+
+
+def plant_finished(spec, graders: list[float], wandb_run_id: str) -> Path:
+    """A finished run of ``spec`` as the trainer leaves it, its W&B run recorded (no training)."""
+    from mtl.run.layout import RunDirectory
+    from mtl.run.summary import write_run_summary
+
+    run = RunDirectory(spec.run_dir)
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    run.config_path.write_text(spec.config.to_yaml(exclude=("log_dir",)))
+    points = []
+    for epoch, grader in enumerate(graders, start=1):
+        points.append({"step": 2 * epoch, "epoch": epoch, "time": 1.0, "train/loss": 1.0 / epoch})
+        points.append({"step": 2 * epoch, "epoch": epoch, "time": 1.0, "val/grader": grader, "val/iou": 10.0 + epoch,
+                       "val/si_logrmse": 50.0 - grader})
+    run.metrics.write_text("".join(json.dumps(p) + "\n" for p in points))
+    best = max((p for p in points if "val/grader" in p), key=lambda p: p["val/grader"])
+    status = {"state": "finished", "epoch": len(graders), "step": 2 * len(graders), "num_epochs": len(graders),
+              "best": {"step": best["step"], "epoch": best["epoch"], "grader": best["val/grader"],
+                       "iou": best["val/iou"], "si_logrmse": best["val/si_logrmse"]},
+              "model": {"params": 100, "gflops": 1.5}, "wandb_run_id": wandb_run_id}
+    run.status_path.write_text(json.dumps(status))
+    run.submission.write_bytes(b"planted")
+    write_run_summary(run)
+    return spec.run_dir
+
+
+def trace_rows(run_dir: Path) -> list[dict]:
+    """The run's trace as W&B rows: each point without step and time, its step as trainer/step."""
+    points = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return [{**{k: v for k, v in p.items() if k not in ("step", "time")}, "trainer/step": p["step"]} for p in points]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_under_run_and_finished_by_an_agent_is_one_wandb_run(tmp_path, agent, monkeypatch, cache_dir):
+    """`mtl-ablate run` starts a run and is stopped (Ctrl-C) after its first epoch; a sweep agent's point, launched
+    by wandb's own agent code with $WANDB_RUN_ID, resumes and finishes it; another point names a run another
+    entry finished. Read back with wandb's protobuf records: the agent's W&B run carries the whole history and
+    summary and names the first one, which ended preempted; the reused run's point got a complete W&B run too.
+    Then `report --wandb` on those runs (and a stale-profile run) gives the local report's rows and winner."""
+    import signal
+    import subprocess
+
+    import pandas as pd
+
+    from mtl.run.layout import remember_profile
+    from report import commands
+    from wandb_fake import FakeWandbApi, FakeWandbRun
+    from wandb_records import offline_runs
+
+    offline_wandb(monkeypatch, tmp_path / "home")
+    ablations, runs_dir = tmp_path / "ablations", tmp_path / "runs"
+    (ablations / "profiles").mkdir(parents=True)
+    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(WANDB_PROFILE))
+    (ablations / "profiles" / "short.yaml").write_text(yaml.safe_dump({**WANDB_PROFILE, "num_epochs": 1}))
+    write_entry(ablations, "problem1.base", base="tiny", grid={"optimizer_lr": [0.02]})
+    write_entry(ablations, "problem1.pair", base="tiny", grid={"optimizer_lr": [0.01, 0.02]})
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
+    entries = load_entries(ablations)
+    (reusable,) = make_plan(entries["problem1.base"], "tiny", runs_dir).runs
+    base_dir = plant_finished(reusable, [3.0, 9.0], "base0001")  # another entry's identical run, finished
+    stale = plant_finished(make_plan(entries["problem1.pair"], "short", runs_dir).runs[0], [40.0], "stale001")
+    remember_profile(runs_dir / "problem1.base", "tiny")
+    own, reused = make_plan(entries["problem1.pair"], "tiny", runs_dir).runs
+    assert reused.run_dir == base_dir and own.reused_from is None
+
+    # Outside any agent: none of the variables the agent fixture sets for its points.
+    agent_only = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
+    shell = {k: v for k, v in os.environ.items() if k not in agent_only}
+    first = subprocess.Popen([sys.executable, "-m", "mtl.suite", "run", "problem1.pair", "--profile", "tiny",
+                              "--devices", "cpu", *where], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True, env=shell)
+    from support import wait_for_epoch
+
+    wait_for_epoch(own.run_dir, first)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the run checkpoints and ends interrupted
+    output = first.communicate(timeout=300)[0]
+    assert read_status(own.run_dir).state == "interrupted", output
+    started_by_run = read_status(own.run_dir).wandb_run_id
+
+    assert main(["sweep", "problem1.pair", *where, "--profile", "tiny", "--out", str(tmp_path / "sweep")]) == 0
+    sweep = yaml.safe_load((tmp_path / "sweep" / "problem1.pair.sweep.yaml").read_text())
+    points = grid_points(sweep)
+    assert [p["optimizer_lr"]["value"] for p in points] == [0.01, 0.02]
+    # `wandb agent ENTITY/PROJECT/ID` sets them for its runs (wandb_agent.run_agent), and wandb.init takes the
+    # project and run id from there in a sweep, whatever it is given (wandb_init.clear_run_path_if_sweep_or_launch).
+    monkeypatch.setenv("WANDB_PROJECT", sweep["project"])
+    monkeypatch.setenv("WANDB_ENTITY", "team")
+    for i, point in enumerate(points):
+        assert agent(sweep, point, f"agentpoint{i}") == 0
+    status = read_status(own.run_dir)
+    assert status.state == "finished" and status.wandb_run_id == "agentpoint0"
+
+    wandb_runs = offline_runs(runs_dir)
+    assert set(wandb_runs) == {started_by_run, "agentpoint0", "agentpoint1"}
+    assert {run.project for run in wandb_runs.values()} == {"mtl-ablate"}  # the sweep's project is the runs' own
+    stopped, carried, mirrored = (wandb_runs[k] for k in (started_by_run, "agentpoint0", "agentpoint1"))
+    assert stopped.state == "preempted" and stopped.exit_codes == [143]
+    # The agent's run: the whole trace, point for point, and the summary of the records.
+    assert carried.state == "finished" and carried.config["continues_run_id"] == started_by_run
+    assert carried.rows() == trace_rows(own.run_dir)
+    best, model = status.best.model_dump(), status.model
+    assert {k: carried.summary[f"best/{k}"] for k in best} == best
+    assert (carried.summary["model/params"], carried.summary["model/gflops"]) == (model.params, model.gflops)
+    assert carried.summary["val/grader"] == {"max": best["grader"]}
+    # The reused run's point: the finished run mirrored into the agent's run, in this entry's group.
+    assert (mirrored.state, mirrored.group, mirrored.config["continues_run_id"]) == ("finished", "problem1.pair",
+                                                                                    "base0001")
+    assert mirrored.rows() == trace_rows(base_dir) and mirrored.summary["best/grader"] == 9.0
+    assert read_status(base_dir).wandb_run_id == "agentpoint1"
+
+    # report --wandb against an API that holds these runs (and the W&B runs of the planted ones).
+    listed = [r.fake() for r in wandb_runs.values()]
+    listed += [FakeWandbRun.from_run_dir(d, project="mtl-ablate") for d in (base_dir, stale)]
+    for run in listed:
+        run.entity = "team"
+    api = FakeWandbApi(listed)
+    monkeypatch.setattr("wandb.Api", lambda *args, **kwargs: api)
+    report = ["report", "problem1.pair", *where, "--format", "csv", "--no-figures", "--no-cache"]
+    assert commands.main([*report, "--out", str(tmp_path / "local")]) in (0, 1)
+    assert commands.main([*report, "--out", str(tmp_path / "online"), "--wandb", "team/mtl-ablate"]) in (0, 1)
+    tables = {}
+    for where_from in ("local", "online"):
+        runs = pd.read_csv(tmp_path / where_from / "tables" / "problem1.pair.runs.csv")
+        tables[where_from] = runs.drop(columns=[c for c in ("url",) if c in runs])
+    assert len(tables["local"]) == 2 and stale.name not in set(tables["local"]["run"])
+    assert list(tables["local"]["winner"].fillna("")) == ["", "by rule only"]  # one seed: a winner by rule
+    pd.testing.assert_frame_equal(tables["online"], tables["local"])
+
+
+def start_point(sweep: dict, point: dict, run_id: str):
+    """A point started as ``wandb agent`` starts it (wandb's Agent._command_run); returns the agent and its process."""
+    from wandb.wandb_agent import Agent
+
+    runner = Agent(api=None, queue=None, sweep_id="sweep1")
+    runner._sweep_command = sweep["command"]
+    runner._command_run({"type": "run", "run_id": run_id, "program": sweep["program"], "args": point})
+    return runner, runner._run_processes[run_id]
+
+
+def wait_for_checkpoint_after_epoch(run_dir: Path, process, timeout: float = 300, epoch: int = 1) -> None:
+    """Wait until the run, trained by ``process``, has checkpointed epoch ``epoch``."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            status = read_status(run_dir)
+        except ValueError:
+            status = None
+        if status is not None and status.state == "running" and status.epoch >= epoch and (run_dir / "checkpoints"
+                                                                                          / "last.pt").exists():
+            return
+        assert process.poll() is None, "the point ended before its first epoch"
+        time.sleep(0.2)
+    pytest.fail(f"{run_dir.name} never finished an epoch")
+
+
+@pytest.mark.slow
+def test_a_run_its_sweep_stops_ends_stopped_and_a_preempted_one_asks_to_be_requeued(tmp_path, agent, monkeypatch,
+                                                                                    cache_dir):
+    """The agent stops a run (its sweep's early termination: wandb's Agent._command_stop, SIGTERM to the
+    program alone): the run ends interrupted with its checkpoint, the program exits 0, and W&B gets no
+    preempting mark, so the sweep does not requeue it. Resumed by another point and then stopped as a cluster
+    stops a job (SIGTERM to every process, wandb's service in its own session too): the run's end is kept in
+    W&B, marked preempting, exit 143."""
+    import signal
+
+    import fake_slurm
+    from wandb_records import OfflineRun, offline_runs
+
+    offline_wandb(monkeypatch, tmp_path / "home")
+    ablations, runs_dir = tmp_path / "ablations", tmp_path / "runs"
+    (ablations / "profiles").mkdir(parents=True)
+    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump({**WANDB_PROFILE, "num_epochs": 4}))
+    write_entry(ablations, "problem1.stop", base="tiny", grid={"optimizer_lr": [0.01]})
+    where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
+    assert main(["sweep", "problem1.stop", *where, "--profile", "tiny", "--out", str(tmp_path / "sweep")]) == 0
+    sweep = yaml.safe_load((tmp_path / "sweep" / "problem1.stop.sweep.yaml").read_text())
+    monkeypatch.setenv("WANDB_PROJECT", sweep["project"])
+    (point,) = grid_points(sweep)
+    (spec,) = make_plan(load_entries(ablations)["problem1.stop"], "tiny", runs_dir).runs
+
+    python = tmp_path / "bin" / "python"  # the agent's interpreter: `python` on PATH (see the agent fixture)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    runner, process = start_point(sweep, point, "early1")
+    wait_for_checkpoint_after_epoch(spec.run_dir, process)
+    runner._command_stop({"run_id": "early1"})  # what the agent does when its sweep stops the run
+    assert process.wait(timeout=300) == 0
+    status = read_status(spec.run_dir)
+    assert status.state == "interrupted" and "SIGUSR1 (its W&B sweep stopped it)" in status.error
+    assert (spec.run_dir / "checkpoints" / "last.pt").exists()
+    stopped = offline_runs(spec.run_dir)["early1"]
+    assert (stopped.preempting, stopped.exit_codes) == (False, [143])
+
+    runner, process = start_point(sweep, point, "again2")  # a later point carries it on
+    wait_for_checkpoint_after_epoch(spec.run_dir, process, epoch=status.epoch + 1)
+    tree = fake_slurm.process_tree(process._popen.pid)
+    sessions = {fake_slurm.session_of(pid) for pid, _ in tree}
+    assert len(sessions) >= 2  # wandb's service runs in a session of its own
+    fake_slurm.signal_processes(tree, signal.SIGTERM)  # as a cluster stops a job
+    assert process.wait(timeout=300) == 0
+    status = read_status(spec.run_dir)
+    assert status.state == "interrupted" and status.wandb_run_id == "again2"
+    preempted = offline_runs(spec.run_dir)["again2"]
+    assert preempted.config["continues_run_id"] == "early1"
+    # wandb's service died with the job; the mirror restarted offline, and its files hold the run's end and,
+    # again, the whole trace (what the dead service had not written is lost with it).
+    assert len(preempted.files) == 2
+    restarted = OfflineRun("again2")
+    restarted.add_file(preempted.files[-1])
+    assert restarted.preempting and restarted.exit_codes == [143] and restarted.state == "preempted"
+    assert restarted.rows() == trace_rows(spec.run_dir)

@@ -28,16 +28,23 @@ def panels(workspace, section):
     return next(s for s in workspace.sections if s.name == section).panels
 
 
-def test_runs_of_the_entry_grouped_by_variant(entries):
-    workspace = dashboard_spec(entries["problem1.lr"], "team", "mtl")
+def test_the_selected_runs_grouped_by_the_keys_the_entry_varies(entries):
+    workspace = dashboard_spec(entries["problem1.lr"], "team", "mtl", ["run1", "run2"])
     assert (workspace.entity, workspace.project, workspace.name) == ("team", "mtl", "problem1.lr")
-    assert [g.name for g in workspace.runset_settings.groupby] == ["JobType"]
+    assert [g.name for g in workspace.runset_settings.groupby] == ["optimizer_lr", "batch_size"]
     assert workspace.settings.x_axis == "trainer/step"
-    # What save() sends: one filter on the run's group, one grouping key, the job type.
+    # What save() sends: one filter on the runs' ids, the varied config keys to group by.
     view = workspace._to_model().model_dump(by_alias=True, exclude_none=True)
     runset = view["spec"]["section"]["runSets"][0]
-    assert runset["filters"]["filters"] == [{"key": {"section": "run", "name": "group"}, "op": "=",
-                                             "value": "problem1.lr", "disabled": False}]
+    assert runset["filters"]["filters"] == [{"key": {"section": "run", "name": "name"}, "op": "IN",
+                                             "value": ["run1", "run2"], "disabled": False}]
+    assert runset["grouping"] == [{"section": "config", "name": "optimizer_lr.value"},
+                                  {"section": "config", "name": "batch_size.value"}]
+    # Without a selection, the entry's W&B group; an entry that varies nothing groups by job type.
+    whole = dashboard_spec(entries["problem4.final"], "team", "mtl")._to_model().model_dump(by_alias=True,
+                                                                                          exclude_none=True)
+    runset = whole["spec"]["section"]["runSets"][0]
+    assert runset["filters"]["filters"][0]["key"] == {"section": "run", "name": "group"}
     assert runset["grouping"] == [{"section": "run", "name": "jobType"}]
 
 
@@ -75,7 +82,7 @@ def test_command_prints_the_workspaces_without_saving(entries, ablations, capsys
     out = capsys.readouterr().out
     assert code == 0
     assert "workspace 'problem1.lr' in team/mtl" in out and "workspace 'problem4.final' in team/mtl" in out
-    assert "parallel coordinates: config optimizer_lr | config batch_size | summary val/grader.max" in out
+    assert "parallel coordinates: config optimizer_lr | config batch_size | summary best/grader" in out
     assert "(no parallel coordinates: the entry varies no config key)" in out
     assert "2 workspace(s) built, none saved" in out
 
@@ -125,3 +132,88 @@ def test_save_with_credentials_sends_each_workspace_and_reports_failures(entries
     assert "saved: https://wandb.example/team/mtl?nw=view" in captured.out
     assert "problem: problem4.final: the workspace was not saved: server unreachable" in captured.err
     assert code == 1
+
+
+def test_the_command_shows_the_runs_every_reader_sees(entries, ablations, capsys, tmp_path):
+    """The W&B runs the selected run directories record: another profile's run and a run without a W&B run
+    are not shown, a run reused from another entry is."""
+    from mtl.ablate.planner import make_plan
+    from mtl.run.layout import remember_profile
+
+    write_entry(ablations, "problem1.other", question="Same config elsewhere.", item="1.1c",
+                grid={"optimizer_lr": [0.001], "batch_size": [4]})
+    entries = load_entries(ablations)
+    runs_dir = tmp_path / "runs"
+
+    def plant(spec, wandb_run_id):
+        spec.run_dir.mkdir(parents=True)
+        (spec.run_dir / "config.yaml").write_text(spec.config.to_yaml(exclude=("log_dir",)))
+        (spec.run_dir / "status.json").write_text(json.dumps({"state": "finished", "wandb_run_id": wandb_run_id}))
+        (spec.run_dir / "submission.zip").write_bytes(b"planted")
+
+    (other,) = make_plan(entries["problem1.other"], "quick", runs_dir).runs
+    plant(other, "reused1")
+    lr = make_plan(entries["problem1.lr"], "quick", runs_dir).runs
+    assert lr[0].reused_from is not None
+    plant(lr[1], "own2")
+    plant(lr[2], None)
+    plant(make_plan(entries["problem1.lr"], "full", runs_dir).runs[3], "stale9")
+    remember_profile(runs_dir / "problem1.lr", "quick")
+    assert commands.main(["dashboard", "problem1.lr", "--ablations-dir", str(ablations), "--runs-dir",
+                          str(runs_dir), "--wandb", "team/mtl"]) == 0
+    out = capsys.readouterr().out
+    assert """runs: Metric("ID") in ['reused1', 'own2']; grouped by optimizer_lr, batch_size""" in out
+    assert f"(1 run(s) without a W&B run, not shown: {lr[2].run_dir.name})" in out
+
+
+class FakeViews:
+    """wandb-workspaces' view requests (get_view_dict, upsert_view2) against a dict of saved views."""
+
+    def __init__(self):
+        self.views: dict[tuple[str, str, str], dict] = {}
+        self.upserts: list[dict] = []
+
+    def get_view_dict(self, entity, project, view_name):
+        from wandb_workspaces.workspaces import internal
+
+        found = self.views.get((entity, project, internal._url_query_str_to_internal_name(view_name)))
+        if found is None:
+            raise ValueError(f"Workspace `{view_name}` not found in project `{project}`")
+        return found
+
+    def upsert_view2(self, view):
+        self.upserts.append({"id": view.id, "name": view.name, "display_name": view.display_name})
+        key = (view.entity, view.project, view.name)
+        saved = self.views.setdefault(key, {"id": view.id or f"view{len(self.views)}", "displayName": ""})
+        saved.update(displayName=view.display_name, spec=view.spec.model_dump_json(by_alias=True))
+        return {"upsertView": {"view": {"id": saved["id"], "name": view.name}, "inserted": not view.id}}
+
+
+def test_save_updates_the_entrys_view_instead_of_adding_one(entries, monkeypatch):
+    from report.dashboard import save_dashboard, view_name
+
+    views = FakeViews()
+    monkeypatch.setattr("wandb_workspaces.workspaces.internal.get_view_dict", views.get_view_dict)
+    monkeypatch.setattr("wandb_workspaces.workspaces.internal.upsert_view2", views.upsert_view2)
+
+    class Api:  # what Workspace.url asks for the app's address
+        class client:
+            app_url = "https://wandb.example"
+
+    monkeypatch.setattr("wandb.Api", Api)
+    name = view_name("team", "mtl", "problem1.lr")
+    assert name.startswith("nw-") and name.endswith("-v") and name == view_name("team", "mtl", "problem1.lr")
+    assert view_name("team", "mtl", "problem2.branched") != name
+    first = save_dashboard(dashboard_spec(entries["problem1.lr"], "team", "mtl", ["a"]))
+    again = save_dashboard(dashboard_spec(entries["problem1.lr"], "team", "mtl", ["a", "b"]))
+    assert views.upserts == [{"id": "", "name": name, "display_name": "problem1.lr"},
+                             {"id": "view0", "name": name, "display_name": "problem1.lr"}]
+    assert first == again and len(views.views) == 1
+    assert '"value":["a","b"]' in views.views[("team", "mtl", name)]["spec"]  # the later save's runs
+
+    def missing_project(*args):
+        raise ValueError("Project `team/gone` not found.  Do you have access to this project?")
+
+    monkeypatch.setattr("wandb_workspaces.workspaces.internal.get_view_dict", missing_project)
+    with pytest.raises(ValueError, match="Project `team/gone` not found"):
+        save_dashboard(dashboard_spec(entries["problem1.lr"], "team", "gone", ["a"]))

@@ -5,7 +5,6 @@ reached, interrupted runs. No network: the only server address used is a recordi
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,8 +15,17 @@ import pytest
 from faults.secrets import scan_for_secrets
 from faults.wandb_outage import WANDB_VARIABLES, RecordingBlackHole, default_base_url, outage_environment, write_netrc
 from mtl.config import make_config
-from mtl.train.tracking import WandbSink, decide_wandb_mode
+from mtl.train.tracking import (
+    BEST_GRADER_SUMMARY,
+    WandbIdentity,
+    WandbSink,
+    decide_wandb_mode,
+    derive_run_id,
+    records_summary,
+    wandb_identity,
+)
 from support import REPO, TINY, tiny_args, train_command
+from wandb_records import read_records as wandb_records
 
 
 @pytest.fixture
@@ -98,31 +106,30 @@ def test_the_start_line_says_disabled_and_why(home, monkeypatch, tmp_path, capsy
     assert capsys.readouterr().out == "mtl-train: W&B disabled (WANDB_MODE=disabled)\n"
 
 
+# ------------------------------------------------------------------------------ one W&B run per run directory
+def test_the_recorded_wandb_run_is_continued_and_a_forced_new_id_carries_the_history(tmp_path):
+    run_dir = tmp_path / "runs" / "problem1.lr" / "sgd-s0-abc"
+    derived = derive_run_id(run_dir)
+    assert wandb_identity(None, None, run_dir) == WandbIdentity(derived, None, holds_history=False)
+    assert wandb_identity(None, "x1", run_dir) == WandbIdentity("x1")  # `run`, a requeued job: the same run
+    assert wandb_identity("x1", "x1", run_dir) == WandbIdentity("x1")  # a sweep requeue resumes its own id
+    # An agent's id on a directory another W&B run already mirrors: a new run that carries it on.
+    assert wandb_identity("agent7", "x1", run_dir) == WandbIdentity("agent7", "x1", holds_history=False)
+    assert wandb_identity("agent7", None, run_dir) == WandbIdentity("agent7", None, holds_history=False)
+
+
+def test_the_summary_of_the_records_holds_the_best_point_and_the_model(tmp_path):
+    from mtl.run.model import ModelSize, RunState, Status, ValidationPoint
+
+    best = ValidationPoint(step=8, epoch=2, grader=3.5, iou=20.0, si_logrmse=46.5)
+    status = Status(state=RunState.RUNNING, best=best, model=ModelSize(params=10, gflops=1.5))
+    assert records_summary(status) == {"best/step": 8, "best/epoch": 2, "best/grader": 3.5, "best/iou": 20.0,
+                                       "best/si_logrmse": 46.5, "model/params": 10, "model/gflops": 1.5}
+    assert BEST_GRADER_SUMMARY in records_summary(status)
+    assert records_summary(Status(state=RunState.RUNNING)) == {} and records_summary(None) == {}
+
+
 # ------------------------------------------------------------------------------ offline run files
-def wandb_records(path: Path) -> list:
-    """The records of a ``.wandb`` file (a LevelDB-format log of protobuf records after a 7-byte header)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
-    records, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:
-            pos += block - pos % block
-            continue
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
 def offline_run_file(run_dir: Path) -> Path:
     """The run's offline ``.wandb`` file, complete: wandb's service writes it until it is torn down."""
     import wandb
@@ -164,20 +171,102 @@ def test_images_are_logged_on_the_trainer_step(home, tmp_path):
     assert any(key.startswith("val_images/panels") for key in items)  # a media item is nested under its key
 
 
-def test_a_failing_wandb_call_costs_the_run_nothing(home, tmp_path, capsys):
-    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), tmp_path / "run", "failing1")
+def history_points(run_dir: Path) -> list[dict]:
+    """Every history row of the run's offline files (all attempts), as ``{key: value}``."""
+    import wandb
+
+    wandb.teardown()
+    rows = []
+    for path in sorted((run_dir / "wandb").glob("offline-run-*/*.wandb")):
+        for record in wandb_records(path):
+            if record.HasField("history"):
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+POINTS = [{"step": 1, "epoch": 1, "time": 0.1, "train/loss": 2.0},
+          {"step": 2, "epoch": 1, "time": 0.2, "train/loss": 1.5}]
+
+
+def test_a_failing_wandb_call_restarts_the_mirror_offline_with_its_history(home, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), run_dir, "failing1",
+                     holds_history=False)
+    sink.carry(lambda: POINTS, lambda: {"best/grader": 1.0})  # a run new to W&B gets the trace's points first
+    first = sink.run
 
     def broken(*_args, **_kwargs):
         raise OSError("disk full")
 
     sink.run.log = broken
+    sink.log({"step": 3, "epoch": 1, "time": 0.3, "train/loss": 1.0})
+    err = capsys.readouterr().err
+    assert "W&B log failed (OSError: disk full); continuing with W&B offline, upload later with: wandb sync" in err
+    assert sink.run is not None and sink.run is not first and sink.mode == "offline"
+    sink.finish()
+    steps = [row["trainer/step"] for row in history_points(run_dir) if "train/loss" in row]
+    # The first files hold 1-2; the restarted ones 1-2 again (what a failing service lost is unknown), then 3.
+    assert steps == [1, 2, 1, 2, 3]
+
+
+def test_a_failure_that_keeps_coming_back_ends_the_mirror_not_the_run(home, tmp_path, capsys):
+    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), tmp_path / "run", "failing2")
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    sink._start = broken  # every fresh start fails too
+    sink.run.log = broken
     sink.log({"step": 1, "epoch": 1, "time": 0.1, "train/loss": 1.0})
     err = capsys.readouterr().err
-    assert "W&B log failed (OSError: disk full); continuing without W&B (the local trace has every point)" in err
+    assert "W&B log failed (OSError: disk full); offline start failed too (OSError: disk full); continuing " \
+           "without W&B (the local trace has every point)" in err
     assert sink.run is None and sink.mode == "disabled"
     sink.log({"step": 2, "epoch": 1, "time": 0.2, "train/loss": 1.0})  # later points: nothing to fail
     sink.summary({"best/grader": 1.0})
     sink.interrupted()
+
+
+def wandb_core_pids() -> list[int]:
+    """wandb's service processes started by this process (each in a session of its own)."""
+    import os
+
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    return [int(pid) for pid in children
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "wandb-core" and os.getsid(int(pid)) != os.getsid(0)]
+
+
+def test_the_runs_end_is_kept_when_the_stop_signal_also_reaches_wandbs_service(home, tmp_path, capsys):
+    """On a cluster the stop signal reaches every process of the job, wandb-core too, though it runs in its
+    own session; it dies at once. The mirror restarts offline and records the end there: the history again,
+    preempting, exit 143, and the line to sync it."""
+    import os
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), run_dir, "stopped1")
+    sink.carry(lambda: POINTS[:1], dict)
+    (core,) = wandb_core_pids()
+    os.kill(core, signal.SIGTERM)
+    deadline = time.time() + 30
+    while Path(f"/proc/{core}").exists() and Path(f"/proc/{core}/stat").read_text().split()[2] != "Z":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    sink.interrupted(exit_code=143)
+    err = capsys.readouterr().err
+    assert "continuing with W&B offline, upload later with: wandb sync" in err
+    import wandb
+
+    wandb.teardown()
+    last = sorted((run_dir / "wandb").glob("offline-run-*/*.wandb"))[-1]
+    records = wandb_records(last)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    exits = [r.exit.exit_code for r in records if r.HasField("exit")]
+    assert "preempting" in kinds and exits == [143]
+    assert [json.loads(i.value_json) for r in records if r.HasField("history") for i in r.history.item
+            if (i.key or "/".join(i.nested_key)) == "trainer/step"] == [1]
 
 
 # ------------------------------------------------------------------------------ W&B down

@@ -37,6 +37,7 @@ class FakeWandbApi:
                  app_url: str = "https://wandb.example/"):
         self.latency_s, self.requests_per_scan, self.app_url = latency_s, requests_per_scan, app_url
         self.requests = 0
+        self.in_flight = self.most_in_flight = 0  # requests waiting for their answer, now and at most
         self.listings: list[tuple[str, Any, int, bool]] = []  # (path, filters, per_page, lazy) of each runs() call
         self._lock = threading.Lock()
         self._runs: list[FakeWandbRun] = []
@@ -51,8 +52,12 @@ class FakeWandbApi:
     def request(self) -> None:
         with self._lock:
             self.requests += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
         if self.latency_s:
             time.sleep(self.latency_s)
+        with self._lock:
+            self.in_flight -= 1
 
     def runs(self, path: str | None = None, filters: dict[str, Any] | None = None, order: str = "+created_at",
              per_page: int = 50, include_sweeps: bool = False, lazy: bool = True) -> FakeRuns:
@@ -114,14 +119,16 @@ class FakeWandbRun:
                      earlier_points: list[dict[str, Any]] = ()) -> FakeWandbRun:
         """The W&B mirror of a run directory. ``earlier_points``: metrics.jsonl points W&B received before
         a resume (the local trace has lost them since), logged ahead of the directory's points."""
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        # As mtl.train.tracking logs it: the resolved config with the run directory as log_dir.
+        config = {**yaml.safe_load((run_dir / "config.yaml").read_text()), "log_dir": str(run_dir)}
         status = json.loads((run_dir / "status.json").read_text())
         lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         history = [{**{k: v for k, v in p.items() if k not in ("step", "time")}, "trainer/step": p["step"]}
                    for p in [*earlier_points, *lines]]
-        return cls(run_id=run_dir.name[-8:], name=run_dir.name, group=config["wandb_group"],
-                   job_type=config["wandb_job_type"], state=STATES_IN_WANDB[status["state"]], config=config,
-                   history=history, model=status.get("model"), entity=entity, project=project)
+        return cls(run_id=status.get("wandb_run_id") or run_dir.name[-8:], name=run_dir.name,
+                   group=config["wandb_group"], job_type=config["wandb_job_type"],
+                   state=STATES_IN_WANDB[status["state"]], config=config, history=history, model=status.get("model"),
+                   entity=entity, project=project)
 
     # -- what wandb.apis.public.Run offers
     @property

@@ -488,30 +488,35 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import MissingCredentials, create_sweep, sweep_config, write_sweep
+    from .sweep import MissingCredentials, agent_command, create_sweep, metric_note, sweep_config, write_sweep
 
     console = make_console()
     entries = _entries(args)
     (entry,) = _select(entries, [args.id])
     try:
-        plan = _plan(entry, args, allow_unresolved=False)
+        # A sweep is the full grid whatever the entry races with (mtl.ablate.sweep): planned without racing.
+        plan = make_plan(entry, plan_profile(entry, args.profile, args.runs_dir), args.runs_dir, racing=False)
     except UnresolvedBase as exc:
         raise UsageError(f"{entry.id}: its base cannot be resolved: {exc}") from None
     # The agents plan the entry again: from the same entries, and runs where `run` puts them.
     ablations_dir = None if args.ablations_dir == default_ablations_dir() else args.ablations_dir.absolute()
     config = sweep_config(plan, args.runs_dir, ablations_dir, args.project, args.entity)
     path = write_sweep(config, args.out or args.runs_dir / entry.id / "sweep-configs")
-    console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    say = _sayer(console)
+    say(f"wrote {path}")
+    note = metric_note(entry)
+    if note:
+        say(f"note: {note}")
     if args.create:
         try:
-            sweep_id = create_sweep(config)
+            sweep_id, entity = create_sweep(config)
         except MissingCredentials as exc:
             raise UsageError(str(exc)) from None
-        console.print(f"created sweep {sweep_id}; start agents in this checkout with `wandb agent {sweep_id}`",
-                      markup=False)
+        say(f"created sweep {sweep_id}; start agents in this checkout with "
+            f"`{agent_command(sweep_id, entity, config['project'])}`")
     else:
-        console.print(f"register it by adding --create (or with `wandb sweep {path}`), "
-                      "then start agents in this checkout with `wandb agent ID`", markup=False, soft_wrap=True)
+        say(f"register it by adding --create (or with `wandb sweep {path}`), then start agents in this checkout "
+            f"with `{agent_command('ID', config.get('entity'), config['project'])}` (ID: the one wandb prints)")
     return EXIT_OK
 
 

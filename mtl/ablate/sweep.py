@@ -6,6 +6,11 @@ names, in that run's own directory (``<runs>/<entry id>/<variant>-s<seed>-<hash>
 group and job type. A run is therefore trained once, by an agent or by ``mtl-ablate run``, whichever
 comes first, and ``status``, ``report`` and ``best of`` read agent-trained runs like any other.
 
+A sweep is always the entry's full grid: the writer and the program plan it without racing
+(``make_plan(..., racing=False)``), whatever the entry, its profile or its last ``run`` race with. A W&B
+grid cannot add seeds or prune at rungs; a raced entry is raced by ``mtl-ablate run --race``, and its
+sweep trains every variant on the entry's own seeds at the full budget.
+
 Parameters, as a W&B user reads them in the sweep:
 - swept: ``variant`` (an entry with named variants) or the grid keys with their resolved values, and
   ``seed``; the sweep's grid is the entry's runs, each once;
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from mtl.run.model import GRADER_KEY
 
 from .planner import Plan
 
@@ -56,7 +63,7 @@ def swept_parameters(plan: Plan) -> dict[str, Any]:
             parameters[key] = {"values": _distinct([run.config.hyperparameters()[key] for run in plan.runs])}
     elif entry.variants is not None:
         parameters["variant"] = {"values": [variant.name for variant in entry.variants]}
-    parameters["seed"] = {"values": list(entry.seeds)}
+    parameters["seed"] = {"values": _distinct([run.seed for run in plan.runs])}  # the plan's seeds: a grid's
     return parameters
 
 
@@ -96,11 +103,40 @@ def sweep_config(
     config.update({
         "program": PROGRAM,
         "method": "grid",
-        "metric": {"name": entry.rank_by.metric, "goal": "maximize" if entry.rank_by.mode == "max" else "minimize"},
+        "metric": sweep_metric(entry),
         "parameters": {**place, **swept, **constants},
         "command": list(COMMAND),
     })
     return config
+
+
+def sweep_metric(entry: Any) -> dict[str, str]:
+    """The sweep's metric: a scalar of the run summary (W&B reads a sweep's metric from there, by its flat
+    name). For the default ranking (the highest val/grader) it is the best point's grader, the same scalar the
+    dashboards show; for another ``rank_by`` it is that metric's summary, its last value, which
+    :func:`metric_note` says."""
+    from mtl.train.tracking import BEST_GRADER_SUMMARY
+
+    rank = entry.rank_by
+    goal = "maximize" if rank.mode == "max" else "minimize"
+    if (rank.metric, rank.mode) == (GRADER_KEY, "max"):
+        return {"name": BEST_GRADER_SUMMARY, "goal": goal}
+    return {"name": rank.metric, "goal": goal}
+
+
+def metric_note(entry: Any) -> Optional[str]:
+    """What the sweep's metric is not, when the entry ranks by another metric than the grader."""
+    rank = entry.rank_by
+    if (rank.metric, rank.mode) == (GRADER_KEY, "max"):
+        return None
+    return (f"W&B ranks the sweep's runs by {rank.metric} in their summaries, its last value; the entry ranks "
+            f"a run by its {'highest' if rank.mode == 'max' else 'lowest'} value (report and best of)")
+
+
+def agent_command(sweep_id: str, entity: Optional[str], project: str) -> str:
+    """``wandb agent ENTITY/PROJECT/ID``: with the entity and project in the path, the agent finds the sweep
+    wherever wandb's settings point (given the bare ID, it looks in the settings' project)."""
+    return f"wandb agent {entity or 'ENTITY'}/{project}/{sweep_id}"
 
 
 def write_sweep(config: dict[str, Any], out_dir: Path) -> Path:
@@ -110,12 +146,15 @@ def write_sweep(config: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-def create_sweep(config: dict[str, Any]) -> str:
-    """Register the sweep with W&B (needs credentials); returns its id."""
+def create_sweep(config: dict[str, Any]) -> tuple[str, Optional[str]]:
+    """Register the sweep with W&B (needs credentials); returns its id and the entity it went to (the given
+    one, else wandb's settings' or the account's default, as ``wandb.sweep`` picks it)."""
     from mtl.train.tracking import has_wandb_credentials
 
     if not has_wandb_credentials():
         raise MissingCredentials("--create needs W&B credentials (WANDB_API_KEY or `wandb login`); none were found")
     import wandb
 
-    return wandb.sweep(sweep=config, project=config["project"], entity=config.get("entity"))
+    sweep_id = wandb.sweep(sweep=config, project=config["project"], entity=config.get("entity"))
+    api = wandb.Api()
+    return sweep_id, config.get("entity") or api.settings["entity"] or api.default_entity

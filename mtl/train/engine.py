@@ -33,7 +33,7 @@ from mtl.run.recovery import Records, say
 from mtl.run.status import StatusWriter
 from mtl.run.stopping import StopSignals
 from mtl.run.summary import write_run_summary
-from mtl.run.trace import LocalTrace
+from mtl.run.trace import LocalTrace, read_trace
 from mtl.train import environment
 from mtl.train.hooks import default_hooks
 from mtl.train.loop import Diverged, PauseReached, StopRequested, Trainer
@@ -48,7 +48,7 @@ from mtl.train.submission import (
     packed_record,
     source_zip_differences,
 )
-from mtl.train.tracking import Progress, WandbSink, derive_run_id
+from mtl.train.tracking import Progress, WandbSink, records_summary, wandb_identity
 
 
 def train(cfg: Config, stop: StopSignals | None = None, *, repair_only: bool = False,
@@ -150,9 +150,7 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     parts = build_parts(cfg, device)
     optimizer = build_optimizer(cfg, parts.model)
     scheduler = build_scheduler(cfg, optimizer)
-    sink = WandbSink(cfg, run.path, cfg.wandb_run_id or (status.status.wandb_run_id if status.status else None)
-                     or derive_run_id(run.path))
-    status.record(wandb_run_id=sink.run_id, wandb_url=sink.url)
+    sink = _wandb_sink(cfg, run, status)
     used = environment.capture(device)
     environment.record(run, used)
     sink.config({"environment": environment.summary(used)})
@@ -163,6 +161,20 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
                       dataset=dataset)
     _restore(trainer, status, parts, sink)
     return _fit(trainer, parts, status, sink)
+
+
+def _wandb_sink(cfg: Config, run: RunDirectory, status: StatusWriter) -> WandbSink:
+    """The W&B mirror of this attempt: the directory's recorded W&B run, or a new one (an agent's id) that
+    carries its history (mtl.train.tracking.wandb_identity); the status records which, unless W&B is off."""
+    recorded = status.status.wandb_run_id if status.status else None
+    identity = wandb_identity(cfg.wandb_run_id, recorded, run.path)
+    sink = WandbSink(cfg, run.path, identity.run_id, continues=identity.continues,
+                     holds_history=identity.holds_history)
+    if sink.run_id is not None:  # W&B off for this attempt: the W&B run that holds the history stays recorded
+        same = sink.run_id == recorded
+        status.record(wandb_run_id=sink.run_id,
+                      wandb_url=sink.url or (status.status.wandb_url if same and status.status else None))
+    return sink
 
 
 def _mark_running(cfg: Config, status: StatusWriter, records: Records, dataset: str) -> None:
@@ -246,9 +258,10 @@ def _restore(trainer: Trainer, status: StatusWriter, parts: Parts, sink: WandbSi
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
     trainer.trace.truncate_after(trainer.position.step)
     if status.status is not None and status.status.model is None:
-        size = parts.model_size(cfg)
-        status.sized(size)
-        sink.summary({"model/params": size.params, "model/gflops": size.gflops})
+        status.sized(parts.model_size(cfg))
+    # W&B gets what the records hold: the trace's points when its run is new to them, and in every attempt
+    # the best point and model size (a resumed run improves on a best point an earlier attempt found).
+    sink.carry(lambda: read_trace(run.metrics), lambda: records_summary(status.status), trainer.position.step)
     trainer.model = torch.compile(parts.model) if cfg.compile else parts.model  # type: ignore[assignment]
 
 
@@ -277,7 +290,7 @@ def _fit(trainer: Trainer, parts: Parts, status: StatusWriter, sink: WandbSink) 
         progress.close()
         p.elapsed_s = trainer.clock.elapsed()
         trainer.save_last()
-        sink.interrupted(exit_code=143)
+        sink.interrupted(exit_code=143, requeue=trainer.stop.requeue)
         return _ended(run, status.interrupted(error=f"stopped by {trainer.stop.describe()}; checkpoint at step "
                                                      f"{p.step}", epoch=p.epoch, step=p.step, best=p.best))
     except Diverged as exc:

@@ -10,15 +10,22 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from mtl.config import Config
 from mtl.run.model import Progress as ProgressRecord
+from mtl.run.model import Status
 
 WANDB_MODES = ("online", "offline", "disabled")
+# The run summary's scalar of the best point's grader (the best rule's pick: the highest grader), kept by the
+# trainer in every attempt. Sweeps and dashboards name it: W&B's own summary of val/grader is an object
+# ({"max": ...}), which a sweep's metric cannot read.
+BEST_PREFIX = "best/"
+BEST_GRADER_SUMMARY = f"{BEST_PREFIX}grader"
 # WANDB_MODE values wandb itself accepts under older names.
 WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
@@ -88,6 +95,43 @@ def derive_run_id(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
+# The W&B config key by which a W&B run names the earlier W&B run of its run directory whose history it
+# carries on (see :func:`wandb_identity`); readers keep the run no other run continues.
+CONTINUES_KEY = "continues_run_id"
+
+
+@dataclass(frozen=True)
+class WandbIdentity:
+    """The W&B run that mirrors a run directory in this attempt."""
+
+    run_id: str
+    continues: str | None = None  # the directory's earlier W&B run, whose history this one carries on
+    holds_history: bool = True  # False: a W&B run new to this directory, which gets its trace's points first
+
+
+def wandb_identity(requested: str | None, recorded: str | None, run_dir: Path) -> WandbIdentity:
+    """One W&B run per run directory: the one its status records, continued whoever launches or resumes the
+    run (``mtl-ablate run``, a requeued job, an agent given that id again).
+
+    A requested id other than the recorded one (a sweep agent's: W&B knows the sweep's run by the id it
+    assigned, $WANDB_RUN_ID) starts a new W&B run that carries the directory's whole history and summary and
+    names the recorded run (:data:`CONTINUES_KEY`), so readers collapse the two into one (report.wandb_store);
+    the status then records the new one. Without a recorded id the run is new to W&B as well."""
+    if recorded is not None and requested in (None, recorded):
+        return WandbIdentity(recorded)
+    return WandbIdentity(requested or derive_run_id(run_dir), continues=recorded, holds_history=False)
+
+
+def records_summary(status: Status | None) -> dict[str, Any]:
+    """The W&B summary a run's records give: its best point (``best/*``) and its model's size (``model/*``)."""
+    summary: dict[str, Any] = {}
+    if status is not None and status.best is not None:
+        summary.update({f"{BEST_PREFIX}{k}": v for k, v in status.best.model_dump().items()})
+    if status is not None and status.model is not None:
+        summary.update({"model/params": status.model.params, "model/gflops": status.model.gflops})
+    return summary
+
+
 def _short(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": ")
@@ -102,9 +146,11 @@ class WandbSink:
     variant.
 
     W&B never costs a run: a server that cannot be reached at start (bounded by ``wandb_init_timeout_s``),
-    or a W&B call that fails later, switches the mirror to offline files (``wandb sync`` uploads them
-    later) with a line saying so; when even those fail, the mirror stops and the local trace, the source
-    of truth, carries on alone.
+    or a W&B call that fails later -- the server, or wandb's own service process, which a cluster's stop
+    signal reaches too (it runs in a session of its own) -- switches the mirror to offline files under a
+    fresh service (``wandb sync`` uploads them later) with a line saying so; the new files get the trace's
+    points and the summary again, since what the failed service had not written is lost. When even that
+    fails, the mirror stops and the local trace, the source of truth, carries on alone.
 
     Resumed runs: the W&B run continues under the same id, so W&B still holds the points logged after the
     checkpoint by the attempt that was stopped (W&B's history rewind is a preview feature that servers
@@ -114,10 +160,20 @@ class WandbSink:
     ``trainer/step`` (the furthest step the latest attempt reached).
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, run_id: str):
-        self.cfg, self.run_dir, self._run_id = cfg, run_dir, run_id
+    # Fresh offline starts after failures, at most (a failure that comes back each time ends the mirror).
+    MAX_RESTARTS = 3
+
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str, *, continues: str | None = None,
+                 holds_history: bool = True):
+        self.cfg, self.run_dir, self._run_id, self.continues = cfg, run_dir, run_id, continues
+        # Whether the W&B run holds the directory's trace up to where training resumes (see carry()).
+        self.holds_history = holds_history
         # The wandb Run while mirroring, else None. Any: wandb is imported lazily (self._wandb), so it is untyped here.
         self.run: Any = None
+        # What a new or restarted W&B run must hold: the trace's points, and the summary of the records.
+        self._history: Callable[[], list[dict[str, Any]]] | None = None
+        self._summary: Callable[[], dict[str, Any]] = dict
+        self._restarts = 0
         self.mode, why = decide_wandb_mode(cfg)
         if self.mode == "disabled":
             _say(f"W&B disabled ({why})")
@@ -144,7 +200,7 @@ class WandbSink:
             job_type=cfg.wandb_job_type,
             tags=list(cfg.wandb_tags) or None,
             name=self.run_dir.name,
-            config=cfg.model_dump(mode="json"),
+            config={**cfg.model_dump(mode="json"), **({CONTINUES_KEY: self.continues} if self.continues else {})},
             id=self._run_id,
             resume="allow",
             dir=str(self.run_dir),
@@ -170,8 +226,8 @@ class WandbSink:
         return f"wandb sync {shlex.quote(str(self.run.settings.sync_dir))}"
 
     def _fall_back(self, what: str) -> None:
-        """Drop the failing W&B run and carry on offline (or, when offline is what failed, without W&B)."""
-        failed_mode = self.mode
+        """Drop the failing W&B run and carry on offline under a fresh wandb service, the new files holding
+        the history again; without W&B when that fails too or failures keep coming back."""
         broken, self.run = self.run, None
         try:
             if broken is not None:
@@ -179,20 +235,54 @@ class WandbSink:
         except Exception:  # noqa: BLE001 - it is being dropped because it failed
             pass
         try:
-            # A run whose start failed still holds its id in wandb's service; a fresh service frees it.
+            # A run whose start failed still holds its id in wandb's service, and a service that died leaves
+            # its connection broken: a fresh service frees both.
             self._wandb.teardown()
         except Exception:  # noqa: BLE001
             pass
-        if failed_mode == "online":
+        if self._restarts < self.MAX_RESTARTS:
+            self._restarts += 1
             try:
                 self._start("offline")
+                self._carry_again()
                 _say(f"{what}; continuing with W&B offline, upload later with: {self.sync_command()}",
                      warning=True)
                 return
             except Exception as exc:  # noqa: BLE001
+                self.run = None
                 what = f"{what}; offline start failed too ({_short(exc)})"
         self.mode = "disabled"
         _say(f"{what}; continuing without W&B (the local trace has every point)", warning=True)
+
+    def carry(self, history: Callable[[], list[dict[str, Any]]], summary: Callable[[], dict[str, Any]],
+              resumed_at: int | None = None) -> None:
+        """Make the W&B run hold what the run directory holds before training goes on: the trace's points
+        ``history()`` when it does not hold them yet (:attr:`holds_history`), and the summary of the records
+        ``summary()`` (best point, model size); ``resumed_at``: the step training resumes from, recorded as the
+        summary's ``trainer/step`` (points the W&B run has beyond it were rolled back). Both are kept: a
+        restarted mirror gets them again."""
+        self._history, self._summary = history, summary
+        if not self.holds_history and self.run is not None:
+            try:
+                self._log_history()
+            except Exception as exc:  # noqa: BLE001 - W&B never costs a run; the restarted mirror gets them
+                self._fall_back(f"W&B history failed ({_short(exc)})")
+        values = summary()
+        if resumed_at:
+            values["trainer/step"] = resumed_at
+        self.summary(values)
+
+    def _log_history(self) -> None:
+        for point in self._history() if self._history is not None else []:
+            self.run.log(self._point_data(point))
+        self.holds_history = True
+
+    def _carry_again(self) -> None:
+        """A restarted mirror: the history and summary again (what the failed service lost is unknown)."""
+        if self._history is None:
+            return
+        self._log_history()
+        self.run.summary.update(self._summary())
 
     def _guarded(self, what: str, call, *args: Any) -> None:
         """Run one W&B call; on failure fall back and, if a mirror is left, repeat it there."""
@@ -218,11 +308,17 @@ class WandbSink:
         """The run's W&B page while it logs online (an offline run has none until it is synced)."""
         return self.run.url if self.run is not None and self.mode == "online" else None
 
+    @staticmethod
+    def _point_data(point: dict[str, Any]) -> dict[str, Any]:
+        """A trace point as W&B gets it: its metrics, and its step as ``trainer/step``."""
+        data = {k: v for k, v in point.items() if k not in ("step", "time")}
+        data["trainer/step"] = point["step"]
+        return data
+
     def log(self, point: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         if self.run is None:
             return
-        data = {k: v for k, v in point.items() if k not in ("step", "time")}
-        data["trainer/step"] = point["step"]
+        data = self._point_data(point)
         self._guarded("log", lambda: self.run.log({**data, **(extra or {})}))
 
     def summary(self, values: dict[str, Any]) -> None:
@@ -246,10 +342,12 @@ class WandbSink:
             data["val/depth_histogram_m"] = wandb.Histogram(finite)
         self._guarded("images", lambda: self.run.log(data))
 
-    def interrupted(self, exit_code: int = 143) -> None:
-        """End a run stopped by a signal as preempted, not failed: W&B records a run marked preempting
-        that exits non-zero as preempted (and a sweep requeues it), and the resume continues it."""
-        self._guarded("mark_preempting", lambda: self.run.mark_preempting())
+    def interrupted(self, exit_code: int = 143, requeue: bool = True) -> None:
+        """End a run stopped by a signal. ``requeue``: as preempted, not failed -- W&B records a run marked
+        preempting that exits non-zero as preempted (and a sweep requeues it), and the resume continues it.
+        Without: stopped for good (its sweep stopped it), so no sweep hands it to an agent again."""
+        if requeue:
+            self._guarded("mark_preempting", lambda: self.run.mark_preempting())
         self.finish(exit_code=exit_code)
 
     def finish(self, exit_code: int = 0) -> None:
