@@ -42,6 +42,7 @@ from mtl.train.prediction import predict_and_pack
 from mtl.train.runtime import seed_everything, select_device
 from mtl.train.submission import build_source_zip, code_version, source_zip_differences
 from mtl.train.tracking import Progress, WandbSink, derive_run_id
+from mtl.train.weighting import build_weighting
 
 
 def train(cfg: Config, stop: StopSignals | None = None, *, repair_only: bool = False,
@@ -119,7 +120,8 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     status = StatusWriter(run)
     _mark_running(cfg, status, records, dataset)
     parts = build_parts(cfg, device)
-    optimizer = build_optimizer(cfg, parts.model)
+    weighting = build_weighting(cfg, device)
+    optimizer = build_optimizer(cfg, parts.model, weighting.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     sink = WandbSink(cfg, run.path, cfg.wandb_run_id or (status.status.wandb_run_id if status.status else None)
                      or derive_run_id(run.path))
@@ -128,7 +130,7 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
                       loss_fn=MultiTaskLoss(cfg, parts.depth_unit), depth_unit=parts.depth_unit,
                       trace=LocalTrace(run.metrics), batches=_batches_per_epoch(len(parts.datasets["train"]), cfg),
                       stop=stop, scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None,
-                      dataset=dataset)
+                      dataset=dataset, weighting=weighting)
     _restore(trainer, status, parts, sink)
     return _fit(trainer, parts, status, sink)
 
