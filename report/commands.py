@@ -147,9 +147,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         entries = _entries(args.ablations_dir, args.ids, not args.ids, args.runs_dir)
+        read = entries + _baseline_entries(entries, args.ablations_dir)  # their runs give Delta_m
         result = export(args.team, args.runs_dir, entries, args.out, dataset_root=args.dataset_root,
                         draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir(),
-                        strict=args.strict, selections=plan_selections(entries, args.runs_dir, args.profile))
+                        strict=args.strict, selections=plan_selections(read, args.runs_dir, args.profile))
     except IncompleteExportError as exc:
         for line in exc.missing:
             print(f"missing: {line}", file=sys.stderr)

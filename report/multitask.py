@@ -90,8 +90,8 @@ def entry_gain(runs: pd.DataFrame, baselines: Optional[pd.DataFrame], baselines_
     runs frame of entry ``baselines_id``; None or empty when it has none recorded)."""
     gain = Gain(baselines_id)
     if baselines is None or baselines.empty:
-        gain.notes.append(f"Δm not computed: no runs of {baselines_id} recorded yet (its single-task runs are the "
-                          "baselines)")
+        gain.notes.append(f"Δm not computed: no runs of {baselines_id}, whose single-task runs are the baselines, "
+                          "were read (`mtl-ablate run` it first)")
         return gain
     candidates = _finished_single_task(baselines)
     for _, row in runs.iterrows():

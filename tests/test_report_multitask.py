@@ -206,3 +206,16 @@ def test_an_entry_of_single_task_runs_must_rank_by_its_task_metric(ablations, tm
     write_entry(ablations, "problem1.st", grid={"tasks": ["semseg"], "optimizer_lr": [0.01, 0.1]},
                 rank_by={"metric": "val/iou"})
     assert len(plan(load_entries(ablations)["problem1.st"], None, tmp_path)) == 2
+
+
+def test_without_runs_of_the_baselines_entry_the_report_says_so(ablations, tmp_path):
+    runs_dir = tmp_path / "runs"
+    write_entry(ablations, "problem1.st", variants=[{"name": "semseg", "overrides": {"tasks": "semseg"}}],
+                rank_by={"metric": "val/iou"})
+    write_entry(ablations, "problem1.lw", single_task_baselines="problem1.st")
+    for spec in plan(load_entries(ablations)["problem1.lw"], None, runs_dir):
+        plant(spec, [both(24.0, 40.0)])
+    out = tmp_path / "reports"
+    assert report(ablations, runs_dir, out, "problem1.lw") == 0
+    assert "Δm not computed: no runs of problem1.st, whose single-task runs are the baselines, were read" in \
+        (out / "report.md").read_text()
