@@ -16,8 +16,9 @@ others start on the same scale:
   lambda_t = 1 in the first two epochs.
 - ``pcgrad`` (Yu et al., NeurIPS 2020, Algorithm 1): each task's gradient g_t of l_t over the parameters both
   tasks reach, less its projection on every other task's gradient it conflicts with (g_i . g_j < 0:
-  g_i -= (g_i . g_j) / |g_j|^2 g_j); the step uses their sum. A parameter only one task reaches keeps that
-  task's gradient. It costs one backward pass per task instead of one in all.
+  g_i -= (g_i . g_j) / |g_j|^2 g_j); the step uses their sum, computed as a combination of the task
+  gradients from their dot products. A parameter only one task reaches keeps that task's gradient. It
+  costs one backward pass per task instead of one in all.
 
 The learned state (log-variances, DWA's epoch means) travels in the checkpoint, so a resumed run is
 bitwise the run never stopped; :meth:`LossWeighting.log_point` is what each training point logs.
@@ -26,7 +27,7 @@ bitwise the run never stopped; :meth:`LossWeighting.log_point` is what each trai
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -200,18 +201,13 @@ class PCGrad(LossWeighting):
         params = [p for p in model.parameters() if p.requires_grad]
         per_task = [torch.autograd.grad(scale(terms[t]), params, retain_graph=i + 1 < len(self.tasks),
                                         allow_unused=True) for i, t in enumerate(self.tasks)]
-        shared = [i for i in range(len(params)) if all(g[i] is not None for g in per_task)]
-        flat = [torch.cat([grads[i].reshape(-1) for i in shared]) for grads in per_task]  # type: ignore[union-attr]
-        projected, conflicted = project_conflicting(flat)
-        merged = torch.stack(projected).sum(0)
-        offset = 0
-        for i in shared:
-            params[i].grad = merged[offset:offset + params[i].numel()].view_as(params[i]).clone()
-            offset += params[i].numel()
+        shared = {i for i in range(len(params)) if all(g[i] is not None for g in per_task)}
+        factors, conflicted = pcgrad_factors(_gram(per_task, sorted(shared)))
         for i, param in enumerate(params):
-            if i not in shared:
-                own = [g[i] for g in per_task if g[i] is not None]
-                param.grad = torch.stack(own).sum(0) if own else None  # type: ignore[arg-type]
+            reached = [(f, g[i]) for f, g in zip(factors, per_task) if g[i] is not None]
+            if i not in shared:  # one task's parameter: its own gradient
+                reached = [(1.0, g) for _, g in reached]
+            param.grad = _combination(reached)
         self.conflicts += int(conflicted)
         self.steps += 1
         return self.combine({t: terms[t].detach() for t in self.tasks})
@@ -230,20 +226,44 @@ class PCGrad(LossWeighting):
         self.conflicts, self.steps = int(state["conflicts"]), int(state["steps"])
 
 
-def project_conflicting(grads: list[Tensor]) -> tuple[list[Tensor], bool]:
-    """PCGrad's surgery: each gradient less its projection on every other one it conflicts with (in task
-    order; with two tasks the order changes nothing), and whether any pair conflicted."""
-    projected = [g.clone() for g in grads]
+def _gram(per_task: Sequence[Sequence[Optional[Tensor]]], shared: list[int]) -> list[list[float]]:
+    """g_i . g_j of the task gradients over the ``shared`` parameters, summed in float64 on their device and
+    read back once."""
+    def dot(a: Sequence[Optional[Tensor]], b: Sequence[Optional[Tensor]]) -> Tensor:
+        return torch.stack([torch.sum(a[i] * b[i], dtype=torch.float64) for i in shared]).sum()  # type: ignore[operator]
+
+    count = len(per_task)
+    values = torch.stack([dot(per_task[i], per_task[j]) for i in range(count) for j in range(count)]).tolist()
+    return [values[i * count:(i + 1) * count] for i in range(count)]
+
+
+def _combination(terms: list[tuple[float, Tensor]]) -> Optional[Tensor]:
+    """sum_k f_k g_k of (factor, gradient) pairs; None for none."""
+    total: Optional[Tensor] = None
+    for factor, grad in terms:
+        total = factor * grad if total is None else total + factor * grad
+    return total
+
+
+def pcgrad_factors(gram: list[list[float]]) -> tuple[list[float], bool]:
+    """PCGrad's update as a combination of the task gradients: the factor of each in the sum of the projected
+    gradients, from their Gram matrix ``gram[i][j] = g_i . g_j`` alone (each projected gradient stays a
+    combination of the g_k, so no gradient is copied), and whether any pair conflicted. Each g_i is
+    projected on every other g_j it conflicts with, in task order (with two tasks the order changes nothing)."""
+    count = len(gram)
+    factors = [0.0] * count
     conflicted = False
-    for i, g_i in enumerate(projected):
-        for j, g_j in enumerate(grads):
-            if i == j:
+    for i in range(count):
+        alpha = [1.0 if k == i else 0.0 for k in range(count)]  # projected g_i = sum_k alpha_k g_k
+        for j in range(count):
+            if j == i:
                 continue
-            dot = torch.dot(g_i, g_j)
-            if dot < 0:
-                g_i -= dot / g_j.square().sum() * g_j
+            dot = sum(alpha[k] * gram[k][j] for k in range(count))
+            if dot < 0:  # g_i -= (g_i . g_j) / |g_j|^2 g_j
+                alpha[j] -= dot / gram[j][j]
                 conflicted = True
-    return projected, conflicted
+        factors = [f + a for f, a in zip(factors, alpha)]
+    return factors, conflicted
 
 
 def build_weighting(cfg: Config, device: torch.device) -> LossWeighting:
