@@ -149,6 +149,7 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
     from mtl.train.optim import build_optimizer, build_scheduler
     from mtl.train.runtime import seed_everything
     from mtl.train.tracking import Progress, WandbSink
+    from mtl.train.weighting import build_weighting
 
     device = device or torch.device("cpu")
     seed_everything(cfg.seed, cfg.deterministic)
@@ -157,13 +158,15 @@ def build_trainer(cfg: Config, run_dir: Path, device: torch.device | None = None
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
+    weighting = build_weighting(cfg, device)
+    optimizer = build_optimizer(cfg, model, weighting.parameters())
     run = RunDirectory(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg=cfg, run=run, device=device, model=model, optimizer=optimizer,
                       scheduler=build_scheduler(cfg, optimizer), loss_fn=MultiTaskLoss(cfg, depth_unit),
                       depth_unit=depth_unit, trace=LocalTrace(run.metrics), batches=1,
-                      scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None)
+                      scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None,
+                      weighting=weighting)
     # The hooks of a real run: trace, W&B, progress and its status record, checkpoints.
     sink = WandbSink(cfg, run.path, "bench")
     trainer.hooks = default_hooks(Progress(cfg.progress, 10**9, 0), StatusWriter(run), sink, val_loader=[])

@@ -127,8 +127,7 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
         return ExitCode.FAILED
     best = status.best
     if status.state is RunState.FINISHED:
-        headline = (f"best grader {best.grader:.2f} (IoU {best.iou:.2f}, SI-logRMSE {best.si_logrmse:.2f}) at step "
-                    f"{best.step}" if best is not None else "no best point")
+        headline = f"best {best.headline()} at step {best.step}" if best is not None else "no best point"
         print(f"mtl-train: finished {cfg.log_dir}: {headline}")
         return ExitCode.FINISHED
     print(f"mtl-train: {status.state}: {status.error}", file=sys.stderr)

@@ -166,6 +166,21 @@ RUN_INVARIANT_KEYS = frozenset(
 )
 
 
+# Keys added after runs were first hashed. While one holds its default (which computes what the code did
+# before the key existed) it stays out of the config hash, so every earlier config keeps its hash and its
+# run directory; any other value is hashed like every key.
+HASHED_ONLY_WHEN_SET = frozenset({"tasks", "loss_weighting", "dwa_temperature"})
+
+# The two tasks, and the values of ``tasks``: both (the multi-task model) or one (a single-task baseline).
+TASK_NAMES = ("semseg", "depth")
+BOTH_TASKS = "semseg+depth"  # the default of ``tasks``
+# Keys that say how the tasks are combined, not which model, data or optimisation a run has: a single-task
+# baseline of a multi-task run is the run with the same values of every other key (report.multitask).
+TASK_COMBINATION_KEYS = ("tasks", "loss_weighting", "dwa_temperature", "loss_weight_semseg", "loss_weight_depth",
+                         "loss_weight_initial")
+DWA_TEMPERATURE = 2.0  # Liu et al. 2019's temperature
+
+
 # ------------------------------------------------------------------------------------------ bounds
 # Every value that sizes memory, threads or files is bounded, and checked when the config is made: before a
 # run directory, a dataset or a thread exists. Bounds from the machine are generous (they refuse the absurd,
@@ -324,6 +339,17 @@ class Config(BaseModel):
         "meters", description="Depth target: standardised metres or standardised log-metres."
     )
     depth_loss: Literal["l2", "l1"] = Field("l2", description="Depth regression loss over valid pixels.")
+    tasks: Literal["semseg+depth", "semseg", "depth"] = Field(
+        "semseg+depth", description="Tasks trained and evaluated: both, or one (a single-task baseline: the same "
+        "encoder and decoder with one head and one loss, evaluated on its own metric; the grader is not defined).",
+    )
+    loss_weighting: Literal["fixed", "uncertainty", "dwa", "pcgrad"] = Field(
+        "fixed", description="How the task losses (each times its loss_weight_<task>) are combined: fixed (their "
+        "sum), uncertainty (Kendall et al. 2018, learned log-variances), dwa (Liu et al. 2019, dynamic weight "
+        "average) or pcgrad (Yu et al. 2020, projecting conflicting gradients).",
+    )
+    dwa_temperature: float = Field(
+        DWA_TEMPERATURE, gt=0, le=100, description="DWA: softmax temperature T of the weights (the paper's 2).")
 
     # --- model
     model_name: str = Field("deeplabv3p", description="Architecture name in the model registry.")
@@ -476,6 +502,22 @@ class Config(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_task_switches(self) -> Config:
+        # A weighting method balances two tasks, distillation passes features between two tasks, and a DWA
+        # temperature means nothing to another method: each of these set otherwise is a mistake.
+        if self.tasks != BOTH_TASKS and self.loss_weighting != "fixed":
+            raise ConfigError(f"config key 'loss_weighting' is {quoted(self.loss_weighting)} but tasks is "
+                              f"{quoted(self.tasks)}: a weighting method balances two tasks; a single-task run has "
+                              "one (use loss_weighting 'fixed')")
+        if self.tasks != BOTH_TASKS and self.model_name == "distillation":
+            raise ConfigError(f"model_name 'distillation' needs both tasks (it passes features between them), "
+                              f"but tasks is {quoted(self.tasks)}")
+        if self.dwa_temperature != DWA_TEMPERATURE and self.loss_weighting != "dwa":
+            raise ConfigError(f"config key 'dwa_temperature' is {self.dwa_temperature} but loss_weighting is "
+                              f"{quoted(self.loss_weighting)}: it only applies to loss_weighting 'dwa'")
+        return self
+
     # ------------------------------------------------------------------ derived values
     @property
     def output_stride(self) -> int:
@@ -485,13 +527,20 @@ class Config(BaseModel):
     def dilation_flags(self) -> tuple[bool, bool, bool]:
         return (self.dilation_layer2, self.dilation_layer3, self.dilation_layer4)
 
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The tasks this run trains, in TASK_NAMES order."""
+        return TASK_NAMES if self.tasks == BOTH_TASKS else (self.tasks,)
+
     def hyperparameters(self) -> dict[str, Any]:
         """The keys that define what a run computes (run-invariant keys left out), JSON-friendly."""
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in RUN_INVARIANT_KEYS}
 
     def config_hash(self, length: int = 8) -> str:
         """A short stable hash of the hyperparameters: the same config always lands in the same place."""
-        text = json.dumps(self.hyperparameters(), sort_keys=True)
+        defaults = {key: Config.model_fields[key].default for key in HASHED_ONLY_WHEN_SET}
+        hashed = {k: v for k, v in self.hyperparameters().items() if k not in defaults or v != defaults[k]}
+        text = json.dumps(hashed, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 
     def to_yaml(self, exclude: tuple[str, ...] = ()) -> str:

@@ -66,14 +66,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         entries = _entries(args.ablations_dir, args.ids, args.all, args.runs_dir)
         if args.ladder:
             entries = _ladder_chain(entries, args)
+        read = entries + _baseline_entries(entries, args.ablations_dir)  # their runs give Delta_m
         # W&B or not, the runs of each entry's current plan (profile, config, reused runs; stale ones apart).
-        selections = plan_selections(entries, args.runs_dir, args.profile)
+        selections = plan_selections(read, args.runs_dir, args.profile)
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
             store: Any = WandbStore(entity or None, project)
         else:
             store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
-        results = store.load([e.id for e in entries], selections=selections)
+        results = store.load([e.id for e in read], selections=selections)
         if args.ladder:
             return _write_ladder(entries, results, args, selections)
         formats = args.format or ["md", "latex", "csv"]
@@ -88,6 +89,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     for problem in result.problems:
         print(f"problem: {problem}", file=sys.stderr)
     return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def _baseline_entries(entries: list[Any], ablations_dir: Path) -> list[Any]:
+    """The entries ``entries`` name for their single-task baselines, when not among them."""
+    from mtl.ablate.entry import load_entries
+
+    wanted = {e.single_task_baselines for e in entries if getattr(e, "single_task_baselines", None)}
+    wanted -= {e.id for e in entries}
+    if not wanted:
+        return []
+    every = load_entries(ablations_dir)
+    return [every[entry_id] for entry_id in sorted(wanted)]
 
 
 def _ladder_chain(entries: list[Any], args: argparse.Namespace) -> list[Any]:
@@ -133,9 +146,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         entries = _entries(args.ablations_dir, args.ids, not args.ids, args.runs_dir)
+        read = entries + _baseline_entries(entries, args.ablations_dir)  # their runs give Delta_m
         result = export(args.team, args.runs_dir, entries, args.out, dataset_root=args.dataset_root,
                         draw_figures=not args.no_figures, cache_dir=None if args.no_cache else default_cache_dir(),
-                        strict=args.strict, selections=plan_selections(entries, args.runs_dir, args.profile))
+                        strict=args.strict, selections=plan_selections(read, args.runs_dir, args.profile))
     except IncompleteExportError as exc:
         for line in exc.missing:
             print(f"missing: {line}", file=sys.stderr)

@@ -2,13 +2,14 @@
 
 Each row is one entry of the chain: what it builds on (a profile, the winner of the step before, or a
 variant the assignment prescribes), its winner by the one rule for "best", the winner's three metrics
-(means over finished seeds, with the grader's standard deviation where there are several), the gain in
-grader over the previous row's winner, its margin over the runner-up, what decided the winner, and the
-variants within seed noise of it or skipped on this machine. Steps trained with one seed cannot measure
-their own noise: their margin is compared with the grader's seed deviation pooled over the chain's
-variants that have several seeds (problem4.final's three), and flagged when under two of them. The rows
-come from the same run selections and tables as the entry reports, so the ladder and the entry sections
-of the write-up never disagree.
+(means over finished seeds, with the grader's standard deviation where there are several), its multi-task
+gain Delta_m over single-task baselines with its seed deviation (an entry that names its baselines,
+report.multitask), the gain in grader over the previous row's winner, its margin over the runner-up, what
+decided the winner, and the variants within seed noise of it or skipped on this machine. Steps trained
+with one seed cannot measure their own noise: their margin is compared with the grader's seed deviation
+pooled over the chain's variants that have several seeds (problem4.final's three), and flagged when under
+two of them. The rows come from the same run selections and tables as the entry reports, so the ladder
+and the entry sections of the write-up never disagree.
 
     mtl-ablate report problem4.final --ladder     ->  reports/ladder.problem4.final.{md,csv}
 """
@@ -26,9 +27,9 @@ from report.store import ResultTables
 from report.tables import TableError, to_csv, with_decision
 from report.writeup import tables_of_entry
 
-COLUMNS = ["step", "entry", "item", "builds on", "winner", "decision", "runs", "grader", "grader std", "IoU",
-           "SI-logRMSE", "Δ grader", "margin", "rule", "note"]
-NUMERIC = {"step", "runs", "grader", "grader std", "IoU", "SI-logRMSE", "Δ grader", "margin"}
+COLUMNS = ["step", "entry", "item", "builds on", "winner", "decision", "runs", "grader", "grader std", "Δm (%)",
+           "Δm std", "IoU", "SI-logRMSE", "Δ grader", "margin", "rule", "note"]
+NUMERIC = {"step", "runs", "grader", "grader std", "Δm (%)", "Δm std", "IoU", "SI-logRMSE", "Δ grader", "margin"}
 NOISE_SDS = 2.0  # a winner whose margin over the runner-up is under this many seed standard deviations is flagged
 
 
@@ -61,15 +62,15 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
             builds_on += f"; here: {selection.base_note}"
         row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": builds_on,
                                "winner": "", "decision": "", "runs": 0, "grader": math.nan, "grader std": math.nan,
-                               "IoU": math.nan, "SI-logRMSE": math.nan, "Δ grader": math.nan, "margin": math.nan,
-                               "rule": "", "note": ""}
+                               "Δm (%)": math.nan, "Δm std": math.nan, "IoU": math.nan, "SI-logRMSE": math.nan,
+                               "Δ grader": math.nan, "margin": math.nan, "rule": "", "note": ""}
         subset = results.for_ablation(entry.id)
         if subset.runs.empty:
             row["note"] = "no runs recorded"
             rows.append(row)
             continue
         try:
-            tables = tables_of_entry(entry, subset, noise_rule)
+            tables = tables_of_entry(entry, subset, noise_rule, results)
         except TableError as exc:
             row["note"] = str(exc)
             rows.append(row)
@@ -89,6 +90,7 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
         row["margin"] = best["grader"] - others.max() if len(others) else math.nan
         row["note"] = _note(tables, row["margin"], noise)
         row.update({"winner": tables.winner, "grader": best["grader"], "grader std": best["grader_std"],
+                    "Δm (%)": best.get("delta_m", math.nan), "Δm std": best.get("delta_m_std", math.nan),
                     "IoU": best["iou"], "SI-logRMSE": best["si_logrmse"], "rule": tables.winner_rule})
         if not math.isfinite(best["grader"]):  # a race its budget ended at a rung: the winner's runs stand there
             paused = tables.runs[tables.runs["variant"] == tables.winner]
@@ -120,9 +122,10 @@ def _note(tables: Any, margin: float, noise: float) -> str:
 
 def ladder_markdown(frame: pd.DataFrame) -> str:
     shown = frame.copy()
-    for column in ("grader", "grader std", "IoU", "SI-logRMSE"):
+    for column in ("grader", "grader std", "Δm std", "IoU", "SI-logRMSE"):
         shown[column] = [_number(v) for v in shown[column]]
-    shown["Δ grader"] = [_number(v, signed=True) for v in shown["Δ grader"]]
+    for column in ("Δ grader", "Δm (%)"):
+        shown[column] = [_number(v, signed=True) for v in shown[column]]
     shown["margin"] = [_number(v) for v in shown["margin"]]
     shown["runs"] = shown["runs"].astype(str)
     shown["step"] = shown["step"].astype(str)

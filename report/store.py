@@ -29,7 +29,7 @@ import pandas as pd
 from mtl.run import best as best_rule
 from mtl.run import records, trace
 from mtl.run import summary as summary_file
-from mtl.run.best import TIE_BREAK, best_point, is_finite_number, tie_break_value
+from mtl.run.best import TIE_BREAK, best_point, is_finite_number, run_rank_metric, tie_break_value
 from mtl.run.layout import RunDirectory, find_run_dirs, parse_run_name
 from mtl.run.model import GRADER_KEY, STATE_COLUMN, RunState, Status
 from report.run_files import StoreError, read_current_summary, read_run_for_report, read_validation_points
@@ -112,10 +112,14 @@ def _cell(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- rows
-def best_with_note(points: list[dict[str, Any]], state: str,
-                   known_best: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
-    """The best-grader validation point (``known_best`` when the trainer's summary gives it) and a note on
-    what was unusual (never validated, NaN, ties)."""
+def best_with_note(points: list[dict[str, Any]], state: str, known_best: dict[str, Any] | None = None,
+                   tasks: Any = None) -> tuple[dict[str, Any] | None, str]:
+    """The best-grader validation point (``known_best`` when the trainer's summary gives it; a single-task
+    run's (``tasks``, its config's) by its task's metric) and a note on what was unusual (never validated,
+    NaN, ties, no grader)."""
+    key, mode = run_rank_metric(tasks)
+    if key != GRADER_KEY:
+        return _single_task_best(points, state, known_best, tasks, key, mode)
     notes = []
     graders = [_number(p.get(GRADER_KEY)) for p in points]
     non_finite = sum(1 for g in graders if not is_finite_number(g))
@@ -136,8 +140,21 @@ def best_with_note(points: list[dict[str, Any]], state: str,
     return best, "; ".join(notes)
 
 
+def _single_task_best(points: list[dict[str, Any]], state: str, known_best: dict[str, Any] | None, tasks: str,
+                      key: str, mode: str) -> tuple[dict[str, Any] | None, str]:
+    """A single-task run's best point by its own metric, and the note that says the grader is not defined."""
+    best = known_best if known_best is not None else best_point(points, key, mode)
+    metric = "IoU" if key == "val/iou" else "SI-logRMSE"
+    note = f"single-task run (tasks={tasks}): the grader is not defined; best point by {metric}"
+    if not points:
+        note = f"never validated (state {state}); {note}"
+    elif best is None:
+        note = f"no finite {metric} in {len(points)} validation point(s); {note}"
+    return best, note
+
+
 def run_row(run: RunInput) -> dict[str, Any]:
-    best, note = best_with_note(run.points, run.state, run.best)
+    best, note = best_with_note(run.points, run.state, run.best, run.config.get("tasks"))
     note = "; ".join(part for part in (run.remark, note) if part)
     row = {
         "ablation": run.ablation,

@@ -29,6 +29,7 @@ from mtl.ablate.race import RaceSettings
 from mtl.config import RUN_INVARIANT_KEYS, format_config_value
 from mtl.run.best import deciding_rule
 from mtl.run.model import GRADER_KEY, STATE_COLUMN, RunState
+from report.multitask import Gain
 from report.store import RUN_COLUMNS, ResultTables
 
 # The default is the decision's own test (docs/DESIGN.md §7.1): one test per table.
@@ -69,6 +70,8 @@ class EntryTables:
     winner_rule: str = ""
     # What the evidence says of the winner (mtl.ablate.decision): decided, undecided or by rule only.
     decision: Decision | None = None
+    # Delta_m over the single-task baselines the entry names (report.multitask), when it names them.
+    gain: Gain | None = None
 
     @property
     def delta_label(self) -> str:
@@ -176,6 +179,20 @@ def frame_decision(runs: pd.DataFrame, order: list[str], metric_name: str, rank_
 
 
 WINNER_MARKS = {"decided": "yes, decided", "undecided": "leads, undecided", "by rule": "by rule only"}
+
+
+def with_gain(tables: EntryTables, gain: Gain) -> EntryTables:
+    """``tables`` with Delta_m beside the grader: each run's, and each variant's mean and seed deviation."""
+    tables.gain = gain
+    tables.runs.insert(tables.runs.columns.get_loc("grader") + 1, "delta_m",
+                       [gain.per_run.get(str(run), math.nan) for run in tables.runs["run"]])
+    stats = [gain.per_variant.get(str(v), (math.nan, math.nan, 0)) for v in tables.summary["variant"]]
+    at = tables.summary.columns.get_loc("grader_std") + 1
+    tables.summary.insert(at, "delta_m", [mean for mean, _, _ in stats])
+    tables.summary.insert(at + 1, "delta_m_std", [std for _, std, _ in stats])
+    tables.__dict__.pop("runs_display", None)  # cached renderings follow the new columns
+    tables.__dict__.pop("variants_display", None)
+    return tables
 
 
 def with_decision(tables: EntryTables, decision: Decision | None) -> EntryTables:
@@ -366,9 +383,10 @@ HEADERS = {
     "params": "params (M)", "gflops": "GFLOPs", STATE_COLUMN: STATE_COLUMN, "winner": "winner", "note": "note",
     "grader_std": "grader std", "iou_std": "IoU std", "si_logrmse_std": "SI-logRMSE std",
     "delta": "Δ", "within_noise": "within noise", "score": "score", "score_std": "score std",
+    "delta_m": "Δm (%)", "delta_m_std": "Δm std",
 }
 _TWO_DECIMALS = {"grader", "iou", "si_logrmse", "grader_std", "iou_std", "si_logrmse_std", "delta", "gflops",
-                 "score", "score_std"}
+                 "score", "score_std", "delta_m", "delta_m_std"}
 _WHOLE = {"step", "epoch", "seed", "seeds", "finished"}
 NUMERIC_DISPLAY = _TWO_DECIMALS | _WHOLE | {"params"}
 
@@ -378,7 +396,7 @@ def format_value(column: str, value: Any) -> str:
         # A missing number is a dash; a config key set to None (its default rule applies) says so.
         return "–" if column in NUMERIC_DISPLAY else "none" if value is None else ""
     if column in _TWO_DECIMALS:
-        return f"{value:+.2f}" if column == "delta" else f"{value:.2f}"
+        return f"{value:+.2f}" if column in ("delta", "delta_m") else f"{value:.2f}"
     if column == "params":
         return f"{value / 1e6:.2f}"
     if column in _WHOLE:

@@ -25,7 +25,8 @@ from mtl.ablate.arguments import command_line
 from mtl.ablate.entry import FIGURE_KINDS
 from mtl.config import RUN_INVARIANT_KEYS, Config, format_config_value
 from mtl.run.layout import RunDirectory
-from mtl.run.model import STATE_COLUMN, RunState
+from mtl.run.model import GRADER_KEY, STATE_COLUMN, RunState
+from report.multitask import entry_gain, single_task_variants
 from report.store import ResultTables
 from report.tables import (
     NOISE_RULES,
@@ -37,6 +38,7 @@ from report.tables import (
     to_latex,
     to_markdown,
     with_decision,
+    with_gain,
 )
 
 FORMATS = ("md", "latex", "csv")
@@ -140,11 +142,20 @@ def run_command(entry: Any, runs_dir: Path | None) -> str:
     return command_line("run", [entry.id], runs_dir=runs_dir, ablations_dir=getattr(entry, "ablations_dir", None))
 
 
-def tables_of_entry(entry: Any, subset: ResultTables, noise_rule: str = "paired") -> EntryTables:
-    """The tables of ``entry``'s runs as its file asks: its report columns, ranking metric and variant order."""
+def tables_of_entry(entry: Any, subset: ResultTables, noise_rule: str = "paired",
+                    results: ResultTables | None = None) -> EntryTables:
+    """The tables of ``entry``'s runs as its file asks: its report columns, ranking metric and variant order,
+    and Delta_m over the single-task baselines it names (their runs read from ``results``)."""
     variant_order = [v.name for v in entry.variants] if getattr(entry, "variants", None) else None
-    return entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
-                        rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode, variant_order=variant_order)
+    tables = entry_tables(subset, entry.id, columns=entry.report.columns or None, noise_rule=noise_rule,
+                          rank_metric=entry.rank_by.metric, rank_mode=entry.rank_by.mode,
+                          variant_order=variant_order)
+    baselines = getattr(entry, "single_task_baselines", None)
+    if baselines and results is not None:
+        baseline_runs = results.for_ablation(baselines).runs
+        tables = with_gain(tables, entry_gain(subset.runs[subset.runs["ablation"] == entry.id], baseline_runs,
+                                              baselines))
+    return tables
 
 
 def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats: Sequence[str] = FORMATS,
@@ -156,7 +167,7 @@ def build_entry_report(entry: Any, results: ResultTables, out_dir: Path, formats
     if subset.runs.empty:
         return EntryReport(entry=entry, tables=None, selection=selection,
                            problems=[f"no runs recorded yet (`{run_command(entry, runs_dir)}`)"])
-    tables = tables_of_entry(entry, subset, noise_rule)
+    tables = tables_of_entry(entry, subset, noise_rule, results)
     if selection is not None and selection.racing is not None:
         tables = with_decision(tables, selection.race_decision)
     report = EntryReport(entry=entry, tables=tables, selection=selection)
@@ -219,10 +230,17 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _legend(tables: EntryTables, kind: str) -> str:
+    gain = f" {GAIN_LEGEND}" if tables.gain is not None else ""
     if kind == "runs":
         return ("Every run at its best-grader validation step (grader, IoU and SI-logRMSE all at that step); "
-                "winner = the runs of the winning variant.")
-    return (f"Mean and standard deviation over finished seeds; within noise: {NOISE_RULES[tables.noise_rule]}.")
+                f"winner = the runs of the winning variant.{gain}")
+    return (f"Mean and standard deviation over finished seeds; within noise: {NOISE_RULES[tables.noise_rule]}."
+            f"{gain}")
+
+
+GAIN_LEGEND = ("Δm: the multi-task gain over the single-task baselines of the same architecture, profile and seed, "
+               "100/2 x [(IoU - IoU_st) / IoU_st - (SI-logRMSE - SI-logRMSE_st) / SI-logRMSE_st], in percent "
+               "(Vandenhende et al. 2021); Δm std: its standard deviation over seeds.")
 
 
 def markdown_table(tables: EntryTables, kind: str, shown: pd.DataFrame) -> str:
@@ -319,6 +337,10 @@ def _pairs(values: dict[str, Any]) -> str:
 
 
 def _winner_line(tables: EntryTables) -> str:
+    if tables.winner is None and tables.rank_metric == GRADER_KEY and \
+            set(single_task_variants(tables.runs)) == set(tables.summary["variant"]):
+        return ("No winner: every run here trains one task, for which the grader is not defined; rank such an "
+                "entry by its task's metric (rank_by: val/iou, or val/si_logrmse with mode min).")
     if tables.winner is None:
         return "No winner yet: no finished run has a finite score."
     rows = tables.summary[tables.summary["variant"] == tables.winner]
@@ -344,6 +366,7 @@ def evidence_lines(tables: EntryTables, selection: Any = None) -> list[str]:
         lines.append(f"Decision: {tables.decision.describe()}.")
     elif selection is not None and selection.racing is not None:
         lines.append("Decision: the race is not over; `mtl-ablate run` goes on where the records stand.")
+    lines += multitask_lines(tables)
     finished = tables.runs[tables.runs[STATE_COLUMN] == RunState.FINISHED]
     if not finished.empty and (finished["iou"].dropna() < 50).all():
         lines.append("Every IoU here is under 50, so the grader is max(50 - SI-logRMSE, 0): it measures depth "
@@ -354,6 +377,22 @@ def evidence_lines(tables: EntryTables, selection: Any = None) -> list[str]:
         raced = " (raced)" if selection.racing is not None else ""
         lines.append(f"Compute{raced}: {used.steps} optimizer steps{share}; {used.device_hours:.2f} device-hours "
                      f"over {used.runs} runs.")
+    return lines
+
+
+def multitask_lines(tables: EntryTables) -> list[str]:
+    """What the single-task runs are, and the multi-task gain Delta_m with its seed noise."""
+    lines = []
+    single = single_task_variants(tables.runs)
+    if single and tables.rank_metric == GRADER_KEY:
+        lines.append(f"Single-task variants ({', '.join(single)}): the grader is not defined for one task, so they "
+                     "are not ranked; each run is shown at the best point of its own metric (IoU highest, "
+                     "SI-logRMSE lowest).")
+    if tables.gain is not None:
+        gain = tables.gain
+        lines.append(f"Δm over the single-task baselines of {gain.baselines} (mean ± standard deviation over "
+                     f"seeds): {gain.describe()}.")
+        lines += [f"{note}." for note in gain.notes]
     return lines
 
 

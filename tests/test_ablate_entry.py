@@ -32,14 +32,18 @@ def error_of(path_or_folder: Path) -> EntryError:
 def test_every_assignment_question_has_a_valid_entry():
     entries = load_entries(ABLATIONS)
     expected = {
-        "problem1.optimizer", "problem1.lr", "problem1.batch_size", "problem1.loss_weights",
+        "problem1.optimizer", "problem1.lr", "problem1.batch_size", "problem1.loss_weights", "problem1.single_task",
         "problem1.imagenet_init", "problem1.dilation", "problem1.aspp", "problem1.skip", "problem2.branched",
         "problem3.distillation", "problem3.decoder", "problem4.augmentation", "problem4.crop", "problem4.skips",
         "problem4.se", "problem4.depth_unit", "problem4.final",
     }
     assert set(entries) == expected
-    # Sorted by problem and item: each entry builds on the one before it.
-    ids = list(entries)
+    # Sorted by problem and item: each entry of the chain builds on the one before it. The single-task
+    # baselines stand beside it, on the base of the loss weights they are the baselines of.
+    assert list(entries).index("problem1.single_task") == list(entries).index("problem1.loss_weights") + 1
+    assert entries["problem1.single_task"].base == entries["problem1.loss_weights"].base
+    assert entries["problem1.loss_weights"].single_task_baselines == "problem1.single_task"
+    ids = [entry_id for entry_id in entries if entry_id != "problem1.single_task"]
     assert ids[0] == "problem1.optimizer" and ids[-1] == "problem4.final"
     for previous, entry in zip(ids, ids[1:]):
         assert entries[entry].base_entry == previous, entry

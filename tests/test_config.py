@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from mtl.config import Config, ConfigError, cli_args, config_from_cli, load_yaml, make_config
+from support import ABLATIONS
 
 
 def test_defaults_are_the_template_baseline():
@@ -72,3 +73,21 @@ def test_hash_ignores_run_invariant_keys_only():
     base = Config()
     assert base.config_hash() == base.replace(log_dir="elsewhere", workers=2, device="cpu").config_hash()
     assert base.config_hash() != base.replace(optimizer_lr=0.02).config_hash()
+
+
+def test_keys_added_later_leave_every_earlier_hash_unchanged_at_their_defaults():
+    # Hashes of these configs before tasks, loss_weighting and dwa_temperature existed: their run
+    # directories must still be found.
+    profiles = {name: load_yaml(ABLATIONS / "profiles" / f"{name}.yaml", extra_keys=("slurm", "racing"))
+                for name in ("quick", "full", "race")}
+    for values in profiles.values():
+        values.pop("slurm", None)
+        values.pop("racing", None)
+    assert make_config().config_hash() == "ed79dedc"
+    assert {name: make_config(values).config_hash() for name, values in profiles.items()} == {
+        "quick": "e28acbb3", "full": "39871986", "race": "91bfa854"}
+    assert make_config(model_name="branched").config_hash() == "849b19f8"
+    # Set to anything else, each is part of the identity like every key.
+    assert make_config(tasks="semseg").config_hash() != make_config().config_hash()
+    assert make_config(loss_weighting="dwa").config_hash() != make_config(loss_weighting="dwa",
+                                                                          dwa_temperature=1.0).config_hash()

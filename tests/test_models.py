@@ -214,3 +214,19 @@ def test_model_summary_counts_parameters_and_flops():
     lines = table.splitlines()
     assert len(lines) == 3 and lines[2].startswith("| baseline | deeplabv3p | 32 |")
     assert f"{small['gflops']:.2f}" in lines[2]
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+@pytest.mark.parametrize("architecture", ["deeplabv3p", "branched"])
+def test_a_single_task_model_has_one_head_and_with_one_task_both_architectures_are_the_same_network(architecture,
+                                                                                                  task):
+    torch.manual_seed(0)
+    model = build_model(config(architecture, aspp=True, decoder_skip=True, tasks=task))
+    with torch.no_grad():
+        outputs = model(torch.randn(2, 3, H, W))
+    assert list(outputs) == [task] and outputs[task].shape == (2, 19 if task == "semseg" else 1, H, W)
+    # One branch of the branched model is the joint model's ASPP and decoder, built in the same order.
+    torch.manual_seed(0)
+    joint = build_model(config("deeplabv3p", aspp=True, decoder_skip=True, tasks=task))
+    assert [p.shape for p in model.parameters()] == [p.shape for p in joint.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), joint.parameters()))

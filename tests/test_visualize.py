@@ -111,3 +111,13 @@ def test_depth_gray_is_brighter_near_and_black_where_invalid():
     gray = depth_gray(np.array([[0.0, 2.0, 50.0]], dtype=np.float32))
     assert gray.shape == (1, 3, 3) and (gray[0, :, 0] == gray[0, :, 1]).all()
     assert gray[0, 0, 0] == 0 and gray[0, 1, 0] > gray[0, 2, 0] > 0
+
+
+def test_a_single_task_models_panels_show_the_input_and_its_task_alone():
+    batch = DataLoader(samples(2), batch_size=2).__iter__().__next__()
+    size = batch["image"].shape[-1]
+    depth_only = {"depth": torch.zeros(2, 1, size, size)}
+    panels = visual_panels(batch, depth_only, DEPTH_UNIT, 2)
+    assert [p.shape for p in panels] == [(size, 3 * size, 3)] * 2  # input | predicted depth | true depth
+    semseg_only = {"semseg": torch.zeros(2, 19, size, size)}
+    assert visual_panels(batch, semseg_only, DEPTH_UNIT, 1)[0].shape == (size, 3 * size, 3)

@@ -54,6 +54,7 @@ __all__ = [
     "Scaled",
     "base_chain",
     "check_base",
+    "check_baselines",
     "entry_json_schema",
     "entry_json_schema_text",
     "entry_path",
@@ -232,7 +233,16 @@ def load_entries(ablations_dir: str | Path) -> dict[str, Entry]:
         entries[entry.id] = entry
     for entry in entries.values():
         check_base(entry, entries)
+        check_baselines(entry, entries)
     return dict(sorted(entries.items(), key=lambda item: item[1].sort_key))
+
+
+def check_baselines(entry: Entry, entries: dict[str, Entry]) -> None:
+    """The entry named for single-task baselines exists."""
+    target = entry.single_task_baselines
+    if target is not None and target not in entries:
+        raise EntryError(entry.path, "single_task_baselines",
+                         f"unknown entry {quoted(target)} (no {target}.yaml next to it){did_you_mean(target, entries)}")
 
 
 def check_base(entry: Entry, entries: dict[str, Entry]) -> None:

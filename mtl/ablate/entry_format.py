@@ -181,6 +181,12 @@ class EntryFile(_Strict):
         default_factory=lambda: [0], min_length=1, description="Seeds; every variant runs once per seed."
     )
     rank_by: RankBy = Field(default_factory=RankBy, description="How the winner of this entry is chosen.")
+    single_task_baselines: Optional[str] = Field(
+        None, pattern=ENTRY_ID_PATTERN, max_length=MAX_ENTRY_ID_LENGTH,
+        description="An entry (this one too) whose single-task runs (tasks: semseg, tasks: depth) are the baselines "
+        "of this entry's multi-task runs: the report shows Delta_m, the mean relative gain over them. A run's "
+        "baseline for a task has the same seed and the same config except the keys of how tasks are combined "
+        "(tasks, loss_weighting, dwa_temperature, loss_weight_*): same architecture, profile and budget.")
     racing: Optional[RaceSettings] = Field(
         None, description="Race this entry (docs/DESIGN.md §7.2): variants train to rungs, the clearly behind are "
         "pruned, seeds are added where they can change the answer. Off unless set here, in the profile or by "

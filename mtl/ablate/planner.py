@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from mtl.config import RUN_INVARIANT_KEYS, Config, ConfigError, make_config, quoted
+from mtl.config import BOTH_TASKS, RUN_INVARIANT_KEYS, Config, ConfigError, make_config, quoted
 from mtl.run.best import deciding_rule
 from mtl.run.errors import RecordError
 from mtl.run.layout import RunDirectory, parse_run_name, remembered_profile, remembered_racing, run_name
-from mtl.run.model import RunState
+from mtl.run.model import GRADER_KEY, RunState
 from mtl.run.records import error_of, is_finished, read_config, read_record, read_status, recorded_state
 
 from .arguments import command_line
@@ -318,7 +318,16 @@ def _expand_runs(entry: Entry, base: Base, runs_dir: Path, reuse: bool, seeds: S
     for run in runs:
         hp = run.config.hyperparameters()
         run.varied = {k: hp[k] for k in varied_keys}
+    _check_rank_metric(entry, runs)
     return runs
+
+
+def _check_rank_metric(entry: Entry, runs: list[RunSpec]) -> None:
+    """An entry whose every run trains one task cannot be ranked by the grader, which is not defined there."""
+    if runs and entry.rank_by.metric == GRADER_KEY and all(r.config.tasks != BOTH_TASKS for r in runs):
+        raise EntryError(entry.path, "rank_by.metric", "every run of this entry trains one task (config key "
+                         "'tasks'), for which the grader is not defined: rank it by its task's metric "
+                         "(val/iou, or val/si_logrmse with mode min)")
 
 
 def varied_parameters(runs: list[RunSpec]) -> list[str]:

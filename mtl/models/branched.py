@@ -6,8 +6,7 @@ from torch import Tensor, nn
 
 from mtl.config import Config
 from mtl.models.heads import (
-    DEPTH_CHANNELS,
-    SEMSEG_CHANNELS,
+    TASK_CHANNELS,
     build_aspp,
     build_decoder,
     encoder_from_config,
@@ -40,17 +39,22 @@ class TaskBranch(nn.Module):
 
 @register_model("branched")
 class BranchedDeepLabV3p(nn.Module):
+    """A branch (attribute ``semseg``, ``depth``) per task the config trains: a single-task run has one."""
+
     def __init__(self, cfg: Config) -> None:
         super().__init__()
+        self.tasks = cfg.task_names
         self.encoder = encoder_from_config(cfg)
         bottleneck = self.encoder.out_channels[self.encoder.output_stride]
         skips = skip_channels(self.encoder)
-        self.semseg = TaskBranch(cfg, bottleneck, skips, SEMSEG_CHANNELS)
-        self.depth = TaskBranch(cfg, bottleneck, skips, DEPTH_CHANNELS)
+        for task in self.tasks:
+            setattr(self, task, TaskBranch(cfg, bottleneck, skips, TASK_CHANNELS[task]))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         pyramid = pyramid_with_image(self.encoder, x)
         bottleneck = pyramid[self.encoder.output_stride]
-        semseg, _ = self.semseg(bottleneck, pyramid)
-        depth, _ = self.depth(bottleneck, pyramid)
-        return {"semseg": resize_to(semseg, x.shape[-2:]), "depth": resize_to(depth, x.shape[-2:])}
+        outputs = {}
+        for task in self.tasks:
+            prediction, _ = getattr(self, task)(bottleneck, pyramid)
+            outputs[task] = resize_to(prediction, x.shape[-2:])
+        return outputs

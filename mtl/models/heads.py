@@ -15,6 +15,7 @@ from mtl.models.parts import ASPP, ASPPPassThrough, DecoderDeepLabV3p, DecoderPa
 
 SEMSEG_CHANNELS = 19  # the Cityscapes evaluation classes
 DEPTH_CHANNELS = 1
+TASK_CHANNELS = {"semseg": SEMSEG_CHANNELS, "depth": DEPTH_CHANNELS}
 IMAGE_CHANNELS = 3
 
 

@@ -2,7 +2,8 @@
 winner, ``best of`` and the report's winner: the highest grader (or the entry's ranking metric); a tie
 goes to the higher IoU - SI-logRMSE (both tasks at once), then to the earlier step. A grader of 0 is
 common early in training, so without the tie-break the first epoch would win over a later one that is
-better on both tasks."""
+better on both tasks. A single-task run (config key ``tasks``) has no grader: its own best point is
+ranked by its task's metric (:func:`run_rank_metric`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def is_finite_number(value: Any) -> bool:
 
 
 TIE_BREAK = "IoU - SI-logRMSE"
+# What a single-task run's own best point is ranked by: its task's metric, IoU higher and SI-logRMSE lower
+# being better. A run of both tasks (or one recorded before ``tasks`` existed) is ranked by the grader.
+TASK_RANK = {"semseg": ("val/iou", "max"), "depth": ("val/si_logrmse", "min")}
+
+
+def run_rank_metric(tasks: Any) -> tuple[str, str]:
+    """(metric, mode) a run's own best point is ranked by, from its config's ``tasks`` value."""
+    return TASK_RANK.get(tasks, (GRADER_KEY, "max")) if isinstance(tasks, str) else (GRADER_KEY, "max")
 
 
 def _metric(point: Point, name: str) -> Any:

@@ -101,6 +101,15 @@ class ValidationPoint(_Record):
     iou: float
     si_logrmse: float
 
+    def headline(self) -> str:
+        """The defined metrics in words: "grader 5.44 (IoU 11.22, SI-logRMSE 44.56)", or a single-task run's
+        one metric with the grader said to be undefined."""
+        metrics = [f"{label} {value:.2f}" for label, value in (("IoU", self.iou), ("SI-logRMSE", self.si_logrmse))
+                   if math.isfinite(value)]
+        if math.isnan(self.grader) and len(metrics) == 1:
+            return f"{metrics[0]} (single-task: grader not defined)"
+        return f"grader {self.grader:.2f}" + (f" ({', '.join(metrics)})" if metrics else "")
+
     @classmethod
     def of(cls, line: Mapping[str, Any]) -> ValidationPoint:
         """The headline of a trace line (``step``, ``epoch``, ``val/grader``, ``val/iou``, ``val/si_logrmse``);

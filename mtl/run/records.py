@@ -295,12 +295,20 @@ def check_best_in_trace(run_dir: Path, best: Optional[ValidationPoint], points: 
     each validation point (:func:`steps_and_graders` of the trace's lines, or a summary's columns)."""
     if best is None:
         return
-    if any(step == best.step and grader == best.grader for step, grader in points):
+    if any(step == best.step and _same_metric(grader, best.grader) for step, grader in points):
         return
     run = RunDirectory(run_dir)
     raise RecordError(f"{run.metrics}: holds no validation point at step {best.step} with grader {best.grader}, "
                       f"the best point recorded in {source or run.status_path}; the records disagree "
                       "(a damaged or replaced trace)")
+
+
+def _same_metric(recorded: Any, best: float) -> bool:
+    """Whether a trace's grader is the best point's: equal, or both undefined (a single-task run logs none;
+    its best point holds NaN)."""
+    if recorded is None or (isinstance(recorded, float) and math.isnan(recorded)):
+        return math.isnan(best)
+    return bool(recorded == best)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """A run's summary file: what report tables need of one run, so they need not parse its whole trace.
 
 The trainer rewrites it atomically after each validation and when the run ends: the best validation
-line (by :func:`mtl.run.best.best_point`), the final one, the headline of every validation point (step,
-epoch, grader, IoU, SI-logRMSE: enough to redo the best rule and its notes), the model's size and the
+line (by :func:`mtl.run.best.best_point`, ranked as the run's tasks rank it), the final one, the headline
+of every validation point (step, epoch, grader, IoU, SI-logRMSE: enough to redo the best rule and its
+notes; NaN where a single-task run has no such metric), the model's size and the
 state, and the run's config as parsed from config.yaml (parsing YAML is most of what reading a run costs).
 It records the trace's size and config.yaml's size and modification time when written: a trace that has
 grown or shrunk since (a run still training, a resume that truncated it) or an edited config makes the
@@ -18,11 +19,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from mtl.run.best import best_point
+from mtl.run.best import best_point, run_rank_metric
 from mtl.run.errors import RecordError
 from mtl.run.io import atomic_write_text
 from mtl.run.layout import RunDirectory
-from mtl.run.model import GRADER_KEY, ModelSize, RunState, ValidationPoint
+from mtl.run.model import ModelSize, RunState, ValidationPoint
 from mtl.run.records import model_error, read_config, read_status
 from mtl.run.trace import Line, read_validation_lines
 
@@ -90,11 +91,11 @@ def build_summary(run: RunDirectory) -> Summary:
     sources = _sources(run)
     lines = read_validation_lines(run.metrics)
     status = read_status(run.path)
+    config = read_config(run.path) if sources["config_file"] is not None else None
     return Summary(
-        format=SUMMARY_FORMAT, **sources,
-        config=read_config(run.path) if sources["config_file"] is not None else None,
+        format=SUMMARY_FORMAT, **sources, config=config,
         state=status.state if status else None, model=status.model if status else None,
-        best=best_point(lines, GRADER_KEY), final=lines[-1] if lines else None,
+        best=best_point(lines, *run_rank_metric((config or {}).get("tasks"))), final=lines[-1] if lines else None,
         validation=Headlines.of([ValidationPoint.of(line) for line in lines]))
 
 

@@ -49,6 +49,7 @@ from mtl.train.submission import (
     source_zip_differences,
 )
 from mtl.train.tracking import Progress, WandbSink, records_summary, wandb_identity
+from mtl.train.weighting import build_weighting
 
 
 def train(cfg: Config, stop: StopSignals | None = None, *, repair_only: bool = False,
@@ -148,7 +149,8 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
     status = StatusWriter(run)
     _mark_running(cfg, status, records, dataset)
     parts = build_parts(cfg, device)
-    optimizer = build_optimizer(cfg, parts.model)
+    weighting = build_weighting(cfg, device)
+    optimizer = build_optimizer(cfg, parts.model, weighting.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     sink = _wandb_sink(cfg, run, status)
     used = environment.capture(device)
@@ -158,7 +160,7 @@ def _train_locked(cfg: Config, run: RunDirectory, stop: StopSignals, records: Re
                       loss_fn=MultiTaskLoss(cfg, parts.depth_unit), depth_unit=parts.depth_unit,
                       trace=LocalTrace(run.metrics), batches=_batches_per_epoch(len(parts.datasets["train"]), cfg),
                       stop=stop, scaler=torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None,
-                      dataset=dataset)
+                      dataset=dataset, weighting=weighting)
     _restore(trainer, status, parts, sink)
     return _fit(trainer, parts, status, sink)
 

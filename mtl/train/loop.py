@@ -21,7 +21,7 @@ from mtl.config import Config
 from mtl.data.loading import EpochSampler
 from mtl.data.transforms import DepthUnit
 from mtl.run import io as atomic
-from mtl.run.best import better_point
+from mtl.run.best import better_point, run_rank_metric
 from mtl.run.layout import RunDirectory
 from mtl.run.model import ValidationPoint
 from mtl.run.recovery import best_of_checkpoint
@@ -30,6 +30,7 @@ from mtl.run.trace import LocalTrace
 from mtl.train.evaluation import evaluate
 from mtl.train.losses import MultiTaskLoss
 from mtl.train.runtime import Clock, autocast, restore_rng_states, rng_states, to_device
+from mtl.train.weighting import LossWeighting, build_weighting, unscaled
 
 TRAIN_LOG_INTERVAL = 10  # optimizer steps between training points (and non-finite-loss checks)
 
@@ -91,16 +92,30 @@ class Trainer:
     stop: StopSignals = field(default_factory=StopSignals)
     scaler: Optional[torch.amp.GradScaler] = None
     clock: Clock = field(default_factory=lambda: Clock(0.0))  # training time; fit starts it from the checkpoint's
-    # Training losses summed since the last training point (total, semseg, depth) and their count. They
+    # Training losses summed since the last training point (total, then each task's) and their count. They
     # travel in the checkpoint, so a point logged after a mid-interval resume averages the same steps.
     loss_sums: Optional[torch.Tensor] = None
     loss_count: int = 0
     checkpoint_step: Optional[int] = None  # step of the checkpoint in last.pt (None: none yet)
     dataset: Optional[str] = None  # fingerprint of the dataset's files, checked on resume
+    # How a step combines the task losses (cfg.loss_weighting); default: built here, when it learns nothing.
+    weighting: Optional[LossWeighting] = None
 
     def __post_init__(self) -> None:
         if self.loss_sums is None:
-            self.loss_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+            self.loss_sums = torch.zeros(1 + len(self.cfg.task_names), dtype=torch.float64, device=self.device)
+        if self.weighting is None:
+            self.weighting = build_weighting(self.cfg, self.device)
+        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        if any(id(p) not in held for p in self.weighting.parameters()):
+            raise ValueError(f"loss_weighting {self.cfg.loss_weighting!r} learns parameters the optimizer does not "
+                             "hold: build it with build_optimizer(cfg, model, weighting.parameters())")
+
+    @property
+    def combiner(self) -> LossWeighting:
+        """The run's weighting method (set by __post_init__)."""
+        assert self.weighting is not None
+        return self.weighting
 
     @property
     def stop_signal(self) -> Optional[int]:
@@ -124,7 +139,7 @@ class Trainer:
             "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "step": p.step, "elapsed_s": p.elapsed_s,
             "best": p.best.model_dump() if p.best is not None else None, "rng": rng_states(),
             "config": self.cfg.hyperparameters(), "loss_sums": self.loss_sums.tolist(), "loss_count": self.loss_count,
-            "dataset": self.dataset,
+            "dataset": self.dataset, "weighting": self.combiner.state_dict(),
         }
 
     def check_finite(self) -> None:
@@ -148,9 +163,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.position = Position(epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"], step=state["step"],
                                  elapsed_s=state["elapsed_s"], best=best_of_checkpoint(state))
-        self.loss_sums = torch.tensor(state.get("loss_sums", [0.0, 0.0, 0.0]), dtype=torch.float64,
-                                      device=self.device)
+        self.loss_sums = torch.tensor(state.get("loss_sums", [0.0] * (1 + len(self.cfg.task_names))),
+                                      dtype=torch.float64, device=self.device)
         self.loss_count = state.get("loss_count", 0)
+        self.combiner.load_state_dict(state.get("weighting"), str(self.run.last))
         self.checkpoint_step = self.position.step
         restore_rng_states(state["rng"])
 
@@ -180,16 +196,17 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with autocast(self.cfg, self.device):
             outputs = self.model(batch["image"])
-        total, losses = self.loss_fn(outputs, batch)
+        terms, losses = self.loss_fn.terms(outputs, batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(total).backward()  # type: ignore[no-untyped-call]
+            total = self.combiner.backward(terms, self.model, self.scaler.scale)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            total.backward()  # type: ignore[no-untyped-call]
+            total = self.combiner.backward(terms, self.model, unscaled)
             self.optimizer.step()
-        return total.detach(), {k: v.detach() for k, v in losses.items()}
+        self.combiner.observe(terms)
+        return total, {k: v.detach() for k, v in losses.items()}
 
     def train_epoch(self, loader: DataLoader[Any]) -> None:
         cfg, p, sums = self.cfg, self.position, self.loss_sums
@@ -200,7 +217,7 @@ class Trainer:
                 break
             batch = to_device(batch, self.device, cfg.channels_last)
             total, losses = self.train_step(batch)
-            sums += torch.stack([total.double(), losses["semseg"].double(), losses["depth"].double()])
+            sums += torch.stack([total.double(), *(losses[t].double() for t in cfg.task_names)])
             self.loss_count += 1
             p.batch_in_epoch += 1
             p.step += 1
@@ -214,12 +231,12 @@ class Trainer:
 
     def _train_point(self, sums: torch.Tensor) -> None:
         p = self.position
-        loss, loss_semseg, loss_depth = (sums / self.loss_count).tolist()
+        loss, *task_losses = (sums / self.loss_count).tolist()
         if not math.isfinite(loss):
             raise Diverged(f"non-finite training loss ({loss}) at step {p.step}, epoch {p.epoch + 1}")
         point = {"step": p.step, "epoch": p.epoch + 1, "time": round(p.elapsed_s, 3), "train/loss": loss,
-                 "train/loss_semseg": loss_semseg, "train/loss_depth": loss_depth,
-                 "train/lr": self.optimizer.param_groups[0]["lr"]}
+                 **{f"train/loss_{t}": value for t, value in zip(self.cfg.task_names, task_losses)},
+                 "train/lr": self.optimizer.param_groups[0]["lr"], **self.combiner.log_point()}
         for hook in self.hooks:
             hook.after_train_point(self, point)
         sums.zero_()
@@ -239,10 +256,11 @@ class Trainer:
         if not math.isfinite(point["val/loss"]):  # finite but huge weights can still predict NaN/Inf
             raise Diverged(f"non-finite validation loss ({point['val/loss']}) at step {p.step}, "
                            f"epoch {p.epoch + 1}")
-        improved = better_point(point, p.best)
+        improved = better_point(point, p.best, *run_rank_metric(cfg.tasks))
         if improved:
             p.best = ValidationPoint.of(point)
         self.scheduler.step()
+        self.combiner.end_epoch()
         p.epoch += 1
         p.batch_in_epoch = 0
         self.save_last()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 
 from mtl.config import Config
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(cfg: Config, model: torch.nn.Module,
+                    weighting: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """The optimizer of the model's parameters and of a weighting method's learned ones (``weighting``: their
+    own group, without weight decay, which would pull a log-variance towards 0 for no reason of the task's)."""
+    params: Any = [p for p in model.parameters() if p.requires_grad]
+    if weighting:
+        params = [{"params": params}, {"params": list(weighting), "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.optimizer_lr, momentum=cfg.optimizer_momentum,
                                weight_decay=cfg.optimizer_weight_decay)

@@ -11,7 +11,7 @@ from mtl.config import Config
 from mtl.data.loading import make_loader
 from mtl.data.miniscapes import write_depth, write_semseg
 from mtl.data.transforms import DepthUnit
-from mtl.run.layout import PREDICTION_TASKS, prediction_path
+from mtl.run.layout import prediction_path
 from mtl.train.runtime import autocast
 from mtl.train.submission import write_submission
 
@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, depth_unit: DepthUnit, device: torch.device, cfg: Config,
             out_dir: Path) -> list[int]:
-    """Write test predictions in the MiniScapes encodings; returns the indices written."""
+    """Write test predictions in the MiniScapes encodings, of the tasks the run trains; returns the indices
+    written."""
     model.eval()
     written = []
-    for task in PREDICTION_TASKS:
+    for task in cfg.task_names:
         prediction_path(out_dir, task, 0).parent.mkdir(parents=True, exist_ok=True)
     for batch in loader:
         images = batch["image"].to(device)
@@ -33,12 +34,16 @@ def predict(model: torch.nn.Module, loader, depth_unit: DepthUnit, device: torch
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, device):
             outputs = model(images)
-        ids = outputs["semseg"].argmax(1).to(torch.uint8).cpu().numpy()
-        depth_m = depth_unit.decode(outputs["depth"].float()).squeeze(1).cpu().numpy()
-        for index, seg, depth in zip(batch["index"].tolist(), ids, depth_m):
-            write_semseg(prediction_path(out_dir, "semseg", index), seg)
-            write_depth(prediction_path(out_dir, "depth", index), depth)
-            written.append(index)
+        indices = batch["index"].tolist()
+        if "semseg" in outputs:
+            ids = outputs["semseg"].argmax(1).to(torch.uint8).cpu().numpy()
+            for index, seg in zip(indices, ids):
+                write_semseg(prediction_path(out_dir, "semseg", index), seg)
+        if "depth" in outputs:
+            depth_m = depth_unit.decode(outputs["depth"].float()).squeeze(1).cpu().numpy()
+            for index, depth in zip(indices, depth_m):
+                write_depth(prediction_path(out_dir, "depth", index), depth)
+        written += indices
     return written
 
 
@@ -46,11 +51,12 @@ def predict_and_pack(cfg: Config, run: RunDirectory, datasets: dict[str, Any], m
                      depth_unit: DepthUnit, device: torch.device) -> None:
     """Predict the test split with the best checkpoint (loaded into ``model``) and pack submission.zip."""
     if not run.best.exists():
-        raise RuntimeError("no validation point had a finite grader, so there is no best checkpoint to submit")
+        raise RuntimeError("no validation point had a finite grader (a single-task run: its task's metric), so "
+                           "there is no best checkpoint to submit")
     best = torch.load(run.best, map_location=device, weights_only=False)
     model.load_state_dict(best["model"])
     test_loader = make_loader(datasets["test"], cfg, train=False)
     indices = predict(model, test_loader, depth_unit, device, cfg, run.predictions)
     write_submission(run.submission, predictions_dir=run.predictions, test_indices=sorted(indices),
                      checkpoint=run.best, checkpoint_name=run.path.name, source_zip=run.source_zip,
-                     metrics_path=run.metrics)
+                     metrics_path=run.metrics, tasks=cfg.task_names)

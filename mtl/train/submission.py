@@ -112,13 +112,15 @@ def metrics_csv(metrics_path: Path) -> bytes:
 
 
 def write_submission(path: Path, *, predictions_dir: Path, test_indices: list[int], checkpoint: Path,
-                     checkpoint_name: str, source_zip: Path, metrics_path: Path) -> None:
-    """Write submission.zip atomically from files already in the run directory."""
+                     checkpoint_name: str, source_zip: Path, metrics_path: Path,
+                     tasks: tuple[str, ...] = ("semseg", "depth")) -> None:
+    """Write submission.zip atomically from files already in the run directory (a single-task run's holds
+    its task's predictions alone: the grader is not defined for it)."""
     from mtl.run.io import atomic_open  # (lazy: it imports torch, which validating does not need)
 
     with atomic_open(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         for index in test_indices:
-            for task in ("semseg", "depth"):
+            for task in tasks:
                 archive.write(predictions_dir / task / f"{index}.png", f"predictions/{task}/{index}.png")
         archive.write(checkpoint, f"checkpoints/{checkpoint_name}.ckpt", compress_type=zipfile.ZIP_STORED)
         archive.write(source_zip, SOURCE_MEMBER, compress_type=zipfile.ZIP_STORED)

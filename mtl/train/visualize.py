@@ -49,17 +49,19 @@ def depth_gray(depth_m: np.ndarray) -> np.ndarray:
 
 def visual_panels(batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], depth_unit: DepthUnit,
                   count: int) -> list[np.ndarray]:
-    """input | predicted seg | true seg | predicted depth | true depth, one row image per sample."""
+    """input | predicted seg | true seg | predicted depth | true depth, one row image per sample (a
+    single-task model's row: the input and its task's pair)."""
     panels = []
     for i in range(min(count, batch["image"].shape[0])):
         image = (batch["image"][i].float().cpu() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
-        rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        pred_ids = outputs["semseg"][i].argmax(0).cpu().numpy()
-        pred_depth = depth_unit.decode(outputs["depth"][i].float()).squeeze(0).cpu().numpy()
-        panels.append(np.concatenate([
-            rgb, colorize(pred_ids), colorize(batch["semseg"][i].cpu().numpy()),
-            depth_gray(pred_depth), depth_gray(batch["depth"][i].squeeze(0).cpu().numpy()),
-        ], axis=1))
+        row = [(image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)]
+        if "semseg" in outputs:
+            pred_ids = outputs["semseg"][i].argmax(0).cpu().numpy()
+            row += [colorize(pred_ids), colorize(batch["semseg"][i].cpu().numpy())]
+        if "depth" in outputs:
+            pred_depth = depth_unit.decode(outputs["depth"][i].float()).squeeze(0).cpu().numpy()
+            row += [depth_gray(pred_depth), depth_gray(batch["depth"][i].squeeze(0).cpu().numpy())]
+        panels.append(np.concatenate(row, axis=1))
     return panels
 
 
@@ -89,7 +91,8 @@ def validation_panels(model: torch.nn.Module, loader: DataLoader, depth_unit: De
             batch = to_device(loader.collate_fn(samples), device, cfg.channels_last)
             with autocast(cfg, device):
                 outputs = model(batch["image"])
-            pred_depth_m = depth_unit.decode(outputs["depth"].float())
             panels += visual_panels(batch, outputs, depth_unit, count - len(panels))
-            depth_sample.append(pred_depth_m[batch["depth"] > 0].cpu().numpy())
+            if "depth" in outputs:
+                pred_depth_m = depth_unit.decode(outputs["depth"].float())
+                depth_sample.append(pred_depth_m[batch["depth"] > 0].cpu().numpy())
     return panels, (np.concatenate(depth_sample) if depth_sample else None)
