@@ -13,9 +13,11 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from mtl.ablate.options import Folders, Options
 from mtl.run.layout import default_ablations_dir, default_runs_dir
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_REFUSED = 0, 1, 2
@@ -23,6 +25,50 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_REFUSED = 0, 1, 2
 # fast); tests check they match report.writeup.FORMATS and report.tables.NOISE_RULES.
 FORMAT_CHOICES = ("md", "latex", "csv")
 NOISE_RULE_CHOICES = ("paired", "welch", "max_std")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadOptions(Folders):
+    """Which runs of the entries are read, and where their images are."""
+
+    ids: list[str] = field(default_factory=list)
+    profile: Optional[str] = None
+    dataset_root: Optional[Path] = None
+    no_figures: bool = False
+    no_cache: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions(ReadOptions):
+    all: bool = False
+    format: Optional[list[str]] = None
+    out: Path = Path("reports")
+    noise_rule: str = "paired"
+    wandb: Optional[str] = None  # [ENTITY/]PROJECT
+    ladder: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(ReadOptions):
+    team: str
+    out: Path = Path("reports")
+    strict: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradeOptions(Options):
+    submission: Path
+    dataset_root: Optional[Path] = None
+    json: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DashboardOptions(Folders):
+    ids: list[str] = field(default_factory=list)
+    all: bool = False
+    wandb: Optional[str] = None
+    save: bool = False
+    profile: Optional[str] = None
 
 
 def _entries(ablations_dir: Path, ids: list[str], every: bool, runs_dir: Optional[Path] = None) -> list[Any]:
@@ -55,10 +101,10 @@ def _fail(command: str, exc: BaseException) -> int:
     return EXIT_REFUSED
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: ReportOptions) -> int:
     from mtl.ablate.entry import EntryError
     from report.cache import default_cache_dir
-    from report.store import LocalStore, StoreError
+    from report.store import LocalStore, ResultStore, StoreError
     from report.wandb_store import WandbStore
     from report.writeup import ReportError, write_report
 
@@ -71,7 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         selections = plan_selections(read, args.runs_dir, args.profile)
         if args.wandb:
             entity, _, project = args.wandb.rpartition("/")
-            store: Any = WandbStore(entity or None, project)
+            store: ResultStore = WandbStore(entity or None, project)
         else:
             store = LocalStore(args.runs_dir, cache_dir=None if args.no_cache else default_cache_dir())
         results = store.load([e.id for e in read], selections=selections)
@@ -103,7 +149,7 @@ def _baseline_entries(entries: list[Any], ablations_dir: Path) -> list[Any]:
     return [every[entry_id] for entry_id in sorted(wanted)]
 
 
-def _ladder_chain(entries: list[Any], args: argparse.Namespace) -> list[Any]:
+def _ladder_chain(entries: list[Any], args: ReportOptions) -> list[Any]:
     from mtl.ablate.entry import load_entries
     from mtl.ablate.selection import with_prerequisites
 
@@ -112,7 +158,7 @@ def _ladder_chain(entries: list[Any], args: argparse.Namespace) -> list[Any]:
     return with_prerequisites(entries, load_entries(args.ablations_dir))
 
 
-def _write_ladder(chain: list[Any], results: Any, args: argparse.Namespace, selections: Any) -> int:
+def _write_ladder(chain: list[Any], results: Any, args: ReportOptions, selections: Any) -> int:
     from report.ladder import write_ladder
 
     markdown, files = write_ladder(chain, results, args.out, noise_rule=args.noise_rule, selections=selections)
@@ -136,7 +182,7 @@ def _relative(path: Path, root: Path) -> Path:
         return Path(path)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: ExportOptions) -> int:
     from mtl.ablate.entry import EntryError
     from report.cache import default_cache_dir
     from report.export import ExportError, IncompleteExportError, export
@@ -169,7 +215,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_grade(args: argparse.Namespace) -> int:
+def cmd_grade(args: GradeOptions) -> int:
     from report.grade import GradeError, grade, trained_dataset_root
 
     try:
@@ -193,7 +239,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
+def cmd_dashboard(args: DashboardOptions) -> int:
     from mtl.ablate.entry import EntryError
 
     try:
@@ -283,7 +329,7 @@ def register(subparsers: Any) -> None:
                    help="one table of the entry and every entry its bases build on, step by step: each winner, "
                    "its metrics and its gain (writes ladder.<entry>.md and .csv)")
     where(p)
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, options=ReportOptions)
 
     p = subparsers.add_parser("export", help="build dlad_ex2_report.<team>.zip (write-up + cited submission.zip files)")
     p.add_argument("ids", nargs="*", metavar="ID", help="entries to include (default: all)")
@@ -292,14 +338,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit 1 and write nothing if anything is missing (default: write it, warn, exit 0)")
     where(p)
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, options=ExportOptions)
 
     p = subparsers.add_parser("grade", help="validate a submission.zip and score it against a dataset's test labels")
     p.add_argument("submission", type=Path)
     p.add_argument("--dataset-root", type=Path,
                    help="dataset whose test split has labels (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_grade)
+    p.set_defaults(func=cmd_grade, options=GradeOptions)
 
     p = subparsers.add_parser("dashboard", help="a W&B workspace per entry: its runs by variant, curves, varied keys")
     p.add_argument("ids", nargs="*", metavar="ID")
@@ -318,11 +364,11 @@ def register(subparsers: Any) -> None:
                    help="root of the run directories, whose records name each run's W&B run (default: $MTL_RUNS_DIR "
                    "or ./runs)")
     p.add_argument("--profile", help="the runs of this profile (default: the one of each entry's last `run`)")
-    p.set_defaults(func=cmd_dashboard)
+    p.set_defaults(func=cmd_dashboard, options=DashboardOptions)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m report", description=__doc__.split("\n\n")[0])
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return args.func(args.options.from_namespace(args))

@@ -84,7 +84,11 @@ class ResultTables:
 
 
 class ResultStore(Protocol):
-    def load(self, ablations: Iterable[str] | None = None) -> ResultTables: ...
+    """Where results are read from (the run directories, W&B): the runs of ``ablations``, each entry's limited
+    to its selection (the runs of its current plan) when ``selections`` has one."""
+
+    def load(self, ablations: Iterable[str] | None = None, selections: dict[str, Any] | None = None) -> ResultTables:
+        ...
 
 
 # ---------------------------------------------------------------------------------------- values

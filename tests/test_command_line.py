@@ -64,3 +64,41 @@ def test_list_keeps_entry_ids_whole_at_80_columns(tmp_path, capsys, monkeypatch)
     rows = [line for line in lines if line.startswith("│")]
     assert max(len(line) for line in lines) <= 120 and len(rows) == 2 * len(ids), "\n".join(lines)
     assert "│ problem1.lr " in rows[2] and "(base: best of problem1.optimizer)" in rows[3]
+
+
+def _subparsers():
+    import argparse
+
+    from mtl.ablate.cli import build_parser
+    from report.commands import register
+
+    parser = build_parser((register,))
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+def test_every_flag_of_every_subcommand_reaches_its_typed_options():
+    from mtl.ablate.options import flags_without_fields
+
+    subparsers = _subparsers()
+    assert set(subparsers) >= {"list", "show", "run", "status", "repair", "sweep", "diff", "schema", "report",
+                               "export", "grade", "dashboard"}
+    for name, parser in subparsers.items():
+        options = parser.get_default("options")
+        assert options is not None, f"{name}: no options class"
+        assert flags_without_fields(parser, options) == [], name
+
+
+def test_a_parsed_run_line_becomes_run_options_with_its_slurm_flags(tmp_path):
+    from mtl.ablate.options import RunOptions
+
+    parser = _subparsers()["run"]
+    namespace = parser.parse_args(["problem1.lr", "--profile", "quick", "--force", "--race-setting", "min_seeds=3",
+                                   "--runs-dir", str(tmp_path), "--slurm-partition", "gpu", "--slurm-timeout-min",
+                                   "30", "--slurm-profile", "cluster"])
+    options = RunOptions.from_namespace(namespace)
+    assert (options.ids, options.profile, options.force, options.race_setting) == (
+        ["problem1.lr"], "quick", True, ["min_seeds=3"])
+    assert options.runs_dir == tmp_path and options.slurm_profile == "cluster"
+    assert options.slurm["partition"] == "gpu" and options.slurm["timeout_min"] == 30
+    assert "profile" not in options.slurm  # --slurm-profile is its own field, not an sbatch option

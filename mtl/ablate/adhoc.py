@@ -10,7 +10,6 @@ bases are looked up in the ablations folder, as for a file entry there.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -21,6 +20,7 @@ from mtl.run.io import atomic_write_text
 
 from .entry import Entry, EntryError, entry_path, load_entries, parse_entry
 from .entry_format import ENTRY_ID_RULE, is_entry_id
+from .options import RunOptions
 
 ADHOC_PREFIX = "adhoc."
 ENTRY_COPY = "entry.yaml"  # the generated entry, kept in the entry's runs folder
@@ -131,15 +131,13 @@ def _read_copy(copy: Path) -> Any:
         raise EntryError(copy, "", f"cannot be read as a YAML text file: {exc}") from None
 
 
-def entries_with_adhoc(args: argparse.Namespace) -> dict[str, Entry]:
-    """The ablations folder's entries, and the ad-hoc ones ``args`` names (``ids`` or ``id``) whose YAML
-    is kept beside their runs."""
-    entries = load_entries(args.ablations_dir)
-    ids = getattr(args, "ids", None) or ([args.id] if getattr(args, "id", None) else [])
-    return {**saved_adhoc_entries(args.ablations_dir, args.runs_dir, [i for i in ids if i not in entries]), **entries}
+def entries_with_adhoc(ablations_dir: Path, runs_dir: Path, ids: Sequence[str] = ()) -> dict[str, Entry]:
+    """The ablations folder's entries, and the ad-hoc ones of ``ids`` whose YAML is kept beside their runs."""
+    entries = load_entries(ablations_dir)
+    return {**saved_adhoc_entries(ablations_dir, runs_dir, [i for i in ids if i not in entries]), **entries}
 
 
-def adhoc_entry_from_args(args: argparse.Namespace) -> Entry:
+def adhoc_entry_from_args(args: RunOptions) -> Entry:
     """The entry that ``run --grid/--set/--base/--seeds --name [--save]`` describes: validated like a file
     entry, its YAML written."""
     if args.ids or not args.name:
@@ -151,4 +149,4 @@ def adhoc_entry_from_args(args: argparse.Namespace) -> Entry:
     data = adhoc_entry_data(args.grid, args.set, args.base or args.profile or "quick", seeds=seeds)
     # A dry run shows the plan and writes nothing, not even the entry's YAML.
     return make_adhoc_entry(args.name, data, args.ablations_dir, args.runs_dir, args.save,
-                            write=not getattr(args, "dry_run", False))
+                            write=not args.dry_run)

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Optional, Sequence
 from mtl.config import did_you_mean
 from mtl.run.layout import default_ablations_dir, default_runs_dir
 
+from .options import PlanOptions
+
 # "argument COMMAND: invalid choice: 'lst' (choose from 'list', 'show')" -- Python 3.12+ drops the quotes.
 _INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<word>[^' ]*)'? \(choose from (?P<choices>.*)\)$")
 
@@ -86,12 +88,11 @@ def command_line(subcommand: str, ids: Sequence[str] = (), *, profile: Optional[
     return shlex.join([*words, *extra])
 
 
-def command_from_args(args: argparse.Namespace, subcommand: str, ids: Sequence[str] = (),
+def command_from_args(args: PlanOptions, subcommand: str, ids: Sequence[str] = (),
                       extra: Sequence[str] = ()) -> str:
-    """:func:`command_line` with the folders and profile of the parsed ``args`` (those it has)."""
-    return command_line(subcommand, ids, profile=getattr(args, "profile", None),
-                        runs_dir=getattr(args, "runs_dir", None), ablations_dir=getattr(args, "ablations_dir", None),
-                        extra=extra)
+    """:func:`command_line` with the folders and profile of ``args``."""
+    return command_line(subcommand, ids, profile=args.profile, runs_dir=args.runs_dir,
+                        ablations_dir=args.ablations_dir, extra=extra)
 
 
 def add_adhoc_arguments(parser: argparse.ArgumentParser) -> None:

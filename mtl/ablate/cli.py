@@ -45,6 +45,18 @@ from .display import Monitor, format_duration, format_number, format_params, mak
 from .entry import Entry, EntryError, entry_json_schema_text, root_profile, select_entries
 from .failures import describe_os_error, path_problems, report_bug
 from .launch import make_backend, print_sbatch
+from .options import (
+    DiffOptions,
+    Folders,
+    ListOptions,
+    PlanOptions,
+    RepairOptions,
+    RunOptions,
+    SchemaOptions,
+    ShowOptions,
+    StatusOptions,
+    SweepOptions,
+)
 from .planner import Plan, RunSpec, UnresolvedBase, entry_decision, make_plan, plan_profile, race_step, resolve_racing
 from .race import RaceSettings
 from .racing import describe_racing, describe_round, race
@@ -59,7 +71,9 @@ EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 # -------------------------------------------------------------------------------------------- helpers
 
 
-_entries = entries_with_adhoc  # the folder's entries and the ad-hoc ones named on the line
+def _entries(options: Folders, ids: Sequence[str] = ()) -> dict[str, Entry]:
+    """The folder's entries and the ad-hoc ones ``ids`` names."""
+    return entries_with_adhoc(options.ablations_dir, options.runs_dir, ids)
 
 
 def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
@@ -69,7 +83,7 @@ def _select(entries: dict[str, Entry], ids: list[str]) -> list[Entry]:
         raise UsageError(f"{exc} (see `mtl-ablate list`)") from None
 
 
-def plan_summary(entry: Entry, args: argparse.Namespace) -> tuple[str, int, int, str]:
+def plan_summary(entry: Entry, args: PlanOptions) -> tuple[str, int, int, str]:
     """(state, finished, expected, profile) of the entry's current plan (profile of its last `run`)."""
     try:
         plan = _plan(entry, args, allow_unresolved=True)
@@ -94,12 +108,13 @@ def plan_summary(entry: Entry, args: argparse.Namespace) -> tuple[str, int, int,
 # -------------------------------------------------------------------------------------------- commands
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: ListOptions) -> int:
     console = make_console()
     entries = _entries(args)
+    planning = PlanOptions(ablations_dir=args.ablations_dir, runs_dir=args.runs_dir)
     rows = []
     for entry in entries.values():
-        state, finished, expected, profile = plan_summary(entry, args)
+        state, finished, expected, profile = plan_summary(entry, planning)
         rows.append((entry, profile, f"{finished}/{expected}", state))
     # Ids stay whole (they are typed back). Without --full the question and its base take one line each, cut
     # to the width the other columns leave; a terminal too narrow for that gets no question column rather than
@@ -143,24 +158,24 @@ def _cut(line: str, width: int) -> str:
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
-def _plan(entry: Entry, args: argparse.Namespace, allow_unresolved: bool, force: Optional[bool] = None) -> Plan:
+def _plan(entry: Entry, args: PlanOptions, allow_unresolved: bool, force: Optional[bool] = None) -> Plan:
     # Every reader sees the plan of the profile given, else of the entry's last `run`, racing as that run
     # did unless told; --force never reuses another entry's run (it would delete it).
-    profile = plan_profile(entry, getattr(args, "profile", None), args.runs_dir)
-    forced = getattr(args, "force", False) if force is None else force
+    profile = plan_profile(entry, args.profile, args.runs_dir)
+    forced = args.force if force is None else force
     return make_plan(entry, profile, args.runs_dir, allow_unresolved=allow_unresolved,
                      reuse=not forced, racing=_racing_choice(entry, profile, args))
 
 
-def _forced(entry: Entry, args: argparse.Namespace, requested: list[Entry]) -> bool:
+def _forced(entry: Entry, args: PlanOptions, requested: list[Entry]) -> bool:
     """--force acts on the entries named on the command line only: a prerequisite's runs are deleted only
     when the user names that entry too."""
-    return bool(getattr(args, "force", False)) and entry in requested
+    return args.force and entry in requested
 
 
-def _racing_choice(entry: Entry, profile: Optional[str], args: argparse.Namespace) -> Any:
+def _racing_choice(entry: Entry, profile: Optional[str], args: PlanOptions) -> Any:
     """What `run --race/--no-race/--race-setting` asks of ``entry``'s racing (None: as remembered or declared)."""
-    choice, settings = getattr(args, "race", None), getattr(args, "race_setting", None) or []
+    choice, settings = args.race, args.race_setting or []
     if not settings:
         return choice
     if choice is False:
@@ -179,13 +194,13 @@ def _racing_choice(entry: Entry, profile: Optional[str], args: argparse.Namespac
         raise UsageError(f"--race-setting: {str(exc).splitlines()[-1].strip() if str(exc) else exc}") from None
 
 
-def _print_stale(console: Any, plan: Plan, args: argparse.Namespace) -> None:
+def _print_stale(console: Any, plan: Plan, args: Folders) -> None:
     note = stale_note(stale_runs(plan, args.runs_dir))
     if note:
         console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str,
+def _print_plan(console: Any, plan: Plan, args: PlanOptions, title: str,
                 force: Optional[bool] = None) -> None:
     entry = plan.entry
     console.print(
@@ -208,8 +223,8 @@ def _print_plan(console: Any, plan: Plan, args: argparse.Namespace, title: str,
         table.add_column(column, overflow="fold")
     for run in plan.runs:
         differences = {k: v for k, v in run.differences.items()}
-        forced = getattr(args, "force", False) if force is None else force
-        action = planned_action(run, getattr(args, "retry_failed", False), forced)
+        forced = args.force if force is None else force
+        action = planned_action(run, args.retry_failed, forced)
         if run.reused_from:
             action_text = f"same as {run.reused_from}"
         else:
@@ -237,9 +252,9 @@ def _default_reason(entry: Entry) -> str:
     return "a first question: it starts from the profile"
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def cmd_show(args: ShowOptions) -> int:
     console = make_console()
-    entries = _entries(args)
+    entries = _entries(args, args.ids)
     for entry in _select(entries, args.ids):
         plan = _plan(entry, args, allow_unresolved=True)
         _print_plan(console, plan, args, title=f"{entry.id}: {len(plan.runs)} runs")
@@ -264,9 +279,9 @@ def _print_estimate(console: Any, plan: Plan, runs_dir: Path) -> None:
         say(f"  spent so far: {used.steps} optimizer steps, {used.device_hours:.2f} device-hours over {used.runs} runs")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: StatusOptions) -> int:
     console = make_console()
-    entries = _entries(args)
+    entries = _entries(args, args.ids)
     selected = _select(entries, args.ids) if args.ids else list(entries.values())
     for entry in selected:
         plan = _plan(entry, args, allow_unresolved=True)
@@ -336,9 +351,9 @@ def _state_shown(run: RunSpec, state: RunState, status: Optional[Status], error:
     return str(state), error
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: RunOptions) -> int:
     console = make_console()
-    entries = _entries(args)
+    entries = _entries(args, args.ids)
     if args.grid or args.set:
         requested = [adhoc_entry_from_args(args)]
         entries[requested[0].id] = requested[0]
@@ -420,7 +435,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _preflight(selected: list[Entry], requested: list[Entry], args: argparse.Namespace, backend: Any,
+def _preflight(selected: list[Entry], requested: list[Entry], args: RunOptions, backend: Any,
                console: Any) -> None:
     """Refuse a plan this machine cannot run before anything is written (mtl.ablate.preflight); say what a
     CPU plan will take when it is long, and which runs will be recorded as skipped."""
@@ -467,7 +482,7 @@ def _print_decision(console: Any, plan: Plan, stopped: Optional[str] = None) -> 
         f"over {used.runs} runs")
 
 
-def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any, force: bool) -> Plan:
+def _plan_waiting_for_base(entry: Entry, args: RunOptions, console: Any, force: bool) -> Plan:
     try:
         return plan_when_base_settles(lambda: _plan(entry, args, allow_unresolved=False, force=force), args.runs_dir,
                                       lambda text: console.print(f"{entry.id}: {text}", markup=False, highlight=False))
@@ -476,10 +491,10 @@ def _plan_waiting_for_base(entry: Entry, args: argparse.Namespace, console: Any,
         raise UsageError(f"{entry.id}: its base ({entry.base}) cannot be resolved: {exc}{hint}") from None
 
 
-def cmd_repair(args: argparse.Namespace) -> int:
+def cmd_repair(args: RepairOptions) -> int:
     """Rebuild what finished runs lost (status, submission, best.pt after a kill) from what remains."""
     console = make_console()
-    entries = _entries(args)
+    entries = _entries(args, args.ids)
     repaired = True
     for entry in _select(entries, args.ids) if args.ids else list(entries.values()):
         plan = _plan(entry, args, allow_unresolved=True)
@@ -487,11 +502,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return EXIT_OK if repaired else EXIT_RUN_FAILED
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def cmd_sweep(args: SweepOptions) -> int:
     from .sweep import MissingCredentials, agent_command, create_sweep, metric_note, sweep_config, write_sweep
 
     console = make_console()
-    entries = _entries(args)
+    entries = _entries(args, [args.id])
     (entry,) = _select(entries, [args.id])
     try:
         # A sweep is the full grid whatever the entry races with (mtl.ablate.sweep): planned without racing.
@@ -520,7 +535,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
+def cmd_diff(args: DiffOptions) -> int:
     """What differs between two runs (config, code, environment, data); exit 0 the same, 1 different."""
     from . import rundiff
 
@@ -532,7 +547,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK if report.same else EXIT_RUN_FAILED
 
 
-def cmd_schema(args: argparse.Namespace) -> int:
+def cmd_schema(args: SchemaOptions) -> int:
     sys.stdout.write(entry_json_schema_text())
     return EXIT_OK
 
@@ -564,7 +579,7 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
 
     p = subparsers.add_parser("list", parents=[where], help="entries with their question and state")
     p.add_argument("--full", action="store_true", help="do not shorten the questions")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_list, options=ListOptions)
 
     p = subparsers.add_parser(
         "show", parents=[where, profile], help="the resolved runs of entries and their differences from the base"
@@ -578,7 +593,7 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
                            help="show the entry as `run --race` would race it")
     show_race.add_argument("--no-race", dest="race", action="store_const", const=False,
                            help="show the entry as a full grid")
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(func=cmd_show, options=ShowOptions)
 
     p = subparsers.add_parser(
         "run",
@@ -622,16 +637,16 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
         "--backend", choices=("local", "slurm"), default="local", help="local subprocesses or SLURM jobs via submitit"
     )
     add_slurm_arguments(p)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, options=RunOptions)
 
     p = subparsers.add_parser("repair", parents=[where, profile],
                               help="rebuild what finished runs lost (status, submission) from checkpoints and trace")
     p.add_argument("ids", nargs="*", metavar="ID")
-    p.set_defaults(func=cmd_repair)
+    p.set_defaults(func=cmd_repair, options=RepairOptions)
 
     p = subparsers.add_parser("status", parents=[where, profile], help="state, progress and best grader of each run")
     p.add_argument("ids", nargs="*", metavar="ID")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=cmd_status, options=StatusOptions)
 
     p = subparsers.add_parser("sweep", parents=[where, profile],
                               help="write the W&B grid sweep of an entry (its runs as grid points)")
@@ -641,17 +656,17 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     p.add_argument("--project",
                    help="W&B project of the sweep (default: the profile's wandb_project, $WANDB_PROJECT or mtl-ablate)")
     p.add_argument("--entity", help="W&B entity of the sweep (default: yours)")
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(func=cmd_sweep, options=SweepOptions)
 
     p = subparsers.add_parser("diff", parents=[where],
                               help="what differs between two runs: config, code, environment, data (exit 1 when "
                               "they differ, as diff does)")
     p.add_argument("run_a", metavar="RUN_A", help="a run's folder, or ENTRY/RUN below --runs-dir")
     p.add_argument("run_b", metavar="RUN_B")
-    p.set_defaults(func=cmd_diff)
+    p.set_defaults(func=cmd_diff, options=DiffOptions)
 
     p = subparsers.add_parser("schema", help="print the JSON Schema of the entry format")
-    p.set_defaults(func=cmd_schema)
+    p.set_defaults(func=cmd_schema, options=SchemaOptions)
 
     for register in extra_commands:
         register(subparsers)
@@ -666,14 +681,15 @@ def run(argv: Optional[list[str]] = None, extra_commands: Sequence[Callable[[Any
     parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     try:
-        problems = path_problems(args)
+        options = args.options.from_namespace(args)
+        problems = path_problems(options)
         try:
             stall_limit_s()  # read by status and run; a bad value is the user's to fix before anything runs
         except ValueError as exc:
             problems.append(str(exc))
         if problems:
             raise UsageError("; ".join(problems))
-        return args.func(args)
+        return args.func(options)
     except (EntryError, UsageError, AdhocError) as exc:
         print(f"mtl-ablate: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,10 +13,13 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from mtl.run.layout import default_cache_dir
+
+from .options import Options
 
 # The flags that name folders (read from, or created): a file there is refused up front.
 FOLDER_FLAGS = {"runs_dir": "--runs-dir", "ablations_dir": "--ablations-dir", "out": "--out",
@@ -50,11 +53,12 @@ def folder_problem(path: Path, flag: str) -> Optional[str]:
     return None
 
 
-def path_problems(args: Any) -> list[str]:
-    """The folder flags of a parsed command line whose paths cannot be folders."""
+def path_problems(options: Options) -> list[str]:
+    """The folder flags of a subcommand's options whose paths cannot be folders."""
     problems = []
+    given = {f.name for f in fields(options)}
     for attribute, flag in FOLDER_FLAGS.items():
-        value = getattr(args, attribute, None)
+        value = getattr(options, attribute) if attribute in given else None
         if isinstance(value, Path):
             problem = folder_problem(value, flag)
             if problem:

@@ -3,24 +3,24 @@ SLURM dry run prints."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from .arguments import UsageError
 from .backends import Backend, LocalBackend, parse_devices, placements
+from .options import RunOptions
 from .planner import Plan
 from .scheduler import ActionKind, planned_action
 from .slurm import SlurmConfigError, SubmititBackend, options_from_args, sbatch_script
 
 
-def slurm_options(args: argparse.Namespace) -> Any:
+def slurm_options(args: RunOptions) -> Any:
     try:
         return options_from_args(args, args.ablations_dir)
     except SlurmConfigError as exc:
         raise UsageError(str(exc)) from None
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
+def make_backend(args: RunOptions) -> Backend:
     if args.backend == "slurm":
         try:
             # SLURM queues the jobs itself (an entry's runs as one array, capped by --slurm-array-parallelism).
@@ -33,7 +33,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
         raise UsageError(str(exc)) from None
 
 
-def print_sbatch(console: Any, plan: Plan, args: argparse.Namespace) -> None:
+def print_sbatch(console: Any, plan: Plan, args: RunOptions) -> None:
     """The sbatch script ``run --backend slurm`` would submit for the plan's runs that need training."""
     launch = [run for run in plan.runs if planned_action(run, args.retry_failed, args.force).kind
               not in (ActionKind.SKIP, ActionKind.LOCKED, ActionKind.REFUSE)]

@@ -23,7 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from mtl.config import Config
 from mtl.run.errors import RecordError
@@ -34,6 +34,7 @@ from mtl.run.records import read_config, read_status
 from .arguments import UsageError, command_line
 from .backends import Placement
 from .compute import planned_steps
+from .options import PlanOptions
 from .planner import Plan, RunSpec
 from .scheduler import ActionKind, planned_action
 
@@ -246,21 +247,24 @@ def check(plans: Sequence[Plan], slots: Sequence[Placement], runs_dir: Path, ret
     return Check(problems, notes, estimate(runs, threads, runs_dir) if on_cpu else None, on_cpu)
 
 
-def refusal(found: Check, ids: Sequence[str], profile: str, args: Any) -> str:
+def refusal(found: Check, ids: Sequence[str], profile: str, args: PlanOptions) -> str:
     """The message of a plan this machine cannot run: what is missing, then the ways forward."""
-    where = {"runs_dir": args.runs_dir, "ablations_dir": args.ablations_dir}
+    def run_command(profile: Optional[str], extra: Sequence[str] = ()) -> str:
+        return command_line("run", ids, profile=profile, runs_dir=args.runs_dir, ablations_dir=args.ablations_dir,
+                            extra=extra)
+
     lines = [f"cannot run {' '.join(ids)} here under profile {profile}; nothing was started:"]
     lines += [f"  {problem}" for problem in found.problems]
     ways = []
     if any("dataset_root" in problem for problem in found.problems):
         ways.append("get MiniScapes (README.md, Data: train/, val/ and test/, each with rgb/, semseg/ and depth/) "
                     "and point at it: "
-                    f"`{command_line('run', ids, profile=args.profile, extra=('--dataset-root', 'DIR'), **where)}`, "
+                    f"`{run_command(args.profile, ('--dataset-root', 'DIR'))}`, "
                     f"or set {DATASET_ROOT_ENV}=DIR for every command")
         ways.append("train on the embedded synthetic dataset instead (no download, a CPU demo in minutes): "
-                    f"`{command_line('run', ids, profile='quick', **where)}`")
+                    f"`{run_command('quick')}`")
     if any("--devices" in problem for problem in found.problems):
-        on_cpu = command_line("run", ids, profile=args.profile, extra=("--devices", "cpu"), **where)
+        on_cpu = run_command(args.profile, ("--devices", "cpu"))
         ways.append(f"train on the CPU: `{on_cpu}`")
     if found.on_cpu and found.estimate is not None:
         ways.append(f"train profile {profile} on a machine with a GPU: this one has none, and on its CPU the plan "

@@ -31,6 +31,7 @@ from mtl.run.trace import read_lines
 
 from .backends import Job, Launch, Placement, child_environment, train_command
 from .entry import PROFILE_SLURM_SECTION, profile_path
+from .options import RunOptions
 
 # Lead time of SLURM's warning signal before the time limit. The trainer stops at the next step
 # boundary, and only after a validation pass it is in: the worst case is a step (0.03-0.7 s, see
@@ -152,13 +153,13 @@ def add_slurm_arguments(parser: Any) -> None:
                        metavar="KEY=VALUE", help="any other sbatch option (repeatable), e.g. mail-type=END")
 
 
-def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
+def options_from_args(args: RunOptions, ablations_dir: Path) -> SlurmOptions:
     """Defaults, then the ``slurm:`` section of profile ``--slurm-profile`` (else of ``--profile``, when
     it has one), then the ``--slurm-*`` flags."""
     from mtl.config import ConfigError, load_yaml
 
     options = SlurmOptions()
-    name = args.slurm_profile or getattr(args, "profile", None)
+    name = args.slurm_profile or args.profile
     if name:
         path = profile_path(ablations_dir, name, key="--slurm-profile" if args.slurm_profile else "--profile")
         try:
@@ -169,7 +170,7 @@ def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
             raise SlurmConfigError(f"{path}: no '{PROFILE_SECTION}:' section (--slurm-profile {name})")
         if section is not None:
             options = options_from_mapping(section, f"{path}: {PROFILE_SECTION}", options)
-    flags: dict[str, Any] = {name: getattr(args, f"slurm_{name}", None) for name in OPTION_NAMES}
+    flags: dict[str, Any] = {name: args.slurm.get(name) for name in OPTION_NAMES}
     flags = {k: v for k, v in flags.items() if v is not None}
     if "additional_parameters" in flags:
         extra = dict(options.additional_parameters)
