@@ -62,6 +62,7 @@ def test_array_with_a_cap_a_timed_out_task_requeued_and_a_second_run_submitting_
     (call,) = state["sbatch"]
     assert call["array"] == "0-1%1" and call["job_name"] == "mtl:problem1.cluster"
     assert "gpus-per-node" not in call["options"] and call["options"]["signal"] == "USR2@60"
+    assert "wckey" not in call["options"] and call["options"]["requeue"] == ""  # what submitit submitted
     tasks = [state["jobs"][f"{call['job_id']}_{i}"] for i in range(2)]
     assert [t["state"] for t in tasks] == ["COMPLETED", "COMPLETED"]
     attempts = sorted((a["start"], a["end"]) for t in tasks for a in t["attempts"])
@@ -128,8 +129,13 @@ def test_dry_run_prints_the_sbatch_script_from_flags_and_the_profile(ablations, 
         assert line in out, line
     assert not list((tmp_path / "runs").glob("**/*.jsonl"))  # nothing submitted, nothing recorded
 
-    assert main([*args, "--slurm-gpus", "0"]) == 0
-    assert "gpus-per-node" not in capsys.readouterr().out  # a CPU job asks for no GPU
+    assert "#SBATCH --requeue" in out  # a cluster that requeues preempted jobs may requeue ours
+    assert "wckey" not in out  # clusters that enforce wckeys reject submitit's default one
+
+    assert main([*args, "--slurm-gpus", "0", "--slurm-wckey", "vision-2025", "--slurm-no-requeue"]) == 0
+    out = capsys.readouterr().out
+    assert "gpus-per-node" not in out  # a CPU job asks for no GPU
+    assert "#SBATCH --wckey=vision-2025" in out and "--requeue" not in out
 
 
 def test_bad_slurm_options_are_named(ablations, tmp_path, capsys):

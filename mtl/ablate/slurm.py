@@ -8,6 +8,10 @@ checkpoint: at the time limit (SIGUSR2, ``--signal=USR2@<lead>``) or on preempti
 checkpoints, the job requeues itself and the run resumes where it stopped. The job id of every
 submission is recorded in the run directory, and a run whose recorded job is still queued or
 running (asked through submitit, i.e. ``sacct``) is followed, not submitted again.
+
+Jobs go out with ``--requeue`` (unless ``requeue: false``): a cluster that requeues preempted jobs
+(PreemptMode=REQUEUE) or the jobs of a failed node may requeue ours, and its run resumes. No ``--wckey``
+unless asked (``wckey``): clusters that enforce wckeys reject submitit's default one.
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ class SlurmOptions:
     signal_delay_s: int = SIGNAL_LEAD_S
     setup: list[str] = field(default_factory=list)  # shell lines run before the job, e.g. module load
     additional_parameters: dict[str, str] = field(default_factory=dict)  # any other #SBATCH --key=value
+    # --requeue: a cluster that requeues preempted jobs (PreemptMode=REQUEUE) or jobs of a failed node may
+    # requeue ours; the run resumes from its checkpoint.
+    requeue: bool = True
+    wckey: Optional[str] = None  # --wckey, only when given (submitit's default "submitit" is dropped)
 
     def checked(self, where: str) -> SlurmOptions:
         for name in ("timeout_min", "cpus_per_task", "signal_delay_s"):
@@ -86,6 +94,10 @@ class SlurmOptions:
         if not isinstance(self.additional_parameters, dict):
             raise SlurmConfigError(f"{where}: additional_parameters must be a mapping of sbatch options, "
                                    f"got {self.additional_parameters!r}")
+        if not isinstance(self.requeue, bool):
+            raise SlurmConfigError(f"{where}: requeue must be true or false, got {self.requeue!r}")
+        if self.wckey is not None and (not isinstance(self.wckey, str) or not self.wckey.strip()):
+            raise SlurmConfigError(f"{where}: wckey must be a non-empty name, got {self.wckey!r}")
         return self
 
     def executor_parameters(self, job_name: str) -> dict[str, Any]:
@@ -103,8 +115,13 @@ class SlurmOptions:
                 parameters[f"slurm_{name}"] = getattr(self, name)
         if self.setup:
             parameters["slurm_setup"] = list(self.setup)
-        if self.additional_parameters:
-            parameters["slurm_additional_parameters"] = {str(k): str(v) for k, v in self.additional_parameters.items()}
+        if self.wckey is not None:  # else none at all: see SubmititBackend._parameters
+            parameters["slurm_wckey"] = self.wckey
+        additional: dict[str, Any] = {str(k): str(v) for k, v in self.additional_parameters.items()}
+        if self.requeue:
+            additional.setdefault("requeue", True)  # a bare `#SBATCH --requeue`
+        if additional:
+            parameters["slurm_additional_parameters"] = additional
         return parameters
 
 
@@ -150,6 +167,11 @@ def add_slurm_arguments(parser: Any) -> None:
                        help="a shell line run before the job (repeatable), e.g. 'module load cuda'")
     group.add_argument("--slurm-additional", dest="slurm_additional_parameters", action="append",
                        metavar="KEY=VALUE", help="any other sbatch option (repeatable), e.g. mail-type=END")
+    group.add_argument("--slurm-no-requeue", dest="slurm_requeue", action="store_false", default=None,
+                       help="submit without --requeue (the cluster then never requeues a preempted job; the next "
+                       "`run` resumes it)")
+    group.add_argument("--slurm-wckey", dest="slurm_wckey", metavar="NAME",
+                       help="a wckey for the jobs (default: none)")
 
 
 def options_from_args(args: Any, ablations_dir: Path) -> SlurmOptions:
@@ -352,6 +374,10 @@ class SubmititBackend:
         runs = [Path(launch.config.log_dir) for launch in launches]
         self.executor.update_parameters(**self._parameters(job_name(entry_id or runs[0].parent.name,
                                                                      [r.name for r in runs])))
+        if self.cluster == "slurm" and self.options.wckey is None:
+            # AutoExecutor drops None ("handle None as not set"), so submitit's default wckey would stay; its
+            # SLURM executor takes None as no --wckey line.
+            self.executor._executor.update_parameters(wckey=None)
         jobs = self.executor.submit_array([self._job(launch) for launch in launches])
         for run_dir, job in zip(runs, jobs):
             if self.cluster == "slurm":
@@ -390,6 +416,7 @@ def sbatch_script(options: SlurmOptions, folder: Path, entry_id: str, run_names:
             native[generic[key]] = value
         else:
             native[key[len("slurm_"):]] = value
+    native.setdefault("wckey", None)  # as the backend submits: no --wckey unless asked
     folder = Path(folder).absolute()
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return make(command=command, folder=folder, map_count=len(run_names) if len(run_names) > 1 else None, **native)
