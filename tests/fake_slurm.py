@@ -4,11 +4,31 @@
 ``sbatch`` keeps a copy of the script, answers "Submitted batch job N" and starts a detached runner
 that really runs it (``bash script``, which calls ``srun ... python -m submitit.core._submit``), task by
 task for an array (``--array=0-K%P``: at most P at once), with SLURM's environment variables. While the
-file ``$FAKE_SLURM_DIR/hold`` exists, jobs stay PENDING. ``$FAKE_SLURM_TIMEOUT_GLOB`` plays a time limit:
-once a path matches it, the runner sends SIGUSR2 to the running job step's process group (as
-``--signal=USR2@N`` does), waits for the step to end and, when the job asked ``scontrol requeue`` for
-itself, runs the same script again, as SLURM's requeue would ($FAKE_SLURM_TIMEOUTS of them, default 1).
-The state records every sbatch call and each task's attempts, for the tests to check.
+file ``$FAKE_SLURM_DIR/hold`` exists, jobs stay PENDING.
+
+As SLURM with proctrack/cgroup, a job is every process it started, whatever their session (wandb's
+service runs in one of its own): the runner keeps track of them all, and stopping a job signals them all.
+
+- ``$FAKE_SLURM_TIMEOUT_GLOB`` plays a time-limit warning: once a path matches it, the job step's processes
+  get SIGUSR2 (as ``--signal=USR2@N``); a job that asked ``scontrol requeue`` for itself runs again when it
+  ends ($FAKE_SLURM_TIMEOUTS of them, default 1).
+- ``scancel ID`` (or :func:`stop` with CANCELLED), :func:`stop` with PREEMPTED or TIMEOUT: SIGCONT and SIGTERM
+  to every process of the job, SIGKILL to what is left after ``$FAKE_SLURM_KILL_WAIT`` seconds (KillWait,
+  default 30): the job ends when all its processes have ended (the batch shell dies of SIGTERM at once, the
+  step it started may still be checkpointing) or KillWait is over. A job whose batch script ended by itself
+  takes what it left behind with it (SIGKILL). A preempted job is requeued when
+  ``$FAKE_SLURM_PREEMPT_MODE`` is REQUEUE (the default; CANCEL ends it PREEMPTED) and the job is requeueable
+  (``--requeue``, or the cluster's JobRequeue=1 default, ``$FAKE_SLURM_JOB_REQUEUE``, unless
+  ``--no-requeue``). NODE_FAIL and OUT_OF_MEMORY kill the job at once (SIGKILL); a requeueable job is
+  requeued after a node failure.
+- ``sacct`` prints what SLURM prints: array tasks not started yet as one range (``123_[2-3%1]``), and for
+  each job that ran its ``.batch``, ``.extern`` and ``.0`` steps, cancelled jobs as ``CANCELLED by <uid>``.
+  With ``$FAKE_SLURM_NO_ACCOUNTING`` it fails as on a cluster without accounting storage; ``squeue`` still
+  answers from the controller, which forgets an ended job ``$FAKE_SLURM_MIN_JOB_AGE`` seconds after its end
+  (default 300). With ``$FAKE_SLURM_CONTROLLER_DOWN`` squeue fails too.
+
+The state records every sbatch call and each task's attempts (with the processes each stop signalled),
+for the tests to check.
 
     fake_slurm.install(bin_dir, state_dir)   # writes the commands to bin_dir (put it first on PATH)
 """
@@ -31,7 +51,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 COMMANDS = ("sbatch", "srun", "sacct", "scontrol", "squeue", "scancel")
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+STOPS = ("CANCELLED", "PREEMPTED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
 def install(bin_dir: Path, state_dir: Path) -> dict[str, str]:
@@ -61,6 +82,13 @@ def settled_state(state_dir: Path, timeout: float = 60) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def stop(state_dir: Path, key: str, how: str) -> None:
+    """Ask the cluster to end job ``key`` (``123`` or ``123_4``) as ``how``: CANCELLED (scancel), PREEMPTED,
+    TIMEOUT (the time limit itself), NODE_FAIL or OUT_OF_MEMORY; the runner carries it out."""
+    assert how in STOPS, how
+    (Path(state_dir) / f"stop-{key}").write_text(how)
+
+
 # ---------------------------------------------------------------------------------------------- processes
 def _stat(pid: int) -> tuple[int, int, str] | None:
     """(parent pid, session id, start time) of a live process, None once it is gone (or a zombie)."""
@@ -77,17 +105,23 @@ def _stat(pid: int) -> tuple[int, int, str] | None:
 def process_tree(root: int) -> list[tuple[int, str]]:
     """(pid, start time) of ``root`` and every descendant, whatever their session or process group: what a
     job's cgroup holds (SLURM's proctrack/cgroup signals them all; wandb-core runs in a session of its own)."""
+    return _descendants([root])
+
+
+def _descendants(roots: list[int]) -> list[tuple[int, str]]:
+    """(pid, start time) of each live process of ``roots`` and of all their descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _stat(int(entry.name))
             if stat is not None:
                 children.setdefault(stat[0], []).append(int(entry.name))
-    found, todo = [], [root]
+    found, seen, todo = [], set(), list(roots)
     while todo:
         pid = todo.pop()
         stat = _stat(pid)
-        if stat is not None:
+        if pid not in seen and stat is not None:
+            seen.add(pid)
             found.append((pid, stat[2]))
             todo.extend(children.get(pid, []))
     return found
@@ -138,6 +172,8 @@ def _expand(path: str, job: dict[str, Any]) -> str:
 def sbatch(args: list[str]) -> int:
     script = Path(args[-1]).read_text()
     options = dict(re.findall(r"^#SBATCH --([\w-]+)=?(.*)$", script, flags=re.M))
+    requeueable = "requeue" in options or (os.environ.get("FAKE_SLURM_JOB_REQUEUE", "1") == "1"
+                                           and "no-requeue" not in options)
     with _state() as state:
         number = state["next_id"]
         state["next_id"] += 1
@@ -154,7 +190,8 @@ def sbatch(args: list[str]) -> int:
             state["jobs"][key] = {"state": "PENDING", "array_id": str(number), "task": task, "script": str(copy),
                                   "slurm_job_id": str(number if task is None else number + 100 * (task + 1)),
                                   "output": options.get("output", "slurm-%j.out"), "attempts": [],
-                                  "requeue": False, "cancelled": False}
+                                  "requeue": False, "cancelled": False, "requeueable": requeueable,
+                                  "parallelism": parallelism, "ended_at": None, "step_state": None}
         state["sbatch"].append({"job_id": number, "array": array, "job_name": options.get("job-name"),
                                 "tasks": len(tasks), "parallelism": parallelism, "options": options})
     subprocess.Popen([sys.executable, __file__, "_runner", str(number), str(parallelism)],
@@ -173,8 +210,83 @@ def _take_timeout() -> bool:
         return True
 
 
+class JobProcesses:
+    """Every process a running job started (its cgroup): looked for again each time it is asked, from the
+    job's first process and from every one found before, so a process whose parent died (reparented to
+    init) is still the job's, and so are the processes it starts."""
+
+    def __init__(self, root: int):
+        self.root, self.known = root, dict(process_tree(root))
+
+    def refresh(self) -> list[tuple[int, str]]:
+        self.known.update(_descendants(self.alive_pids()))
+        return list(self.known.items())
+
+    def alive_pids(self) -> list[int]:
+        """The known processes still alive as themselves (a pid reused since is not the job's)."""
+        return [pid for pid, started in self.known.items() if (_stat(pid) or (0, 0, ""))[2] == started]
+
+    def signal(self, signum: int) -> list[int]:
+        return signal_processes(self.refresh(), signum)
+
+
+def _stop_request(key: str) -> str | None:
+    path = _dir() / f"stop-{key}"
+    if not path.exists():
+        return None
+    how = path.read_text().strip()
+    path.unlink()
+    return how
+
+
+def _run_attempt(key: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Run the job's script once: its exit code, whether the time-limit warning came, how the cluster
+    stopped it (None: it ended by itself) and the signals that stop sent to which processes."""
+    env = {**os.environ, "SLURM_JOB_ID": job["slurm_job_id"], "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
+           "SLURM_JOB_NODELIST": "fakenode", "FAKE_SLURM_KEY": key}
+    if job["task"] is not None:
+        env.update(SLURM_ARRAY_JOB_ID=job["array_id"], SLURM_ARRAY_TASK_ID=str(job["task"]))
+    with open(_expand(job["output"], job), "a") as out:
+        process = subprocess.Popen(["bash", job["script"]], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    processes = JobProcesses(process.pid)
+    stopped, kill_at, warned, sent = None, None, False, []
+    kill_wait = float(os.environ.get("FAKE_SLURM_KILL_WAIT", "30"))
+    pattern = os.environ.get("FAKE_SLURM_TIMEOUT_GLOB")
+    # A stopped job ends when all its processes have (the batch shell dies of SIGTERM at once; the job step
+    # it started still checkpoints) or when KillWait is over, as slurmd waits for every step of the job.
+    while process.poll() is None or (kill_at is not None and processes.alive_pids()):
+        processes.refresh()
+        if pattern and not warned and glob.glob(pattern) and _take_timeout():
+            warned = True  # --signal=USR2@N: the job step's processes get the warning
+            step = _dir() / f"step-{key}"
+            if step.exists():
+                signal_processes(process_tree(int(step.read_text())), signal.SIGUSR2)
+        how = _stop_request(key) if stopped is None else None
+        if how in ("NODE_FAIL", "OUT_OF_MEMORY"):
+            stopped = how
+            sent.append({"signal": "SIGKILL", "processes": _described(processes.refresh())})
+            processes.signal(signal.SIGKILL)
+        elif how is not None:
+            stopped, kill_at = how, time.monotonic() + kill_wait
+            processes.signal(signal.SIGCONT)
+            sent.append({"signal": "SIGTERM", "processes": _described(processes.refresh())})
+            processes.signal(signal.SIGTERM)
+        if kill_at is not None and time.monotonic() >= kill_at:
+            processes.signal(signal.SIGKILL)  # KillWait is over
+            kill_at = None
+        time.sleep(0.2)
+    processes.signal(signal.SIGKILL)  # what the job leaves behind goes with it
+    return {"exit": process.returncode, "timed_out": warned, "stopped": stopped, "signals": sent}
+
+
+def _described(processes: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    return [{"pid": pid, "session": session_of(pid)} for pid, _ in processes]
+
+
 def _run_task(key: str) -> None:
-    """Run one job (or array task) until it ends without asking to be requeued."""
+    """Run one job (or array task) until it ends without being requeued."""
     while True:
         while (_dir() / "hold").exists():
             time.sleep(0.2)
@@ -182,36 +294,24 @@ def _run_task(key: str) -> None:
             job = state["jobs"][key]
             if job["cancelled"]:
                 return
-            job["state"] = "RUNNING"
+            job["state"], job["step_state"] = "RUNNING", "RUNNING"
             job["attempts"].append({"start": time.time()})
             job = dict(job)
-        env = {**os.environ, "SLURM_JOB_ID": job["slurm_job_id"], "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-               "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
-               "SLURM_JOB_NODELIST": "fakenode", "FAKE_SLURM_KEY": key}
-        if job["task"] is not None:
-            env.update(SLURM_ARRAY_JOB_ID=job["array_id"], SLURM_ARRAY_TASK_ID=str(job["task"]))
-        with open(_expand(job["output"], job), "a") as out:
-            process = subprocess.Popen(["bash", job["script"]], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = False
-        pattern = os.environ.get("FAKE_SLURM_TIMEOUT_GLOB")
-        while process.poll() is None:
-            if pattern and not timed_out and glob.glob(pattern) and _take_timeout():
-                timed_out = True
-                step = _dir() / f"step-{key}"
-                try:  # --signal=USR2@N reaches every process of the job step
-                    os.killpg(int(step.read_text()), signal.SIGUSR2)
-                except (FileNotFoundError, ProcessLookupError):
-                    timed_out = False
-            time.sleep(0.2)
+        attempt = _run_attempt(key, job)
+        code, stopped = attempt["exit"], attempt["stopped"]
         with _state() as state:
             job = state["jobs"][key]
-            job["attempts"][-1].update(end=time.time(), exit=process.returncode, timed_out=timed_out)
-            if job["requeue"] and not job["cancelled"]:
-                job["requeue"], job["state"] = False, "PENDING"
+            job["attempts"][-1].update(end=time.time(), **attempt)
+            requeue_mode = os.environ.get("FAKE_SLURM_PREEMPT_MODE", "REQUEUE") == "REQUEUE"
+            requeued = (job["requeue"] and stopped is None and not job["cancelled"]) or (
+                job["requeueable"] and ((stopped == "PREEMPTED" and requeue_mode) or stopped == "NODE_FAIL"))
+            job["requeue"] = False
+            job["step_state"] = stopped or ("COMPLETED" if code == 0 else "FAILED")
+            if requeued:
+                job["state"] = "PENDING"
                 continue
-            job["state"] = ("CANCELLED" if job["cancelled"] else "COMPLETED" if process.returncode == 0
-                            else "FAILED")
+            job["state"] = stopped or ("COMPLETED" if code == 0 else "FAILED")
+            job["ended_at"] = time.time()
             return
 
 
@@ -254,20 +354,77 @@ def srun(args: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- queries
+def _shown_state(job: dict[str, Any]) -> str:
+    return f"CANCELLED by {os.getuid()}" if job["state"] == "CANCELLED" else job["state"]
+
+
+def _unstarted(job: dict[str, Any]) -> bool:
+    """An array task that never started: SLURM shows those of an array as one range."""
+    return job["state"] == "PENDING" and not job["attempts"] and job["task"] is not None
+
+
+def _accounting_lines(state: dict[str, Any], number: str) -> list[str]:
+    """sacct's lines for job (array) ``number``: tasks never started as ranges, each started one with its steps."""
+    lines, pending = [], []
+    jobs = sorted(((k, j) for k, j in state["jobs"].items() if j["array_id"] == number),
+                  key=lambda item: item[1]["task"] or 0)
+    for key, job in jobs:
+        if _unstarted(job):
+            pending.append(job["task"])
+            continue
+        if job["state"] == "PENDING":  # requeued: the new allocation has no steps yet
+            lines.append(f"{key}|PENDING|None assigned")
+            continue
+        lines.append(f"{key}|{_shown_state(job)}|fakenode")
+        step = job["step_state"] or "RUNNING"
+        extern = "RUNNING" if job["state"] == "RUNNING" else "COMPLETED"
+        lines += [f"{key}.batch|{'CANCELLED' if step == 'CANCELLED' else step}|fakenode",
+                  f"{key}.extern|{extern}|fakenode", f"{key}.0|{step}|fakenode"]
+    if pending:
+        parallelism = jobs[0][1]["parallelism"]
+        span = f"{pending[0]}-{pending[-1]}" if len(pending) > 1 else f"{pending[0]}"
+        lines.insert(0, f"{number}_[{span}%{parallelism}]|PENDING|None assigned")
+    return lines
+
+
 def sacct(args: list[str]) -> int:
-    wanted = {args[i + 1] for i, a in enumerate(args) if a == "-j"}
+    if os.environ.get("FAKE_SLURM_NO_ACCOUNTING"):
+        print("sacct: error: Slurm accounting storage is disabled", file=sys.stderr)
+        return 1
+    wanted = [args[i + 1] for i, a in enumerate(args) if a == "-j"]
+    state = read_state(_dir())
     print("JobID|State|NodeList")
-    for key, job in read_state(_dir())["jobs"].items():
-        if job["array_id"] in wanted or key in wanted:
-            print(f"{key}|{job['state']}|fakenode")
+    for number in dict.fromkeys(w.split("_")[0] for w in wanted):
+        for line in _accounting_lines(state, number):
+            print(line)
     return 0
 
 
+def _controller_knows(job: dict[str, Any]) -> bool:
+    age = float(os.environ.get("FAKE_SLURM_MIN_JOB_AGE", "300"))
+    return job["ended_at"] is None or time.time() - job["ended_at"] < age
+
+
 def squeue(args: list[str]) -> int:
-    print("JOBID STATE")
-    for key, job in read_state(_dir())["jobs"].items():
-        if job["state"] not in FINISHED:
-            print(f"{key} {job['state']}")
+    """``squeue --noheader --format=%i %T --jobs=ID`` (the form mtl.ablate.slurm asks), as the controller answers."""
+    if os.environ.get("FAKE_SLURM_CONTROLLER_DOWN"):
+        print("squeue: error: Unable to contact slurm controller (connect failure)", file=sys.stderr)
+        return 1
+    wanted = {a.split("=", 1)[1] for a in args if a.startswith("--jobs=")}
+    state = read_state(_dir())
+    shown = []
+    for number in sorted({w.split("_")[0] for w in wanted}):
+        jobs = [(k, j) for k, j in state["jobs"].items() if j["array_id"] == number and _controller_knows(j)]
+        pending = [j["task"] for _, j in jobs if _unstarted(j)]
+        if pending:
+            span = f"{pending[0]}-{pending[-1]}" if len(pending) > 1 else f"{pending[0]}"
+            shown.append(f"{number}_[{span}%{jobs[0][1]['parallelism']}] PENDING")
+        shown += [f"{k} {j['state']}" for k, j in jobs if not _unstarted(j)]
+    if not shown:
+        print("slurm_load_jobs error: Invalid job id specified", file=sys.stderr)
+        return 1
+    for line in shown:
+        print(line)
     return 0
 
 
@@ -284,20 +441,26 @@ def scontrol(args: list[str]) -> int:
 
 
 def scancel(args: list[str]) -> int:
-    signum = signal.SIGTERM
+    """``scancel ID``: the job's processes stopped (SIGTERM, then SIGKILL after KillWait), state CANCELLED;
+    ``scancel ID --signal SIG``: SIG to the job step's processes, the job goes on."""
+    signum = None
     if "--signal" in args:
         signum = getattr(signal, args[args.index("--signal") + 1])
     ids = [a for a in args if not a.startswith("-") and not a.startswith("SIG")]
     with _state() as state:
         for key, job in state["jobs"].items():
-            if key in ids or job["array_id"] in ids:
-                if "--signal" not in args:
-                    job["cancelled"] = True
-                    if job["state"] == "PENDING":
-                        job["state"] = "CANCELLED"
+            if key not in ids and job["array_id"] not in ids:
+                continue
+            if signum is not None:
                 step = _dir() / f"step-{key}"
                 if job["state"] == "RUNNING" and step.exists():
-                    os.killpg(int(step.read_text()), signum)
+                    signal_processes(process_tree(int(step.read_text())), signum)
+                continue
+            job["cancelled"] = True
+            if job["state"] == "PENDING":
+                job["state"], job["ended_at"] = "CANCELLED", time.time()
+            elif job["state"] == "RUNNING":
+                (_dir() / f"stop-{key}").write_text("CANCELLED")
     return 0
 
 

@@ -3,11 +3,27 @@
 What hydra-submitit-launcher users expect: partition/account/qos/constraint/mem/time/gpus/cpus, setup
 lines and extra ``#SBATCH`` parameters from flags or a profile's ``slurm:`` section, an array capped
 by ``--slurm-array-parallelism``, ``--dry-run`` printing the sbatch script. Each job runs the same
-``mtl-train`` command as the local backend, through :class:`TrainingJob`, which submitit can
-checkpoint: at the time limit (SIGUSR2, ``--signal=USR2@<lead>``) or on preemption the trainer
-checkpoints, the job requeues itself and the run resumes where it stopped. The job id of every
-submission is recorded in the run directory, and a run whose recorded job is still queued or
-running (asked through submitit, i.e. ``sacct``) is followed, not submitted again.
+``mtl-train`` command as the local backend, through :class:`TrainingJob`.
+
+Stopping, as SLURM does it:
+
+- time limit: SLURM's warning (SIGUSR2, ``--signal=USR2@<lead>``) reaches submitit, which calls
+  :meth:`TrainingJob.checkpoint`: the trainer checkpoints, the job requeues itself (``scontrol requeue``)
+  and the run resumes where it stopped;
+- preemption and ``scancel``: SIGTERM to every process of the job (submitit only logs it: its handler is
+  ``bypass``). The trainer checkpoints and ends ``interrupted``; the job then ends without a result, so
+  what the cluster does decides: jobs go out with ``--requeue`` (unless ``requeue: false``), and a cluster
+  with PreemptMode=REQUEUE queues a preempted job again, whose run resumes; otherwise (a cancel, or
+  PreemptMode=CANCEL) the job ends CANCELLED or PREEMPTED and the next ``run`` resumes the run. The stop
+  signal reaches wandb's service too (its own session is in the job's cgroup); the trainer's W&B mirror
+  then records the run's end in offline files under a fresh service (mtl.train.tracking).
+
+The job id of every submission is recorded in the run directory. A job's state comes from ``sacct`` and,
+where accounting is off or has not caught up, from ``squeue`` (:class:`SlurmStates`): a run whose recorded
+job is still queued or running is followed, not submitted again; one whose job ended (COMPLETED, FAILED,
+CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, ...) is started again as its records say; and
+when neither command can say, nothing is submitted twice: ``run`` stops and says so. No ``--wckey``
+unless asked (``wckey``): clusters that enforce wckeys reject submitit's default one.
 """
 
 from __future__ import annotations
@@ -25,10 +41,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from mtl.run.layout import RunDirectory
+from mtl.run.model import ExitCode, RunState
+from mtl.run.records import recorded_state
 from mtl.run.status import now_iso
 from mtl.run.stopping import describe_signal
 from mtl.run.trace import read_lines
 
+from .arguments import UsageError
 from .backends import Job, Launch, Placement, child_environment, train_command
 from .entry import PROFILE_SLURM_SECTION, profile_path
 from .options import RunOptions
@@ -42,9 +61,16 @@ from .options import RunOptions
 SIGNAL_LEAD_S = 180
 # How many time limits one run may reach (each requeues it); preemptions do not count.
 MAX_TIMEOUTS = 10
-# sacct states of a job that is still going to run or running (a second `run` follows it).
-LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
-               "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT")
+# Job states (sacct's and squeue's words) of a job that is still going to run or running: a second `run`
+# follows it. PREEMPTED is not one: it is the end of a job the cluster did not requeue (a requeued one is
+# PENDING again, as REQUEUED on its way there).
+LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "STOPPED",
+               "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT")
+# States of a job that ended; ENDED: squeue no longer knows it (the controller forgets jobs MinJobAge after).
+ENDED_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+                "BOOT_FAIL", "DEADLINE", "REVOKED", "ENDED")
+# Seconds between two state queries of one job array (one sacct or squeue call answers for all its tasks).
+STATE_POLL_S = 15.0
 
 
 class SlurmConfigError(ValueError):
@@ -65,6 +91,10 @@ class SlurmOptions:
     signal_delay_s: int = SIGNAL_LEAD_S
     setup: list[str] = field(default_factory=list)  # shell lines run before the job, e.g. module load
     additional_parameters: dict[str, str] = field(default_factory=dict)  # any other #SBATCH --key=value
+    # --requeue: a cluster that requeues preempted jobs (PreemptMode=REQUEUE) or jobs of a failed node may
+    # requeue ours; the run resumes from its checkpoint.
+    requeue: bool = True
+    wckey: Optional[str] = None  # --wckey, only when given (submitit's default "submitit" is dropped)
 
     def checked(self, where: str) -> SlurmOptions:
         for name in ("timeout_min", "cpus_per_task", "signal_delay_s"):
@@ -87,6 +117,10 @@ class SlurmOptions:
         if not isinstance(self.additional_parameters, dict):
             raise SlurmConfigError(f"{where}: additional_parameters must be a mapping of sbatch options, "
                                    f"got {self.additional_parameters!r}")
+        if not isinstance(self.requeue, bool):
+            raise SlurmConfigError(f"{where}: requeue must be true or false, got {self.requeue!r}")
+        if self.wckey is not None and (not isinstance(self.wckey, str) or not self.wckey.strip()):
+            raise SlurmConfigError(f"{where}: wckey must be a non-empty name, got {self.wckey!r}")
         return self
 
     def executor_parameters(self, job_name: str) -> dict[str, Any]:
@@ -104,8 +138,13 @@ class SlurmOptions:
                 parameters[f"slurm_{name}"] = getattr(self, name)
         if self.setup:
             parameters["slurm_setup"] = list(self.setup)
-        if self.additional_parameters:
-            parameters["slurm_additional_parameters"] = {str(k): str(v) for k, v in self.additional_parameters.items()}
+        if self.wckey is not None:  # else none at all: see SubmititBackend._parameters
+            parameters["slurm_wckey"] = self.wckey
+        additional: dict[str, Any] = {str(k): str(v) for k, v in self.additional_parameters.items()}
+        if self.requeue:
+            additional.setdefault("requeue", True)  # a bare `#SBATCH --requeue`
+        if additional:
+            parameters["slurm_additional_parameters"] = additional
         return parameters
 
 
@@ -151,6 +190,11 @@ def add_slurm_arguments(parser: Any) -> None:
                        help="a shell line run before the job (repeatable), e.g. 'module load cuda'")
     group.add_argument("--slurm-additional", dest="slurm_additional_parameters", action="append",
                        metavar="KEY=VALUE", help="any other sbatch option (repeatable), e.g. mail-type=END")
+    group.add_argument("--slurm-no-requeue", dest="slurm_requeue", action="store_false", default=None,
+                       help="submit without --requeue (the cluster then never requeues a preempted job; the next "
+                       "`run` resumes it)")
+    group.add_argument("--slurm-wckey", dest="slurm_wckey", metavar="NAME",
+                       help="a wckey for the jobs (default: none)")
 
 
 def options_from_args(args: RunOptions, ablations_dir: Path) -> SlurmOptions:
@@ -213,6 +257,82 @@ def read_slurm_jobs(run_dir: Path) -> list[SlurmJobRecord]:
             for p in read_lines(RunDirectory(run_dir).slurm_jobs) if "job_id" in p and "folder" in p]
 
 
+# ---------------------------------------------------------------------------------------------- job states
+class SlurmStateUnknown(UsageError):
+    """Neither sacct nor squeue can say whether a recorded job still runs: submitting it again could train
+    the run twice at once."""
+
+
+def _main_id(job_id: str) -> str:
+    return job_id.split("_")[0]
+
+
+def _query(command: list[str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _first_word(state: str) -> str:
+    return state.split()[0].upper() if state.strip() else ""  # "CANCELLED by 1234" -> CANCELLED
+
+
+class SlurmStates:
+    """Job states from ``sacct`` (accounting), else ``squeue`` (the controller), one query per job array and
+    at most every ``interval_s`` seconds. sacct's lines (array ranges such as ``123_[4-7%2]``, the ``.batch``,
+    ``.extern`` and step lines) are read by submitit's own parser."""
+
+    def __init__(self, interval_s: float = STATE_POLL_S):
+        self.interval_s = interval_s
+        self._asked: dict[str, tuple[float, dict[str, str], str]] = {}  # array id -> (when, states, why none)
+
+    def state(self, job_id: str, fresh: bool = False) -> str | None:
+        """The job's state in SLURM's words (ENDED: squeue no longer knows it); None when nothing answers
+        (:meth:`why_unknown` says what each command said)."""
+        main = _main_id(job_id)
+        asked = self._asked.get(main)
+        if fresh or asked is None or time.monotonic() - asked[0] >= self.interval_s:
+            states, why = self._ask(main)
+            asked = self._asked[main] = (time.monotonic(), states, why)
+        return asked[1].get(job_id) or asked[1].get(main)
+
+    def why_unknown(self, job_id: str) -> str:
+        asked = self._asked.get(_main_id(job_id))
+        return asked[2] if asked else "not asked"
+
+    def _ask(self, main: str) -> tuple[dict[str, str], str]:
+        from submitit.slurm.slurm import SlurmInfoWatcher
+
+        states: dict[str, str] = {}
+        sacct = _query(["sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", main])
+        if sacct is not None and sacct.returncode == 0:
+            info = SlurmInfoWatcher().read_info(sacct.stdout)
+            states = {k: _first_word(v.get("State", "")) for k, v in info.items()}
+        squeue = _query(["squeue", "--noheader", "--format=%i %T", f"--jobs={main}"])
+        if squeue is not None and squeue.returncode == 0:
+            from submitit.slurm.slurm import read_job_id
+
+            for line in squeue.stdout.splitlines():
+                job, _, state = line.strip().partition(" ")
+                for parts in read_job_id(job) if job else []:
+                    ids = ["_".join(parts[:2])] if len(parts) < 3 else [
+                        f"{parts[0]}_{i}" for i in range(int(parts[1]), int(parts[2]) + 1)]
+                    for key in ids:
+                        states.setdefault(key, _first_word(state))  # accounting, where it answers, first
+        elif squeue is not None and "invalid job id" in squeue.stderr.lower():
+            states.setdefault(main, "ENDED")  # the controller forgot it: it ended a while ago
+        why = "; ".join(f"{name}: {_said(result)}" for name, result in (("sacct", sacct), ("squeue", squeue)))
+        return states, why
+
+
+def _said(result: subprocess.CompletedProcess[str] | None) -> str:
+    if result is None:
+        return "did not answer"
+    text = (result.stderr or result.stdout).strip().splitlines()
+    return f"exit {result.returncode}" + (f", {text[-1]}" if text else "")
+
+
 # ---------------------------------------------------------------------------------------------- the job
 def _exit_code_without_reaping(pid: int, wait_s: float) -> Optional[int]:
     """The exit code of child ``pid`` once it ended, waiting up to ``wait_s``; None if it still runs.
@@ -233,31 +353,42 @@ def _exit_code_without_reaping(pid: int, wait_s: float) -> Optional[int]:
 class TrainingJob:
     """Body of a submitit job: run one ``mtl-train`` command, return its exit code.
 
-    Checkpointable: submitit calls :meth:`checkpoint` on SLURM's warning signal (time limit or
-    preemption); the trainer checkpoints (it gets the signal too, forwarded here to be sure), and the
-    job requeues itself with this same run, which resumes from that checkpoint."""
+    Checkpointable: submitit calls :meth:`checkpoint` on SLURM's time-limit warning (SIGUSR2); the trainer
+    checkpoints (it gets the signal too, forwarded here to be sure), and the job requeues itself with this
+    same run, which resumes from that checkpoint. SIGTERM (preemption, ``scancel``) is forwarded too; the job
+    then ends without a result (SystemExit, which submitit does not record), so the cluster's state of the
+    job says what follows: requeued by the cluster, or ended and resumed by the next ``run``."""
 
     def __init__(self, command: list[str], env_updates: dict[str, str], log_path: str, stop_within_s: float):
         self.command, self.env_updates, self.log_path = list(command), dict(env_updates), log_path
         self.stop_within_s = stop_within_s
         self._process: Optional[subprocess.Popen] = None
+        self._terminated = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_process": None}
+        return {**self.__dict__, "_process": None, "_terminated": False}
 
     def __call__(self) -> int:
         Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(self.command, env=child_environment(self.env_updates), stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            # scancel and preemption send SIGTERM; forward it, should it reach this process only.
+            # scancel and preemption send SIGTERM (submitit's own handler only logs it); forward it, should
+            # it reach this process only.
             previous = signal.signal(signal.SIGTERM, self._forward)
             try:
-                return self._process.wait()
+                code = self._process.wait()
             finally:
                 signal.signal(signal.SIGTERM, previous)
+        if self._terminated:
+            with open(self.log_path, "a") as text:
+                text.write(f"mtl-ablate: {describe_signal(signal.SIGTERM)} reached the job; trainer exit {code}; "
+                           "the job ends without a result: the cluster requeues it or the next `run` resumes it\n")
+            raise SystemExit(code)  # not an Exception: submitit writes no result for it
+        return code
 
     def _forward(self, signum: int, _frame: Any = None) -> None:
+        self._terminated = self._terminated or signum == signal.SIGTERM
         if self._process is not None and self._process.returncode is None:
             self._process.send_signal(signum)
 
@@ -282,25 +413,46 @@ class TrainingJob:
 
 
 class SubmititJob:
-    """One submitted run as the scheduler sees it: poll, terminate (scancel), describe."""
+    """One submitted run as the scheduler sees it: poll, terminate (scancel), describe.
 
-    def __init__(self, job: Any, adopted: bool = False):
+    It ended when submitit has its result, or when SLURM says it ended (``states``): a job stopped by
+    SIGTERM, killed for its memory or its time, or lost with its node leaves no result, and the run's
+    records (``run_dir``) then say how it stands."""
+
+    def __init__(self, job: Any, adopted: bool = False, run_dir: Optional[Path] = None,
+                 states: Optional[SlurmStates] = None):
         self.job = job
         self.adopted = adopted
+        self.run_dir, self.states = run_dir, states
         self._code: Optional[int] = None
 
     def poll(self) -> Optional[int]:
         if self._code is not None:
             return self._code
-        if not self.job.done():
+        ended = self.job.done() or (self.states is not None and self.states.state(self.job.job_id) in ENDED_STATES)
+        if not ended:
             return None
         try:
             self._code = int(self.job.result())
-        except Exception as exc:  # noqa: BLE001 - the job itself failed (node lost, cancelled): report it as a failure
-            lines = str(exc).strip().splitlines()
-            self.error = lines[-1] if lines else type(exc).__name__  # a string: the scheduler's message
-            self._code = 1
+        except Exception as exc:  # noqa: BLE001 - no result: stopped, killed or lost; the records say where the run is
+            self._code = self._without_result(exc)
         return self._code
+
+    def _without_result(self, exc: Exception) -> int:
+        """The exit code a job that left no result stands for: the run's recorded end (interrupted with a
+        checkpoint: 143; finished: 0), else a failure that names SLURM's state of the job."""
+        recorded = recorded_state(self.run_dir) if self.run_dir is not None else None
+        if recorded is RunState.INTERRUPTED:
+            return ExitCode.STOPPED
+        if recorded is RunState.FINISHED:
+            return ExitCode.FINISHED
+        lines = str(exc).strip().splitlines()
+        error = lines[-1] if lines else type(exc).__name__
+        state = self.states.state(self.job.job_id) if self.states is not None else None
+        if state:
+            error = f"SLURM ended job {self.job.job_id} {state}: {error}"
+        self.error = error  # a string: the scheduler's message
+        return ExitCode.FAILED
 
     def terminate(self, signum: int = signal.SIGTERM) -> None:
         self.job.cancel(check=False)  # SLURM signals the job itself
@@ -330,6 +482,7 @@ class SubmititBackend:
             raise RuntimeError("--backend slurm needs SLURM's sbatch on PATH; it was not found on this machine")
         self.folder, self.options, self.cluster = Path(folder), options, cluster
         self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS)
+        self.states = SlurmStates() if cluster == "slurm" else None
         gpu = options.gpus_per_node and cluster == "slurm"
         self.placement = Placement("0" if gpu else "cpu", options.cpus_per_task)
 
@@ -353,15 +506,20 @@ class SubmititBackend:
         runs = [Path(launch.config.log_dir) for launch in launches]
         self.executor.update_parameters(**self._parameters(job_name(entry_id or runs[0].parent.name,
                                                                      [r.name for r in runs])))
+        if self.cluster == "slurm" and self.options.wckey is None:
+            # AutoExecutor drops None ("handle None as not set"), so submitit's default wckey would stay; its
+            # SLURM executor takes None as no --wckey line.
+            self.executor._executor.update_parameters(wckey=None)
         jobs = self.executor.submit_array([self._job(launch) for launch in launches])
         for run_dir, job in zip(runs, jobs):
             if self.cluster == "slurm":
                 record_slurm_job(run_dir, SlurmJobRecord(str(job.job_id), str(self.folder.absolute())))
-        return [SubmititJob(job) for job in jobs]
+        return [SubmititJob(job, run_dir=run_dir, states=self.states) for run_dir, job in zip(runs, jobs)]
 
     def adopt(self, run_dir: Path) -> Optional[Job]:
-        """The run's last recorded job when SLURM still has it queued or running (asked through sacct)."""
-        if self.cluster != "slurm":
+        """The run's last recorded job when SLURM still has it queued or running; None when it ended (the
+        run's records decide what follows). SlurmStateUnknown when neither sacct nor squeue can say."""
+        if self.cluster != "slurm" or self.states is None:
             return None
         records = read_slurm_jobs(run_dir)
         if not records:
@@ -369,8 +527,13 @@ class SubmititBackend:
         from submitit.slurm.slurm import SlurmJob
 
         job: SlurmJob[Any] = SlurmJob(folder=records[-1].folder, job_id=records[-1].job_id)
-        state = job.watcher.get_state(job.job_id, mode="force")
-        return SubmititJob(job, adopted=True) if state.upper().split(" ")[0] in LIVE_STATES else None
+        state = self.states.state(job.job_id, fresh=True)
+        if state is None or (state not in LIVE_STATES and state not in ENDED_STATES):
+            raise SlurmStateUnknown(
+                f"cannot tell whether job {job.job_id} of {run_dir} is still queued or running "
+                f"({state or self.states.why_unknown(job.job_id)}); not submitting it again. Check with "
+                f"`squeue -j {_main_id(job.job_id)}` or `sacct -j {_main_id(job.job_id)}`, then run again")
+        return SubmititJob(job, adopted=True, run_dir=run_dir, states=self.states) if state in LIVE_STATES else None
 
 
 
@@ -391,6 +554,7 @@ def sbatch_script(options: SlurmOptions, folder: Path, entry_id: str, run_names:
             native[generic[key]] = value
         else:
             native[key[len("slurm_"):]] = value
+    native.setdefault("wckey", None)  # as the backend submits: no --wckey unless asked
     folder = Path(folder).absolute()
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return make(command=command, folder=folder, map_count=len(run_names) if len(run_names) > 1 else None, **native)
