@@ -146,6 +146,6 @@ def trained_dataset_root(submission: str | Path) -> tuple[Path, str]:
                              f"in the archive (no config.yaml beside it); pass --dataset-root")
         if cfg.dataset == "synthetic" and cfg.dataset_root is None:
             how = f"the synthetic dataset of {submission.name}'s cmd.txt, cached under its synthetic_* keys"
-        return resolve_dataset_root(cfg), how
+        return resolve_dataset_root(cfg, splits=("test",)), how
     except (ConfigError, DatasetError) as exc:
         raise GradeError(f"{exc} (the dataset of {submission}); pass --dataset-root") from exc

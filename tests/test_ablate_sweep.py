@@ -26,6 +26,7 @@ from mtl.ablate.sweep_run import main as sweep_run_main
 from mtl.config import Config
 from mtl.run.records import read_config, read_status
 from mtl.suite import main
+from planting import placeholder_submission
 from support import ABLATIONS, REPO, TINY, write_entry
 from test_ablate_planner import plant_run
 
@@ -357,8 +358,8 @@ def plant_finished(spec, graders: list[float], wandb_run_id: str) -> Path:
               "best": {"step": best["step"], "epoch": best["epoch"], "grader": best["val/grader"],
                        "iou": best["val/iou"], "si_logrmse": best["val/si_logrmse"]},
               "model": {"params": 100, "gflops": 1.5}, "wandb_run_id": wandb_run_id}
+    status["submission"] = placeholder_submission(spec.run_dir, b"planted").model_dump()
     run.status_path.write_text(json.dumps(status))
-    run.submission.write_bytes(b"planted")
     write_run_summary(run)
     return spec.run_dir
 

@@ -7,7 +7,7 @@ first use), and returns the train/val/test splits with their transforms.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mtl.data.miniscapes import (
     CLASS_NAMES,
@@ -37,7 +37,7 @@ __all__ = [
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def dataset_problem(cfg: Any) -> str | None:
+def dataset_problem(cfg: Any, splits: Sequence[str] = SPLIT_FOLDERS) -> str | None:
     """Why the dataset folder of ``cfg`` is not there to train on (no folder, or one without the MiniScapes
     splits), in words that say where it was looked for; None when it is there, and for the synthetic dataset
     (built on first use). Stat only: cheap enough to ask before anything is written."""
@@ -51,21 +51,22 @@ def dataset_problem(cfg: Any) -> str | None:
     if not root.is_dir():
         return (f"config key 'dataset_root' is {where}, which is not a folder; expected the MiniScapes root with "
                 "train/, val/ and test/")
-    missing = [split for split in SPLIT_FOLDERS if not (root / split).is_dir()]
+    missing = [split for split in splits if not (root / split).is_dir()]
     if missing:
         return (f"config key 'dataset_root' is {where}, which has no {', '.join(f'{m}/' for m in missing)}; "
                 "expected the MiniScapes root with train/, val/ and test/ (each with rgb/, semseg/, depth/)")
     return None
 
 
-def resolve_dataset_root(cfg: Any) -> Path:
-    """The dataset folder of ``cfg``: the synthetic one (built on first use) or the given MiniScapes folder."""
+def resolve_dataset_root(cfg: Any, splits: Sequence[str] = SPLIT_FOLDERS) -> Path:
+    """The dataset folder of ``cfg``: the synthetic one (built on first use) or the given MiniScapes folder,
+    which must hold ``splits`` (grading needs the test split alone)."""
     if cfg.dataset == "synthetic":
         from mtl.data.synthetic import ensure_synthetic  # (lazy for the same reason)
 
         return ensure_synthetic(cfg)
     if cfg.dataset == "miniscapes":
-        problem = dataset_problem(cfg)
+        problem = dataset_problem(cfg, splits)
         if problem:
             raise DatasetError(problem)
         return Path(cfg.dataset_root).expanduser()

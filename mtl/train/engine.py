@@ -210,7 +210,7 @@ def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, say: Cal
             predict_and_pack(cfg, run, parts.datasets, parts.model, parts.depth_unit, device)
         model = model or parts.model_size(cfg)
     packed = previous.submission if sound and previous is not None else None
-    packed = packed or packed_record(run.submission)
+    packed = packed or packed_record(run.submission, cfg.task_names)
     final = records.final_point
     if previous is None or previous.state is not RunState.FINISHED or previous.best != records.best:
         say(f"rebuilding {STATUS_FILE} from the trace and {CHECKPOINTS_DIR}/{BEST_CHECKPOINT}")
@@ -282,7 +282,7 @@ def _fit(trainer: Trainer, parts: Parts, status: StatusWriter, sink: WandbSink) 
         trainer.fit(train_loader, val_loader, sampler)
         progress.close()
         predict_and_pack(cfg, run, datasets, trainer.module, trainer.depth_unit, trainer.device)
-        packed = packed_record(run.submission)
+        packed = packed_record(run.submission, cfg.task_names)
     except PauseReached:
         progress.close()
         trainer.trace.sync()

@@ -16,11 +16,11 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from mtl.config import Config
+from mtl.config import TASK_NAMES, Config
 from mtl.run.model import Packed
 from mtl.run.trace import read_trace
 from mtl.safezip import (
@@ -214,8 +214,10 @@ def directory_problems(path: str | Path) -> list[str]:
     return problems
 
 
-def validate_submission(path: str | Path, test_indices: list[int] | None = None) -> list[str]:
-    """Every problem with the archive's structure and predictions; an empty list means valid."""
+def validate_submission(path: str | Path, test_indices: list[int] | None = None,
+                        tasks: Sequence[str] = TASK_NAMES) -> list[str]:
+    """Every problem with the archive's structure and predictions of ``tasks`` (a single-task run packs its
+    task alone); an empty list means valid."""
     path = Path(path)
     problems = directory_problems(path)
     if problems:
@@ -232,6 +234,8 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
         if not expected:
             problems.append(f"{path}: no predictions/semseg/<i>.png or predictions/depth/<i>.png members")
         for task, found in (("semseg", semseg), ("depth", depth)):
+            if task not in tasks:
+                continue
             missing = sorted(expected - found)
             if missing:
                 problems.append(f"{path}: predictions/{task} lacks {len(missing)} test images, e.g. {missing[:5]}")
@@ -270,11 +274,12 @@ def validate_submission(path: str | Path, test_indices: list[int] | None = None)
 
 
 
-def packed_record(path: str | Path) -> Packed:
+def packed_record(path: str | Path, tasks: Sequence[str] = TASK_NAMES) -> Packed:
     """What a just-written submission.zip is, for the run's status: its size and sha256, once it validates
-    (every member's CRC-32 and the structure); ArchiveError naming what does not."""
+    (every member's CRC-32 and the structure, with the predictions of ``tasks``); ArchiveError naming what does
+    not."""
     path = Path(path)
-    problems = validate_submission(path)
+    problems = validate_submission(path, tasks=tasks)
     if problems:
         raise ArchiveError(f"{path} was written but does not validate: " + "; ".join(problems[:5]))
     size, digest = file_digest(path)
@@ -291,7 +296,7 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def packed_problems(path: str | Path, packed: Packed | None, status_path: str | Path = "status.json") -> list[str]:
+def packed_problems(path: str | Path, packed: Packed | None, status_path: str | Path) -> list[str]:
     """Why a finished run's submission.zip cannot be counted or shipped: absent; not the file the trainer packed
     (its size or sha256 differ from ``packed``, recorded in ``status_path``); or, for a run whose status
     records no digest (older runs), damaged or invalid (:func:`validate_submission`). Empty when sound."""

@@ -20,8 +20,8 @@ import yaml
 from PIL import Image
 
 from mtl.config import make_config
-from mtl.run.layout import SUMMARY_FILE
-from mtl.run.records import read_record, read_status
+from mtl.run.layout import ENVIRONMENT_FILE, SUMMARY_FILE
+from mtl.run.records import read_environment, read_record, read_status
 from mtl.run.summary import read_run_summary
 from mtl.run.trace import read_trace
 
@@ -90,6 +90,9 @@ def _check_file(path: Path, run_dir: Path) -> list[str]:
     if top == "predictions" and path.suffix == ".png" and relative.parts[1] in ("semseg", "depth"):
         with Image.open(path) as image:
             image.load()
+        return []
+    if path.name == ENVIRONMENT_FILE and len(relative.parts) == 1:
+        read_environment(run_dir)  # through the model: a damaged one raises, naming the file
         return []
     if path.name == ".lock" and len(relative.parts) == 1:
         return []
