@@ -130,7 +130,6 @@ def _train_and_report(cfg, stop: StopSignals) -> int:
         headline = f"best {best.headline()} at step {best.step}" if best is not None else "no best point"
         print(f"mtl-train: finished {cfg.log_dir}: {headline}")
         return ExitCode.FINISHED
-    print(f"mtl-train: {status.state}: {status.error}", file=sys.stderr)
     if status.state is RunState.PAUSED:
         print(f"mtl-train: paused after epoch {status.epoch}/{cfg.num_epochs} (stop_after_epoch); "
               f"checkpoint kept in {RunDirectory(cfg.log_dir).last}")
