@@ -127,7 +127,9 @@ def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_
     """The scheduler forwards the signal it got: after Ctrl-C the run's status names SIGINT, not the
     SIGTERM a scheduler would otherwise send; the rerun resumes and says from where."""
     runs_dir = tmp_path / "runs"
-    write_entry(ablations, "problem1.stop", overrides={"num_epochs": 3})
+    # Epochs enough that the forwarded signal lands mid-training on a fast idle machine (with 3, the run could
+    # finish training before it arrived, and the rerun then rebuilt instead of resuming).
+    write_entry(ablations, "problem1.stop", overrides={"num_epochs": 10})
     (run,) = plan(load_entries(ablations)["problem1.stop"], None, runs_dir)
     args = ["run", "problem1.stop", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--devices", "cpu"]
     process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
@@ -146,10 +148,10 @@ def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_
     capsys.readouterr()
     assert main(args) == 0
     assert read_record(run.run_dir).state == "finished"
-    resumed = re.search(r"mtl-train: resuming from step (\d+) \(epoch (\d+)/3", log_path(run).read_text())
+    resumed = re.search(r"mtl-train: resuming from step (\d+) \(epoch (\d+)/10", log_path(run).read_text())
     assert resumed, log_path(run).read_text()
     # The suite's own output says it too, from the trainer's status.
-    said = f"problem1.stop {run.variant} s0: resuming from step {resumed[1]} (epoch {resumed[2]}/3)"
+    said = f"problem1.stop {run.variant} s0: resuming from step {resumed[1]} (epoch {resumed[2]}/10)"
     assert said in capsys.readouterr().out
 
 
