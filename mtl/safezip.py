@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import IO, Callable, Union
+from typing import IO, Callable, Iterator, Union
 
 from PIL import Image
 
@@ -133,18 +133,27 @@ def read_member(archive: zipfile.ZipFile, name: str | zipfile.ZipInfo, limit: in
     info = name if isinstance(name, zipfile.ZipInfo) else member_info(archive, name, label)
     check_member(info, limit, label)
     buffer = io.BytesIO()
+    for chunk in _inflated(archive, info, limit, label):
+        buffer.write(chunk)
+    return buffer.getvalue()
+
+
+def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, label: str) -> Iterator[bytes]:
+    """The member's bytes in chunks as zipfile inflates them (checking its CRC-32 at the end), stopping one
+    chunk past ``limit`` whatever the directory claimed; ArchiveError for too many bytes or damage."""
+    seen = 0
     try:
         with archive.open(info) as stream:
-            while chunk := stream.read(min(CHUNK_BYTES, limit + 1 - buffer.tell())):
-                buffer.write(chunk)
-                if buffer.tell() > limit:
+            while chunk := stream.read(min(CHUNK_BYTES, limit + 1 - seen)):
+                seen += len(chunk)
+                if seen > limit:
                     raise ArchiveError(f"{label}: member {info.filename} inflates past the limit of {limit} bytes "
                                        f"(its directory entry claimed {info.file_size})")
+                yield chunk
     except ArchiveError:
         raise
     except DAMAGE_ERRORS as exc:
         raise damaged(label, exc, info.filename) from exc
-    return buffer.getvalue()
 
 
 def check_crcs(archive: zipfile.ZipFile, limit_of: Callable[[str], int], label: str | None = None) -> None:
@@ -154,18 +163,8 @@ def check_crcs(archive: zipfile.ZipFile, limit_of: Callable[[str], int], label: 
     for info in archive.infolist():
         limit = limit_of(info.filename)
         check_member(info, limit, label)
-        seen = 0
-        try:
-            with archive.open(info) as stream:
-                while chunk := stream.read(CHUNK_BYTES):
-                    seen += len(chunk)
-                    if seen > limit:
-                        raise ArchiveError(f"{label}: member {info.filename} inflates past the limit of {limit} "
-                                           f"bytes (its directory entry claimed {info.file_size})")
-        except ArchiveError:
-            raise
-        except DAMAGE_ERRORS as exc:
-            raise damaged(label, exc, info.filename) from exc
+        for _ in _inflated(archive, info, limit, label):
+            pass
 
 
 def read_png(archive: zipfile.ZipFile, name: str, label: str | None = None,

@@ -37,7 +37,7 @@ from mtl.run.layout import RunDirectory
 from mtl.run.model import STATE_COLUMN, RunState
 from mtl.run.records import read_status
 from mtl.safezip import CHUNK_BYTES
-from mtl.train.submission import packed_problems
+from mtl.train.submission import file_digest, packed_problems
 from report.leaks import Finding, LeakError, scan_bytes, scan_file
 from report.store import LocalStore
 from report.writeup import FORMATS, write_report
@@ -67,7 +67,7 @@ class Member:
 
     @classmethod
     def from_file(cls, name: str, path: Path, stored: bool) -> Member:
-        digest, size = file_sha256(path)
+        size, digest = file_digest(path)
         return cls(name, stored, digest, size, path=path)
 
     def open(self) -> BinaryIO:
@@ -76,16 +76,6 @@ class Member:
         if self.path is None:  # from_bytes and from_file each set one of the two
             raise ValueError(f"archive member {self.name} holds neither bytes nor a file")
         return open(self.path, "rb")
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 @dataclass

@@ -132,6 +132,22 @@ def wait_for_running_epoch(run_dir: Path, process: subprocess.Popen, epoch: int 
     pytest.fail(f"{run_dir.name} never checkpointed epoch {epoch}")
 
 
+def start_on_the_cluster(ablations: Path, runs_dir: Path, entry_id: str, env: dict[str, str],
+                         profile: dict | None = None) -> tuple:
+    """Write the tiny profile (3 epochs, a checkpoint every step, and ``profile``) and the entry, start
+    `mtl-ablate run` on the fake cluster and wait until its one run has checkpointed epoch 1 while running:
+    (run spec, the command's arguments, the process, the run's job)."""
+    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump({
+        **PROFILE, "num_epochs": 3, "checkpoint_interval_steps": 1, **(profile or {})}))
+    write_entry(ablations, entry_id)
+    (run,) = plan(load_entries(ablations)[entry_id], None, runs_dir)
+    args = ["run", entry_id, "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), *SLURM_FLAGS]
+    process = ablate(args, env)
+    wait_for_running_epoch(run.run_dir, process)
+    (job,) = read_slurm_jobs(run.run_dir)
+    return run, args, process, job
+
+
 def offline_wandb_env(home: Path) -> dict[str, str]:
     """W&B offline with a well-formed fake key and a server address that answers nothing."""
     return {"HOME": str(home), "WANDB_CONFIG_DIR": str(home / "wandb-config"), "WANDB_MODE": "offline",
@@ -148,15 +164,8 @@ def test_a_preempted_job_ends_interrupted_and_the_cluster_requeues_it(ablations,
     runs_dir, state_dir = tmp_path / "runs", tmp_path / "slurm"
     env = {**fake_slurm.install(tmp_path / "bin", state_dir), **offline_wandb_env(tmp_path / "home"),
            "FAKE_SLURM_PREEMPT_MODE": "REQUEUE", "FAKE_SLURM_KILL_WAIT": "60"}
-    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump({
-        **PROFILE, "num_epochs": 3, "checkpoint_interval_steps": 1, "wandb_mode": "auto",
-        "wandb_system_metrics": False, "wandb_console": False}))
-    write_entry(ablations, "problem1.preempted")
-    (run,) = plan(load_entries(ablations)["problem1.preempted"], None, runs_dir)
-    args = ["run", "problem1.preempted", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), *SLURM_FLAGS]
-    process = ablate(args, env)
-    wait_for_running_epoch(run.run_dir, process)
-    (job,) = read_slurm_jobs(run.run_dir)
+    run, _, process, job = start_on_the_cluster(ablations, runs_dir, "problem1.preempted", env, {
+        "wandb_mode": "auto", "wandb_system_metrics": False, "wandb_console": False})
     fake_slurm.stop(state_dir, job.job_id, "PREEMPTED")
     code, output = finish(process)
     assert code == 0, output
@@ -192,14 +201,7 @@ def test_a_cancelled_or_timed_out_job_ends_interrupted_and_the_next_run_resumes_
     ended and submits it again, and the run resumes from its checkpoint."""
     runs_dir, state_dir = tmp_path / "runs", tmp_path / "slurm"
     env = fake_slurm.install(tmp_path / "bin", state_dir)
-    (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump({**PROFILE, "num_epochs": 3,
-                                                                      "checkpoint_interval_steps": 1}))
-    write_entry(ablations, "problem1.stopped")
-    (run,) = plan(load_entries(ablations)["problem1.stopped"], None, runs_dir)
-    args = ["run", "problem1.stopped", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), *SLURM_FLAGS]
-    process = ablate(args, env)
-    wait_for_running_epoch(run.run_dir, process)
-    (job,) = read_slurm_jobs(run.run_dir)
+    run, args, process, job = start_on_the_cluster(ablations, runs_dir, "problem1.stopped", env)
     if how == "scancel":
         subprocess.run(["scancel", job.job_id], env={**os.environ, **env}, check=True)
     else:

@@ -82,30 +82,6 @@ def full_grid_steps(plan: Plan) -> int:
     return sum(run_steps(spec.config) for spec in _distinct(plan.runs))
 
 
-def batch_gflops(gflops: float, config: Config) -> float:
-    return gflops * config.batch_size
-
-
-def seconds_per_step_gflop(runs_dir: Path) -> Optional[float]:
-    """This machine's recorded throughput: the median over finished runs below ``runs_dir`` of training
-    seconds / (optimizer steps x model GFLOPs x batch size); None when no run has all three."""
-    rates = []
-    if not Path(runs_dir).is_dir():
-        return None
-    for run_dir in find_run_dirs(runs_dir):
-        try:
-            status = read_status(run_dir)
-            config = read_config(run_dir) or {}
-        except RecordError:
-            continue
-        if status is None or status.state is not RunState.FINISHED or not status.step or not status.elapsed_s:
-            continue
-        if status.model is None or not status.model.gflops or not isinstance(config.get("batch_size"), int):
-            continue
-        rates.append(status.elapsed_s / (status.step * status.model.gflops * config["batch_size"]))
-    return statistics.median(rates) if rates else None
-
-
 def within_budget(plan: Plan, budget: Optional[int]) -> tuple[list[RunSpec], list[RunSpec]]:
     """The plan's runs that fit ``budget`` optimizer steps for the entry (in plan order, counting what it has
     spent), and those left out; every run without a budget."""
