@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -26,8 +27,9 @@ from support import SUITE_PROFILE, tiny_ablations
 from support import write_tiny_entry as write_entry
 
 PROFILE = SUITE_PROFILE
+# The fake cluster answers at once: `run` asks it for its jobs' states every second (a real one: every 15 s).
 SLURM_FLAGS = ["--backend", "slurm", "--slurm-gpus", "0", "--slurm-cpus", "1", "--slurm-timeout-min", "10",
-               "--slurm-signal-delay-s", "60"]
+               "--slurm-signal-delay-s", "60", "--slurm-poll-s", "1"]
 
 
 @pytest.fixture
@@ -258,6 +260,8 @@ def test_bad_slurm_options_are_named(ablations, tmp_path, capsys):
     assert "--slurm-additional 'novalue': expected KEY=VALUE" in capsys.readouterr().err
     assert main([*base, "--slurm-timeout-min", "2"]) == 2  # the 180 s signal lead needs a longer limit
     assert "signal_delay_s 180" in capsys.readouterr().err
+    assert main([*base, "--slurm-poll-s", "0"]) == 2
+    assert "--slurm-* flags: poll_s must be a number of seconds, at least 0.5, got 0.0" in capsys.readouterr().err
     assert json.loads(json.dumps(main([*base, "--slurm-profile", "tiny"]))) == 2  # a profile without a section
     assert "no 'slurm:' section" in capsys.readouterr().err
 
@@ -377,6 +381,7 @@ def test_a_job_slurm_ended_without_a_result_stands_for_the_runs_records(tmp_path
 
     class NoResult:  # what submitit's job says of a job that wrote none: not done yet by its own account
         job_id = "800_0"
+        paths = SimpleNamespace(result_pickle=tmp_path / "800_0_result.pkl")
 
         def done(self) -> bool:
             return False
@@ -384,10 +389,43 @@ def test_a_job_slurm_ended_without_a_result_stands_for_the_runs_records(tmp_path
         def result(self):
             raise RuntimeError("Job 800_0 (task: 0) has not produced any output (state: OUT_OF_MEMORY)")
 
-    job = SubmititJob(NoResult(), run_dir=run_dir, states=SlurmStates())
+    job = SubmititJob(NoResult(), run_dir=run_dir, states=SlurmStates(), result_grace_s=0)
     assert job.poll() == code
     if code == 1:
         assert job.error.startswith("SLURM ended job 800_0 OUT_OF_MEMORY: Job 800_0")
+
+
+def test_an_ended_job_whose_result_file_is_late_is_waited_for_without_blocking_the_scheduler(tmp_path, monkeypatch):
+    """SLURM says the job completed, its result file is not there yet (a shared filesystem): poll answers
+    'still running' at once, and reads the result when the file appears."""
+    from mtl.ablate.slurm import SlurmStates, SubmititJob
+
+    env = fake_slurm.install(tmp_path / "bin", tmp_path / "slurm")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plant_jobs(tmp_path / "slurm", {"801_0": "COMPLETED"})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"state": "finished", "pid": 2 ** 22 + 1, "host": "elsewhere"}))
+    result = tmp_path / "801_0_result.pkl"
+
+    class LateResult:
+        job_id = "801_0"
+
+        def __init__(self):
+            self.paths = SimpleNamespace(result_pickle=result)
+
+        def done(self) -> bool:
+            return result.exists()
+
+        def result(self) -> int:
+            assert self._results_timeout_s == 0  # submitit's blocking wait is not used
+            return 0 if result.exists() else 1
+
+    job = SubmititJob(LateResult(), run_dir=run_dir, states=SlurmStates(), result_grace_s=3600)
+    assert job.poll() is None and job.poll() is None
+    result.write_bytes(b"")
+    assert job.poll() == 0
 
 
 def test_sigterm_ends_the_job_without_a_result(tmp_path):

@@ -71,6 +71,9 @@ ENDED_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
                 "BOOT_FAIL", "DEADLINE", "REVOKED", "ENDED")
 # Seconds between two state queries of one job array (one sacct or squeue call answers for all its tasks).
 STATE_POLL_S = 15.0
+# How long after SLURM says a job ended its result file may still appear (a shared filesystem shows it late);
+# submitit's own wait, but spent without blocking the scheduler.
+RESULT_GRACE_S = 15.0
 
 
 class SlurmConfigError(ValueError):
@@ -95,6 +98,8 @@ class SlurmOptions:
     # requeue ours; the run resumes from its checkpoint.
     requeue: bool = True
     wckey: Optional[str] = None  # --wckey, only when given (submitit's default "submitit" is dropped)
+    # Seconds between two sacct/squeue queries of a job array: how soon `run` sees a job the cluster stopped.
+    poll_s: float = STATE_POLL_S
 
     def checked(self, where: str) -> SlurmOptions:
         for name in ("timeout_min", "cpus_per_task", "signal_delay_s"):
@@ -121,6 +126,8 @@ class SlurmOptions:
             raise SlurmConfigError(f"{where}: requeue must be true or false, got {self.requeue!r}")
         if self.wckey is not None and (not isinstance(self.wckey, str) or not self.wckey.strip()):
             raise SlurmConfigError(f"{where}: wckey must be a non-empty name, got {self.wckey!r}")
+        if isinstance(self.poll_s, bool) or not isinstance(self.poll_s, (int, float)) or not self.poll_s >= 0.5:
+            raise SlurmConfigError(f"{where}: poll_s must be a number of seconds, at least 0.5, got {self.poll_s!r}")
         return self
 
     def executor_parameters(self, job_name: str) -> dict[str, Any]:
@@ -195,6 +202,8 @@ def add_slurm_arguments(parser: Any) -> None:
                        "`run` resumes it)")
     group.add_argument("--slurm-wckey", dest="slurm_wckey", metavar="NAME",
                        help="a wckey for the jobs (default: none)")
+    group.add_argument("--slurm-poll-s", dest="slurm_poll_s", type=float, metavar="SECONDS",
+                       help=f"seconds between two sacct/squeue queries of an entry's jobs (default {STATE_POLL_S:g})")
 
 
 def options_from_args(args: RunOptions, ablations_dir: Path) -> SlurmOptions:
@@ -420,23 +429,37 @@ class SubmititJob:
     records (``run_dir``) then say how it stands."""
 
     def __init__(self, job: Any, adopted: bool = False, run_dir: Optional[Path] = None,
-                 states: Optional[SlurmStates] = None):
+                 states: Optional[SlurmStates] = None, result_grace_s: float = RESULT_GRACE_S):
         self.job = job
         self.adopted = adopted
         self.run_dir, self.states = run_dir, states
+        self.result_grace_s = result_grace_s
         self._code: Optional[int] = None
+        self._ended_at: Optional[float] = None
 
     def poll(self) -> Optional[int]:
         if self._code is not None:
             return self._code
         ended = self.job.done() or (self.states is not None and self.states.state(self.job.job_id) in ENDED_STATES)
-        if not ended:
+        if not ended or not self._result_settled():
             return None
+        self.job._results_timeout_s = 0  # submitit would wait, blocking, for the file _result_settled waited for
         try:
             self._code = int(self.job.result())
         except Exception as exc:  # noqa: BLE001 - no result: stopped, killed or lost; the records say where the run is
             self._code = self._without_result(exc)
         return self._code
+
+    def _result_settled(self) -> bool:
+        """Whether the ended job's result can be read now: its file is there, the run's records say the trainer
+        stopped (a stopped job writes none), or RESULT_GRACE_S went by since the job was seen ended."""
+        if self.job.paths.result_pickle.exists():
+            return True
+        if self.run_dir is not None and recorded_state(self.run_dir) is RunState.INTERRUPTED:
+            return True
+        now = time.monotonic()
+        self._ended_at = self._ended_at if self._ended_at is not None else now
+        return now - self._ended_at >= self.result_grace_s
 
     def _without_result(self, exc: Exception) -> int:
         """The exit code a job that left no result stands for: the run's recorded end (interrupted with a
@@ -482,7 +505,7 @@ class SubmititBackend:
             raise RuntimeError("--backend slurm needs SLURM's sbatch on PATH; it was not found on this machine")
         self.folder, self.options, self.cluster = Path(folder), options, cluster
         self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS)
-        self.states = SlurmStates() if cluster == "slurm" else None
+        self.states = SlurmStates(options.poll_s) if cluster == "slurm" else None
         gpu = options.gpus_per_node and cluster == "slurm"
         self.placement = Placement("0" if gpu else "cpu", options.cpus_per_task)
 
