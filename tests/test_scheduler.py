@@ -13,6 +13,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -511,9 +512,15 @@ def test_the_real_monitor_says_what_happened(runs):
 
 # ------------------------------------------------------------------------------------------ SLURM jobs
 class LostJob:
-    """A submitit job whose node was lost: done, and its result raises (no status records why)."""
+    """A submitit job whose node was lost: done, its result file written, and its result raises (no status
+    records why)."""
 
     job_id = "42_0"
+
+    def __init__(self, folder: Path):
+        self.paths = SimpleNamespace(result_pickle=folder / "42_0_result.pkl")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.paths.result_pickle.write_bytes(b"")
 
     def done(self) -> bool:
         return True
@@ -528,7 +535,7 @@ def test_a_slurm_job_that_failed_itself_is_failed_with_its_error(runs):
     class LosingBackend(FakeBackend):
         def start_many(self, launches, entry_id):
             self.submissions.append([Path(launch.config.log_dir).name for launch in launches])
-            return [SubmititJob(LostJob()) for _ in launches]
+            return [SubmititJob(LostJob(runs)) for _ in launches]
 
     scheduler, _ = schedule(LosingBackend({}, queues=True))
     (result,) = scheduler.run([spec])
