@@ -4,6 +4,7 @@ a run's first epoch, and writing ablation entries. Tests and bench/fault_tally.p
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -44,6 +45,23 @@ def tiny_args(**overrides) -> list[str]:
 
 def train_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mtl.cli", *args]
+
+
+_console_logs = itertools.count()
+
+
+def forked_train(log_dir: Path, *args: str, setup=None) -> subprocess.CompletedProcess:
+    """``mtl-train --log_dir=log_dir *args`` to its end, as its own process forked from the fault launcher's
+    server (tests/faults/launcher.py: mtl-train's entry point without seconds of importing torch, the way
+    `mtl-ablate run` starts trainings); ``setup`` is a launcher setup. Its exit code, and its console output
+    (stdout and stderr together) as both ``stdout`` and ``stderr``."""
+    from faults.launcher import run_train
+
+    argv = [f"--log_dir={log_dir}", *args]
+    console = log_dir.parent / f"{log_dir.name}.console-{next(_console_logs)}.log"
+    code, _ = run_train(argv, console, setup=setup, timeout=300)
+    output = console.read_text(errors="replace")
+    return subprocess.CompletedProcess(argv, code, output, output)
 
 
 def wait_for_epoch(run_dir: Path, process, timeout: float = 240, poll: float = 0.2) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -16,19 +15,19 @@ import pytest
 import torch
 import yaml
 
+from faults.launcher import start_train
 from mtl.run.model import ExitCode
 from mtl.run.records import read_record
 from mtl.run.summary import read_run_summary
 from mtl.run.trace import read_trace
 from mtl.train.submission import validate_submission
-from support import REPO, tiny_args, train_command
+from support import REPO, forked_train, tiny_args, train_command
 
 pytestmark = pytest.mark.slow
 
 
 def run_train(log_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(train_command(*tiny_args(), f"--log_dir={log_dir}", *extra), cwd=REPO,
-                            capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    result = forked_train(log_dir, *tiny_args(), *extra)
     if check and result.returncode != 0:
         raise AssertionError(f"mtl-train exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -122,14 +121,13 @@ def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_
     uninterrupted run ends (same trace, bitwise-equal weights)."""
     log_dir = tmp_path / "killed"
     args = tiny_args(limit_train_batches=0, num_epochs=2)
-    process = subprocess.Popen(train_command(*args, f"--log_dir={log_dir}", "--checkpoint_interval_steps=0"),
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_train([*args, f"--log_dir={log_dir}", "--checkpoint_interval_steps=0"], tmp_path / "killed.log")
     last = log_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 240
-    while not last.exists() and time.time() < deadline and process.poll() is None:
+    while not last.exists() and time.time() < deadline and process.alive():
         time.sleep(0.05)
     assert last.exists(), "no checkpoint appeared before the deadline"
-    os.kill(process.pid, signal.SIGKILL)
+    process.send(signal.SIGKILL)
     process.wait()
     epoch_at_kill = torch.load(last, weights_only=False)["epoch"]
     status = json.loads((log_dir / "status.json").read_text())
@@ -148,13 +146,12 @@ def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_
 
 def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp_path):
     log_dir = tmp_path / "terminated"
-    process = subprocess.Popen(train_command(*tiny_args(), f"--log_dir={log_dir}"), cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_train([*tiny_args(), f"--log_dir={log_dir}"], tmp_path / "terminated.log")
     trace = log_dir / "metrics.jsonl"
     deadline = time.time() + 240
-    while not trace.exists() and time.time() < deadline and process.poll() is None:
+    while not trace.exists() and time.time() < deadline and process.alive():
         time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
+    process.send(signal.SIGTERM)
     assert process.wait(timeout=120) == 143
     state = torch.load(log_dir / "checkpoints" / "last.pt", weights_only=False)
     assert json.loads((log_dir / "status.json").read_text())["state"] == "interrupted"

@@ -4,7 +4,6 @@ weights included; a single-task run trains, validates and packs its own task alo
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -14,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from faults.launcher import start_train
 from mtl.run.records import read_record
 from mtl.run.summary import read_run_summary
 from mtl.run.trace import read_trace
-from support import REPO, tiny_args, train_command
+from support import forked_train, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,7 @@ STEPS_PER_EPOCH = 4  # 8 training images, batch 2
 
 
 def run_train(log_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(train_command(*tiny_args(num_epochs=EPOCHS), f"--log_dir={log_dir}", *extra), cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = forked_train(log_dir, *tiny_args(num_epochs=EPOCHS), *extra)
     assert result.returncode == 0, f"mtl-train exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -35,13 +34,12 @@ def run_train(log_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 def kill_in_third_epoch(log_dir: Path, *extra: str) -> dict:
     """Start the run with a checkpoint every step and SIGKILL it once last.pt is inside the third epoch;
     returns that checkpoint."""
-    process = subprocess.Popen(train_command(*tiny_args(num_epochs=EPOCHS), f"--log_dir={log_dir}",
-                                             "--checkpoint_interval_steps=1", *extra),
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_train([*tiny_args(num_epochs=EPOCHS), f"--log_dir={log_dir}", "--checkpoint_interval_steps=1",
+                           *extra], log_dir.parent / f"{log_dir.name}.killed.log")
     last = log_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 240
     state: dict = {}
-    while time.time() < deadline and process.poll() is None:
+    while time.time() < deadline and process.alive():
         try:
             state = torch.load(last, map_location="cpu", weights_only=False)
         except (FileNotFoundError, RuntimeError, EOFError):  # not written yet
@@ -49,7 +47,7 @@ def kill_in_third_epoch(log_dir: Path, *extra: str) -> dict:
         if state.get("epoch") == EPOCHS - 1 and state.get("batch_in_epoch", 0) >= 1:
             break
         time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
+    process.send(signal.SIGKILL)
     process.wait()
     assert state.get("epoch") == EPOCHS - 1, f"the run was not caught in its third epoch: {state.get('step')}"
     return state

@@ -15,19 +15,19 @@ import pytest
 import torch
 import yaml
 
+from faults.records import kill_after_write
 from mtl.run import layout as rundir
 from mtl.run.errors import RecordError
 from mtl.run.model import ExitCode, RunState
 from mtl.run.records import read_record, read_status
 from mtl.run.trace import read_trace
-from support import REPO, TINY, tiny_args, train_command
+from support import REPO, TINY, forked_train, tiny_args
 
 pytestmark = pytest.mark.slow
 
 
-def mtl_train(log_dir: Path, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = [*prefix, *train_command(*tiny_args(), f"--log_dir={log_dir}", *extra)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+def mtl_train(log_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return forked_train(log_dir, *tiny_args(), *extra)
 
 
 def checked(result: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
@@ -96,45 +96,26 @@ def test_lost_best_checkpoint_is_refused_naming_it(finished, tmp_path):
     assert read_status(run_dir).state is RunState.FINISHED
 
 
-KILL_AFTER_WRITE = """
-import os, sys
-import mtl.run.io
-real = mtl.run.io.atomic_torch_save
-def save(obj, path):
-    real(obj, path)
-    if os.path.basename(str(path)) == sys.argv[1]:
-        os._exit(9)
-mtl.run.io.atomic_torch_save = save
-from mtl.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 def test_changed_dataset_is_refused_on_resume(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    args = [*tiny_args(), f"--log_dir={run_dir}"]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_WRITE, "best.pt", *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)  # killed after epoch 1 of 2
+    killed = forked_train(run_dir, *tiny_args(), setup=kill_after_write("best.pt"))  # killed after epoch 1 of 2
     assert killed.returncode == 9, killed.stderr
     run = rundir.RunDirectory(run_dir)
     state = torch.load(run.last, weights_only=False)
     state["dataset"] = "0" * 16
     torch.save(state, run.last)
-    result = checked(subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True, timeout=300),
-                     ExitCode.REFUSED)
+    result = checked(forked_train(run_dir, *tiny_args()), ExitCode.REFUSED)
     assert "changed since this run started" in result.stderr
 
 
 @pytest.mark.parametrize("killed_after", ["last.pt", "best.pt"])
 def test_kill_between_checkpoint_writes_leaves_records_that_agree(killed_after, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    args = [*tiny_args(num_epochs=1), f"--log_dir={run_dir}"]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_WRITE, killed_after, *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    killed = forked_train(run_dir, *tiny_args(num_epochs=1), setup=kill_after_write(killed_after))
     assert killed.returncode == 9, killed.stderr
     run = rundir.RunDirectory(run_dir)
     assert (killed_after == "best.pt") == run.best.exists()  # last.pt is written first
-    result = checked(subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True, timeout=300))
+    result = checked(forked_train(run_dir, *tiny_args(num_epochs=1)))
     if killed_after == "last.pt":
         assert "rebuilding checkpoints/best.pt from checkpoints/last.pt" in result.stderr
     status = read_record(run_dir).status  # the one reader checks its best point against the trace

@@ -152,22 +152,29 @@ class LocalJob:
 
 
 class LocalBackend:
-    """Runs each command as a child process pinned to one device slot."""
+    """Runs each command as a child process pinned to one device slot: forked from a server that imported
+    torch once (``fork``, :mod:`mtl.ablate.forkserver`), else a new interpreter."""
 
     name = "local"
     queues = False
 
-    def __init__(self, slots: list[Placement]):
+    def __init__(self, slots: list[Placement], fork: bool = False):
         if not slots:
             raise ValueError("no device slot to run on")
         self._slots = slots
+        self.fork = fork
 
     def slots(self) -> list[Placement]:
         return list(self._slots)
 
-    def start(self, launch: Launch) -> LocalJob:
+    def start(self, launch: Launch) -> Job:
         config = launch.config.replace(**launch.placement.config_updates())
-        return LocalJob(train_command(config), child_environment(launch.placement.env_updates()), launch.log_path)
+        env = child_environment(launch.placement.env_updates())
+        if self.fork:
+            from mtl.ablate.forkserver import ForkedJob
+
+            return ForkedJob(cli_args(config), env, launch.log_path)
+        return LocalJob(train_command(config), env, launch.log_path)
 
     def start_many(self, launches: Sequence[Launch], entry_id: str) -> list[Job]:
         return [self.start(launch) for launch in launches]

@@ -604,6 +604,9 @@ def build_parser(extra_commands: Sequence[Callable[[Any], None]] = ()) -> argpar
     add_adhoc_arguments(p)
     p.add_argument("--devices", help="'cpu' or GPU indices such as 0,1 (default: every visible GPU, else the CPU)")
     p.add_argument("--jobs-per-device", type=int, default=1, help="runs sharing one device at a time (default 1)")
+    p.add_argument("--fresh-interpreters", action="store_true",
+                   help="start each training in a new Python interpreter (python -m mtl.cli) instead of forking it "
+                   "from a server that imported torch once (seconds slower a run)")
     p.add_argument("--dry-run", action="store_true", help="show what would run, start nothing")
     p.add_argument("--dataset-root", type=Path, metavar="DIR",
                    help=f"the MiniScapes folder for profiles that train on it (default: ${DATASET_ROOT_ENV}, else "

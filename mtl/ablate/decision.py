@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
 from mtl.run.best import point_rank
 from mtl.run.model import GRADER_KEY
@@ -133,6 +132,8 @@ def compare(table: Mapping[str, Mapping[int, Score]], top: str, confidence: floa
         elif variance == 0.0:
             t, p = (math.inf, 0.0) if mean > 0 else (0.0, 1.0)
         else:
+            from scipy import stats  # here, not at the top: it is most of a second of every command's start
+
             t = mean / math.sqrt(2.0 * variance / len(seeds))
             p = float(stats.t.sf(t, df))
         comparisons.append(Comparison(variant, seeds, metric_name if key == 0 else TIE_BREAK_NAME, mean, t, df, p,

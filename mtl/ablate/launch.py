@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import forkserver
 from .arguments import UsageError
 from .backends import Backend, LocalBackend, parse_devices, placements
 from .options import RunOptions
@@ -28,7 +29,8 @@ def make_backend(args: RunOptions) -> Backend:
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
     try:
-        return LocalBackend(placements(parse_devices(args.devices), args.jobs_per_device))
+        return LocalBackend(placements(parse_devices(args.devices), args.jobs_per_device),
+                            fork=not args.fresh_interpreters and forkserver.available())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

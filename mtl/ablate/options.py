@@ -87,6 +87,7 @@ class RunOptions(PlanOptions):
     # Where and how the runs train.
     devices: Optional[str] = None
     jobs_per_device: int = 1
+    fresh_interpreters: bool = False
     dry_run: bool = False
     dataset_root: Optional[Path] = None
     budget: Optional[int] = None

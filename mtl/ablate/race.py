@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from scipy import stats
 
 from mtl.run.model import GRADER_KEY, RunState
 from mtl.run.records import read_record, recorded_state
@@ -163,6 +162,8 @@ def _futile(table: Mapping[str, Mapping[int, Score]], top: str, variant: str, se
     n = len(comparison.seeds)
     _, df = pooled_residual_variance(table, 0 if comparison.key == metric_name else 1)
     more = (settings.max_seeds - n) * max(1, len(table) - 1)  # residual degrees of freedom the seeds would add
+    from scipy import stats  # here, not at the top: it is most of a second of every command's start
+
     critical = stats.t.isf(1.0 - settings.confidence, max(1, df + more))
     return comparison.t * math.sqrt(settings.max_seeds / n) < critical
 
