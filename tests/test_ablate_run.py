@@ -132,8 +132,9 @@ def test_ctrl_c_reaches_the_runs_as_sigint_and_the_rerun_resumes(ablations, tmp_
     write_entry(ablations, "problem1.stop", overrides={"num_epochs": 10})
     (run,) = plan(load_entries(ablations)["problem1.stop"], None, runs_dir)
     args = ["run", "problem1.stop", "--ablations-dir", str(ablations), "--runs-dir", str(runs_dir), "--devices", "cpu"]
-    process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The training in a new interpreter here (--fresh-interpreters), forked from the server in the rerun.
+    process = subprocess.Popen([sys.executable, "-m", "mtl.suite", *args, "--fresh-interpreters"], cwd=REPO,
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_epoch(run.run_dir, process)
         process.send_signal(signal.SIGINT)  # to mtl-ablate alone: the run hears of it only through the scheduler

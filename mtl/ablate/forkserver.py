@@ -73,6 +73,9 @@ class ForkedJob:
         self.log_path = log_path
         self.process = _forkserver().Process(target=_train, args=(list(argv), env, os.getcwd(), str(log_path)))
         self.process.start()
+        # Not a child multiprocessing joins when mtl-ablate exits: as a subprocess would, a training outlives an
+        # mtl-ablate that ends early (its run's lock tells the next mtl-ablate that it still trains).
+        multiprocessing.process._children.discard(self.process)  # type: ignore[attr-defined]
 
     def poll(self) -> Optional[int]:
         code = self.process.exitcode
