@@ -7,7 +7,9 @@ everywhere: with the key, the value, what was expected and the closest valid key
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -132,7 +134,16 @@ def read_yaml_file(path: Path) -> Any:
         data = file.read(MAX_YAML_BYTES + 1)
     if len(data) > MAX_YAML_BYTES:
         raise ValueError(f"it is larger than {MAX_YAML_BYTES // 1024} KiB (expected a few keys and values)")
-    return read_yaml_text(data.decode(), str(path))
+    if len(data) > 64 * 1024:  # no entry or profile is this large; not worth keeping
+        return read_yaml_text(data.decode(), str(path))
+    return copy.deepcopy(_parsed_yaml(data, str(path)))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_yaml(data: bytes, name: str) -> Any:
+    """Parsed once per content: planning reads each entry and profile again for every entry built on it
+    (`list` parsed the same 20 files 600 times). Callers get a copy, free to change."""
+    return read_yaml_text(data.decode(), name)
 
 
 # Keys that say where and how a run executes rather than what it computes. They are left out of the

@@ -64,11 +64,11 @@ def _fresh_wandb_setup():
 
 # The files that take longest, longest first (pytest --durations on an idle 2-core machine; test_device_options
 # compiles with inductor, about 30 s on a machine without its cache).
-LONGEST_FILES = ("test_ablate_run.py", "test_race_live.py", "test_records.py", "test_engine.py",
-                 "test_faults_process_group.py",
-                 "test_slurm_cluster.py", "test_faults_preemption.py", "test_faults_suite.py",
-                 "test_device_options.py", "test_ablate_sweep.py", "test_faults_storage.py",
-                 "test_archive_limits.py", "test_tracking_wandb.py", "test_models.py")
+LONGEST_FILES = ("test_slurm_cluster.py", "test_ablate_sweep.py", "test_ablate_run.py", "test_hostile_inputs.py",
+                 "test_multitask_training.py", "test_records.py", "test_race_live.py", "test_faults_suite.py",
+                 "test_faults_process_group.py", "test_faults_preemption.py", "test_engine.py",
+                 "test_device_options.py", "test_records_check.py", "test_faults_storage.py", "test_stall.py",
+                 "test_tracking_wandb.py", "test_models.py", "test_archive_limits.py")
 
 
 def pytest_collection_modifyitems(items):
