@@ -29,14 +29,16 @@ demo: install
 	$(BIN)/mtl-ablate report $(ENTRY) --runs-dir $(RUNS) --out reports
 
 # -n auto: one worker per core (pytest-xdist); --dist loadfile keeps a file's tests, and so its module
-# fixtures (trained runs shared by several tests), in one worker.
+# fixtures (trained runs shared by several tests), in one worker; --no-loadscope-reorder hands the files out
+# in the order tests/conftest.py sorts them (longest first) instead of by their number of tests.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 test: install lint
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile
+	WANDB_MODE=disabled $(PYTEST)
 
 # The edit loop: everything but the tests marked slow (trainings in subprocesses).
 .PHONY: test-fast
 test-fast: install
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
+	WANDB_MODE=disabled $(PYTEST) -m "not slow"
 
 # The import layers (pyproject.toml [tool.importlinter]), ruff's rules and mypy ([tool.mypy]); part of `make test`.
 lint: install

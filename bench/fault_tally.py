@@ -86,11 +86,12 @@ def preemption(tally: Tally, base: Path, reference: Path, wall_s: float) -> None
 def process_group(tally: Tally, base: Path) -> None:
     """Stop signals sent to the whole process group of a run with loader workers, as SLURM, containers
     and a closed terminal send them: each must end the run interrupted (143) and the rerun bit-identical."""
-    from faults.process_group import WORKERS, resume_and_compare, stop_group, train_process
+    from faults.launcher import run_train
+    from faults.process_group import WORKERS, resume_and_compare, stop_group
 
     argv = [*fault_args(workers=WORKERS, workers_validation=WORKERS), FREQUENT_CHECKPOINTS]
     reference = base / "group-reference"
-    code = train_process([*argv, f"--log_dir={reference}"], base / "group-reference.log", new_session=False).wait()
+    code, _ = run_train([*argv, f"--log_dir={reference}"], base / "group-reference.log")
     if code != 0:
         tally.add("signals", f"the reference run with {WORKERS} workers exited {code}", [f"reference exit {code}"])
         return

@@ -11,7 +11,8 @@ import signal
 
 import pytest
 
-from faults.process_group import WORKERS, resume_and_compare, stop_group, train_process
+from faults.launcher import run_train
+from faults.process_group import WORKERS, resume_and_compare, stop_group
 from faults.runs import FREQUENT_CHECKPOINTS, fault_args
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP)
 def reference(tmp_path_factory, cache_dir):
     base = tmp_path_factory.mktemp("group-reference")
     run_dir = base / "reference"
-    assert train_process([*ARGV, f"--log_dir={run_dir}"], base / "reference.log", new_session=False).wait() == 0, \
+    assert run_train([*ARGV, f"--log_dir={run_dir}"], base / "reference.log")[0] == 0, \
         (base / "reference.log").read_text()
     return run_dir
 

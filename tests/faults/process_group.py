@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faults.checks import check_run_dir, run_differences
+from faults.launcher import run_train
 from mtl.run.layout import RunDirectory
 from mtl.run.model import ExitCode
 from mtl.run.records import read_status
@@ -36,10 +37,11 @@ class GroupStop:
     files_checked: int = 0
 
 
-def train_process(argv: list[str], log_path: Path, new_session: bool) -> subprocess.Popen:
+def train_process(argv: list[str], log_path: Path) -> subprocess.Popen:
+    """A new ``python -m mtl.cli`` in a session (and process group) of its own."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child; closed when the parent's copy is collected
     return subprocess.Popen([sys.executable, "-m", "mtl.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=new_session)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def _group_empties(pgid: int, timeout: float = 30) -> bool:
@@ -67,7 +69,7 @@ def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, time
     name = signal.Signals(signum).name
     last = RunDirectory(run_dir).last
     before = _modified_ns(last)  # a resumed run's checkpoint: wait for a newer one
-    process = train_process([*argv, f"--log_dir={run_dir}"], log_path, new_session=True)
+    process = train_process([*argv, f"--log_dir={run_dir}"], log_path)
     deadline = time.monotonic() + timeout
     while _modified_ns(last) in (None, before) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -96,8 +98,9 @@ def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, time
 
 
 def resume_and_compare(argv: list[str], run_dir: Path, reference_dir: Path, log_path: Path) -> list[str]:
-    """Rerun the stopped run to its end; what differs from the unbroken reference (nothing, when exact)."""
-    code = train_process([*argv, f"--log_dir={run_dir}"], log_path, new_session=False).wait()
+    """Rerun the stopped run to its end (forked from the launcher's server: no group signal here); what
+    differs from the unbroken reference (nothing, when exact)."""
+    code, _ = run_train([*argv, f"--log_dir={run_dir}"], log_path)
     if code != ExitCode.FINISHED:
         return [f"{run_dir}: the rerun exited {code} (log {log_path})"]
     return run_differences(run_dir, reference_dir)
