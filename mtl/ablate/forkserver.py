@@ -26,6 +26,11 @@ _context: Optional[Any] = None
 
 
 def available() -> bool:
+    """Whether trainings can be forked here: a platform with a fork server, and a main module the server can
+    import again by its path (not one read from standard input)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is not None and not os.path.exists(main_file):
+        return False
     return "forkserver" in multiprocessing.get_all_start_methods()
 
 
