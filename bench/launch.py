@@ -5,7 +5,7 @@ pass with ``LocalBackend(fork=False)`` (``--fresh-interpreters``: ``python -m mt
 with ``fork=True`` (the default: forked from a server that imported torch once). The fork pass counts
 the server's own start, which its first run waits for. Passes alternate ABBA with fresh run folders.
 
-    python bench/launch.py [--runs 6] [--rounds 2] [--epochs 2]
+    python bench/launch.py [--runs 6] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -21,26 +21,12 @@ import benchlib  # noqa: F401  (puts the repository on the path)
 from benchlib import abba, bench_config, print_header, scratch_dir, spread
 from mtl.ablate.backends import LocalBackend, placements
 from mtl.ablate.display import Monitor
-from mtl.ablate.planner import RunSpec
 from mtl.ablate.scheduler import Scheduler
 from mtl.run.model import Outcome
-
-# The tests' tiny run: a few seconds of training after the interpreter and torch start.
-TINY_RUN = {"synthetic_num_train": 8, "synthetic_num_val": 4, "synthetic_num_test": 4, "synthetic_height": 64,
-            "synthetic_width": 96, "aug_input_crop_size": 64, "batch_size": 2, "batch_size_validation": 4}
+from scheduling import TINY_RUN, make_specs  # bench/scheduling.py's tiny runs (2 epochs, 4 steps each)
 
 
-def specs(root: Path, runs: int, epochs: int) -> list[RunSpec]:
-    made = []
-    for seed in range(runs):
-        config = bench_config(**TINY_RUN, num_epochs=epochs, seed=seed)
-        run_dir = root / "bench.launch" / f"tiny-s{seed}"
-        made.append(RunSpec(name=run_dir.name, variant="tiny", seed=seed, config=config.replace(log_dir=str(run_dir)),
-                            run_dir=run_dir, differences={}, entry_id="bench.launch"))
-    return made
-
-
-def one_pass(root: Path, runs: int, epochs: int, fork: bool) -> float:
+def one_pass(root: Path, runs: int, fork: bool) -> float:
     """Makespan of ``runs`` runs on one CPU slot, with a fresh fork server where ``fork``."""
     from multiprocessing import forkserver
 
@@ -48,7 +34,7 @@ def one_pass(root: Path, runs: int, epochs: int, fork: bool) -> float:
     backend = LocalBackend(placements(["cpu"], 1, cpus=1), fork=fork)
     scheduler = Scheduler(backend, Monitor(Console(file=io.StringIO(), width=200), live=False), poll_interval=0.2)
     start = time.perf_counter()
-    outcomes = scheduler.run(specs(root, runs, epochs))
+    outcomes = scheduler.run(make_specs(root, runs))
     makespan = time.perf_counter() - start
     failed = [o for o in outcomes if o.state is not Outcome.FINISHED]
     if failed:
@@ -60,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=6, help="tiny runs per pass, one at a time")
     parser.add_argument("--rounds", type=int, default=2, help="passes per side, in ABBA order")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of each tiny run (4 steps an epoch)")
     args = parser.parse_args(argv)
     print_header(f"launch: {args.runs} tiny runs one at a time, new interpreters vs forked from the server", args)
     with scratch_dir("launch") as tmp:
@@ -68,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
         resolve_dataset_root(bench_config(**TINY_RUN))  # the dataset is built once, outside the passes
         counter = iter(range(10**6))
-        fresh, forked = abba(lambda: one_pass(Path(tmp) / f"p{next(counter)}", args.runs, args.epochs, False),
-                             lambda: one_pass(Path(tmp) / f"p{next(counter)}", args.runs, args.epochs, True),
-                             args.rounds)
+        fresh, forked = abba(lambda: one_pass(Path(tmp) / f"p{next(counter)}", args.runs, False),
+                             lambda: one_pass(Path(tmp) / f"p{next(counter)}", args.runs, True), args.rounds)
     print(f"new interpreter each: makespan {' '.join(f'{m:.1f}' for m in fresh)} s "
           f"({sum(fresh) / len(fresh) / args.runs:.2f} s a run)")
     print(f"forked from server:   makespan {' '.join(f'{m:.1f}' for m in forked)} s "

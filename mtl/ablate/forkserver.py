@@ -22,9 +22,6 @@ from typing import Any, Optional
 PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "PIL.Image", "yaml", "filelock", "mtl.cli",
            "mtl.train.engine", "mtl.data.synthetic", "mtl.data.miniscapes", "mtl.train.submission"]
 
-_context: Optional[Any] = None
-
-
 def available() -> bool:
     """Whether trainings can be forked here: a platform with a fork server, and a main module the server can
     import again by its path (not one read from standard input)."""
@@ -35,16 +32,21 @@ def available() -> bool:
 
 
 def _forkserver() -> Any:
-    global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(PRELOAD)
-    return _context
+    """multiprocessing's one fork server (started by the first process it forks), told what to import."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
 
 def _train(argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> None:
-    """Body of a forked training: what ``subprocess.Popen([python, -m, mtl.cli, *argv], env=env, cwd=cwd,
-    stdout=log, stderr=log, stdin=devnull)`` would have set up, then mtl-train's main."""
+    """Body of a forked training."""
+    set_up_as_a_new_process(argv, env, cwd, log_path)
+    run_mtl_train(argv)
+
+
+def set_up_as_a_new_process(argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> None:
+    """In a forked child: what ``subprocess.Popen([python, -m, mtl.cli, *argv], env=env, cwd=cwd, stdout=log,
+    stderr=log, stdin=devnull)`` would have set up."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -58,6 +60,10 @@ def _train(argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> Non
     sys.argv = ["mtl-train", *argv]
     # Inherited from the server: "forkserver"; the DataLoader's workers start as in a fresh interpreter.
     multiprocessing.set_start_method(None, force=True)
+
+
+def run_mtl_train(argv: list[str]) -> None:
+    """In a forked child: mtl-train's main, then the end an interpreter would have (exits)."""
     from mtl.cli import main
 
     try:

@@ -1,29 +1,27 @@
 """Start ``mtl-train`` processes cheaply enough to kill dozens of them.
 
-A plain ``python -m mtl.cli`` spends seconds importing torch before it trains a step. Here a
-multiprocessing fork server imports torch and the engine once; every training process is forked from
-it and runs ``mtl.cli.main(argv)`` -- the entry point of ``mtl-train`` -- as a separate OS process with
-its own pid, so SIGKILL and SIGTERM reach it exactly as they would reach ``mtl-train``, and its exit
-code is what ``mtl-train`` would return. The server itself never runs a tensor operation, so forking
-from it is safe.
+A plain ``python -m mtl.cli`` spends seconds importing torch before it trains a step. Here, as in
+``mtl-ablate run`` (mtl/ablate/forkserver.py, whose pieces this uses), a multiprocessing fork server
+imports torch and the engine once; every training process is forked from it and runs
+``mtl.cli.main(argv)`` -- the entry point of ``mtl-train`` -- as a separate OS process with its own pid,
+so SIGKILL and SIGTERM reach it exactly as they would reach ``mtl-train``, and its exit code is what
+``mtl-train`` would return. A fault's setup runs in the child before mtl-train's main.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-# Everything a training process imports before its first step (torch._dynamo comes in through
-# torch.use_deterministic_algorithms, and costs as much as torch itself).
-PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "PIL.Image", "yaml", "filelock",
-           "mtl.cli", "mtl.train.engine", "mtl.data.synthetic", "mtl.data.integrity", "mtl.train.submission",
-           "faults.launcher", "faults.storage", "faults.checks", "faults.preemption", "faults.runs",
-           "faults.records",
+from mtl.ablate import forkserver
+
+# What a training imports before its first step, and the fault modules a setup comes from.
+PRELOAD = [*forkserver.PRELOAD, "mtl.data.integrity", "faults.launcher", "faults.storage", "faults.checks",
+           "faults.preemption", "faults.runs", "faults.records",
            # A child imports its parent's main module again: pytest's, or the bench script's.
            "pytest", "hypothesis"]
 
@@ -42,23 +40,13 @@ def context() -> multiprocessing.context.BaseContext:
 
 def _child_main(argv: list[str], log_path: str, env: dict[str, str],
                 setup: Optional[Callable[[], None]]) -> None:
-    """Body of a training process: its own log and environment, optional fault setup, then mtl-train."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    os.environ.update(env)
-    # A fork-server child inherits "forkserver" as its start method; mtl-train's DataLoader workers must be
-    # started as in a fresh interpreter (fork on Linux) -- and stopped with it, as the exit below does.
-    multiprocessing.set_start_method(None, force=True)
+    """Body of a training process: its own log and environment (``env`` over the server's), optional fault
+    setup, then mtl-train."""
+    forkserver.set_up_as_a_new_process(argv, {**os.environ, **env}, os.getcwd(), log_path)
     if setup is not None:
         setup()
-    from mtl.cli import main
-
     print(STARTED_LINE, flush=True)  # a signal before this line meets an interpreter still starting up
-    # SystemExit ends the process through multiprocessing's bootstrap, which stops daemonic children
-    # (DataLoader workers) as an interpreter exit would.
-    sys.exit(main(list(argv)))
+    forkserver.run_mtl_train(argv)
 
 
 @dataclass
