@@ -406,6 +406,13 @@ def wait_for_build(cache: Path, process: subprocess.Popen, timeout: float = 60) 
     pytest.fail("the build never started")
 
 
+def with_default_stop_signals() -> None:
+    """Run in the child before it starts: SIGINT at its default, as a command started from a terminal has it.
+    A suite started in the background by a non-interactive shell ignores SIGINT, its children inherit that,
+    and the dataset command rightly leaves an ignored signal ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_and_wait(process: subprocess.Popen, signum: int, within: float) -> tuple[float, str]:
     """Send ``signum``; (seconds until the process ended, its stderr). Killed if it takes longer than
     ``within`` seconds, failing the test."""
@@ -425,7 +432,8 @@ def test_a_stop_signal_ends_a_training_in_its_dataset_build_at_once_leaving_noth
     cache, log_dir = tmp_path / "cache", tmp_path / "run"
     argv = train_command(*tiny_args(**LONG_BUILD), f"--log_dir={log_dir}")
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "MTL_CACHE_DIR": str(cache)})
+                               env={**os.environ, "PYTHONPATH": str(REPO), "MTL_CACHE_DIR": str(cache)},
+                               preexec_fn=with_default_stop_signals)
     wait_for_build(cache, process)
     _, err = stop_and_wait(process, signum, within=15)
     assert process.returncode == 143, err[-3000:]
@@ -441,7 +449,7 @@ def test_a_stop_signal_ends_the_dataset_command_at_once_leaving_nothing_half_bui
     argv = [sys.executable, "-m", "mtl.data.synthetic", "--root", str(root), "--num_train", "3000", "--num_val", "2",
             "--num_test", "2", "--height", "64", "--width", "64"]
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=with_default_stop_signals)
     wait_for_build(tmp_path, process)
     _, err = stop_and_wait(process, signum, within=15)
     assert process.returncode == 128 + signum, err[-3000:]
