@@ -8,7 +8,7 @@ import torch
 from mtl.config import ConfigError, make_config
 from mtl.models import available_models, build_model, model_summary
 from mtl.models.parts import ASPP, SqueezeAndExcitation, default_aspp_rates
-from mtl.models.summary import summary_table
+from mtl.models.summary import count_model, summary_table
 
 H, W = 64, 96
 DILATIONS = {"FFF": (False, False, False), "FFT": (False, False, True), "FTT": (False, True, True)}
@@ -214,6 +214,14 @@ def test_model_summary_counts_parameters_and_flops():
     lines = table.splitlines()
     assert len(lines) == 3 and lines[2].startswith("| baseline | deeplabv3p | 32 |")
     assert f"{small['gflops']:.2f}" in lines[2]
+
+    # A training's own model, counted where it stands: the same counts, and nothing of it changed.
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    assert count_model(model, 32, 64) == small
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.rand(3), expected_next)
 
 
 @pytest.mark.parametrize("task", ["semseg", "depth"])

@@ -20,18 +20,35 @@ def model_summary(cfg: Config, height: int, width: int) -> dict:
     The model is built on the CPU with a random encoder (``pretrained`` is ignored: weights change no
     count) and leaves the global random state untouched. FLOPs count a multiply-add as two.
     """
-    if height % 32 or width % 32 or height <= 0 or width <= 0:
-        raise ValueError(f"height and width must be positive multiples of 32, got {height}x{width}")
+    _check_size(height, width)
     # A private RNG state: building the model draws random weights, and a caller's training run must
     # not see a different random stream just because it asked for a summary.
     with torch.random.fork_rng(devices=[]):
-        model = build_model(cfg.replace(pretrained=False)).eval()
+        model = build_model(cfg.replace(pretrained=False))
+    return count_model(model, height, width)
+
+
+def count_model(model: torch.nn.Module, height: int, width: int) -> dict:
+    """model_summary's counts of a model already built (a training's own: building a second ResNet-34 to count
+    it took a fifth of a second). One forward in eval mode without gradients, on the model's device, changes
+    no weight, buffer or random state; the model's mode is restored."""
+    _check_size(height, width)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    device = next(model.parameters()).device
+    training = model.training
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, height, width))
+    try:
+        with torch.no_grad(), counter:
+            model.eval()(torch.zeros(1, 3, height, width, device=device))
+    finally:
+        model.train(training)
     flops = int(counter.get_total_flops())
     return {"params": params, "flops": flops, "gflops": flops / 1e9}
+
+
+def _check_size(height: int, width: int) -> None:
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive multiples of 32, got {height}x{width}")
 
 
 def summary_table(configs: dict[str, Config], height: int, width: int) -> str:

@@ -22,7 +22,8 @@ from mtl.data import build_datasets, load_depth_unit, resolve_dataset_root
 from mtl.data.integrity import check_data_before_training
 from mtl.data.loading import EpochSampler, make_loader
 from mtl.data.transforms import DepthUnit
-from mtl.models import build_model, model_summary
+from mtl.models import build_model
+from mtl.models.summary import count_model
 from mtl.run import recovery
 from mtl.run.errors import RecordError, RunRefused
 from mtl.run.io import atomic_write_bytes, atomic_write_text
@@ -123,10 +124,10 @@ class Parts:
     depth_unit: DepthUnit
     model: torch.nn.Module
 
-    def model_size(self, cfg: Config) -> ModelSize:
+    def model_size(self) -> ModelSize:
         sample = self.datasets["val"][0]["image"]
         height, width = int(sample.shape[-2]), int(sample.shape[-1])
-        summary = model_summary(cfg, height, width)
+        summary = count_model(self.model, height, width)
         return ModelSize(params=summary["params"], gflops=summary["gflops"], input=(height, width))
 
 
@@ -208,7 +209,7 @@ def _rebuild_finished(cfg: Config, run: RunDirectory, records: Records, say: Cal
         if not run.submission.exists():
             say(f"rebuilding {SUBMISSION_FILE} from {CHECKPOINTS_DIR}/{BEST_CHECKPOINT} (prediction runs again)")
             predict_and_pack(cfg, run, parts.datasets, parts.model, parts.depth_unit, device)
-        model = model or parts.model_size(cfg)
+        model = model or parts.model_size()
     packed = previous.submission if sound and previous is not None else None
     packed = packed or packed_record(run.submission, cfg.task_names)
     final = records.final_point
@@ -260,7 +261,7 @@ def _restore(trainer: Trainer, status: StatusWriter, parts: Parts, sink: WandbSi
     # checkpoint -- are logged again by the training that follows; kept, they would appear twice.
     trainer.trace.truncate_after(trainer.position.step)
     if status.status is not None and status.status.model is None:
-        status.sized(parts.model_size(cfg))
+        status.sized(parts.model_size())
     # W&B gets what the records hold: the trace's points when its run is new to them, and in every attempt
     # the best point and model size (a resumed run improves on a best point an earlier attempt found).
     sink.carry(lambda: read_trace(run.metrics), lambda: records_summary(status.status), trainer.position.step)

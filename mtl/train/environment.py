@@ -59,8 +59,9 @@ def git_state() -> dict[str, Any]:
 
 def packages() -> list[str]:
     """``name==version`` of every installed distribution, sorted (what `pip freeze` lists)."""
-    found = {f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions()
-             if dist.metadata["Name"]}
+    # dist.metadata reads and parses the file again on each access: once per distribution, not three times.
+    metadata = [dist.metadata for dist in importlib.metadata.distributions()]
+    found = {f"{meta['Name']}=={meta['Version']}" for meta in metadata if meta["Name"]}
     return sorted(found, key=str.lower)
 
 
