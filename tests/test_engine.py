@@ -110,6 +110,12 @@ def test_bad_config_exits_2_with_the_key(tmp_path, cache_dir):
     assert result.returncode == 2 and "did you mean 'batch_size'" in result.stderr
 
 
+def assert_same_weights(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == actual.keys()
+    for key, tensor in expected.items():
+        assert torch.equal(tensor, actual[key]), key
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The best checkpoint's weights: the one checkpoint a finished run keeps (the identical traces
     compared beside it cover the steps after it)."""
@@ -139,8 +145,7 @@ def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_
         assert [p["step"] for p in resumed] == [p["step"] for p in reference]
     strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
     assert strip(resumed) == strip(reference)
-    for key, tensor in _weights(finished_run).items():
-        assert torch.equal(tensor, _weights(log_dir)[key]), key
+    assert_same_weights(_weights(finished_run), _weights(log_dir))
     assert read_run_summary(log_dir).validation == read_run_summary(finished_run).validation
 
 
@@ -161,8 +166,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp
     # Plain progress lines, as torchvision's reference scripts print them: step, loss, lr, it/s, ETA.
     assert re.search(r"^epoch \d+/2 step \d+/\d+ loss \d+\.\d{4} lr \S+ it/s \d+\.\d\d eta \d+m\d\ds$",
                      resumed.stdout, re.MULTILINE), resumed.stdout
-    for key, tensor in _weights(finished_run).items():
-        assert torch.equal(tensor, _weights(log_dir)[key]), key
+    assert_same_weights(_weights(finished_run), _weights(log_dir))
     resumed_best, reference_best = read_record(log_dir).best(), read_record(finished_run).best()
     np.testing.assert_allclose(resumed_best["val/grader"], reference_best["val/grader"])
 
@@ -184,5 +188,4 @@ def test_a_run_paused_at_a_rung_and_continued_is_the_run_never_paused(finished_r
     assert read_record(log_dir).state == "finished"
     strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
     assert strip(read_trace(log_dir / "metrics.jsonl")) == strip(read_trace(finished_run / "metrics.jsonl"))
-    for key, tensor in _weights(finished_run).items():
-        assert torch.equal(tensor, _weights(log_dir)[key]), key
+    assert_same_weights(_weights(finished_run), _weights(log_dir))

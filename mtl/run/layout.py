@@ -223,24 +223,74 @@ def lock_holder(run_dir: Path) -> Optional[int]:
 class RunDirectory:
     """The paths of one run's files, its lock, and the rule for reusing the directory."""
 
+    # Each path is joined when asked for: planning reads the status of every run folder (tens of thousands of
+    # RunDirectory objects for the registry), and joining all sixteen paths up front was most of that time.
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.config_path = self.path / CONFIG_FILE
-        self.status_path = self.path / STATUS_FILE
-        self.metrics = self.path / METRICS_FILE
-        self.summary_path = self.path / SUMMARY_FILE
-        self.checkpoints = self.path / CHECKPOINTS_DIR
-        self.last = self.checkpoints / LAST_CHECKPOINT
-        self.best = self.checkpoints / BEST_CHECKPOINT
-        self.predictions = self.path / PREDICTIONS_DIR
-        self.submission = self.path / SUBMISSION_FILE
-        self.damaged_submission = self.path / DAMAGED_SUBMISSION_FILE
-        self.source_zip = self.path / SOURCE_ZIP_FILE
-        self.wandb = self.path / WANDB_DIR
-        self.lock_path = self.path / LOCK_FILE
-        self.slurm_jobs = self.path / SLURM_JOBS_FILE
-        self.environment = self.path / ENVIRONMENT_FILE
-        self.log = log_path(self.path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / STATUS_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / BEST_CHECKPOINT
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_DIR
+
+    @property
+    def submission(self) -> Path:
+        return self.path / SUBMISSION_FILE
+
+    @property
+    def damaged_submission(self) -> Path:
+        return self.path / DAMAGED_SUBMISSION_FILE
+
+    @property
+    def source_zip(self) -> Path:
+        return self.path / SOURCE_ZIP_FILE
+
+    @property
+    def wandb(self) -> Path:
+        return self.path / WANDB_DIR
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
+    def slurm_jobs(self) -> Path:
+        return self.path / SLURM_JOBS_FILE
+
+    @property
+    def environment(self) -> Path:
+        return self.path / ENVIRONMENT_FILE
+
+    @property
+    def log(self) -> Path:
+        return log_path(self.path)
 
     def prediction(self, task: str, index: int) -> Path:
         """``predictions/<task>/<index>.png``, in the MiniScapes encoding of that task."""

@@ -9,6 +9,8 @@ picking one.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import os
@@ -228,8 +230,7 @@ def read_config(run_dir: Path) -> Optional[dict[str, Any]]:
     if len(data) > MAX_CONFIG_BYTES:
         raise RecordError(f"{path}: is larger than {MAX_CONFIG_BYTES // 1024} KiB (a run's config is a few KiB)")
     try:
-        _check_shape(text)
-        config = yaml.load(text, Loader=YAML_LOADER)
+        config = copy.deepcopy(_parsed_config(text))
     except (yaml.YAMLError, ValueError) as exc:
         raise RecordError(f"{path}: is not valid YAML ({str(exc)[:400]})") from None
     if config is None:
@@ -266,6 +267,14 @@ def config_hash_problem(run_dir: Path, config: dict[str, Any], status: Optional[
     return (f"{run.config_path}: its hyperparameters hash to {actual}, but {run.status_path} records config_hash "
             f"{status.config_hash}, the config the run trained with: the file was changed after the run started. "
             f"{FORK_HINT}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_config(text: str) -> Any:
+    """Parsed once per content: planning the registry reads each run's config again for every entry that
+    looks at the run (2,000 parses of a few dozen files). Refusals raise and are not cached."""
+    _check_shape(text)
+    return yaml.load(text, Loader=YAML_LOADER)
 
 
 def _check_shape(text: str) -> None:
