@@ -229,18 +229,22 @@ def test_a_failure_that_keeps_coming_back_ends_the_mirror_not_the_run(home, tmp_
 
 
 def wandb_core_pids() -> list[int]:
-    """wandb's service processes started by this process (each in a session of its own)."""
+    """wandb's live service processes started by this process (each in a session of its own; a killed one
+    stays a zombie child until wandb's next start reaps it)."""
     import os
 
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     return [int(pid) for pid in children
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "wandb-core" and os.getsid(int(pid)) != os.getsid(0)]
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "wandb-core" and os.getsid(int(pid)) != os.getsid(0)
+            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
 
 
-def test_the_runs_end_is_kept_when_the_stop_signal_also_reaches_wandbs_service(home, tmp_path, capsys):
+@pytest.mark.parametrize("noticed", [True, False], ids=["noticed", "learnt-at-finish"])
+def test_the_runs_end_is_kept_when_the_stop_signal_also_reaches_wandbs_service(home, tmp_path, capsys, noticed):
     """On a cluster the stop signal reaches every process of the job, wandb-core too, though it runs in its
     own session; it dies at once. The mirror restarts offline and records the end there: the history again,
-    preempting, exit 143, and the line to sync it."""
+    preempting, exit 143, and the line to sync it. Whether wandb's client noticed the death before the
+    preempting mark (sent without an answer) or learns of it only when the run finishes."""
     import os
     import signal
     import time
@@ -249,9 +253,9 @@ def test_the_runs_end_is_kept_when_the_stop_signal_also_reaches_wandbs_service(h
     sink = WandbSink(auto_config(wandb_console=False, wandb_system_metrics=False), run_dir, "stopped1")
     sink.carry(lambda: POINTS[:1], dict)
     (core,) = wandb_core_pids()
-    os.kill(core, signal.SIGTERM)
+    os.kill(core, signal.SIGTERM if noticed else signal.SIGKILL)
     deadline = time.time() + 30
-    while Path(f"/proc/{core}").exists() and Path(f"/proc/{core}/stat").read_text().split()[2] != "Z":
+    while noticed and Path(f"/proc/{core}").exists() and Path(f"/proc/{core}/stat").read_text().split()[2] != "Z":
         assert time.time() < deadline
         time.sleep(0.1)
     sink.interrupted(exit_code=143)

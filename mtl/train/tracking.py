@@ -346,24 +346,37 @@ class WandbSink:
         """End a run stopped by a signal. ``requeue``: as preempted, not failed -- W&B records a run marked
         preempting that exits non-zero as preempted (and a sweep requeues it), and the resume continues it.
         Without: stopped for good (its sweep stopped it), so no sweep hands it to an agent again."""
-        if requeue:
-            self._guarded("mark_preempting", lambda: self.run.mark_preempting())
-        self.finish(exit_code=exit_code)
+        self._end(exit_code, preempting=requeue)
 
     def finish(self, exit_code: int = 0) -> None:
-        if self.run is None:
-            return
-        run, self.run = self.run, None
-        try:
-            run.finish(exit_code=exit_code)
-        except Exception as exc:  # noqa: BLE001 - a late upload failure must not turn a finished run failed
-            where = shlex.quote(str(run.settings.sync_dir))
-            _say(f"W&B could not finish uploading ({_short(exc)}); its files are kept, upload them with: "
-                 f"wandb sync {where}", warning=True)
+        self._end(exit_code, preempting=False)
+
+    def _end(self, exit_code: int, preempting: bool) -> None:
+        """Mark the run preempting when asked, and finish it. A finish that fails has lost wandb's service (a
+        stop signal reaches it too, and the client may learn of it only here, the preempting mark being sent
+        without an answer): the end was not recorded, so it is made again on the offline mirror that restarts
+        with the history. Never raises: W&B must not turn a finished run failed."""
+        for mirror in (False, True):
+            if preempting:
+                self._guarded("mark_preempting", lambda: self.run.mark_preempting())
+            if self.run is None:
+                return
+            run = self.run
             try:
-                self._wandb.teardown()
-            except Exception:  # noqa: BLE001
-                pass
+                run.finish(exit_code=exit_code)
+                self.run = None
+                return
+            except Exception as exc:  # noqa: BLE001
+                if not mirror:
+                    self._fall_back(f"W&B could not record the run's end ({_short(exc)})")
+                    continue
+                self.run = None
+                _say(f"W&B could not record the run's end offline either ({_short(exc)}); its files are kept, "
+                     f"upload them with: wandb sync {shlex.quote(str(run.settings.sync_dir))}", warning=True)
+                try:
+                    self._wandb.teardown()
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def format_eta(seconds: float | None) -> str:
