@@ -64,6 +64,21 @@ def forked_train(log_dir: Path, *args: str, setup=None) -> subprocess.CompletedP
     return subprocess.CompletedProcess(argv, code, output, output)
 
 
+def ablate_here(capsys, *argv: str) -> subprocess.CompletedProcess:
+    """``mtl-ablate *argv`` through its main in this process, for a command whose process is not what is tested
+    (a refusal, a grade): its exit code, stdout and stderr, as a finished subprocess would give them. A bug
+    still shows: main prints its traceback, as the command does."""
+    from mtl.suite import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's refusals
+        code = exc.code if isinstance(exc.code, int) else 2
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["mtl-ablate", *argv], code, out, err)
+
+
 def wait_for_epoch(run_dir: Path, process, timeout: float = 240, poll: float = 0.2) -> None:
     """Wait until ``run_dir`` has checkpointed an epoch; fail if ``process`` (an mtl-ablate run) ends first."""
     deadline = time.time() + timeout

@@ -26,7 +26,7 @@ from mtl.train.submission import build_source_zip, write_submission
 from report import leaks
 from report.grade import GradeError, grade
 from report.leaks import scan_bytes
-from support import REPO, TINY
+from support import REPO, TINY, ablate_here
 
 MiB = 1 << 20
 HEIGHT, WIDTH = 64, 96  # multiples of 32: predictions cover the whole image
@@ -216,41 +216,34 @@ def test_leak_scan_refuses_a_bomb_member(tmp_path):
         leaks.scan_file(path, "bomb.zip")
 
 
-def _grade_command(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "mtl.suite", "grade", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow  # mtl-ablate grade in a subprocess (a torch import each)
-def test_grade_defaults_to_the_synthetic_dataset_the_run_was_trained_on(tmp_path, cache_dir):
+@pytest.mark.slow  # builds the synthetic dataset
+def test_grade_defaults_to_the_synthetic_dataset_the_run_was_trained_on(tmp_path, cache_dir, capsys):
     from mtl.data import resolve_dataset_root
 
     submission = _submission(tmp_path / "run", count=TINY["synthetic_num_test"])
     expected_root = resolve_dataset_root(make_config(DATASET_KEYS))  # the cache folder keyed by synthetic_*
-    result = _grade_command(str(submission), "--json")
+    result = ablate_here(capsys, "grade", str(submission), "--json")
     assert result.returncode == 0, result.stderr
     assert f"grading {submission} against {expected_root} (the synthetic dataset of submission.zip's cmd.txt" \
         in result.stderr
     assert json.loads(result.stdout)["grader"] == grade(submission, expected_root)["grader"]
 
 
-@pytest.mark.slow  # mtl-ablate grade in a subprocess (a torch import each)
-def test_grade_uses_the_dataset_root_of_the_run_config_beside_the_archive(tmp_path):
+def test_grade_uses_the_dataset_root_of_the_run_config_beside_the_archive(tmp_path, capsys):
     dataset = _dataset(tmp_path / "data")
     values = {"dataset": "miniscapes"}
     submission = _submission(tmp_path / "run", values=values)
-    result = _grade_command(str(submission))
+    result = ablate_here(capsys, "grade", str(submission))
     assert result.returncode == 2
     assert "was trained on dataset 'miniscapes', whose folder is not recorded in the archive" in result.stderr
     assert "pass --dataset-root" in result.stderr
     (tmp_path / "run" / "config.yaml").write_text(f"dataset: miniscapes\ndataset_root: {dataset}\n")
-    result = _grade_command(str(submission))
+    result = ablate_here(capsys, "grade", str(submission))
     assert result.returncode == 0, result.stderr
     assert f"against {dataset} (dataset_root of {tmp_path / 'run' / 'config.yaml'})" in result.stderr
     assert result.stdout.startswith("grader ")
     other = _dataset(tmp_path / "other")
-    result = _grade_command(str(submission), "--dataset-root", str(other))  # the override wins
+    result = ablate_here(capsys, "grade", str(submission), "--dataset-root", str(other))  # the override wins
     assert result.returncode == 0 and f"against {other} (--dataset-root)" in result.stderr
 
 

@@ -5,10 +5,7 @@ archive", names the member and what is wrong, and no command shows a traceback."
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -18,7 +15,7 @@ import pytest
 from mtl.safezip import ArchiveError
 from mtl.train.submission import validate_submission
 from report import leaks
-from support import REPO
+from support import ablate_here
 from test_archive_limits import _dataset, _submission
 
 PNG = "predictions/semseg/0.png"  # deflated
@@ -113,12 +110,10 @@ def test_validation_names_the_damaged_member_and_what_is_wrong(sound, tmp_path, 
 
 
 @pytest.mark.parametrize("kind", DAMAGES)
-def test_grade_says_damaged_archive_without_a_traceback(sound, tmp_path, kind):
+def test_grade_says_damaged_archive_without_a_traceback(sound, tmp_path, kind, capsys):
     path = damaged_copy(sound, tmp_path / "submission.zip", kind)
     dataset = _dataset(tmp_path / "data")
-    result = subprocess.run([sys.executable, "-m", "mtl.suite", "grade", str(path), "--dataset-root", str(dataset)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = ablate_here(capsys, "grade", str(path), "--dataset-root", str(dataset))
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     assert "damaged archive" in result.stderr and DAMAGES[kind][2] in result.stderr, result.stderr

@@ -19,7 +19,7 @@ import pytest
 from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import make_plan
 from mtl.config import ConfigError, load_yaml, make_config
-from support import REPO, tiny_ablations, tiny_args, train_command, write_tiny_entry
+from support import REPO, ablate_here, tiny_ablations, tiny_args, train_command, write_tiny_entry
 
 ABLATE = [sys.executable, "-m", "mtl.suite"]
 
@@ -50,20 +50,27 @@ def project(tmp_path) -> Path:
     return folder
 
 
-def ablate_in(project: Path, *argv: str) -> subprocess.CompletedProcess:
-    return run_command([*ABLATE, *argv, "--ablations-dir", "ablations", "--runs-dir", "runs"], cwd=project)
+@pytest.fixture
+def ablate_in(monkeypatch, capsys):
+    """``mtl-ablate *argv`` run in ``project`` on its entry and runs folders, through main in this process (what
+    is refused here is refused before anything runs; the YAML bombs below keep a process and a time limit)."""
+    def call(project: Path, *argv: str) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(project)
+        return ablate_here(capsys, *argv, "--ablations-dir", "ablations", "--runs-dir", "runs")
+    return call
 
 
 # ----------------------------------------------------------------------------------- names that become paths
 @pytest.mark.parametrize("name", ["../../../escape", "a/b", "..", ".hidden", "x\x01y"])
-def test_an_adhoc_name_that_is_no_single_safe_name_is_refused_and_nothing_is_written(project, tmp_path, name):
+def test_an_adhoc_name_that_is_no_single_safe_name_is_refused_and_nothing_is_written(project, tmp_path, name,
+                                                                                      ablate_in):
     before = files_under(tmp_path)
     result = ablate_in(project, "run", "--grid", "optimizer_lr=0.01", "--base", "tiny", "--name", name, "--dry-run")
     assert_refused(result, "--name")
     assert files_under(tmp_path) == before
 
 
-def test_save_with_a_name_that_climbs_out_is_refused(project, tmp_path):
+def test_save_with_a_name_that_climbs_out_is_refused(project, tmp_path, ablate_in):
     before = files_under(tmp_path)
     result = ablate_in(project, "run", "--grid", "optimizer_lr=0.01", "--base", "tiny", "--name",
                        "../../../../outside-abl", "--save", "--dry-run")
@@ -71,7 +78,7 @@ def test_save_with_a_name_that_climbs_out_is_refused(project, tmp_path):
     assert files_under(tmp_path) == before
 
 
-def test_a_dry_run_writes_nothing(project, tmp_path):
+def test_a_dry_run_writes_nothing(project, tmp_path, ablate_in):
     before = files_under(tmp_path)
     result = ablate_in(project, "run", "--grid", "optimizer_lr=0.01,0.1", "--base", "tiny", "--name", "lr", "--save",
                        "--dry-run")
@@ -81,7 +88,7 @@ def test_a_dry_run_writes_nothing(project, tmp_path):
 
 
 @pytest.mark.parametrize("profile", ["../../escape", "../profiles/tiny", ".hidden", "a" * 300])
-def test_a_profile_name_that_is_a_path_is_refused(project, profile):
+def test_a_profile_name_that_is_a_path_is_refused(project, profile, ablate_in):
     write_tiny_entry(project / "ablations", "problem1.pair", grid={"optimizer_lr": [0.01, 0.1]})
     (project / "escape.yaml").write_text("num_epochs: 1\n")  # what ablations/profiles/../../escape reaches
     (project / "ablations" / "profiles" / ".hidden.yaml").write_text("num_epochs: 1\n")
@@ -89,7 +96,7 @@ def test_a_profile_name_that_is_a_path_is_refused(project, profile):
     assert_refused(result, "profile", repr(profile)[:40])
 
 
-def test_an_adhoc_id_that_is_a_path_is_not_read_from_outside_the_runs_folder(project):
+def test_an_adhoc_id_that_is_a_path_is_not_read_from_outside_the_runs_folder(project, ablate_in):
     outside = project / "escape" / "entry.yaml"  # runs/adhoc.../../../escape/entry.yaml
     outside.parent.mkdir()
     (project / "runs" / "adhoc...").mkdir(parents=True)  # left by an earlier escape
@@ -156,7 +163,8 @@ def test_an_entry_or_profile_built_to_expand_is_refused_naming_the_file(project,
     entry.unlink()
     (ablations / "profiles" / "tiny.yaml").write_text(BOMBS[kind] + "\n")
     write_tiny_entry(ablations, "problem1.pair", grid={"optimizer_lr": [0.01, 0.1]})
-    result = ablate_in(project, "show", "problem1.pair")
+    result = run_command([*ABLATE, "show", "problem1.pair", "--ablations-dir", "ablations", "--runs-dir", "runs"],
+                         cwd=project, timeout=30)
     assert_refused(result, "tiny.yaml")
     assert len(result.stderr) < 2000, result.stderr[:3000]
 
@@ -269,7 +277,7 @@ def test_mtl_train_refuses_an_absurd_number_before_creating_anything(tmp_path, a
     assert not log_dir.exists()
 
 
-def test_an_entry_with_an_absurd_number_is_refused_before_a_run_exists(project):
+def test_an_entry_with_an_absurd_number_is_refused_before_a_run_exists(project, ablate_in):
     write_tiny_entry(project / "ablations", "problem1.threads", grid={"num_threads": [1, 5000]})
     result = ablate_in(project, "show", "problem1.threads")
     assert_refused(result, "problem1.threads.yaml", "num_threads")

@@ -39,9 +39,14 @@ def kill_in_third_epoch(log_dir: Path, *extra: str) -> dict:
     last = log_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 240
     state: dict = {}
+    seen = None
     while time.time() < deadline and process.alive():
         try:
-            state = torch.load(last, map_location="cpu", weights_only=False)
+            stat = last.stat()
+            # Each checkpoint is read once: loading 100 MB at every poll took the core the training needs.
+            if (stat.st_ino, stat.st_mtime_ns) != seen:
+                state = torch.load(last, map_location="cpu", weights_only=False)
+                seen = (stat.st_ino, stat.st_mtime_ns)
         except (FileNotFoundError, RuntimeError, EOFError):  # not written yet
             state = {}
         if state.get("epoch") == EPOCHS - 1 and state.get("batch_in_epoch", 0) >= 1:

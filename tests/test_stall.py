@@ -19,7 +19,7 @@ from mtl.run.layout import RunDirectory
 from mtl.run.model import Progress, RunState
 from mtl.run.records import STALL_ENV, read_status, stall_of
 from mtl.run.status import StatusWriter
-from support import REPO, tiny_ablations, write_tiny_entry
+from support import REPO, ablate_here, tiny_ablations, write_tiny_entry
 
 
 def running_status(run: RunDirectory, pid: int, quiet_s: float):
@@ -77,7 +77,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_sigstopped_trainer_shows_as_stalled_in_status_and_both_runs(tmp_path, cache_dir):
+def test_a_sigstopped_trainer_shows_as_stalled_in_status_and_both_runs(tmp_path, cache_dir, capsys, monkeypatch):
     ablations = tiny_ablations(tmp_path / "ablations")
     write_tiny_entry(ablations, "t.stall", overrides={"num_epochs": 400})
     args = ["run", "t.stall", "--devices", "cpu", "--ablations-dir", str(ablations), "--runs-dir",
@@ -99,9 +99,11 @@ def test_a_sigstopped_trainer_shows_as_stalled_in_status_and_both_runs(tmp_path,
         trainer = read_status(run_dir).pid
         os.kill(trainer, signal.SIGSTOP)
 
-        def status_says() -> str:
-            return subprocess.run([sys.executable, "-m", "mtl.suite", "status", "t.stall", *args[4:]], cwd=tmp_path,
-                                  env={**env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=120).stdout
+        monkeypatch.setenv(STALL_ENV, env[STALL_ENV])
+        monkeypatch.setenv("COLUMNS", "400")
+
+        def status_says() -> str:  # asked again and again while waiting: in this process
+            return ablate_here(capsys, "status", "t.stall", *args[4:]).stdout
 
         _wait_for(lambda: "stalled" in status_says(), 60, "status to say stalled")
         said = status_says()
