@@ -21,7 +21,7 @@ from mtl.run.errors import RecordError
 from mtl.run.model import ExitCode, RunState
 from mtl.run.records import read_record, read_status
 from mtl.run.trace import read_trace
-from support import REPO, TINY, forked_train, tiny_args
+from support import REPO, TINY, ablate_here, forked_train, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cache_dir):
+def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cache_dir, capsys):
     from mtl.ablate.entry import load_entries
     from mtl.ablate.planner import make_plan
 
@@ -187,7 +187,7 @@ def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cach
     # Finished means finished: last.pt lost, status emptied -> rebuilt by `run`, nothing trained again.
     run.last.unlink(missing_ok=True)  # a finished run may have dropped it already
     run.status_path.write_text("")
-    status_out = checked(mtl_ablate("status", "problem1.rec", *where)).stdout
+    status_out = checked(ablate_here(capsys, "status", "problem1.rec", *where)).stdout
     assert "status.json:isempty" in "".join(status_out.replace("│", "").split())  # folded in its table cell
     checked(mtl_ablate("run", "problem1.rec", *where, "--devices", "cpu"))
     assert snapshot(run.path) == before
@@ -201,14 +201,15 @@ def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cach
     assert "rebuilding submission.zip from checkpoints/best.pt" in repaired and run.submission.exists()
     assert snapshot(run.path) == before
 
-    # Read commands on a read-only runs folder: they create nothing (no lock file either).
+    # Read commands on a read-only runs folder: they create nothing (no lock file either). In this process:
+    # what they read and write is under test, not their process.
     run.lock_path.unlink()
     listing = tree(runs_dir)
     subprocess.run(["chmod", "-R", "a-w", str(runs_dir)], check=True)
     try:
         for command in (["show", "problem1.rec"], ["status"], ["list"], ["run", "problem1.rec", "--dry-run"],
                         ["report", "problem1.rec", "--no-figures", "--out", str(tmp_path / "report")]):
-            checked(mtl_ablate(*command, *where))
+            checked(ablate_here(capsys, *command, *where))
         assert tree(runs_dir) == listing
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(runs_dir)], check=True)
