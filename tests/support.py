@@ -50,16 +50,17 @@ def train_command(*args: str) -> list[str]:
 _console_logs = itertools.count()
 
 
-def forked_train(log_dir: Path, *args: str, setup=None) -> subprocess.CompletedProcess:
+def forked_train(log_dir: Path, *args: str, setup=None, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess:
     """``mtl-train --log_dir=log_dir *args`` to its end, as its own process forked from the fault launcher's
     server (tests/faults/launcher.py: mtl-train's entry point without seconds of importing torch, the way
     `mtl-ablate run` starts trainings); ``setup`` is a launcher setup. Its exit code, and its console output
-    (stdout and stderr together) as both ``stdout`` and ``stderr``."""
+    (stdout and stderr together) as both ``stdout`` and ``stderr``; ``env``: variables over this process's."""
     from faults.launcher import run_train
 
     argv = [f"--log_dir={log_dir}", *args]
     console = log_dir.parent / f"{log_dir.name}.console-{next(_console_logs)}.log"
-    code, _ = run_train(argv, console, setup=setup, timeout=300)
+    code, _ = run_train(argv, console, env=env, setup=setup, timeout=300)
     output = console.read_text(errors="replace")
     return subprocess.CompletedProcess(argv, code, output, output)
 

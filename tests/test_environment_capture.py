@@ -20,7 +20,7 @@ from mtl.run.records import read_environment, read_record
 from mtl.suite import main
 from mtl.train import environment
 from report.leaks import scan_file
-from support import REPO, tiny_args, train_command
+from support import REPO, forked_train, tiny_args
 from test_tracking_wandb import (
     auto_config,
     home,  # noqa: F401 - a fixture: a HOME without W&B credentials
@@ -98,9 +98,8 @@ def test_the_environment_goes_into_the_wandb_config(tmp_path, dirty):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, cache_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = subprocess.run(train_command(*tiny_args(num_epochs=1), f"--log_dir={run_dir}"), cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = forked_train(run_dir, *tiny_args(num_epochs=1))
+    assert result.returncode == 0, result.stdout[-3000:]
     return run_dir
 
 

@@ -19,7 +19,7 @@ import pytest
 from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import make_plan
 from mtl.config import ConfigError, load_yaml, make_config
-from support import REPO, ablate_here, tiny_ablations, tiny_args, train_command, write_tiny_entry
+from support import REPO, ablate_here, forked_train, tiny_ablations, tiny_args, train_command, write_tiny_entry
 
 ABLATE = [sys.executable, "-m", "mtl.suite"]
 
@@ -374,22 +374,21 @@ def test_a_complete_read_only_cache_serves_its_dataset(read_only_cache):
 
 
 @pytest.mark.slow
-def test_training_and_grading_on_a_read_only_cache(tmp_path):
+def test_training_and_grading_on_a_read_only_cache(tmp_path, monkeypatch, capsys):
     """A shared cluster cache is mounted read-only: a run trains on the dataset it holds and `grade` scores
     against it, though neither can take the build lock nor write the integrity cache."""
     cache = tmp_path / "cache"
     env = {"MTL_CACHE_DIR": str(cache)}
     tiny = tiny_args(**CACHE_TINY, num_epochs=1)
-    first = run_command(train_command(*tiny, f"--log_dir={tmp_path / 'first'}"), cwd=tmp_path, timeout=300, **env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = forked_train(tmp_path / "first", *tiny, env=env)
+    assert first.returncode == 0, first.stdout[-3000:]
     shutil.rmtree(cache / "integrity")  # so that the next run has to check and to try to write it
     make_read_only(cache)
     try:
-        second = run_command(train_command(*tiny, "--seed=1", f"--log_dir={tmp_path / 'second'}"), cwd=tmp_path,
-                             timeout=300, **env)
-        assert second.returncode == 0, second.stderr[-3000:]
-        graded = run_command([*ABLATE, "grade", str(tmp_path / "first" / "submission.zip"), "--json"], cwd=tmp_path,
-                             **env)
+        second = forked_train(tmp_path / "second", *tiny, "--seed=1", env=env)
+        assert second.returncode == 0, second.stdout[-3000:]
+        monkeypatch.setenv("MTL_CACHE_DIR", str(cache))
+        graded = ablate_here(capsys, "grade", str(tmp_path / "first" / "submission.zip"), "--json")
         assert graded.returncode == 0, graded.stderr[-3000:]
         assert '"grader"' in graded.stdout
     finally:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
 import zipfile
 
 import numpy as np
@@ -18,7 +16,7 @@ from mtl.run.records import read_record
 from planting import plant_predictions, plant_run, plant_submission, validation_point
 from report.commands import main as report_main
 from report.grade import GradeError, grade
-from support import REPO, tiny_args, train_command
+from support import forked_train, tiny_args
 
 HEIGHT, WIDTH = 40, 70  # not multiples of 32: predictions cover the top-left 32x64
 
@@ -146,10 +144,8 @@ def test_grade_agrees_with_the_engine_when_test_is_the_validation_split(tmp_path
     shutil.copytree(source / "val", root / "test")
     shutil.copy(source / "statistics.json", root / "statistics.json")
     run_dir = tmp_path / "run"
-    result = subprocess.run(train_command(*tiny_args(dataset="miniscapes", num_epochs=1), f"--dataset_root={root}",
-                                          f"--log_dir={run_dir}"),
-                            cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = forked_train(run_dir, *tiny_args(dataset="miniscapes", num_epochs=1), f"--dataset_root={root}")
+    assert result.returncode == 0, result.stdout
     best = read_record(run_dir).best()
     metrics = grade(run_dir / "submission.zip", root)
     assert metrics["iou"] == pytest.approx(best["val/iou"], abs=1e-9)
