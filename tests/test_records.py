@@ -161,11 +161,6 @@ SUITE_PROFILE = {**{k: v for k, v in TINY.items() if k != "num_threads"},
                  "synthetic_num_train": 4, "synthetic_num_val": 2, "synthetic_num_test": 2, "synthetic_width": 64}
 
 
-def mtl_ablate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtl.suite", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
 def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -179,7 +174,8 @@ def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cach
     (ablations / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(SUITE_PROFILE))
     (ablations / "problem1.rec.yaml").write_text(yaml.safe_dump({"question": "Kept?", "item": "1.1", "base": "tiny"}))
     where = ["--ablations-dir", str(ablations), "--runs-dir", str(runs_dir)]
-    checked(mtl_ablate("run", "problem1.rec", *where, "--devices", "cpu"))
+    # mtl-ablate in this process (what it reads and writes is under test); its training is a process of its own.
+    checked(ablate_here(capsys, "run", "problem1.rec", *where, "--devices", "cpu"))
     (spec,) = make_plan(load_entries(ablations)["problem1.rec"], None, runs_dir).runs
     run = rundir.RunDirectory(spec.run_dir)
     before, original = snapshot(run.path), json.loads(run.status_path.read_text())
@@ -189,7 +185,7 @@ def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cach
     run.status_path.write_text("")
     status_out = checked(ablate_here(capsys, "status", "problem1.rec", *where)).stdout
     assert "status.json:isempty" in "".join(status_out.replace("│", "").split())  # folded in its table cell
-    checked(mtl_ablate("run", "problem1.rec", *where, "--devices", "cpu"))
+    checked(ablate_here(capsys, "run", "problem1.rec", *where, "--devices", "cpu"))
     assert snapshot(run.path) == before
     restored = json.loads(run.status_path.read_text())
     assert {k: restored[k] for k in ("state", "step", "best")} == {k: original[k] for k in ("state", "step", "best")}
@@ -197,12 +193,11 @@ def test_suite_rebuilds_repairs_and_reads_a_read_only_runs_folder(tmp_path, cach
 
     # A lost submission: `repair` rebuilds it from best.pt, naming the step.
     run.submission.unlink()
-    repaired = checked(mtl_ablate("repair", "problem1.rec", *where)).stdout
+    repaired = checked(ablate_here(capsys, "repair", "problem1.rec", *where)).stdout
     assert "rebuilding submission.zip from checkpoints/best.pt" in repaired and run.submission.exists()
     assert snapshot(run.path) == before
 
-    # Read commands on a read-only runs folder: they create nothing (no lock file either). In this process:
-    # what they read and write is under test, not their process.
+    # Read commands on a read-only runs folder: they create nothing (no lock file either).
     run.lock_path.unlink()
     listing = tree(runs_dir)
     subprocess.run(["chmod", "-R", "a-w", str(runs_dir)], check=True)
