@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from faults.checks import weight_differences
 from faults.launcher import start_train
 from mtl.run.model import ExitCode
 from mtl.run.records import read_record
@@ -110,16 +111,11 @@ def test_bad_config_exits_2_with_the_key(tmp_path, cache_dir):
     assert result.returncode == 2 and "did you mean 'batch_size'" in result.stderr
 
 
-def assert_same_weights(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
-    assert expected.keys() == actual.keys()
-    for key, tensor in expected.items():
-        assert torch.equal(tensor, actual[key]), key
-
-
-def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The best checkpoint's weights: the one checkpoint a finished run keeps (the identical traces
+def assert_same_best_weights(run_dir: Path, reference: Path) -> None:
+    """The best checkpoint's weights bit for bit: the one checkpoint a finished run keeps (the identical traces
     compared beside it cover the steps after it)."""
-    return torch.load(run_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)["model"]
+    best = Path("checkpoints") / "best.pt"
+    assert weight_differences(run_dir / best, reference / best) == []
 
 
 def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_run, tmp_path):
@@ -145,7 +141,7 @@ def test_resume_after_sigkill_mid_epoch_continues_from_last_checkpoint(finished_
         assert [p["step"] for p in resumed] == [p["step"] for p in reference]
     strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
     assert strip(resumed) == strip(reference)
-    assert_same_weights(_weights(finished_run), _weights(log_dir))
+    assert_same_best_weights(log_dir, finished_run)
     assert read_run_summary(log_dir).validation == read_run_summary(finished_run).validation
 
 
@@ -166,7 +162,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_identically(finished_run, tmp
     # Plain progress lines, as torchvision's reference scripts print them: step, loss, lr, it/s, ETA.
     assert re.search(r"^epoch \d+/2 step \d+/\d+ loss \d+\.\d{4} lr \S+ it/s \d+\.\d\d eta \d+m\d\ds$",
                      resumed.stdout, re.MULTILINE), resumed.stdout
-    assert_same_weights(_weights(finished_run), _weights(log_dir))
+    assert_same_best_weights(log_dir, finished_run)
     resumed_best, reference_best = read_record(log_dir).best(), read_record(finished_run).best()
     np.testing.assert_allclose(resumed_best["val/grader"], reference_best["val/grader"])
 
@@ -188,4 +184,4 @@ def test_a_run_paused_at_a_rung_and_continued_is_the_run_never_paused(finished_r
     assert read_record(log_dir).state == "finished"
     strip = lambda points: [{k: v for k, v in p.items() if k != "time"} for p in points]  # noqa: E731
     assert strip(read_trace(log_dir / "metrics.jsonl")) == strip(read_trace(finished_run / "metrics.jsonl"))
-    assert_same_weights(_weights(finished_run), _weights(log_dir))
+    assert_same_best_weights(log_dir, finished_run)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from faults.checks import weight_differences
 from faults.launcher import start_train
 from mtl.run.records import read_record
 from mtl.run.summary import read_run_summary
@@ -76,10 +77,8 @@ def test_sigkill_and_resume_ends_bitwise_as_the_unbroken_run(method, tmp_path, c
     assert f"resuming from step {state['step']} (epoch {EPOCHS}/{EPOCHS}" in resumed.stdout
     trace = read_trace(broken / "metrics.jsonl")
     assert without_time(trace) == without_time(read_trace(reference / "metrics.jsonl"))
-    expected, resumed = best_weights(reference), best_weights(broken)  # each loaded once: 100 MB apiece
-    assert expected.keys() == resumed.keys()
-    for key, tensor in expected.items():
-        assert torch.equal(tensor, resumed[key]), key
+    best = Path("checkpoints") / "best.pt"
+    assert weight_differences(broken / best, reference / best) == []
     # The learned weights moved (else resuming them would prove nothing) and are logged at each point.
     third = [p for p in trace if "train/loss" in p and p["epoch"] == EPOCHS]
     assert third and all(p["train/weight_semseg"] != 0.5 and p["train/weight_depth"] != 0.5 for p in third)
