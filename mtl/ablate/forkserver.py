@@ -22,6 +22,7 @@ from typing import Any, Optional
 PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "PIL.Image", "yaml", "filelock", "pandas", "mtl.cli",
            "mtl.train.engine", "mtl.data.synthetic", "mtl.data.miniscapes", "mtl.train.submission"]
 
+
 def available() -> bool:
     """Whether trainings can be forked here: a platform with a fork server, and a main module the server can
     import again by its path (not one read from standard input)."""

@@ -20,7 +20,7 @@ def model_summary(cfg: Config, height: int, width: int) -> dict:
     The model is built on the CPU with a random encoder (``pretrained`` is ignored: weights change no
     count) and leaves the global random state untouched. FLOPs count a multiply-add as two.
     """
-    _check_size(height, width)
+    _check_size(height, width)  # before building the model, which count_model checks again: a bad size costs nothing
     # A private RNG state: building the model draws random weights, and a caller's training run must
     # not see a different random stream just because it asked for a summary.
     with torch.random.fork_rng(devices=[]):

@@ -356,27 +356,30 @@ class WandbSink:
         stop signal reaches it too, and the client may learn of it only here, the preempting mark being sent
         without an answer): the end was not recorded, so it is made again on the offline mirror that restarts
         with the history. Never raises: W&B must not turn a finished run failed."""
-        for mirror in (False, True):
-            if preempting:
-                self._guarded("mark_preempting", lambda: self.run.mark_preempting())
-            if self.run is None:
-                return
-            run = self.run
+        try:
+            self._mark_and_finish(exit_code, preempting)
+        except Exception as exc:  # noqa: BLE001
+            self._fall_back(f"W&B could not record the run's end ({_short(exc)})")
             try:
-                run.finish(exit_code=exit_code)
-                self.run = None
-                return
-            except Exception as exc:  # noqa: BLE001
-                if not mirror:
-                    self._fall_back(f"W&B could not record the run's end ({_short(exc)})")
-                    continue
-                self.run = None
-                _say(f"W&B could not record the run's end offline either ({_short(exc)}); its files are kept, "
+                self._mark_and_finish(exit_code, preempting)
+            except Exception as again:  # noqa: BLE001
+                run, self.run = self.run, None
+                assert run is not None  # only a run's finish raises
+                _say(f"W&B could not record the run's end offline either ({_short(again)}); its files are kept, "
                      f"upload them with: wandb sync {shlex.quote(str(run.settings.sync_dir))}", warning=True)
                 try:
                     self._wandb.teardown()
                 except Exception:  # noqa: BLE001
                     pass
+
+    def _mark_and_finish(self, exit_code: int, preempting: bool) -> None:
+        """The run's end on the current run (none, as after W&B was given up: nothing); raises when finish fails."""
+        if preempting:
+            self._guarded("mark_preempting", lambda: self.run.mark_preempting())
+        if self.run is None:
+            return
+        self.run.finish(exit_code=exit_code)
+        self.run = None
 
 
 def format_eta(seconds: float | None) -> str:
