@@ -81,6 +81,9 @@ class TimedJob:
     def describe(self) -> str:
         return self.job.describe()
 
+    def sentinel(self):
+        return self.job.sentinel()
+
 
 class TimedBackend(LocalBackend):
     def __init__(self, slots):

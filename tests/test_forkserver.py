@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from multiprocessing.connection import wait
 
 import pytest
 
@@ -32,6 +33,13 @@ def test_a_forked_training_exits_as_mtl_train_and_writes_its_console_to_its_log(
     bad = tmp_path / "logs" / "bad.log"
     assert finished(ForkedJob(["--batch_sise=3"], {}, bad)) == ExitCode.REFUSED
     assert "mtl-train: unknown config key 'batch_sise'" in bad.read_text()
+
+
+def test_a_forked_trainings_sentinel_is_readable_once_its_exit_code_is_known(tmp_path):
+    """The scheduler sleeps on the sentinels of its running jobs: ready must mean ended."""
+    job = ForkedJob(["--help"], {"PATH": "/usr/bin"}, tmp_path / "help.log")
+    assert wait([job.sentinel()], timeout=240) == [job.sentinel()]
+    assert job.poll() == 0
 
 
 @pytest.mark.slow

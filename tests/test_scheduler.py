@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.console import Console
 
 import fake_backend as fake
 from fake_backend import FakeBackend, OtherProcess, RecordingMonitor, make_spec
+from mtl.ablate.backends import LocalJob, Placement
 from mtl.ablate.display import Monitor
 from mtl.ablate.scheduler import RunOutcome, Scheduler
 from mtl.ablate.slurm import SubmititJob
@@ -91,6 +93,43 @@ def test_a_freed_slot_starts_the_next_run_without_waiting_a_poll_interval(runs):
     started = time.monotonic()
     assert [o.state for o in scheduler.run(specs)] == [Outcome.FINISHED] * 3
     assert time.monotonic() - started < 5
+
+
+class SleepingBackend:
+    """One slot; each run a real child process that sleeps a moment and exits, writing no record."""
+
+    name, queues = "local", False
+
+    def __init__(self):
+        self.jobs: list[LocalJob] = []
+
+    def slots(self) -> list[Placement]:
+        return [Placement("cpu", 1)]
+
+    def start_many(self, launches, entry_id: str) -> list[LocalJob]:
+        jobs = [LocalJob([sys.executable, "-c", "import time; time.sleep(0.3)"], dict(os.environ), launch.log_path)
+                for launch in launches]
+        self.jobs.extend(jobs)
+        return jobs
+
+    def adopt(self, run_dir):
+        return None
+
+
+def test_a_process_ending_wakes_the_scheduler_before_its_poll_interval(runs):
+    """The scheduler waits on each running process's end (a pidfd), not only on its poll interval: the second
+    run starts, and ``run`` returns, as soon as each process exits."""
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd on this platform: the scheduler polls")
+    specs = [make_spec(runs, f"v{i}") for i in range(2)]
+    backend = SleepingBackend()
+    scheduler, _ = schedule(backend, poll_interval=30)
+    started = time.monotonic()
+    outcomes = scheduler.run(specs)
+    assert time.monotonic() - started < 20  # two poll intervals would be 60 s
+    assert [o.launched for o in outcomes] == [True, True]
+    assert [job.poll() for job in backend.jobs] == [0, 0]
+    assert [job.sentinel() for job in backend.jobs] == [None, None]  # each pidfd closed once its end was read
 
 
 def test_a_queueing_backend_takes_every_run_at_once(runs):

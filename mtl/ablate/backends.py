@@ -100,6 +100,10 @@ class Job(Protocol):
 
     def describe(self) -> str: ...
 
+    def sentinel(self) -> Optional[int]:
+        """A file descriptor that becomes readable when the command ends, so that the scheduler wakes at the
+        end instead of at its next poll; None where only polling tells (a SLURM job)."""
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -139,9 +143,17 @@ class LocalJob:
             self.process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+        self._pidfd = _pidfd(self.process.pid)
 
     def poll(self) -> Optional[int]:
-        return self.process.poll()
+        code = self.process.poll()
+        if code is not None and self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        return code
+
+    def sentinel(self) -> Optional[int]:
+        return self._pidfd
 
     def terminate(self, signum: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -149,6 +161,15 @@ class LocalJob:
 
     def describe(self) -> str:
         return f"pid {self.process.pid}"
+
+
+def _pidfd(pid: int) -> Optional[int]:
+    """A pidfd of our child ``pid`` (readable once it exits; Linux 5.3 and later), else None: the scheduler
+    then notices the end at its next poll."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 class LocalBackend:

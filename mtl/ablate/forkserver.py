@@ -93,6 +93,9 @@ class ForkedJob:
         code = self.process.exitcode
         return None if code is None else int(code)
 
+    def sentinel(self) -> Optional[int]:
+        return self.process.sentinel  # the server writes the exit status to it
+
     def terminate(self, signum: int = signal.SIGTERM) -> None:
         if self.process.exitcode is None:
             os.kill(self.process.pid, signum)

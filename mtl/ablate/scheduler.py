@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_readable
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -283,6 +284,16 @@ class Scheduler:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum
 
+    def _wait_a_poll_interval(self, running: list[Job]) -> None:
+        """Sleep one poll interval, or less: until a running job that can be waited on ends (its slot then
+        takes the next run, and the last end ends ``run``, at once). Runs held by other processes, and SLURM
+        jobs, are seen at the next poll."""
+        sentinels = [fd for fd in (job.sentinel() for job in running) if fd is not None]
+        if sentinels:
+            wait_readable(sentinels, timeout=self.poll_interval)
+        else:
+            time.sleep(self.poll_interval)
+
     def _start(self, launches: list[tuple[RunSpec, Placement]]) -> list[Job]:
         """Start the runs, in one submission where the backend can (a SLURM job array)."""
         if not launches:
@@ -357,7 +368,7 @@ class Scheduler:
                         settle(self.outcome_of(spec, code, job))
                 self.monitor.refresh()
                 if (pending or running or self.waiting) and not (freed and pending):  # a freed slot starts at once
-                    time.sleep(self.poll_interval)
+                    self._wait_a_poll_interval([job for job, _, _ in running.values()])
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -483,6 +483,9 @@ class SubmititJob:
     def describe(self) -> str:
         return f"job {self.job.job_id}" + (" (queued earlier)" if self.adopted else "")
 
+    def sentinel(self) -> None:
+        return None  # only sacct/squeue and submitit's result file tell that a job ended
+
 
 def job_name(entry_id: str, run_names: list[str]) -> str:
     """``mtl:<entry>:<run>`` for one run; an array carries one name for all its tasks: ``mtl:<entry>``."""
