@@ -21,7 +21,7 @@ from mtl.ablate import forkserver
 
 # What a training imports before its first step, and the fault modules a setup comes from.
 PRELOAD = [*forkserver.PRELOAD, "mtl.data.integrity", "faults.launcher", "faults.storage", "faults.checks",
-           "faults.preemption", "faults.runs", "faults.records",
+           "faults.preemption", "faults.process_group", "faults.runs", "faults.records",
            # A child imports its parent's main module again: pytest's, or the bench script's.
            "pytest", "hypothesis"]
 

@@ -2,8 +2,8 @@
 SLURM (``scancel``, preemption, ``--signal=USR2@N`` before the time limit), a container runtime and a
 closed terminal send it.
 
-The trainer is a real ``python -m mtl.cli`` in a session of its own, so ``os.killpg`` reaches exactly
-it and its workers. The signal goes out once the run has checkpointed a step (with a checkpoint after
+The trainer is ``mtl-train`` forked from the fault launcher's server, as ``mtl-ablate run`` starts it, in
+a session of its own (``os.setsid`` before its main), so ``os.killpg`` reaches exactly it and its workers. The signal goes out once the run has checkpointed a step (with a checkpoint after
 every step, a new ``last.pt`` means training is under way); the run must end ``interrupted`` with
 exit 143 and a rerun must end bit-identical to an unbroken run.
 """
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from faults.checks import check_run_dir, run_differences
-from faults.launcher import run_train
+from faults.launcher import run_train, start_train
 from mtl.run.layout import RunDirectory
 from mtl.run.model import ExitCode
 from mtl.run.records import read_status
@@ -37,11 +35,9 @@ class GroupStop:
     files_checked: int = 0
 
 
-def train_process(argv: list[str], log_path: Path) -> subprocess.Popen:
-    """A new ``python -m mtl.cli`` in a session (and process group) of its own."""
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child; closed when the parent's copy is collected
-    return subprocess.Popen([sys.executable, "-m", "mtl.cli", *argv], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+def own_session() -> None:
+    """Launcher setup: the training leads a session (and process group) of its own, as a job step does."""
+    os.setsid()
 
 
 def _group_empties(pgid: int, timeout: float = 30) -> bool:
@@ -69,19 +65,19 @@ def stop_group(argv: list[str], run_dir: Path, signum: int, log_path: Path, time
     name = signal.Signals(signum).name
     last = RunDirectory(run_dir).last
     before = _modified_ns(last)  # a resumed run's checkpoint: wait for a newer one
-    process = train_process([*argv, f"--log_dir={run_dir}"], log_path)
+    process = start_train([*argv, f"--log_dir={run_dir}"], log_path, setup=own_session)
     deadline = time.monotonic() + timeout
-    while _modified_ns(last) in (None, before) and process.poll() is None and time.monotonic() < deadline:
+    while _modified_ns(last) in (None, before) and process.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    if process.poll() is not None or _modified_ns(last) in (None, before):
-        process.kill()
+    if not process.alive() or _modified_ns(last) in (None, before):
+        process.send(signal.SIGKILL)
         return GroupStop(name, process.wait(), "", "", [f"{run_dir}: the run ended or hung before it checkpointed "
                                                          f"a step (log {log_path})"])
     os.killpg(process.pid, signum)  # the session leader's pid is its group id
     code = process.wait(timeout)
     status = read_status(run_dir)
     result = GroupStop(name, code, str(status.state) if status else "", (status.error if status else None) or "")
-    output = log_path.read_text(errors="replace")
+    output = process.output()
     if code != ExitCode.STOPPED or result.state != "interrupted":
         result.problems.append(f"{run_dir}: {name} to the process group ended the run with exit {code}, state "
                                f"{result.state!r}, expected 143 and 'interrupted' (log {log_path})")
