@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from faults.launcher import STARTED_LINE
 from mtl.ablate.entry import EntryError, load_entries, load_entry
 from mtl.ablate.planner import make_plan
 from mtl.config import ConfigError, load_yaml, make_config
@@ -308,10 +309,10 @@ def test_a_cuda_device_the_machine_lacks_is_refused_before_anything_is_written(t
     if index < _cuda_devices():
         pytest.skip(f"this machine has {device}")
     log_dir = tmp_path / "run"
-    result = run_command(train_command(f"--device={device}", f"--log_dir={log_dir}", "--wandb_mode=disabled"),
-                         cwd=tmp_path)
+    result = forked_train(log_dir, f"--device={device}", "--wandb_mode=disabled")  # as `mtl-ablate run` starts it
     assert_refused(result, "device", repr(device))
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    said = [line for line in result.stderr.splitlines() if line != STARTED_LINE]
+    assert len(said) == 1, result.stderr
     assert not log_dir.exists()
 
 
