@@ -3,9 +3,10 @@ SLURM (``scancel``, preemption, ``--signal=USR2@N`` before the time limit), a co
 closed terminal send it.
 
 The trainer is ``mtl-train`` forked from the fault launcher's server, as ``mtl-ablate run`` starts it, in
-a session of its own (``os.setsid`` before its main), so ``os.killpg`` reaches exactly it and its workers. The signal goes out once the run has checkpointed a step (with a checkpoint after
-every step, a new ``last.pt`` means training is under way); the run must end ``interrupted`` with
-exit 143 and a rerun must end bit-identical to an unbroken run.
+a session of its own (``os.setsid`` before its main), so ``os.killpg`` reaches exactly it and its workers.
+The signal goes out once the run has checkpointed a step (with a checkpoint after every step, a new
+``last.pt`` means training is under way); the run must end ``interrupted`` with exit 143 and a rerun must
+end bit-identical to an unbroken run.
 """
 
 from __future__ import annotations
