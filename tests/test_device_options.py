@@ -21,7 +21,7 @@ from mtl.models import build_model
 from mtl.run.layout import RunDirectory
 from mtl.run.trace import LocalTrace
 from mtl.train.evaluation import evaluate
-from mtl.train.loop import Trainer
+from mtl.train.loop import Trainer, first_non_finite
 from mtl.train.losses import MultiTaskLoss
 from mtl.train.optim import build_optimizer, build_scheduler
 from mtl.train.runtime import to_device
@@ -128,6 +128,20 @@ def test_fp16_scaler_state_travels_in_the_checkpoint(tmp_path):
     assert resumed.scaler.get_scale() != 1024.0
     resumed.restore(state)
     assert resumed.scaler.get_scale() == 1024.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_the_first_non_finite_weight_is_named_in_any_float_dtype(dtype, bad):
+    big = torch.finfo(dtype).max
+    state = {"steps": torch.tensor([2**62]), "a": torch.full((4, 3), big, dtype=dtype),
+             "b": torch.tensor([1.0, -big], dtype=dtype), "c": torch.zeros(5, dtype=dtype)}
+    assert first_non_finite(state) is None  # the largest finite values (float64's overflow its own sum) pass
+    state["c"][3] = bad
+    assert first_non_finite(state) == "c"
+    state["a"][1, 2] = float("nan")
+    assert first_non_finite(state) == "a"
+    assert first_non_finite({"count": torch.tensor([7])}) is None
 
 
 @pytest.mark.parametrize("name", list(NUMERIC_OPTIONS))
