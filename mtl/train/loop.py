@@ -59,7 +59,7 @@ def first_non_finite(state: dict[str, torch.Tensor]) -> Optional[str]:
         return None
     sums = torch.stack([tensor.sum(dtype=torch.float64) for _, tensor in named])
     for index in torch.nonzero(~torch.isfinite(sums)).flatten().tolist():
-        name, tensor = named[index]
+        name, tensor = named[int(index)]
         if not bool(torch.isfinite(tensor).all()):
             return name
     return None
