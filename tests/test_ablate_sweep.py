@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweeps import RunState, SweepConfig, next_run, schema_violations_from_proposed_config
+from sweeps import SweepConfig, next_runs, schema_violations_from_proposed_config
 
 from mtl.ablate.entry import load_entries
 from mtl.ablate.planner import make_plan, plan
@@ -34,14 +34,14 @@ from test_ablate_planner import plant_run
 def grid_points(config: dict, validate: bool = True) -> list[dict]:
     """Every parameter set the W&B grid controller proposes, as the agent receives them ({key: {value}}).
 
-    ``validate``: check the config against the sweeps package's schema first (once: it takes seconds)."""
+    ``validate``: check the config against the sweeps package's schema first (once: it takes seconds). The
+    controller is asked for every point at once: one by one, each answer hashes every earlier point again, and
+    the order is the same (the grid's, skipping the points it gave)."""
     if validate:
         SweepConfig(config)
-    runs = []
-    while (run := next_run(config, runs)) is not None:
-        run.state = RunState.finished
-        runs.append(run)
-    return [run.config for run in runs]
+    proposed = next_runs(config, [], n=sys.maxsize)  # the points, then None once the grid is exhausted
+    assert proposed[-1] is None
+    return [run.config for run in proposed[:-1]]
 
 
 @pytest.fixture
