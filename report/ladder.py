@@ -58,6 +58,8 @@ def ladder_frame(chain: Sequence[Any], results: ResultTables, noise_rule: str = 
     for number, entry in enumerate(chain, start=1):
         builds_on = entry.base_kind
         selection = (selections or {}).get(entry.id)
+        if selection is not None and entry.base_entry is None and selection.profile != entry.base:
+            builds_on = f"profile {selection.profile} (declared: {entry.base})"  # its runs' (--profile)
         if selection is not None and selection.base_note:
             builds_on += f"; here: {selection.base_note}"
         row: dict[str, Any] = {"step": number, "entry": entry.id, "item": entry.item, "builds on": builds_on,

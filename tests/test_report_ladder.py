@@ -74,6 +74,19 @@ def test_ladder_names_a_step_without_runs(chain, tmp_path):
     assert frame["winner"].tolist()[-1] == ""
 
 
+def test_ladder_names_the_profile_the_runs_trained_with_over_the_declared_one(ablations, tmp_path):
+    """An entry based on the full profile whose runs trained under --profile quick builds on quick here."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "reports"
+    write_entry(ablations, "problem1.a", base="full", grid={"aspp": [False, True]})
+    for spec in plan(load_entries(ablations)["problem1.a"], "quick", runs_dir):
+        plant_planned(spec, [12.0 if spec.config.aspp else 10.0])
+    where = ["--runs-dir", str(runs_dir), "--ablations-dir", str(ablations), "--out", str(out)]
+    assert main(["report", "problem1.a", "--ladder", "--profile", "quick", *where]) == 0
+    frame = pd.read_csv(out / "ladder.problem1.a.csv")
+    assert frame["builds on"].tolist() == ["profile quick (declared: full)"]
+    assert frame["winner"].tolist() == ["aspp=true"]
+
+
 def test_ladder_takes_one_entry(chain, capsys):
     ablations, runs_dir = chain
     assert main(["report", "problem1.a", "problem1.b", "--ladder", "--runs-dir", str(runs_dir),
