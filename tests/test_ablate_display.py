@@ -9,10 +9,10 @@ from rich.console import Console
 
 from mtl.ablate.backends import Placement
 from mtl.ablate.display import Monitor, results_table
-from mtl.ablate.entry import load_entry
+from mtl.ablate.entry import load_entries, load_entry
 from mtl.ablate.planner import plan
 from mtl.ablate.scheduler import RunOutcome
-from support import REPO
+from support import REPO, write_entry
 from test_ablate_planner import plant_run
 
 
@@ -51,6 +51,35 @@ def test_live_rows_follow_status_json(tmp_path):
     assert "queued" in next(line for line in text.splitlines() if "adam" in line)
     # The entry's ETA: the running run's 92 s plus the queued run's 96 steps at 0.5 it/s, on one slot.
     assert "problem1.optimizer: ETA 4m44s" in text
+
+
+def test_a_single_task_run_shows_its_own_metric_where_the_grader_is_not_defined(ablations, tmp_path):
+    write_entry(ablations, "problem1.alone", variants=[{"name": "joint", "overrides": {}},
+                                                       {"name": "seg", "overrides": {"tasks": "semseg"}},
+                                                       {"name": "dep", "overrides": {"tasks": "depth"}}])
+    runs = plan(load_entries(ablations)["problem1.alone"], "quick", tmp_path / "runs")
+    stream = io.StringIO()
+    monitor = Monitor(Console(file=stream, width=250), live=False)
+    monitor.begin(runs)
+    for run, best in zip(runs, ({"grader": 5.5, "iou": 20.0, "si_logrmse": 40.0},
+                                {"grader": float("nan"), "iou": 21.25, "si_logrmse": float("nan")},
+                                {"grader": float("nan"), "iou": float("nan"), "si_logrmse": 38.5})):
+        run.run_dir.mkdir(parents=True)
+        status = {"state": "running", "pid": 123, "epoch": 2, "num_epochs": 4,
+                  "best": {"epoch": 2, "step": 20, **best}}
+        (run.run_dir / "status.json").write_text(json.dumps(status))
+        monitor.started(run, Placement("cpu", 1), FakeJob())
+    monitor.refresh()
+    lines = render(io.StringIO(), monitor.table()).splitlines()
+    rows = {variant: next(line for line in lines if f" {variant} " in line) for variant in ("joint", "seg", "dep")}
+    assert "grader 5.50" in rows["joint"] and "IoU 21.25" in rows["seg"] and "SI-logRMSE 38.50" in rows["dep"], rows
+    for run in runs:
+        (run.run_dir / "status.json").write_text(json.dumps({**json.loads((run.run_dir / "status.json").read_text()),
+                                                             "state": "finished"}))
+        monitor.settled(RunOutcome(run, "finished", exit_code=0, launched=True))
+    monitor.end()
+    said = stream.getvalue()
+    assert "seg s0: finished (best IoU 21.25 at epoch 2)" in said and "dep s0: finished (best SI-logRMSE 38.50" in said
 
 
 def test_plain_lines_off_a_terminal(tmp_path):

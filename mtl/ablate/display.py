@@ -19,9 +19,10 @@ from rich.live import Live
 from rich.table import Table
 
 from mtl.config import format_config_value
+from mtl.run.best import run_rank_metric
 from mtl.run.errors import RecordError
 from mtl.run.layout import log_path
-from mtl.run.model import STATE_COLUMN, Progress, RunState, Status
+from mtl.run.model import GRADER_KEY, STATE_COLUMN, Progress, RunState, Status, ValidationPoint
 from mtl.run.records import read_record, read_status, stall_of
 
 from .planner import RunSpec
@@ -49,6 +50,18 @@ def format_number(value: Any, digits: int = 2) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return f"{value:.{digits}f}"
     return "-"
+
+
+RANK_LABELS = {GRADER_KEY: "grader", "val/iou": "IoU", "val/si_logrmse": "SI-logRMSE"}
+
+
+def best_text(spec: RunSpec, best: Optional[ValidationPoint]) -> str:
+    """A run's best point by the metric it is ranked by: "grader 9.50", or a single-task run's own metric
+    ("IoU 14.94", "SI-logRMSE 44.16": its grader is not defined); "-" before its first validation."""
+    if best is None:
+        return "-"
+    metric, _ = run_rank_metric(spec.config.tasks)
+    return f"{RANK_LABELS[metric]} {format_number(getattr(best, metric.removeprefix('val/')))}"
 
 
 def format_params(values: dict[str, Any]) -> str:
@@ -135,7 +148,7 @@ class Monitor:
         best = row.status.best if row.status else None
         text = f"{run_label(outcome.spec)}: {outcome.state}"
         if best is not None:
-            text += f" (best grader {format_number(best.grader)} at epoch {best.epoch})"
+            text += f" (best {best_text(outcome.spec, best)} at epoch {best.epoch})"
         if outcome.message:
             text += f" - {outcome.message}"
         self._say(text)
@@ -224,8 +237,8 @@ class Monitor:
         entries = dict.fromkeys(row.spec.entry_id for row in self.rows.values())
         caption = "; ".join(f"{entry_id}: ETA {format_duration(self.entry_eta(entry_id))}" for entry_id in entries)
         table = Table(title="mtl-ablate run", caption=caption, expand=False)
-        numeric = ("seed", "epoch", "step", "loss", "it/s", "ETA", "best grader")
-        for column in ("entry", "variant", "seed", STATE_COLUMN, "epoch", "step", "loss", "it/s", "ETA", "best grader",
+        numeric = ("seed", "epoch", "step", "loss", "it/s", "ETA", "best")
+        for column in ("entry", "variant", "seed", STATE_COLUMN, "epoch", "step", "loss", "it/s", "ETA", "best",
                        "where", "log"):
             table.add_column(column, justify="right" if column in numeric else "left",
                              overflow="fold" if column == "log" else "ellipsis")
@@ -238,7 +251,7 @@ class Monitor:
                 f"{progress.step}/{progress.total_steps}" if progress else "-",
                 format_number(progress.loss if progress else None, 4),
                 format_number(progress.it_s if progress else None),
-                format_duration(progress.eta_s) if progress else "-", format_number(best.grader if best else None),
+                format_duration(progress.eta_s) if progress else "-", best_text(spec, best),
                 row.where, row.log,
             )
         return table
