@@ -122,12 +122,18 @@ def _note(tables: Any, margin: float, noise: float) -> str:
     return "; ".join(parts)
 
 
+DELTA_M_COLUMNS = ["Δm (%)", "Δm std"]
+
+
 def ladder_markdown(frame: pd.DataFrame) -> str:
-    shown = frame.copy()
+    """The ladder as a Markdown table; without the Δm columns when no step has a Δm (the CSV keeps them)."""
+    shown = frame.drop(columns=DELTA_M_COLUMNS) if frame["Δm (%)"].isna().all() else frame.copy()
     for column in ("grader", "grader std", "Δm std", "IoU", "SI-logRMSE"):
-        shown[column] = [_number(v) for v in shown[column]]
+        if column in shown:
+            shown[column] = [_number(v) for v in shown[column]]
     for column in ("Δ grader", "Δm (%)"):
-        shown[column] = [_number(v, signed=True) for v in shown[column]]
+        if column in shown:
+            shown[column] = [_number(v, signed=True) for v in shown[column]]
     shown["margin"] = [_number(v) for v in shown["margin"]]
     shown["runs"] = shown["runs"].astype(str)
     shown["step"] = shown["step"].astype(str)
@@ -150,6 +156,9 @@ def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noi
     stem = out_dir / f"ladder.{chain[-1].id}"
     footer = (f"Seed noise: grader standard deviation {noise:.2f}, pooled over the variants with several seeds."
               if math.isfinite(noise) else "Seed noise: unknown (no variant of the chain has several finished seeds).")
+    if frame["Δm (%)"].isna().all():
+        footer += (" Δm: none, as no step has single-task baselines to measure it against (an entry's "
+                   "single_task_baselines).")
     markdown = ladder_markdown(frame) + "\n" + footer + "\n"
     files = [Path(f"{stem}.md"), Path(f"{stem}.csv")]
     files[0].write_text(markdown)

@@ -60,6 +60,9 @@ def test_ladder_rows_follow_the_chain_with_winners_gains_and_noise(chain, tmp_pa
     assert "seed sd" not in notes[0] and "seed sd" not in notes[2]
     assert "Seed noise: grader standard deviation 1.00" in printed
     assert "| problem1.b" in printed and (out / "ladder.problem1.c.md").read_text() in printed
+    # No step names single-task baselines: the Markdown leaves out the empty Δm columns and says why.
+    assert "Δm" not in printed.split("Seed noise")[0] and "Δm: none, as no step has single-task baselines" in printed
+    assert frame["Δm (%)"].isna().all()  # the CSV keeps its columns
 
 
 def test_ladder_names_a_step_without_runs(chain, tmp_path):
