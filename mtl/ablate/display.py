@@ -22,7 +22,7 @@ from mtl.config import format_config_value
 from mtl.run.best import run_rank_metric
 from mtl.run.errors import RecordError
 from mtl.run.layout import log_path
-from mtl.run.model import GRADER_KEY, STATE_COLUMN, Progress, RunState, Status, ValidationPoint
+from mtl.run.model import HEADLINE_LABELS, STATE_COLUMN, Progress, RunState, Status, ValidationPoint
 from mtl.run.records import read_record, read_status, stall_of
 
 from .planner import RunSpec
@@ -52,16 +52,13 @@ def format_number(value: Any, digits: int = 2) -> str:
     return "-"
 
 
-RANK_LABELS = {GRADER_KEY: "grader", "val/iou": "IoU", "val/si_logrmse": "SI-logRMSE"}
-
-
 def best_text(spec: RunSpec, best: Optional[ValidationPoint]) -> str:
     """A run's best point by the metric it is ranked by: "grader 9.50", or a single-task run's own metric
     ("IoU 14.94", "SI-logRMSE 44.16": its grader is not defined); "-" before its first validation."""
     if best is None:
         return "-"
     metric, _ = run_rank_metric(spec.config.tasks)
-    return f"{RANK_LABELS[metric]} {format_number(getattr(best, metric.removeprefix('val/')))}"
+    return f"{HEADLINE_LABELS[metric]} {format_number(getattr(best, metric.removeprefix('val/')))}"
 
 
 def format_params(values: dict[str, Any]) -> str:

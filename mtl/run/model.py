@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 GRADER_KEY = "val/grader"
 # The trace keys of a validation point's headline metrics (ValidationPoint's fields).
 HEADLINE_KEYS = {"grader": GRADER_KEY, "iou": "val/iou", "si_logrmse": "val/si_logrmse"}
+# How a console line names them.
+HEADLINE_LABELS = {GRADER_KEY: "grader", "val/iou": "IoU", "val/si_logrmse": "SI-logRMSE"}
 # The name readers give the state column of a table of runs (report frames, `status`, `run`).
 STATE_COLUMN = "state"
 

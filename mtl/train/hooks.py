@@ -13,6 +13,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from mtl.run import io as atomic
+from mtl.run.model import HEADLINE_LABELS
 from mtl.run.status import StatusWriter
 from mtl.run.summary import write_run_summary
 from mtl.train.loop import Hook, Trainer
@@ -71,8 +72,7 @@ class ProgressHook(Hook):
 def _metrics_text(point: dict[str, Any]) -> str:
     """"grader 5.44 IoU 11.22 SI-logRMSE 44.56", the metrics a validation point defines (a single-task run's
     has its task's alone)."""
-    labels = (("val/grader", "grader"), ("val/iou", "IoU"), ("val/si_logrmse", "SI-logRMSE"))
-    return " ".join(f"{label} {point[key]:.2f}" for key, label in labels if point.get(key) is not None)
+    return " ".join(f"{label} {point[key]:.2f}" for key, label in HEADLINE_LABELS.items() if point.get(key) is not None)
 
 
 class StatusHook(Hook):
