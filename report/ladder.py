@@ -125,15 +125,20 @@ def _note(tables: Any, margin: float, noise: float) -> str:
 DELTA_M_COLUMNS = ["Δm (%)", "Δm std"]
 
 
+def _has_delta_m(frame: pd.DataFrame) -> bool:
+    """Whether some step has a Δm (an entry that names single-task baselines, and found them)."""
+    return bool(frame["Δm (%)"].notna().any())
+
+
 def ladder_markdown(frame: pd.DataFrame) -> str:
     """The ladder as a Markdown table; without the Δm columns when no step has a Δm (the CSV keeps them)."""
-    shown = frame.drop(columns=DELTA_M_COLUMNS) if frame["Δm (%)"].isna().all() else frame.copy()
+    shown = frame.copy()
     for column in ("grader", "grader std", "Δm std", "IoU", "SI-logRMSE"):
-        if column in shown:
-            shown[column] = [_number(v) for v in shown[column]]
+        shown[column] = [_number(v) for v in shown[column]]
     for column in ("Δ grader", "Δm (%)"):
-        if column in shown:
-            shown[column] = [_number(v, signed=True) for v in shown[column]]
+        shown[column] = [_number(v, signed=True) for v in shown[column]]
+    if not _has_delta_m(frame):
+        shown = shown.drop(columns=DELTA_M_COLUMNS)
     shown["margin"] = [_number(v) for v in shown["margin"]]
     shown["runs"] = shown["runs"].astype(str)
     shown["step"] = shown["step"].astype(str)
@@ -156,7 +161,7 @@ def write_ladder(chain: Sequence[Any], results: ResultTables, out_dir: Path, noi
     stem = out_dir / f"ladder.{chain[-1].id}"
     footer = (f"Seed noise: grader standard deviation {noise:.2f}, pooled over the variants with several seeds."
               if math.isfinite(noise) else "Seed noise: unknown (no variant of the chain has several finished seeds).")
-    if frame["Δm (%)"].isna().all():
+    if not _has_delta_m(frame):
         footer += (" Δm: none, as no step has single-task baselines to measure it against (an entry's "
                    "single_task_baselines).")
     markdown = ladder_markdown(frame) + "\n" + footer + "\n"
