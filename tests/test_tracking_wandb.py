@@ -228,6 +228,15 @@ def test_a_failure_that_keeps_coming_back_ends_the_mirror_not_the_run(home, tmp_
     sink.interrupted()
 
 
+def process_state(pid: int) -> str:
+    """The state letter of process ``pid`` in /proc ("Z": a zombie), "" once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def wandb_core_pids() -> list[int]:
     """wandb's live service processes started by this process (each in a session of its own; a killed one
     stays a zombie child until wandb's next start reaps it)."""
@@ -236,7 +245,7 @@ def wandb_core_pids() -> list[int]:
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     return [int(pid) for pid in children
             if Path(f"/proc/{pid}/comm").read_text().strip() == "wandb-core" and os.getsid(int(pid)) != os.getsid(0)
-            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+            and process_state(int(pid)) != "Z"]
 
 
 @pytest.mark.parametrize("noticed", [True, False], ids=["noticed", "learnt-at-finish"])
@@ -255,7 +264,7 @@ def test_the_runs_end_is_kept_when_the_stop_signal_also_reaches_wandbs_service(h
     (core,) = wandb_core_pids()
     os.kill(core, signal.SIGTERM if noticed else signal.SIGKILL)
     deadline = time.time() + 30
-    while noticed and Path(f"/proc/{core}").exists() and Path(f"/proc/{core}/stat").read_text().split()[2] != "Z":
+    while noticed and process_state(core) not in ("", "Z"):
         assert time.time() < deadline
         time.sleep(0.1)
     sink.interrupted(exit_code=143)
